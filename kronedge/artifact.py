@@ -1,0 +1,179 @@
+"""The on-disk format of a compressed model, written atomically.
+
+An artifact is a directory:
+  config.json         transformers BertConfig plus ``kronecker_layout`` (every replaced layer's factors)
+  model.safetensors   all weights (Kronecker factors, biases, LayerNorms, heads)
+  tokenizer files     tokenizer.json, vocab.txt, ... (copied from the teacher)
+  kronedge.json       the recipe: kronedge version, teacher spec, KronConfig, plan totals, metrics
+  README.md           model card (written by `kronedge compress`)
+
+It is assembled in a sibling temporary directory and renamed into place, so a crash leaves
+either the previous artifact or the new one, never a half-written mix.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterator
+
+from .teachers import TOKENIZER_FILES
+
+RECIPE_FILE = "kronedge.json"
+WEIGHTS_FILE = "model.safetensors"
+
+
+class ArtifactError(ValueError):
+    """A missing, incomplete or corrupt artifact; the message names the file."""
+
+
+@contextmanager
+def atomic_directory(target: str | os.PathLike) -> Iterator[Path]:
+    """Yield a temporary directory that replaces ``target`` only if the block succeeds.
+
+    Example:
+        >>> with atomic_directory("out/model") as tmp:
+        ...     (tmp / "a.txt").write_text("hello")
+    """
+    target = Path(target)
+    parent = target.parent if str(target.parent) else Path(".")
+    try:
+        parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=parent))
+    except OSError as exc:
+        raise ArtifactError(f"cannot write to {parent}: {exc.strerror or exc}") from exc
+    try:
+        yield tmp
+        if target.exists():
+            backup = Path(tempfile.mkdtemp(prefix=f".{target.name}.old-", dir=parent))
+            backup.rmdir()
+            target.rename(backup)
+            tmp.rename(target)
+            shutil.rmtree(backup, ignore_errors=True)
+        else:
+            tmp.rename(target)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def write_json_atomic(path: str | os.PathLike, data) -> None:
+    """Write JSON through a temporary file and an atomic rename."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w") as f:
+            json.dump(data, f, indent=2, sort_keys=False)
+            f.write("\n")
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def copy_tokenizer(tokenizer_dir: str | os.PathLike, out_dir: Path) -> None:
+    src = Path(tokenizer_dir)
+    for name in TOKENIZER_FILES:
+        if (src / name).exists():
+            shutil.copy2(src / name, out_dir / name)
+
+
+def save_artifact(model, out_dir: str | os.PathLike, tokenizer_dir: str | os.PathLike, recipe: dict,
+                  model_card: str | None = None) -> Path:
+    """Save a (kronized) transformers model as a kronedge artifact, atomically.
+
+    Args:
+        model: the model; its config carries the Kronecker layout set by ``kronize_``.
+        out_dir: destination directory (replaced as a whole if it exists).
+        tokenizer_dir: folder with the teacher's tokenizer files.
+        recipe: how the model was made (teacher spec, KronConfig, plan totals, metrics).
+        model_card: optional README.md text.
+    """
+    from safetensors.torch import save_file
+
+    from . import __version__
+    from .teachers import head_of
+
+    recipe = {"kronedge_version": __version__, "head": head_of(model), **recipe}
+    with atomic_directory(out_dir) as tmp:
+        model.config.save_pretrained(tmp)
+        state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
+        save_file(state, tmp / WEIGHTS_FILE, metadata={"format": "pt", "producer": f"kronedge {__version__}"})
+        copy_tokenizer(tokenizer_dir, tmp)
+        write_json_atomic(tmp / RECIPE_FILE, recipe)
+        if model_card:
+            (tmp / "README.md").write_text(model_card)
+    return Path(out_dir)
+
+
+def read_recipe(path: str | os.PathLike) -> dict:
+    path = Path(path)
+    recipe_path = path / RECIPE_FILE
+    if not recipe_path.is_file():
+        raise ArtifactError(f"{path} is not a kronedge artifact: {RECIPE_FILE} is missing")
+    try:
+        return json.loads(recipe_path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ArtifactError(f"{recipe_path} is corrupt: {exc}") from exc
+
+
+def load_artifact(path: str | os.PathLike, device: str = "cpu"):
+    """Load an artifact written by :func:`save_artifact`; weights come back bit-exact.
+
+    Raises:
+        ArtifactError: a file is missing or corrupt (the message names it).
+    """
+    import torch
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+    from transformers import AutoConfig
+
+    from .surgery import kronize_, layout_config
+    from .teachers import _model_class
+
+    path = Path(path)
+    if not path.is_dir():
+        raise ArtifactError(f"artifact directory {path} not found")
+    recipe = read_recipe(path)
+    for name in ("config.json", WEIGHTS_FILE):
+        if not (path / name).is_file():
+            raise ArtifactError(f"{path} is incomplete: {name} is missing")
+    try:
+        config = AutoConfig.from_pretrained(path)
+    except (OSError, ValueError) as exc:
+        raise ArtifactError(f"{path / 'config.json'} is corrupt: {exc}") from exc
+
+    cls = _model_class(recipe.get("head", "sequence-classification"))
+    with torch.device("meta"):
+        model = cls(config)
+    layout = layout_config(config)
+    if layout is not None:
+        kronize_(model, layout, filter_fn=lambda module, fqn: fqn in layout.layer_shapes, init="random")
+    try:
+        state = load_file(path / WEIGHTS_FILE, device=device)
+    except (SafetensorError, OSError) as exc:
+        raise ArtifactError(f"{path / WEIGHTS_FILE} is corrupt: {exc}") from exc
+    missing = set(model.state_dict()) - set(state)
+    if missing:
+        raise ArtifactError(f"{path / WEIGHTS_FILE} lacks {len(missing)} tensors, e.g. {sorted(missing)[:3]}")
+    model.load_state_dict(state, strict=True, assign=True)
+    # Non-persistent buffers (position_ids, token_type_ids) are not in the file; rebuild them.
+    for module_name, module in model.named_modules():
+        for buffer_name, buffer in list(module.named_buffers(recurse=False)):
+            if buffer.is_meta:
+                module.register_buffer(buffer_name, _rebuild_buffer(buffer_name, buffer, device), persistent=False)
+    model.eval()
+    return model
+
+
+def _rebuild_buffer(name: str, meta_buffer, device: str):
+    import torch
+
+    if name == "position_ids":
+        return torch.arange(meta_buffer.shape[-1], device=device).expand(meta_buffer.shape)
+    return torch.zeros(meta_buffer.shape, dtype=meta_buffer.dtype, device=device)

@@ -1,0 +1,141 @@
+"""The `kronedge` command line. Each command parses its options and calls one library function.
+
+Heavy libraries (torch, transformers, onnxruntime) are imported inside the commands so that
+`kronedge --help` and `kronedge serve` start fast.
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib
+import json
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.console import Console
+
+from . import __version__
+
+app = typer.Typer(
+    name="kronedge",
+    help="Compress BERT with Kronecker products (KroneckerBERT), distil it, export it to ONNX and run it on edge devices.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+console = Console(stderr=True)
+out = Console()
+
+TEACHER_HELP = ("Model spec: builtin:minilm (packaged all-MiniLM-L6-v2), random:bert-base-uncased | "
+                "random:bert-large-uncased | random:minilm | random:PATH.json (random weights), "
+                "a local directory, or a Hugging Face hub id.")
+PRESET_HELP = "Paper preset: kb8 (KroneckerBERT8, 14.3M params on BERT_BASE) or kb21 (KroneckerBERT21, 5.2M)."
+COMPRESSION_HELP = "Target compression (teacher params / student params), e.g. 5. Alternative to --preset."
+
+
+def friendly_errors(fn):
+    """Turn the library's expected errors into one red line and exit code 1, not a traceback."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except (ValueError, FileNotFoundError, PermissionError, NotADirectoryError, IsADirectoryError) as exc:
+            console.print(f"[bold red]error:[/] {exc}", highlight=False)
+            raise typer.Exit(1) from None
+        except KeyboardInterrupt:
+            console.print("[yellow]interrupted[/]")
+            raise typer.Exit(130) from None
+
+    return wrapper
+
+
+def _version(value: bool):
+    if value:
+        out.print(f"kronedge {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main_callback(
+    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Print the version and exit."),
+):
+    """KroneckerBERT from teacher to device: plan, kronize, compress, export, bench, serve."""
+
+
+def _print_plan(plan) -> None:
+    from rich.table import Table
+
+    table = Table(title=f"Kronecker plan ({plan.config.name or f'{plan.config.compression}x target'})")
+    for col in ("layer", "dense", "factors", "params before", "params after", "MFLOPs before", "MFLOPs after"):
+        table.add_column(col, justify="right" if col not in ("layer", "factors") else "left")
+    for layer in plan.layers:
+        table.add_row(layer.name, "x".join(map(str, layer.dense_shape)), str(layer.kron),
+                      f"{layer.params_before:,}", f"{layer.params_after:,}",
+                      f"{2 * layer.macs_before / 1e6:.1f}", f"{2 * layer.macs_after / 1e6:.2f}")
+    out.print(table)
+    for note in plan.notes:
+        out.print(f"[yellow]note:[/] {note}")
+    out.print(
+        f"params {plan.params_teacher / 1e6:.2f}M -> {plan.params_student / 1e6:.2f}M "
+        f"([bold]{plan.compression:.2f}x[/]); GFLOPs at seq {plan.seq_len}: "
+        f"{plan.flops_teacher / 1e9:.2f} -> {plan.flops_student / 1e9:.2f} "
+        f"({plan.flops_teacher / plan.flops_student:.1f}x fewer)"
+    )
+
+
+@app.command()
+@friendly_errors
+def plan(
+    teacher: str = typer.Argument("builtin:minilm", help=TEACHER_HELP),
+    preset: Optional[str] = typer.Option(None, help=PRESET_HELP),
+    compression: Optional[float] = typer.Option(None, help=COMPRESSION_HELP),
+    rank: int = typer.Option(1, help="Kronecker sums per layer (more sums: more params, better fit)."),
+    embedding_k: Optional[int] = typer.Option(None, help="Width k of the shared embedding factor (divides hidden size)."),
+    seq_len: int = typer.Option(128, help="Sequence length for FLOP counts."),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON object instead of a table."),
+):
+    """Dry run: every layer's factor shapes, params and FLOPs before/after. Loads no weights."""
+    from .pipeline import kron_config, plan_teacher
+
+    result = plan_teacher(teacher, kron_config(preset, compression, rank, embedding_k), seq_len=seq_len)
+    if as_json:
+        print(json.dumps(result.to_dict(), indent=2))
+    else:
+        _print_plan(result)
+
+
+@app.command()
+@friendly_errors
+def kronize(
+    teacher: str = typer.Argument(..., help=TEACHER_HELP),
+    out_dir: Path = typer.Option(..., "--out", help="Artifact directory to write (replaced atomically)."),
+    preset: Optional[str] = typer.Option(None, help=PRESET_HELP),
+    compression: Optional[float] = typer.Option(None, help=COMPRESSION_HELP),
+    rank: int = typer.Option(1, help="Kronecker sums per layer."),
+    embedding_k: Optional[int] = typer.Option(None, help="Width k of the shared embedding factor."),
+    num_labels: int = typer.Option(2, help="Labels of the classification head."),
+    seed: int = typer.Option(0, help="Seed for random weights and new heads."),
+):
+    """Surgery + nearest-Kronecker (SVD) initialisation, no training; saves an artifact."""
+    from .pipeline import kron_config, kronize_teacher
+
+    config = kron_config(preset, compression, rank, embedding_k)
+    with console.status("kronizing (SVD of every layer)..."):
+        path, result = kronize_teacher(teacher, config, out_dir, num_labels=num_labels, seed=seed)
+    out.print(f"wrote {path}: {result.params_teacher / 1e6:.2f}M -> {result.params_student / 1e6:.2f}M params "
+              f"({result.compression:.2f}x)")
+
+
+# Commands owned by the other parts of the toolchain, each in kronedge/commands/<name>.py.
+for _module in ("distill", "export", "runtime", "bench"):
+    importlib.import_module(f"kronedge.commands.{_module}").register(app, friendly_errors)
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,73 @@
+"""Model surgery: replace selected dense layers by Kronecker layers, in place."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from torch import nn
+
+from .layers import KronShape, KroneckerEmbedding, KroneckerLinear
+from .planner import FilterFn, KronConfig, Plan, plan_model
+
+# Which Kronecker layer replaces which dense layer (peft's layers_mapping).
+_REPLACEMENTS: dict[type, type] = {nn.Linear: KroneckerLinear, nn.Embedding: KroneckerEmbedding}
+
+# Key under which the chosen layout is stored in a transformers config (and so in config.json).
+CONFIG_KEY = "kronecker_layout"
+
+
+def _build(dense: nn.Module, shape: KronShape, init: str) -> nn.Module:
+    new_type = _REPLACEMENTS[type(dense)]
+    if new_type is KroneckerEmbedding:
+        if init == "nearest":
+            return KroneckerEmbedding.from_dense(dense, k=shape.n2, rank=shape.rank)
+        w = dense.weight
+        return KroneckerEmbedding(shape.m1, shape.n1 * shape.n2, shape.n2, shape.rank, dense.padding_idx,
+                                  device=w.device, dtype=w.dtype)
+    if init == "nearest":
+        return KroneckerLinear.from_dense(dense, shape)
+    w = dense.weight
+    return KroneckerLinear(shape, bias=dense.bias is not None, device=w.device, dtype=w.dtype)
+
+
+def kronize_(model: nn.Module, config: KronConfig, filter_fn: FilterFn | None = None,
+             init: Literal["nearest", "random"] = "nearest", seq_len: int = 128) -> Plan:
+    """Replace the selected Linear/Embedding layers of ``model`` by Kronecker layers, in place.
+
+    Args:
+        model: a transformers BERT model (BertModel, BertForSequenceClassification, ...).
+        config: what to compress and how hard (``KronConfig.kb21()``, ``KronConfig(compression=5)``).
+        filter_fn: ``(module, fqn) -> bool`` choosing layers; the default is the paper's selection
+            (word embeddings, Q/K/V/O, FFN up/down) and never touches the pooler or a task head.
+        init: "nearest" initialises each factor pair from the dense weight by the nearest Kronecker
+            product (SVD); "random" only allocates (used when loading saved weights).
+        seq_len: sequence length for the plan's FLOP counts.
+
+    Returns:
+        The :class:`Plan` that was applied.
+
+    Example:
+        >>> model = BertForSequenceClassification(BertConfig())
+        >>> plan = kronize_(model, KronConfig.kb21())
+        >>> round(plan.compression)
+        21
+    """
+    plan = plan_model(model, config, filter_fn, seq_len=seq_len)
+    modules = dict(model.named_modules())
+    for layer in plan.layers:
+        parent_name, _, attr = layer.name.rpartition(".")
+        parent = modules[parent_name] if parent_name else model
+        dense = getattr(parent, attr)
+        setattr(parent, attr, _build(dense, layer.kron, init))
+
+    if hasattr(model, "config"):
+        setattr(model.config, CONFIG_KEY, {l.name: {"kind": l.kind, "factors": l.kron.as_list()} for l in plan.layers})
+    return plan
+
+
+def layout_config(model_config) -> KronConfig | None:
+    """The KronConfig recorded in a transformers config by :func:`kronize_`, or None if dense."""
+    layout = getattr(model_config, CONFIG_KEY, None)
+    if not layout:
+        return None
+    return KronConfig(layer_shapes={name: KronShape.from_list(entry["factors"]) for name, entry in layout.items()})
