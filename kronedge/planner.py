@@ -6,6 +6,7 @@ The planner works on module names and dense shapes only, so it runs on a model b
 
 from __future__ import annotations
 
+import functools
 import math
 import re
 from dataclasses import asdict, dataclass, field
@@ -229,6 +230,7 @@ def _divisors(n: int) -> list[int]:
     return [d for d in range(1, n + 1) if n % d == 0]
 
 
+@functools.lru_cache(maxsize=256)
 def linear_candidates(m: int, n: int, rank: int = 1) -> list[KronShape]:
     """Every non-trivial split of an (m x n) weight; (1,1) and (m,n) are just a scaled dense matrix."""
     out = []
@@ -414,8 +416,10 @@ def _shapes_for_compression(roles, config: KronConfig, params_teacher: int, note
     else:
         k_options = [None]  # no embedding selected (or several widths): k follows the linears' factor
 
-    def shapes_at(c: float, k: int | None) -> dict[str, KronShape]:
-        per_dense = {d: choose_linear_shape(*d, budget=d[0] * d[1] / c, rank=config.rank) for d in linears}
+    def linear_shapes_at(c: float) -> dict[tuple[int, int], KronShape]:
+        return {d: choose_linear_shape(*d, budget=d[0] * d[1] / c, rank=config.rank) for d in linears}
+
+    def shapes_for(per_dense: dict, c: float, k: int | None) -> dict[str, KronShape]:
         out = {}
         for name, module, _ in roles:
             if isinstance(module, nn.Embedding):
@@ -424,25 +428,24 @@ def _shapes_for_compression(roles, config: KronConfig, params_teacher: int, note
                 out[name] = per_dense[_dense_shape(module)]
         return out
 
-    def total(shapes) -> int:
-        return kept + sum(s.params for s in shapes.values())
-
     # The embedding table often dominates a small BERT (MiniLM: half the weights), so its k and the
     # linears' shrink c are searched jointly; among plans within 3% of the target, the one whose
     # k and c are closest (every matrix shrunk alike, as in the paper's presets) wins.
     best = None
-    for k in k_options:
-        for step in range(200):
-            c = 1.2 * (1.05 ** step)  # 1.2x .. ~20000x per matrix
-            shapes = shapes_at(c, k)
-            error = abs(math.log(total(shapes) / target))
+    for step in range(200):
+        c = 1.2 * (1.05 ** step)  # 1.2x .. ~20000x per matrix
+        per_dense = linear_shapes_at(c)
+        for k in k_options:
+            shapes = shapes_for(per_dense, c, k)
+            total = kept + sum(s.params for s in shapes.values())
+            error = abs(math.log(total / target))
             balance = abs(math.log((k or c) / c))
             key = (max(error, math.log(1.03)), balance, error)
             if best is None or key < best[0]:
-                best = (key, shapes)
-    (_, _, error), shapes = best
+                best = (key, shapes, total)
+    (_, _, error), shapes, total = best
     if error > math.log(1.10):
-        got = params_teacher / total(shapes)
+        got = params_teacher / total
         raise PlanError(f"cannot reach {config.compression}x with rank-{config.rank} Kronecker factors of these "
                         f"layers; the nearest plan gives {got:.2f}x. Ask for a compression near that.")
     return shapes

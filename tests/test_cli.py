@@ -1,0 +1,74 @@
+"""Every command's --help, the core commands end to end, and clear errors instead of tracebacks."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+from typer.testing import CliRunner
+
+from kronedge.cli import app
+
+runner = CliRunner()
+COMMANDS = [name for name in (c.name or c.callback.__name__ for c in app.registered_commands)]
+
+
+def test_version():
+    result = runner.invoke(app, ["--version"])
+    assert result.exit_code == 0 and "kronedge" in result.output
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_every_command_has_help(command):
+    result = runner.invoke(app, [command, "--help"])
+    assert result.exit_code == 0, result.output
+    assert "Usage" in result.output
+
+
+def test_core_commands_are_registered():
+    assert {"plan", "kronize"} <= set(COMMANDS)
+
+
+def test_plan_json_for_bert_base_kb21():
+    result = runner.invoke(app, ["plan", "random:bert-base-uncased", "--preset", "kb21", "--json"])
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.stdout)
+    assert abs(data["params_student"] - 5.2e6) / 5.2e6 < 0.02
+    assert len(data["layers"]) == 73
+
+
+def test_plan_table():
+    result = runner.invoke(app, ["plan", "random:minilm", "--compression", "5"])
+    assert result.exit_code == 0, result.output
+    assert "params 22.71M -> " in result.stdout and "word_embeddings" in result.stdout
+
+
+def test_kronize_writes_a_loadable_artifact(tmp_path):
+    config = tmp_path / "tiny.json"
+    config.write_text(json.dumps({"vocab_size": 30522, "hidden_size": 32, "num_hidden_layers": 1,
+                                  "num_attention_heads": 4, "intermediate_size": 64}))
+    out = tmp_path / "art"
+    result = runner.invoke(app, ["kronize", f"random:{config}", "--compression", "4", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    from kronedge.artifact import load_artifact
+
+    assert load_artifact(out).config.kronecker_layout
+
+
+@pytest.mark.parametrize("args, message", [
+    (["plan", "random:minilm", "--preset", "kb99"], "unknown preset"),
+    (["plan", "random:minilm"], "exactly one of"),
+    (["plan", "random:minilm", "--compression", "900"], "most this selection allows"),
+    (["plan", "random:nope", "--preset", "kb21"], "unknown random config"),
+    (["plan", "builtin:other", "--preset", "kb21"], "unknown builtin"),
+])
+def test_errors_are_one_line_not_a_traceback(args, message):
+    result = runner.invoke(app, args)
+    assert result.exit_code == 1
+    assert message in " ".join(result.output.split())
+    assert "Traceback" not in result.output
+
+
+def test_help_does_not_import_torch():
+    code = "import sys; from kronedge.cli import app; assert 'torch' not in sys.modules, 'torch imported'"
+    subprocess.run([sys.executable, "-c", code], check=True)
