@@ -68,12 +68,16 @@ def _print_plan(plan) -> None:
     from rich.table import Table
 
     table = Table(title=f"Kronecker plan ({plan.config.name or f'{plan.config.compression}x target'})")
-    for col in ("layer", "dense", "factors", "params before", "params after", "MFLOPs before", "MFLOPs after"):
-        table.add_column(col, justify="right" if col not in ("layer", "factors") else "left")
+    table.add_column("layer", no_wrap=True)
+    table.add_column("factors", no_wrap=True)
+    for col in ("params", "MFLOPs"):
+        table.add_column(col, justify="right", no_wrap=True)
     for layer in plan.layers:
-        table.add_row(layer.name, "x".join(map(str, layer.dense_shape)), str(layer.kron),
-                      f"{layer.params_before:,}", f"{layer.params_after:,}",
-                      f"{2 * layer.macs_before / 1e6:.1f}", f"{2 * layer.macs_after / 1e6:.2f}")
+        # "bert.encoder.layer.3.attention.self.query" -> "3.attention.self.query": keeps rows narrow
+        name = layer.name.split("encoder.layer.")[-1]
+        table.add_row(name, f"{'x'.join(map(str, layer.dense_shape))} -> {layer.kron}",
+                      f"{layer.params_before:,} -> {layer.params_after:,}",
+                      f"{2 * layer.macs_before / 1e6:.1f} -> {2 * layer.macs_after / 1e6:.2f}")
     out.print(table)
     for note in plan.notes:
         out.print(f"[yellow]note:[/] {note}")
