@@ -38,7 +38,7 @@ def test_plan_json_for_bert_base_kb21():
 
 
 def test_plan_table():
-    result = runner.invoke(app, ["plan", "random:minilm", "--compression", "5"])
+    result = runner.invoke(app, ["plan", "random:minilm", "--compression", "5"], env={"COLUMNS": "120"})
     assert result.exit_code == 0, result.output
     assert "params 22.71M -> " in result.stdout and "5.intermediate.dense" in result.stdout
 
