@@ -1,0 +1,170 @@
+"""Measurement core of ``kronedge bench``: numpy + onnxruntime only, so it also runs inside the emulated
+arm64 userland (``python3 kronedge/bench_core.py SPEC.json`` under QEMU) exactly as on the host.
+
+Timing protocol: every model gets its own session; all models are warmed up, then measured runs are
+*interleaved* (round r runs model 0, 1, ..., n-1, the next round starts one model later), so slow phases
+of a shared, noisy machine hit every model alike and the ratios between models survive.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+
+import numpy as np
+
+MAGIC_START = 0x6B726F6E0001  # same as kronedge.qemu / device_tests/plugin/insncount.c
+MAGIC_STOP = 0x6B726F6E0002
+
+
+def marker(start: bool) -> None:
+    """Tell the instruction-count plugin (if any) where the counted region starts/ends."""
+    try:
+        os.lseek(-1, MAGIC_START if start else MAGIC_STOP, os.SEEK_SET)
+    except OSError:
+        pass
+
+
+def make_session(path: str, threads: int, disabled_optimizers=None, profile_prefix=None):
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = int(threads)
+    opts.inter_op_num_threads = 1
+    opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    opts.log_severity_level = 3
+    if profile_prefix:
+        opts.enable_profiling = True
+        opts.profile_file_prefix = profile_prefix
+    kwargs = {"disabled_optimizers": list(disabled_optimizers)} if disabled_optimizers else {}
+    return ort.InferenceSession(path, sess_options=opts, providers=["CPUExecutionProvider"], **kwargs)
+
+
+def make_inputs(session, batch: int, seq: int, vocab: int = 1000, seed: int = 0) -> dict:
+    """Deterministic BERT-style inputs for whatever int64 inputs the graph declares."""
+    rng = np.random.default_rng(seed)
+    feeds = {}
+    for inp in session.get_inputs():
+        name = inp.name
+        if "mask" in name:
+            feeds[name] = np.ones((batch, seq), dtype=np.int64)
+        elif "type" in name or "segment" in name:
+            feeds[name] = np.zeros((batch, seq), dtype=np.int64)
+        elif "position" in name:
+            feeds[name] = np.tile(np.arange(seq, dtype=np.int64), (batch, 1))
+        else:
+            ids = rng.integers(5, max(6, min(int(vocab), 30000)), size=(batch, seq), dtype=np.int64)
+            ids[:, 0] = min(101, int(vocab) - 1)  # [CLS]-like first token
+            feeds[name] = ids
+    return feeds
+
+
+def percentiles(ms) -> dict:
+    arr = np.asarray(ms, dtype=np.float64)
+    return {"p50_ms": float(np.percentile(arr, 50)), "p90_ms": float(np.percentile(arr, 90)),
+            "p99_ms": float(np.percentile(arr, 99)), "mean_ms": float(arr.mean()),
+            "std_ms": float(arr.std()), "min_ms": float(arr.min()), "n": int(arr.size)}
+
+
+def measure(models: list[dict], batch: int, seq: int, threads: int, warmup: int, iters: int,
+            disabled_optimizers=None) -> list[dict]:
+    """Interleaved timing of several models at one (batch, seq, threads); one dict per model."""
+    sessions, feeds, results = [], [], []
+    for m in models:
+        t0 = time.perf_counter()
+        sess = make_session(m["path"], threads, disabled_optimizers)
+        load_ms = (time.perf_counter() - t0) * 1e3
+        sessions.append(sess)
+        feeds.append(make_inputs(sess, batch, seq, m.get("vocab", 1000)))
+        results.append({"name": m["name"], "load_ms": load_ms, "times": []})
+    for _ in range(warmup):
+        for sess, feed in zip(sessions, feeds):
+            sess.run(None, feed)
+    n = len(sessions)
+    for r in range(iters):
+        for k in range(n):
+            i = (r + k) % n
+            t0 = time.perf_counter()
+            sessions[i].run(None, feeds[i])
+            results[i]["times"].append((time.perf_counter() - t0) * 1e3)
+    out = []
+    for res in results:
+        stats = percentiles(res["times"])
+        stats.update(name=res["name"], load_ms=res["load_ms"],
+                     throughput_seq_per_s=batch * 1e3 / stats["mean_ms"] if stats["mean_ms"] > 0 else None)
+        out.append(stats)
+    return out
+
+
+def count_one(model: dict, batch: int, seq: int, threads: int, warmup: int = 1) -> dict:
+    """One marked inference after ``warmup`` runs (for the instruction-count plugin)."""
+    sess = make_session(model["path"], threads)
+    feed = make_inputs(sess, batch, seq, model.get("vocab", 1000))
+    for _ in range(warmup):
+        sess.run(None, feed)
+    marker(True)
+    outputs = sess.run(None, feed)
+    marker(False)
+    return {"name": model["name"], "output_checksum": float(np.asarray(outputs[0], dtype=np.float64).sum())}
+
+
+def peak_rss(model: dict, batch: int, seq: int, threads: int) -> dict:
+    """Load + two runs in this (fresh) process, then report its peak RSS."""
+    import resource
+
+    base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    sess = make_session(model["path"], threads)
+    feed = make_inputs(sess, batch, seq, model.get("vocab", 1000))
+    for _ in range(2):
+        sess.run(None, feed)
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return {"name": model["name"], "peak_rss_mb": peak / 1024.0, "baseline_rss_mb": base / 1024.0}
+
+
+def environment() -> dict:
+    import platform
+
+    import onnxruntime as ort
+
+    cpu = platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.lower().startswith(("model name", "cpu part")):
+                    cpu = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    return {"onnxruntime": ort.__version__, "numpy": np.__version__, "python": platform.python_version(),
+            "machine": platform.machine(), "cpu": cpu, "provider": "CPUExecutionProvider",
+            "logical_cpus": os.cpu_count()}
+
+
+def main(argv=None) -> int:
+    """``bench_core.py SPEC.json``: SPEC = {"mode": "measure"|"count"|"rss", "models": [...], ...}."""
+    argv = sys.argv[1:] if argv is None else argv
+    with open(argv[0]) as f:
+        spec = json.load(f)
+    mode = spec.get("mode", "measure")
+    result = {"environment": environment(), "mode": mode}
+    if mode == "measure":
+        result["rows"] = []
+        for row in spec["rows"]:
+            stats = measure(spec["models"], row["batch"], row["seq"], row["threads"], spec["warmup"], spec["iters"],
+                            spec.get("disabled_optimizers"))
+            result["rows"].append({**row, "models": stats})
+    elif mode == "count":
+        result.update(count_one(spec["models"][0], spec["batch"], spec["seq"], spec["threads"], spec.get("warmup", 1)))
+    elif mode == "rss":
+        result.update(peak_rss(spec["models"][0], spec["batch"], spec["seq"], spec["threads"]))
+    else:
+        raise SystemExit(f"unknown mode {mode}")
+    sys.stdout.write("KRONEDGE_RESULT " + json.dumps(result) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
