@@ -28,14 +28,23 @@ def marker(start: bool) -> None:
 
 
 def make_session(path: str, threads: int, disabled_optimizers=None, profile_prefix=None):
+    """An ORT session with the runtime's own session options (what `Predictor` ships), so the benchmark
+    measures what a device runs; a local copy of those options where the runtime is not importable."""
     import onnxruntime as ort
 
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = int(threads)
-    opts.inter_op_num_threads = 1
-    opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    opts.log_severity_level = 3
+    try:
+        from runtime.predictor import session_options
+
+        opts = session_options(int(threads))
+    except ImportError:
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = int(threads)
+        opts.inter_op_num_threads = 1
+        opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        opts.enable_cpu_mem_arena = False
+        opts.enable_mem_pattern = False
+        opts.log_severity_level = 3
     if profile_prefix:
         opts.enable_profiling = True
         opts.profile_file_prefix = profile_prefix
