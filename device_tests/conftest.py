@@ -1,0 +1,82 @@
+"""Device tests: the runtime's Predictor on emulated Raspberry Pi CPUs (QEMU user mode, arm64 Debian userland).
+
+Skipped only where the recipe cannot work (not an x86-64 Linux host). On such a host a missing QEMU is an
+error that says to run ``device_tests/ci_setup.sh`` (or set KRONEDGE_SKIP_DEVICE_TESTS=1 to skip on purpose).
+CPU models: KRONEDGE_DEVICE_CPUS (comma-separated; default all three Pi models: cortex-a72 first).
+"""
+
+import os
+import shutil
+import sys
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from kronedge import qemu  # noqa: E402  (stdlib only)
+
+# Pi 4 always; Pi 3 and Pi 5 as well by default (the whole suite stays well under a few minutes).
+CPUS = [c.strip() for c in os.environ.get("KRONEDGE_DEVICE_CPUS", "cortex-a72,cortex-a53,cortex-a76").split(",") if c.strip()]
+
+TINY = dict(vocab_size=30522, hidden_size=48, num_hidden_layers=2, num_attention_heads=4, intermediate_size=96,
+            max_position_embeddings=64, type_vocab_size=2, num_labels=2)
+MAX_LEN = 32
+
+
+def _skip_reason():
+    ok, reason = qemu.host_supported()
+    if not ok:
+        return reason
+    if os.environ.get("KRONEDGE_SKIP_DEVICE_TESTS") == "1":
+        return "KRONEDGE_SKIP_DEVICE_TESTS=1"
+    return None
+
+
+@pytest.fixture(scope="session")
+def qemu_env():
+    reason = _skip_reason()
+    if reason:
+        pytest.skip(f"device tests skipped: {reason}")
+    if not (shutil.which("qemu-aarch64-static") or shutil.which("qemu-aarch64")):
+        pytest.fail("qemu-aarch64(-static) not found: run `bash device_tests/ci_setup.sh` as root "
+                    "(apt-get install qemu-user-static ...), or set KRONEDGE_SKIP_DEVICE_TESTS=1 to skip")
+    return qemu.ensure(plugin=False)
+
+
+@pytest.fixture(scope="session")
+def qemu_env_plugin(qemu_env):
+    if not (shutil.which("qemu-aarch64") and shutil.which("gcc")):
+        pytest.fail("instruction counts need bookworm's qemu-user and gcc: run `bash device_tests/ci_setup.sh`")
+    return qemu.ensure(plugin=True)
+
+
+@pytest.fixture(scope="session")
+def exported(tmp_path_factory):
+    """A tiny kronized BERT exported by the export part: fp32 (x86_64 target) and int8 (arm64 preset)."""
+    if _skip_reason():
+        pytest.skip(f"device tests skipped: {_skip_reason()}")
+    import torch
+    from transformers import BertConfig, BertForSequenceClassification
+
+    from exporters.export import export_model
+    from kronedge.artifact import save_artifact
+    from kronedge.planner import KronConfig
+    from kronedge.surgery import kronize_
+    from kronedge.teachers import minilm_dir
+
+    torch.manual_seed(0)
+    model = BertForSequenceClassification(BertConfig(**TINY)).eval()
+    kronize_(model, KronConfig(compression=7, embedding_k=8))
+    base = tmp_path_factory.mktemp("device")
+    art = base / "kron"
+    save_artifact(model, art, minilm_dir(), {"teacher": "tiny", "kron_config": None})
+    return {
+        "fp32": export_model(art, base / "fp32", target="x86_64", quantize="none", max_length=MAX_LEN),
+        "int8": export_model(art, base / "int8", target="arm64", quantize="int8", max_length=MAX_LEN),
+    }

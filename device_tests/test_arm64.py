@@ -1,0 +1,97 @@
+"""The runtime on emulated Raspberry Pi CPUs: outputs match the x86 golden logits written at export.
+
+fp32 must match tightly (same ORT version and graph: x86 and aarch64 agree to ~1e-6); int8 by signal-to-noise
+(dynamic int8 takes different kernels on ARM, e.g. SDOT on the A76) and by agreeing on the predicted labels.
+Emulated wall time is never asserted on (it is not Pi speed).
+"""
+
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from conftest import CPUS, ROOT
+from kronedge import qemu
+
+GUEST = Path(__file__).with_name("guest_predict.py")
+SENTENCES = ["a gripping, beautifully acted film.", "dull and far too long.", "ok", "word " * 40]
+
+
+def sqnr_db(ref, got) -> float:
+    noise = np.linalg.norm(np.asarray(ref, np.float64) - np.asarray(got, np.float64))
+    return float("inf") if noise == 0 else float(20 * np.log10(np.linalg.norm(ref) / noise))
+
+
+def run_guest(env, cpu, model_dir, tmp_path):
+    out = tmp_path / f"{cpu}-{Path(model_dir).name}.npz"
+    start = time.perf_counter()
+    res = qemu.run_python(env, cpu, GUEST, [model_dir, out], pythonpath=[ROOT], timeout=600)
+    assert res.returncode == 0, f"guest run failed under {cpu}:\n{res.stderr[-4000:]}"
+    with np.load(out) as data:
+        result = {k: data[k] for k in ("golden_logits", "logits")}
+        result["info"] = json.loads(str(data["info"]))
+    result["emulated_s"] = time.perf_counter() - start
+    return result
+
+
+def host_outputs(model_dir):
+    from runtime.predictor import Predictor
+
+    predictor = Predictor(model_dir, threads=1)
+    return predictor.logits(SENTENCES), [r["label"] for r in predictor.predict(SENTENCES)]
+
+
+@pytest.mark.parametrize("cpu", CPUS)
+def test_fp32_matches_x86_golden(qemu_env, exported, cpu, tmp_path):
+    model_dir = exported["fp32"]
+    got = run_guest(qemu_env, cpu, model_dir, tmp_path)
+    assert got["info"]["machine"] == "aarch64"
+    with np.load(Path(model_dir) / "golden.npz") as golden:
+        expected = golden["logits"]
+    np.testing.assert_allclose(got["golden_logits"], expected, rtol=1e-5, atol=1e-5,
+                               err_msg=f"fp32 logits under {cpu} differ from the x86 golden logits")
+    host_logits, host_labels = host_outputs(model_dir)
+    np.testing.assert_allclose(got["logits"], host_logits, rtol=1e-5, atol=1e-5)
+    assert got["info"]["labels"] == host_labels
+
+
+@pytest.mark.parametrize("cpu", CPUS)
+def test_int8_matches_x86_golden_by_sqnr(qemu_env, exported, cpu, tmp_path):
+    model_dir = exported["int8"]
+    got = run_guest(qemu_env, cpu, model_dir, tmp_path)
+    with np.load(Path(model_dir) / "golden.npz") as golden:
+        expected = golden["logits"]
+    assert sqnr_db(expected, got["golden_logits"]) >= 25.0, (
+        f"int8 under {cpu}: SQNR {sqnr_db(expected, got['golden_logits']):.1f} dB vs x86 golden")
+    host_logits, host_labels = host_outputs(model_dir)
+    assert sqnr_db(host_logits, got["logits"]) >= 25.0
+    # Labels agree wherever the host's decision is not a near tie.
+    margins = np.abs(host_logits[:, 0] - host_logits[:, 1])
+    for label, host_label, margin in zip(got["info"]["labels"], host_labels, margins):
+        if margin > 0.05:
+            assert label == host_label
+
+
+def test_instruction_count_is_repeatable(qemu_env_plugin, exported):
+    """Two counted runs of one inference under the Pi 4 model agree (the note saw them identical)."""
+    from kronedge.benchmark import run_bench
+
+    counts = []
+    for _ in range(2):
+        report = run_bench([exported["int8"]], seqs=[16], batches=[1], threads=[1], warmup=0, iters=1,
+                           target="arm64", cpu="cortex-a72", instructions=True)
+        counts.append(report["rows"][0]["instructions"])
+    assert counts[0] > 0
+    assert abs(counts[0] - counts[1]) <= 0.001 * counts[0], counts
+
+
+def test_bench_target_arm64_labels_emulated(qemu_env, exported):
+    from kronedge.benchmark import run_bench, to_markdown
+
+    report = run_bench([exported["fp32"], exported["int8"]], seqs=[16], batches=[1], threads=[1], warmup=1, iters=2,
+                       target="arm64", cpu="cortex-a72")
+    assert all(r["emulated"] and "emulated" in r["cpu"] and r["latency_kind"] == "emulated wall time"
+               for r in report["rows"])
+    assert "EMULATED" in to_markdown(report)
