@@ -1,0 +1,82 @@
+"""Export settings in one place (optimum's OnnxConfig, reduced to what a BERT classifier needs).
+
+Input names, dynamic axes, opsets and validation tolerances are class constants; the per-export
+choices (target, quantisation, profile, length) live on :class:`ExportOptions`, which checks itself.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+TARGETS = ("x86_64", "arm64")
+QUANTIZE_MODES = ("none", "int8", "int8-static")
+PROFILES = ("portable", "ort")
+
+
+class BertOnnxConfig:
+    """What the exported graph looks like and how it is judged.
+
+    The TorchScript exporter writes ``EXPORT_OPSET``; the portable profile is then converted to
+    ``PORTABLE_OPSET`` so that the attention core can be the standard ONNX ``Attention`` op (opset 23).
+    """
+
+    INPUTS = ("input_ids", "attention_mask", "token_type_ids")  # int64, (batch, sequence)
+    OUTPUTS = ("logits",)  # float32, (batch, num_labels)
+    DYNAMIC_AXES = {
+        "input_ids": {0: "batch", 1: "sequence"},
+        "attention_mask": {0: "batch", 1: "sequence"},
+        "token_type_ids": {0: "batch", 1: "sequence"},
+        "logits": {0: "batch"},
+    }
+    EXPORT_OPSET = 20  # highest opset of torch's TorchScript exporter; has LayerNormalization and Gelu
+    PORTABLE_OPSET = 23  # standard ONNX Attention
+    EXPORT_SHAPE = (2, 16)  # (batch, sequence) traced at export; validation uses other shapes
+    VALIDATION_BATCHES = (1, 4)
+    VALIDATION_LENGTHS = (7, 19, 128)  # plus max_length, added at run time
+    ATOL_FP32 = 1e-4
+    RTOL_FP32 = 1e-4
+    # int8 is judged by signal-to-noise (torchao's SQNR, dB) and by the task metric, never by atol.
+    SQNR_FLOOR_INT8_DB = 20.0
+
+
+@dataclass
+class ExportOptions:
+    """The choices of one export.
+
+    Args:
+        target: "x86_64" or "arm64": picks the quantisation preset and the ORT-format target.
+        quantize: "none", "int8" (dynamic, weights int8, activations quantized at run time) or
+            "int8-static" (QDQ, activations calibrated on real task sentences; needs ``task``).
+        profile: "portable" (ai.onnx ops only, opset 23 Attention) or "ort" (ONNX Runtime contrib
+            ops: com.microsoft MultiHeadAttention).
+        task: GLUE task name (labels, calibration and golden sentences), e.g. "sst2".
+        max_length: longest sequence the model is validated at and the runtime should feed.
+        vnni: x86_64 only: the CPU has AVX-512 VNNI (u8s8 is safe); False selects u8u8.
+        per_channel: quantize weights per output channel (default: the target preset decides).
+        validate: run validation (fails loudly); only tests of the export machinery turn it off.
+        ort_format: also write model.ort and its required-operators config.
+    """
+
+    target: str = "x86_64"
+    quantize: str = "none"
+    profile: str = "portable"
+    task: str | None = None
+    max_length: int = 128
+    vnni: bool = True
+    per_channel: bool | None = None
+    validate: bool = True
+    ort_format: bool = True
+    calibration_size: int = 128
+    extra: dict = field(default_factory=dict)
+
+    def __post_init__(self):
+        if self.target not in TARGETS:
+            raise ValueError(f"unknown target {self.target!r}; choose one of {list(TARGETS)}")
+        if self.quantize not in QUANTIZE_MODES:
+            raise ValueError(f"unknown quantization {self.quantize!r}; choose one of {list(QUANTIZE_MODES)}")
+        if self.profile not in PROFILES:
+            raise ValueError(f"unknown profile {self.profile!r}; choose one of {list(PROFILES)}")
+        if not (isinstance(self.max_length, int) and 8 <= self.max_length <= 4096):
+            raise ValueError(f"max_length must be an integer in [8, 4096], got {self.max_length!r}")
+        if self.quantize == "int8-static" and not self.task:
+            raise ValueError("--quantize int8-static calibrates on real task sentences: give --task (e.g. sst2)")

@@ -1,0 +1,391 @@
+"""Export a kronedge artifact (or a dense teacher) to an ONNX model directory for the edge runtime.
+
+The steps, each its own function so tests and the bench can call them one by one:
+
+  1. :func:`torch_to_onnx`   TorchScript exporter inside :func:`export_mode` (eager attention).
+  2. :func:`exporters.passes.optimize`   Gemm -> MatMul+Add, fused attention core (per profile).
+  3. :func:`exporters.validate.validate`   names, dynamic axes, shapes, values on new shapes; raises.
+  4. :func:`exporters.quantize.quantize`   a target preset (dynamic int8 or static QDQ), re-validated.
+  5. ORT format, golden.npz, config.json, tokenizer.json and manifest.json, all in one atomic rename.
+
+The directory format is fixed in docs/INTERFACES.md (the runtime reads it).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import tempfile
+import types
+from contextlib import contextmanager
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .config import BertOnnxConfig, ExportOptions
+
+FORMAT = "kronedge-onnx/1"
+SAMPLE_SENTENCES = (
+    "a charming and often affecting journey.",
+    "the plot is paper-thin and the acting is wooden.",
+    "an absolute joy from start to finish, with a cast that clearly loves the material.",
+    "it's not bad, but it's not good either.",
+)
+
+
+@contextmanager
+def export_mode(model):
+    """Export-only behaviour, undone on exit: eval, no grad, eager attention with a traceable head merge.
+
+    transformers' SDPA attention exports as a graph that no fusion recognises, and its eager
+    attention reads the merged shape from the context tensor, which ties the attention core to
+    the shape arithmetic after it. Here every self-attention runs the same eager math but takes
+    (B, S) from its input, so the core (QK^T, mask, softmax, ·V) is a closed subgraph that a rule
+    can replace with one fused node.
+    """
+    from transformers.models.bert.modeling_bert import BertSelfAttention
+
+    patched, saved_impl = [], []
+    was_training = model.training
+    for module in model.modules():
+        if isinstance(module, BertSelfAttention):
+            if getattr(module, "position_embedding_type", "absolute") != "absolute":
+                raise ValueError(f"export supports absolute position embeddings only, got {module.position_embedding_type!r}")
+            patched.append(module)
+            module.forward = types.MethodType(_eager_attention_forward, module)
+        if hasattr(module, "attn_implementation"):
+            saved_impl.append((module, module.attn_implementation))
+            module.attn_implementation = "eager"
+    config_impl = getattr(model.config, "_attn_implementation", None)
+    model.config._attn_implementation = "eager"
+    model.eval()
+    try:
+        with torch.no_grad():
+            yield model
+    finally:
+        for module in patched:
+            del module.forward  # back to the class method
+        for module, impl in saved_impl:
+            module.attn_implementation = impl
+        model.config._attn_implementation = config_impl
+        model.train(was_training)
+
+
+def _eager_attention_forward(self, hidden_states, attention_mask=None, head_mask=None, *args, **kwargs):
+    b, s, _ = hidden_states.shape
+    n, h = self.num_attention_heads, self.attention_head_size
+    q = self.query(hidden_states).view(b, s, n, h).transpose(1, 2)  # (B, N, S, H)
+    k = self.key(hidden_states).view(b, s, n, h).transpose(1, 2)
+    v = self.value(hidden_states).view(b, s, n, h).transpose(1, 2)
+    scores = torch.matmul(q, k.transpose(-1, -2)) / math.sqrt(h)  # (B, N, S, S)
+    if attention_mask is not None:
+        scores = scores + attention_mask  # additive (B, 1, 1, S)
+    probs = torch.softmax(scores, dim=-1)
+    context = torch.matmul(probs, v).transpose(1, 2).reshape(b, s, n * h)  # (B, S, D)
+    return context, None
+
+
+class _Logits(torch.nn.Module):
+    """(input_ids, attention_mask, token_type_ids) -> logits, the exported signature."""
+
+    def __init__(self, model):
+        super().__init__()
+        self.model = model
+
+    def forward(self, input_ids, attention_mask, token_type_ids):
+        return self.model(input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids,
+                          return_dict=False)[0]
+
+
+def torch_to_onnx(model, path: str | os.PathLike, opset: int = BertOnnxConfig.EXPORT_OPSET) -> Path:
+    """Trace ``model`` (a BertForSequenceClassification, dense or kronized) to an ONNX file.
+
+    Uses the TorchScript exporter (``dynamo=False``): 3x faster than dynamo here and its graph is
+    the one the attention rules are written for.
+    """
+    import warnings
+
+    path = Path(path)
+    batch, seq = BertOnnxConfig.EXPORT_SHAPE
+    gen = torch.Generator().manual_seed(0)
+    ids = torch.randint(0, model.config.vocab_size, (batch, seq), generator=gen)
+    mask = torch.ones_like(ids)
+    mask[-1, seq // 2:] = 0
+    types_ = torch.zeros_like(ids)
+    with export_mode(model), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(
+            _Logits(model), (ids, mask, types_), str(path),
+            input_names=list(BertOnnxConfig.INPUTS), output_names=list(BertOnnxConfig.OUTPUTS),
+            dynamic_axes=BertOnnxConfig.DYNAMIC_AXES, opset_version=opset, do_constant_folding=True,
+            dynamo=False,
+        )
+    return path
+
+
+def load_source(model_spec: str | os.PathLike, num_labels: int | None = None):
+    """The torch model, tokenizer folder and a description of where it came from.
+
+    A kronedge artifact directory loads through :func:`kronedge.artifact.load_artifact`; anything
+    else is a teacher spec (:func:`kronedge.teachers.load_teacher`), exported dense as it is.
+    """
+    from kronedge.artifact import ArtifactError, RECIPE_FILE, load_artifact, read_recipe
+    from kronedge.teachers import head_of, load_teacher
+
+    spec = str(model_spec)
+    path = Path(spec)
+    looks_like_path = os.sep in spec or spec.startswith(".") or path.exists()
+    if path.is_dir() and (path / RECIPE_FILE).exists():
+        model = load_artifact(path)
+        recipe = read_recipe(path)
+        source = {"kind": "kronedge-artifact", "path": str(path.resolve()), "teacher": recipe.get("teacher"),
+                  "kron_config": recipe.get("kron_config"), "params": recipe.get("params_student"),
+                  "training": recipe.get("training")}
+        tokenizer_dir = path
+    elif looks_like_path and not path.exists() and ":" not in spec:
+        raise ArtifactError(f"model directory {path} not found")
+    else:
+        teacher = load_teacher(spec, head="sequence-classification", num_labels=num_labels)
+        model, tokenizer_dir = teacher.model, teacher.tokenizer_dir
+        source = {"kind": "teacher", "spec": spec, "pretrained": teacher.pretrained}
+    if head_of(model) != "sequence-classification":
+        raise ValueError(f"{spec} has a {head_of(model)!r} head; export needs a sequence-classification model "
+                         f"(kronize or distil it with a classification head)")
+    source["params_total"] = int(sum(p.numel() for p in model.parameters()))
+    return model.eval(), Path(tokenizer_dir), source
+
+
+def export_model(model, out_dir: str | os.PathLike, target: str = "x86_64", quantize: str = "none",
+                 profile: str = "portable", task: str | None = None, max_length: int = 128, **options) -> Path:
+    """Export MODEL to ``out_dir`` (model.onnx, model.ort, tokenizer.json, golden.npz, manifest.json).
+
+    Args:
+        model: a kronedge artifact directory or any teacher spec (``random:bert-base-uncased``,
+            ``builtin:minilm``, a saved BERT); dense models are exported as they are, for baselines.
+            A torch model (BertForSequenceClassification) is accepted too, with ``tokenizer_dir=``.
+        out_dir: destination; written atomically (a failure leaves nothing behind).
+        target: "x86_64" or "arm64" (quantisation preset, ORT-format platform).
+        quantize: "none", "int8" (dynamic) or "int8-static" (QDQ calibrated on ``task`` sentences).
+        profile: "portable" (ai.onnx ops only) or "ort" (ONNX Runtime contrib ops).
+        task: GLUE task (labels, calibration and golden sentences), e.g. "sst2".
+        max_length: longest sequence validated and recorded for the runtime.
+        **options: further :class:`exporters.config.ExportOptions` fields (vnni, per_channel, ...).
+
+    Returns:
+        ``Path(out_dir)``.
+
+    Example:
+        >>> export_model("runs/kb21", "runs/kb21-arm64", target="arm64", quantize="int8")
+    """
+    from kronedge.artifact import atomic_directory
+
+    tokenizer_dir = options.pop("tokenizer_dir", None)
+    opts = ExportOptions(target=target, quantize=quantize, profile=profile, task=task, max_length=max_length, **options)
+    task_data = _task_data(opts.task)
+    if isinstance(model, (str, os.PathLike)):
+        torch_model, tokenizer_dir, source = load_source(model, task_data.spec.num_labels if task_data else None)
+    else:
+        if tokenizer_dir is None:
+            raise ValueError("exporting a torch model object needs tokenizer_dir=")
+        torch_model, tokenizer_dir = model.eval(), Path(tokenizer_dir)
+        source = {"kind": "torch-module", "class": type(model).__name__,
+                  "params_total": int(sum(p.numel() for p in model.parameters()))}
+    _check_fits(torch_model, opts, task_data)
+    if not (Path(tokenizer_dir) / "tokenizer.json").is_file():
+        raise ValueError(f"{tokenizer_dir} has no tokenizer.json (the runtime needs the fast tokenizer file)")
+
+    with atomic_directory(out_dir) as tmp, tempfile.TemporaryDirectory(prefix="kronedge-export-") as work:
+        _export_into(torch_model, Path(tmp), Path(work), Path(tokenizer_dir), opts, task_data, source)
+    return Path(out_dir)
+
+
+def _task_data(task: str | None):
+    if task is None:
+        return None
+    try:
+        from kronedge.data import load_task
+    except ImportError as exc:  # the data part is optional for a bare export
+        raise ValueError(f"--task {task} needs kronedge.data (the GLUE loaders): {exc}") from exc
+    return load_task(task, split="dev")
+
+
+def _check_fits(model, opts: ExportOptions, task_data) -> None:
+    config = model.config
+    if opts.max_length > config.max_position_embeddings:
+        raise ValueError(f"max_length {opts.max_length} exceeds the model's {config.max_position_embeddings} positions")
+    if task_data is not None and task_data.spec.num_labels != config.num_labels:
+        raise ValueError(f"task {task_data.spec.name} has {task_data.spec.num_labels} labels but the model's head "
+                         f"has {config.num_labels}")
+
+
+def _export_into(model, out: Path, work: Path, tokenizer_dir: Path, opts: ExportOptions, task_data, source: dict) -> None:
+    import onnx
+
+    from . import passes
+    from .manifest import build_manifest
+    from .quantize import preset_for, quantize as run_quantize
+    from .validate import validate
+
+    config = model.config
+    num_heads = config.num_attention_heads
+    head_size = config.hidden_size // num_heads
+
+    raw = torch_to_onnx(model, work / "raw.onnx")
+    optimized, counts = passes.optimize(onnx.load(raw), opts.profile, num_heads, head_size,
+                                        expect_attention=config.num_hidden_layers)
+    fp32_path = work / "model.fp32.onnx"
+    onnx.save(optimized, fp32_path)
+    _check_domains(optimized, opts.profile)
+
+    validation = {}
+    if opts.validate:
+        validation["fp32"] = validate(fp32_path, model, max_length=opts.max_length, precision="fp32")
+
+    preset = None
+    final = fp32_path
+    if opts.quantize != "none":
+        preset = preset_for(opts.target, opts.quantize, vnni=opts.vnni, per_channel=opts.per_channel)
+        calibration = None
+        if preset.is_static:
+            calibration = _calibration_feeds(tokenizer_dir, task_data, opts)
+        final = work / "model.int8.onnx"
+        run_quantize(fp32_path, final, preset, calibration=calibration)
+        _check_domains(onnx.load(final), opts.profile)
+        if opts.validate:
+            validation["int8"] = validate(final, model, max_length=opts.max_length, precision="int8",
+                                          feeds=_sentence_batches(tokenizer_dir, task_data, opts.max_length))
+
+    os.replace(final, out / "model.onnx")
+    _write_tokenizer(tokenizer_dir, out, opts.max_length)
+    _write_hf_config(model, out, task_data)
+    texts = _golden_texts(task_data)
+    _write_golden(out, texts, opts.max_length)
+
+    if opts.ort_format:
+        from .ort_format import convert_to_ort
+
+        ort_info = convert_to_ort(out / "model.onnx", out, opts.target)
+        if opts.validate:
+            validation["ort_format"] = _check_ort_matches(out, opts, ort_info)
+    manifest = build_manifest(out, model, opts, preset, counts, validation, source, task_data)
+    (out / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
+
+
+def _check_domains(model, profile: str) -> None:
+    """A portable export holds ai.onnx ops only: a custom-domain node there is a bug, not a warning."""
+    if profile != "portable":
+        return
+    custom = sorted({f"{n.domain}.{n.op_type}" for n in model.graph.node if n.domain not in ("", "ai.onnx")})
+    if custom:
+        raise ValueError(f"portable export contains custom-domain ops {custom}; use --profile ort for those")
+
+
+def _write_tokenizer(tokenizer_dir: Path, out: Path, max_length: int) -> None:
+    """tokenizer.json with truncation at max_length; vocab/config files too, for transformers' pipeline."""
+    import shutil
+
+    from tokenizers import Tokenizer
+
+    tok = Tokenizer.from_file(str(tokenizer_dir / "tokenizer.json"))
+    tok.enable_truncation(max_length)
+    tok.no_padding()
+    tok.save(str(out / "tokenizer.json"))
+    for name in ("vocab.txt", "tokenizer_config.json", "special_tokens_map.json"):
+        if (tokenizer_dir / name).is_file():
+            shutil.copy2(tokenizer_dir / name, out / name)
+    cfg_path = out / "tokenizer_config.json"
+    if cfg_path.is_file():
+        cfg = json.loads(cfg_path.read_text())
+        cfg["model_max_length"] = max_length
+        cfg_path.write_text(json.dumps(cfg, indent=2) + "\n")
+
+
+def _write_hf_config(model, out: Path, task_data) -> None:
+    """config.json next to model.onnx, so optimum's ORTModelForSequenceClassification loads the folder."""
+    config = model.config.to_dict()
+    config.pop("kronecker_layout", None)  # the ONNX graph already encodes the factors
+    config.pop("_attn_implementation_autoset", None)
+    config["architectures"] = ["BertForSequenceClassification"]
+    if task_data is not None:
+        names = list(task_data.spec.label_names)
+        config["id2label"] = {str(i): name for i, name in enumerate(names)}
+        config["label2id"] = {name: i for i, name in enumerate(names)}
+        config["problem_type"] = "regression" if task_data.spec.is_regression else "single_label_classification"
+    (out / "config.json").write_text(json.dumps(config, indent=2, default=str) + "\n")
+
+
+def _golden_texts(task_data) -> list:
+    if task_data is None:
+        return list(SAMPLE_SENTENCES)
+    return list(task_data.texts[:4])
+
+
+def encode(tokenizer_path: Path, texts, max_length: int) -> dict[str, np.ndarray]:
+    """Tokenize single sentences or (a, b) pairs into the model's int64 inputs, padded to the longest."""
+    from tokenizers import Tokenizer
+
+    tok = Tokenizer.from_file(str(tokenizer_path))
+    tok.enable_truncation(max_length)
+    pad_id = tok.token_to_id("[PAD]") or 0
+    tok.enable_padding(pad_id=pad_id, pad_token="[PAD]")
+    batch = [tuple(t) if isinstance(t, (list, tuple)) else t for t in texts]
+    enc = tok.encode_batch(batch)
+    return {
+        "input_ids": np.array([e.ids for e in enc], dtype=np.int64),
+        "attention_mask": np.array([e.attention_mask for e in enc], dtype=np.int64),
+        "token_type_ids": np.array([e.type_ids for e in enc], dtype=np.int64),
+    }
+
+
+def _session(path: Path, threads: int = 1):
+    import onnxruntime as ort
+
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = threads
+    so.log_severity_level = 3
+    return ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+
+
+def _write_golden(out: Path, texts, max_length: int) -> None:
+    feeds = encode(out / "tokenizer.json", texts, max_length)
+    logits = _session(out / "model.onnx").run(["logits"], feeds)[0]
+    np.savez(out / "golden.npz", **feeds, logits=logits.astype(np.float32))
+
+
+def _check_ort_matches(out: Path, opts: ExportOptions, ort_info: dict) -> dict:
+    """model.ort must give model.onnx's logits on the golden inputs (it is the same graph, pre-optimised)."""
+    from .validate import ValidationError
+
+    golden = np.load(out / "golden.npz")
+    feeds = {k: golden[k] for k in ("input_ids", "attention_mask", "token_type_ids")}
+    got = _session(out / "model.ort").run(["logits"], feeds)[0]
+    diff = float(np.abs(got - golden["logits"]).max())
+    tolerance = BertOnnxConfig.ATOL_FP32 if opts.quantize == "none" else 0.05 * float(np.abs(golden["logits"]).max() + 1e-6)
+    if diff > tolerance:
+        raise ValidationError(f"model.ort differs from model.onnx on the golden inputs: max |diff| {diff:.3g} > {tolerance:.3g}")
+    return {"max_abs_diff_vs_onnx": diff, "passed": True, **ort_info}
+
+
+def _sentence_batches(tokenizer_dir: Path, task_data, max_length: int) -> list[dict[str, np.ndarray]]:
+    """Real sentences (task dev set, else built-in samples) in batches of 1, 4 and 16, padded."""
+    texts = list(task_data.texts[-64:]) if task_data is not None else list(SAMPLE_SENTENCES) * 4
+    path = tokenizer_dir / "tokenizer.json"
+    batches = [texts[:1], texts[1:5], texts[5:21] if len(texts) >= 21 else texts]
+    long_text = " ".join(t if isinstance(t, str) else " ".join(t) for t in texts)  # reaches max_length
+    batches.append([long_text])
+    return [encode(path, batch, max_length) for batch in batches if batch]
+
+
+def _calibration_feeds(tokenizer_dir: Path, task_data, opts: ExportOptions) -> list[dict[str, np.ndarray]]:
+    """Real task sentences (train split when shipped, else dev), one per feed, for static calibration."""
+    from kronedge.data import load_task
+
+    try:
+        data = load_task(task_data.spec.name, split="train")
+    except Exception:  # noqa: BLE001 - not every task ships its train split
+        data = task_data
+    rng = np.random.default_rng(0)
+    picks = rng.choice(len(data.texts), size=min(opts.calibration_size, len(data.texts)), replace=False)
+    return [encode(tokenizer_dir / "tokenizer.json", [data.texts[i]], opts.max_length) for i in picks]

@@ -1,0 +1,77 @@
+"""Graph passes over an exported BERT graph: small declarative rules and a pipeline that counts.
+
+Each rule is one file (onnxscript rewriter style: ``pattern`` / ``check`` returning a reason /
+``rewrite``) with the matched subgraph drawn in its docstring. :func:`optimize` applies the rules of
+a profile and returns how often each fired, so callers and tests can assert on the counts.
+
+Profiles:
+  portable  ai.onnx ops only: Gemm -> MatMul+Add, attention core -> ONNX ``Attention`` (opset 23).
+  ort       Gemm -> MatMul+Add, attention core -> ``com.microsoft.MultiHeadAttention``.
+  none      Gemm -> MatMul+Add only (the plain graph, for comparisons).
+"""
+
+from __future__ import annotations
+
+import onnx
+
+from .attention_mha import MultiHeadAttentionRule
+from .attention_onnx import OnnxAttentionRule
+from .gemm_to_matmul import GemmToMatMulAddRule
+
+PORTABLE_OPSET = 23
+
+
+def rules_for(profile: str, num_heads: int, head_size: int) -> list:
+    """The rewrite rules a profile applies, in order."""
+    rules = [GemmToMatMulAddRule.rule()]
+    if profile == "portable":
+        rules.append(OnnxAttentionRule.rule(num_heads, head_size))
+    elif profile == "ort":
+        rules.append(MultiHeadAttentionRule.rule(num_heads, head_size))
+    elif profile != "none":
+        raise ValueError(f"unknown profile {profile!r}; choose portable, ort or none")
+    return rules
+
+
+def optimize(model: onnx.ModelProto, profile: str, num_heads: int, head_size: int,
+             expect_attention: int | None = None) -> tuple[onnx.ModelProto, dict[str, int]]:
+    """Apply a profile's rules; return the new model and ``{rule name: matches}``.
+
+    Args:
+        model: an exported graph (any opset >= 17; the portable profile upgrades it to opset 23).
+        profile: "portable", "ort" or "none".
+        num_heads, head_size: from the model config; the attention rules check the score scale.
+        expect_attention: if given, raise unless exactly this many attention cores were fused
+            (one per encoder layer): a silent partial fusion would be a slow model, not a wrong one.
+
+    Example:
+        >>> model, counts = optimize(onnx.load("model.onnx"), "portable", 12, 64, expect_attention=12)
+        >>> counts
+        {'GemmToMatMulAdd': 2, 'OnnxAttention': 12}
+    """
+    from onnxscript import ir, optimizer
+    from onnxscript.ir.passes.common import CommonSubexpressionEliminationPass, RemoveUnusedNodesPass
+    from onnxscript.rewriter import RewriteRuleSet
+
+    if profile == "portable" and _opset(model) < PORTABLE_OPSET:
+        from onnx import version_converter
+
+        model = version_converter.convert_version(model, PORTABLE_OPSET)
+    ir_model = ir.from_proto(model)
+    counts = {}
+    for rule in rules_for(profile, num_heads, head_size):
+        counts[rule.name] = RewriteRuleSet([rule]).apply_to_model(ir_model)
+    # Drop the shape arithmetic the fused nodes no longer need; share the per-layer mask Expand.
+    ir_model = optimizer.optimize(ir_model, num_iterations=1, onnx_shape_inference=False)
+    CommonSubexpressionEliminationPass()(ir_model)
+    RemoveUnusedNodesPass()(ir_model)
+    optimized = ir.to_proto(ir_model)
+    fused = counts.get("OnnxAttention", 0) + counts.get("MultiHeadAttention", 0)
+    if expect_attention is not None and profile != "none" and fused != expect_attention:
+        raise ValueError(f"fused {fused} attention cores, expected {expect_attention} (one per layer); "
+                         f"the exported attention does not have the eager BERT pattern")
+    return optimized, counts
+
+
+def _opset(model: onnx.ModelProto) -> int:
+    return next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)

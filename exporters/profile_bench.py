@@ -1,0 +1,103 @@
+"""Measure the export profiles (attention core fusion, SkipLayerNorm fusion) on one model, 1 thread.
+
+    python -m exporters.profile_bench runs/export/kb21 --seq 128 --rounds 5
+
+Exports MODEL once, builds the fp32 and dynamic-int8 graph of every profile, then times them
+interleaved (round-robin, so drift on a shared VM hits all variants alike) with ORT's default
+session (ORT_ENABLE_ALL) and with SkipLayerNormFusion disabled. Prints a markdown table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import platform
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+
+def _cpu() -> str:
+    try:
+        for line in open("/proc/cpuinfo"):
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def main(argv=None) -> None:
+    import onnx
+    import onnxruntime as ort
+
+    from . import passes
+    from .export import load_source, torch_to_onnx
+    from .quantize import QuantPreset, quantize
+    from .validate import random_inputs
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("model")
+    parser.add_argument("--seq", type=int, default=128)
+    parser.add_argument("--batch", type=int, default=1)
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--iters", type=int, default=20)
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--profiles", default="none,portable,ort")
+    args = parser.parse_args(argv)
+
+    model, _, _ = load_source(args.model)
+    cfg = model.config
+    heads, head_size = cfg.num_attention_heads, cfg.hidden_size // cfg.num_attention_heads
+    feeds = random_inputs(args.batch, args.seq, cfg.vocab_size)
+    feeds["attention_mask"][:] = 1
+    variants = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        raw = onnx.load(torch_to_onnx(model, tmp / "raw.onnx"))
+        for profile in args.profiles.split(","):
+            graph, counts = passes.optimize(raw, profile, heads, head_size)
+            fp32 = tmp / f"{profile}.fp32.onnx"
+            onnx.save(graph, fp32)
+            int8 = quantize(fp32, tmp / f"{profile}.int8.onnx", QuantPreset.x86_64(vnni=True))
+            for precision, path in (("fp32", fp32), ("int8", int8)):
+                for skip_ln in (True, False):
+                    so = ort.SessionOptions()
+                    so.intra_op_num_threads = args.threads
+                    so.inter_op_num_threads = 1
+                    so.log_severity_level = 3
+                    disabled = [] if skip_ln else ["SkipLayerNormFusion"]
+                    session = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"],
+                                                   disabled_optimizers=disabled)
+                    name = (profile, precision, "on" if skip_ln else "off")
+                    variants[name] = {"session": session, "times": [], "counts": counts,
+                                      "mb": path.stat().st_size / 1e6}
+        for v in variants.values():  # warm up
+            for _ in range(3):
+                v["session"].run(["logits"], feeds)
+        for _ in range(args.rounds):
+            for v in variants.values():
+                for _ in range(args.iters):
+                    start = time.perf_counter()
+                    v["session"].run(["logits"], feeds)
+                    v["times"].append((time.perf_counter() - start) * 1e3)
+
+    print(f"model {args.model}: batch {args.batch}, seq {args.seq}, {args.threads} thread(s), "
+          f"{args.rounds}x{args.iters} interleaved runs per row")
+    print(f"onnxruntime {ort.__version__}, onnx {onnx.__version__}, CPU {_cpu()}, "
+          f"provider CPUExecutionProvider, graph_optimization_level ORT_ENABLE_ALL\n")
+    print("| profile | attention core | precision | SkipLayerNorm fusion | p50 ms | p90 ms | file MB |")
+    print("|---|---|---|---|---|---|---|")
+    core = {"none": "unfused MatMul/Softmax", "portable": "ai.onnx Attention (opset 23)",
+            "ort": "com.microsoft MultiHeadAttention"}
+    for (profile, precision, skip_ln), v in variants.items():
+        t = sorted(v["times"])
+        p90 = t[int(0.9 * (len(t) - 1))]
+        print(f"| {profile} | {core.get(profile, profile)} | {precision} | {skip_ln} | "
+              f"{statistics.median(t):.2f} | {p90:.2f} | {v['mb']:.1f} |")
+
+
+if __name__ == "__main__":
+    main()

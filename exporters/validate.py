@@ -1,0 +1,127 @@
+"""Validation of an exported graph against PyTorch, as its own step, failing loudly.
+
+Order (optimum's, made strict): output names, then dynamic axes, then shapes, then values, on
+shapes other than the export shape (batch 1 and 4 x sequence 7, 19, 128 and the maximum), with
+padding in the batch. fp32 must match within ``atol``; int8 is judged by signal-to-noise,
+SQNR = 20 log10(|x| / |x - y|) in dB (torchao), never by a raw atol.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from pathlib import Path
+
+import numpy as np
+
+from .config import BertOnnxConfig
+
+
+class ValidationError(ValueError):
+    """The exported graph does not behave like the PyTorch model; the message says where and by how much."""
+
+
+def sqnr(reference: np.ndarray, test: np.ndarray) -> float:
+    """Signal-to-quantisation-noise ratio in dB; inf when identical."""
+    noise = float(np.linalg.norm(np.asarray(reference, np.float64) - np.asarray(test, np.float64)))
+    signal = float(np.linalg.norm(np.asarray(reference, np.float64)))
+    if noise == 0.0:
+        return math.inf
+    return 20.0 * math.log10(max(signal, 1e-30) / noise)
+
+
+def validation_shapes(max_length: int) -> list[tuple[int, int]]:
+    lengths = sorted({n for n in BertOnnxConfig.VALIDATION_LENGTHS if n <= max_length} | {max_length})
+    return [(b, s) for b in BertOnnxConfig.VALIDATION_BATCHES for s in lengths]
+
+
+def random_inputs(batch: int, seq: int, vocab: int, seed: int = 0) -> dict[str, np.ndarray]:
+    """Token ids, a padded attention mask (the last row half padding) and mixed token types."""
+    rng = np.random.default_rng(seed + 1000 * batch + seq)
+    ids = rng.integers(1, vocab, size=(batch, seq), dtype=np.int64)
+    mask = np.ones((batch, seq), dtype=np.int64)
+    if batch > 1:
+        mask[-1, max(1, seq // 2):] = 0
+    types = np.zeros((batch, seq), dtype=np.int64)
+    types[:, seq // 2:] = 1
+    return {"input_ids": ids, "attention_mask": mask, "token_type_ids": types}
+
+
+def validate(onnx_path: str | os.PathLike, model, max_length: int = 128, precision: str = "fp32",
+             shapes: list[tuple[int, int]] | None = None, atol: float = BertOnnxConfig.ATOL_FP32,
+             sqnr_floor: float = BertOnnxConfig.SQNR_FLOOR_INT8_DB, feeds: list[dict] | None = None) -> dict:
+    """Check ``onnx_path`` against the PyTorch ``model``; return the results or raise ValidationError.
+
+    Args:
+        onnx_path: the exported model.
+        model: the PyTorch BertForSequenceClassification it came from.
+        max_length: the longest sequence to check (added to the default lengths).
+        precision: "fp32" (max |diff| <= atol) or "int8" (SQNR >= sqnr_floor dB on every shape).
+        shapes: (batch, sequence) pairs; default batch 1 and 4 x sequence 7, 19, 128, max_length.
+        feeds: explicit input batches instead of random ids at ``shapes``. int8 exports are judged on
+            tokenized real sentences: a statically calibrated graph clips activations of random ids,
+            which tells nothing about the task.
+
+    Example:
+        >>> validate("model.onnx", model, precision="fp32")["max_abs_diff"]
+        3.1e-06
+    """
+    import onnxruntime as ort
+    import torch
+
+    from .export import export_mode
+
+    if precision not in ("fp32", "int8"):
+        raise ValueError(f"precision must be fp32 or int8, got {precision!r}")
+    so = ort.SessionOptions()
+    so.log_severity_level = 3
+    session = ort.InferenceSession(str(onnx_path), so, providers=["CPUExecutionProvider"])
+
+    # 1. names
+    inputs = [i.name for i in session.get_inputs()]
+    outputs = [o.name for o in session.get_outputs()]
+    if sorted(inputs) != sorted(BertOnnxConfig.INPUTS) or outputs != list(BertOnnxConfig.OUTPUTS):
+        raise ValidationError(f"{onnx_path}: inputs {inputs} / outputs {outputs}, expected "
+                              f"{list(BertOnnxConfig.INPUTS)} / {list(BertOnnxConfig.OUTPUTS)}")
+    # 2. dynamic axes: every declared axis must be symbolic, not a number baked in at export
+    for arg in list(session.get_inputs()) + list(session.get_outputs()):
+        for axis in BertOnnxConfig.DYNAMIC_AXES[arg.name]:
+            if isinstance(arg.shape[axis], int):
+                raise ValidationError(f"{onnx_path}: axis {axis} of {arg.name} is fixed to {arg.shape[axis]}, "
+                                      f"expected a dynamic axis")
+
+    kind = "random ids" if feeds is None else "given inputs (tokenized sentences)"
+    if feeds is None:
+        feeds = [random_inputs(b, s, model.config.vocab_size) for b, s in (shapes or validation_shapes(max_length))]
+    num_labels = model.config.num_labels
+    results, worst_diff, worst_sqnr = [], 0.0, math.inf
+    with export_mode(model):
+        for feed in feeds:
+            batch, seq = feed["input_ids"].shape
+            expected = model(**{k: torch.from_numpy(v) for k, v in feed.items()}, return_dict=False)[0].numpy()
+            got = session.run(["logits"], feed)[0]
+            # 3. shapes
+            if got.shape != (batch, num_labels):
+                raise ValidationError(f"{onnx_path}: logits shape {got.shape} at batch {batch} x seq {seq}, "
+                                      f"expected {(batch, num_labels)}")
+            # 4. values
+            diff = float(np.abs(got - expected).max())
+            ratio = sqnr(expected, got)
+            worst_diff, worst_sqnr = max(worst_diff, diff), min(worst_sqnr, ratio)
+            results.append({"batch": batch, "sequence": seq, "max_abs_diff": diff,
+                            "sqnr_db": round(ratio, 2) if math.isfinite(ratio) else None})
+            if precision == "fp32" and not diff <= atol:
+                raise ValidationError(f"{onnx_path}: fp32 logits differ from PyTorch by {diff:.3g} > atol {atol:g} "
+                                      f"at batch {batch} x seq {seq}")
+            if precision == "int8" and not ratio >= sqnr_floor:
+                raise ValidationError(f"{onnx_path}: int8 logits SQNR {ratio:.1f} dB < floor {sqnr_floor:g} dB "
+                                      f"at batch {batch} x seq {seq} (quantisation error too large)")
+    return {
+        "precision": precision,
+        "passed": True,
+        "criterion": f"max|diff| <= {atol:g}" if precision == "fp32" else f"SQNR >= {sqnr_floor:g} dB",
+        "max_abs_diff": worst_diff,
+        "min_sqnr_db": round(worst_sqnr, 2) if math.isfinite(worst_sqnr) else None,
+        "inputs": kind,
+        "shapes": results,
+    }
