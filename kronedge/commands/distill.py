@@ -1,5 +1,145 @@
-"""CLI commands of this part of the toolchain; `register` adds them to the `kronedge` app."""
+"""CLI commands of the distillation part: `compress`, `finetune`, `eval`."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+TEACHER_HELP = ("Teacher spec: builtin:minilm (packaged all-MiniLM-L6-v2), a local model or artifact directory, "
+                "random:NAME|PATH.json, or a hub id. Fine-tuned first when it has no head for the task.")
 
 
 def register(app, friendly_errors) -> None:
     """Add this module's commands to ``app``; wrap each with ``friendly_errors``."""
+    from ..cli import COMPRESSION_HELP, PRESET_HELP, out
+
+    @app.command()
+    @friendly_errors
+    def compress(
+        teacher: str = typer.Option("builtin:minilm", help=TEACHER_HELP),
+        task: str = typer.Option("sst2", help="GLUE task: cola sst2 mrpc stsb qqp mnli mnli-mm qnli rte wnli."),
+        out_dir: Optional[Path] = typer.Option(None, "--out", help="Artifact directory [default: artifacts/kronedge-TASK]."),
+        run_dir: Optional[Path] = typer.Option(None, help="Run directory (logs, checkpoints) [default: runs/compress-TASK]."),
+        compression: Optional[float] = typer.Option(None, help=COMPRESSION_HELP + " [default: 5.5, i.e. >= 5x]"),
+        preset: Optional[str] = typer.Option(None, help=PRESET_HELP),
+        rank: int = typer.Option(1, help="Kronecker sums per layer."),
+        embedding_k: Optional[int] = typer.Option(None, help="Width k of the shared embedding factor."),
+        method: str = typer.Option("kronecker", help="kronecker | svd (truncated SVD, equal params) | dense-small."),
+        stage1: bool = typer.Option(True, "--stage1/--no-stage1", help="General KD on unlabelled text."),
+        kd: bool = typer.Option(True, "--kd/--no-kd", help="Stage 2 with every KD loss; --no-kd: labels only."),
+        corpus: Optional[str] = typer.Option(None, help="Text file for stage 1 [default: shipped WikiText-2 valid]."),
+        stage1_examples: Optional[int] = typer.Option(4000, help="Text chunks for stage 1 (0 = all)."),
+        stage1_epochs: int = typer.Option(1, help="Epochs of stage 1."),
+        stage1_lr: float = typer.Option(5e-4, help="Peak learning rate of stage 1."),
+        stage2_examples: Optional[int] = typer.Option(16000, help="Training examples for stage 2 (0 = all)."),
+        stage2_epochs: int = typer.Option(1, help="Epochs of stage 2."),
+        stage2_lr: float = typer.Option(2e-4, help="Peak learning rate of stage 2."),
+        teacher_train_limit: Optional[int] = typer.Option(None, help="Examples for the teacher fine-tune (default all)."),
+        batch_size: int = typer.Option(32, help="Batch size."),
+        max_length: int = typer.Option(128, help="Tokens per example in stage 2 and evaluation."),
+        temperature: float = typer.Option(1.0, help="Logit-KD temperature."),
+        layer_map: str = typer.Option("one-to-one", help="one-to-one | uniform (shallower student)."),
+        seed: int = typer.Option(0, help="Seed."),
+        precision: str = typer.Option("auto", help="auto (bf16 where the hardware has it) | bf16 | fp32."),
+        data_dir: Optional[Path] = typer.Option(None, help="GLUE root for tasks that do not ship (holds MRPC/, ...)."),
+        threads: Optional[int] = typer.Option(None, help="torch threads [default: torch's choice]."),
+        resume: bool = typer.Option(False, "--resume", help="Continue an interrupted run from its checkpoints."),
+        as_json: bool = typer.Option(False, "--json", help="Print the result as one JSON object."),
+    ):
+        """Teacher -> fine-tune if needed -> kronize -> general KD -> task KD -> evaluate -> artifact.
+
+        With no arguments: SST-2, builtin:minilm, ~5x, offline, about 20 minutes on a 2-core CPU.
+        """
+        from ..compress import CompressConfig, compress as run
+
+        config = CompressConfig(
+            teacher=teacher, task=task, compression=(compression if compression is not None or preset else 5.5),
+            preset=preset, rank=rank, embedding_k=embedding_k, method=method, stage1=stage1, stage2_kd=kd,
+            corpus=corpus, stage1_examples=stage1_examples or None, stage1_epochs=stage1_epochs, stage1_lr=stage1_lr,
+            stage2_examples=stage2_examples or None, stage2_epochs=stage2_epochs, stage2_lr=stage2_lr,
+            teacher_train_limit=teacher_train_limit, batch_size=batch_size, max_length=max_length,
+            temperature=temperature, layer_map=layer_map, seed=seed, precision=precision,
+            data_dir=str(data_dir) if data_dir else None)
+        if method == "svd" and out_dir is None:
+            artifact = None
+        else:
+            artifact = out_dir or Path("artifacts") / f"kronedge-{task}"
+        result = run(config, out=artifact, run_dir=run_dir or Path("runs") / f"compress-{task}", resume=resume,
+                     threads=threads)
+        if as_json:
+            print(json.dumps(result.to_dict(), indent=2))
+            return
+        p = result.primary_metric
+        out.print(f"teacher {task} dev {p}: [bold]{result.teacher_metrics[p]:.4f}[/]")
+        out.print(f"student {task} dev {p}: [bold]{result.student_metrics[p]:.4f}[/] "
+                  f"({100 * result.student_metrics[p] / result.teacher_metrics[p]:.1f}% of the teacher) with "
+                  f"{result.params_student / 1e6:.2f}M instead of {result.params_teacher / 1e6:.2f}M embedding+encoder "
+                  f"params ({result.compression:.2f}x fewer)")
+        out.print(f"time: {result.seconds}")
+        if result.artifact:
+            out.print(f"artifact: {result.artifact}  (score it: kronedge eval {result.artifact} --task {task})")
+
+    @app.command()
+    @friendly_errors
+    def finetune(
+        teacher: str = typer.Argument("builtin:minilm", help=TEACHER_HELP),
+        task: str = typer.Option("sst2", help="GLUE task."),
+        out_dir: Optional[Path] = typer.Option(None, "--out", help="Output directory [default: runs/teachers/TASK-HASH, reused when finished]."),
+        epochs: int = typer.Option(1, help="Epochs."),
+        lr: float = typer.Option(5e-5, help="Peak learning rate."),
+        batch_size: int = typer.Option(32, help="Batch size."),
+        max_length: int = typer.Option(128, help="Tokens per example."),
+        train_limit: Optional[int] = typer.Option(None, help="Use a seeded subset of this many training examples."),
+        seed: int = typer.Option(0, help="Seed."),
+        precision: str = typer.Option("auto", help="auto | bf16 | fp32."),
+        data_dir: Optional[Path] = typer.Option(None, help="GLUE root for tasks that do not ship."),
+        threads: Optional[int] = typer.Option(None, help="torch threads."),
+        resume: bool = typer.Option(False, "--resume", help="Continue an interrupted run."),
+        as_json: bool = typer.Option(False, "--json", help="Print the result as JSON."),
+    ):
+        """Fine-tune a teacher with a new classification head on a GLUE task (cached)."""
+        from ..compress import finetune as run
+        from ..training import TrainConfig
+
+        config = TrainConfig(epochs=epochs, lr=lr, batch_size=batch_size, max_length=max_length, seed=seed,
+                             precision=precision)
+        result = run(teacher, task, out=out_dir, data_dir=data_dir, train_limit=train_limit, config=config,
+                     resume=resume, threads=threads)
+        info = {"path": str(result.path), "metrics": result.metrics, "seconds": round(result.seconds, 1),
+                "cached": result.cached, "train_examples": result.train_examples, "precision": result.precision}
+        if as_json:
+            print(json.dumps(info, indent=2))
+        else:
+            out.print(f"fine-tuned teacher: {result.path} ({'cached' if result.cached else f'{result.seconds:.0f} s'}); "
+                      f"dev metrics {result.metrics}")
+
+    @app.command("eval")
+    @friendly_errors
+    def eval_(
+        model_dir: Path = typer.Argument(..., help="A kronedge artifact, a saved BERT classifier, or an exported ONNX dir."),
+        task: Optional[str] = typer.Option(None, help="GLUE task [default: the artifact's own]."),
+        data_dir: Optional[Path] = typer.Option(None, help="GLUE root for tasks that do not ship."),
+        limit: Optional[int] = typer.Option(None, help="Score only the first N dev examples."),
+        as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
+    ):
+        """Score a model on a GLUE dev set (torch for artifacts, ONNX Runtime for exported models)."""
+        if (model_dir / "manifest.json").is_file():
+            from exporters.evaluate import evaluate_exported
+
+            task = task or json.loads((model_dir / "manifest.json").read_text()).get("task")
+            if not task:
+                raise ValueError(f"{model_dir}/manifest.json names no task: pass --task")
+            result = evaluate_exported(model_dir, task, data_dir=data_dir, limit=limit)
+        else:
+            from ..compress import evaluate_artifact
+
+            result = evaluate_artifact(model_dir, task, data_dir=data_dir, limit=limit)
+        if as_json:
+            print(json.dumps(result, indent=2))
+        else:
+            metrics = ", ".join(f"{k} {v:.4f}" for k, v in result.items()
+                                if isinstance(v, float) and k not in ("seconds",))
+            out.print(f"{model_dir} on {result.get('task', task)} dev ({result.get('examples', '?')} examples): {metrics}")

@@ -1,0 +1,266 @@
+"""Distillation losses, the training loop (resume), baselines and a tiny end-to-end `kronedge compress`."""
+
+import copy
+import json
+
+import pytest
+import torch
+from transformers import BertConfig, BertForSequenceClassification
+
+from kronedge.distill import (DistillConfig, Distiller, ScoreCapture, layer_mapping, logit_loss, masked_mse)
+from kronedge.lowrank import LowRankEmbedding, LowRankLinear, equal_param_rank, lowrank_
+from kronedge.planner import KronConfig
+from kronedge.surgery import kronize_
+from kronedge.training import Encoded, TrainConfig, bucket_batches, read_progress, train_loop
+
+LOSSES = ["embedding", "attention", "hidden", "logits", "supervised"]
+
+
+def tiny_bert(seed=0, layers=2, hidden=24, heads=4, dropout=0.0, labels=2):
+    torch.manual_seed(seed)
+    config = BertConfig(vocab_size=60, hidden_size=hidden, num_hidden_layers=layers, num_attention_heads=heads,
+                        intermediate_size=2 * hidden, max_position_embeddings=32, num_labels=labels,
+                        hidden_dropout_prob=dropout, attention_probs_dropout_prob=dropout)
+    return BertForSequenceClassification(config).eval()
+
+
+def batch(seed=0, n=4, t=7, labels=2):
+    g = torch.Generator().manual_seed(seed)
+    ids = torch.randint(1, 60, (n, t), generator=g)
+    mask = torch.ones(n, t, dtype=torch.long)
+    mask[0, 5:] = 0  # one padded row: masked positions must not count
+    y = torch.randint(0, labels, (n,), generator=g) if labels > 1 else torch.rand(n, generator=g) * 5
+    return {"input_ids": ids, "attention_mask": mask, "token_type_ids": torch.zeros_like(ids), "labels": y}
+
+
+def only(name, **kw):
+    return DistillConfig(**{k: float(k == name) for k in LOSSES}, **kw)
+
+
+@pytest.mark.parametrize("name", LOSSES)
+def test_each_loss_zero_for_identical_and_positive_otherwise(name):
+    teacher = tiny_bert(0)
+    b = batch()
+    if name == "supervised":
+        # Against the gold labels: zero only for a perfect, confident student.
+        loss, _ = Distiller(teacher, copy.deepcopy(teacher), only(name))(copy.deepcopy(teacher), b)
+        assert loss > 0
+        return
+    same = copy.deepcopy(teacher)
+    loss, parts = Distiller(teacher, same, only(name))(same, b)
+    assert set(parts) == {name}
+    assert float(loss.detach()) == pytest.approx(0.0, abs=1e-10)
+    other = tiny_bert(1)
+    loss, _ = Distiller(teacher, other, only(name))(other, b)
+    assert float(loss.detach()) > 1e-7
+
+
+def test_supervised_and_logit_losses_for_regression():
+    s = torch.tensor([[1.0], [2.0]])
+    assert float(logit_loss(s, s.clone(), 2.0, regression=True)) == 0.0
+    assert float(logit_loss(s, s + 1, 2.0, regression=True)) == pytest.approx(1.0)
+    teacher = tiny_bert(0, labels=1)
+    student = tiny_bert(1, labels=1)
+    loss, parts = Distiller(teacher, student, DistillConfig())(student, batch(labels=1))
+    assert set(parts) == set(LOSSES) and float(loss.detach()) > 0
+
+
+def test_masked_positions_do_not_count():
+    a, b = torch.zeros(1, 3, 2), torch.zeros(1, 3, 2)
+    b[0, 2] = 100.0
+    mask = torch.tensor([[1, 1, 0]])[:, :, None]
+    assert float(masked_mse(a, b, mask)) == 0.0
+
+
+def test_scores_match_attention_probabilities():
+    model = tiny_bert(0)
+    b = batch()
+    with ScoreCapture(model) as cap:
+        out = model(input_ids=b["input_ids"], attention_mask=b["attention_mask"], output_attentions=True)
+    scores = cap.scores(1)
+    mask = b["attention_mask"][:, None, None, :].bool()
+    probs = torch.softmax(scores.masked_fill(~mask, float("-inf")), dim=-1)
+    torch.testing.assert_close(probs, out.attentions[1], atol=1e-5, rtol=1e-5)
+
+
+def test_capture_works_on_kronecker_student_and_hooks_are_removed():
+    student = tiny_bert(0)
+    kronize_(student, KronConfig(compression=2))
+    with ScoreCapture(student) as cap:
+        student(**{k: v for k, v in batch().items() if k != "labels"})
+        assert cap.scores(0).shape == (4, 4, 7, 7)
+    assert not student.bert.encoder.layer[0].attention.self.query._forward_hooks
+
+
+def test_one_distillation_step_reduces_the_loss():
+    teacher = tiny_bert(0)
+    student = copy.deepcopy(teacher)
+    kronize_(student, KronConfig(compression=2))
+    student.train()
+    distiller = Distiller(teacher, student, DistillConfig())
+    b = batch()
+    before, _ = distiller(student, b)
+    opt = torch.optim.SGD(student.parameters(), lr=1e-3)
+    before.backward()
+    opt.step()
+    after, _ = distiller(student, b)
+    assert float(after.detach()) < float(before.detach())
+
+
+def test_uniform_layer_mapping_and_narrow_student():
+    assert layer_mapping(3, 6, "uniform") == [1, 3, 5]
+    assert layer_mapping(1, 6, "uniform") == [5]
+    with pytest.raises(ValueError, match="uniform"):
+        layer_mapping(3, 6, "one-to-one")
+    teacher = tiny_bert(0, layers=4)
+    student = tiny_bert(1, layers=2, hidden=16)
+    d = Distiller(teacher, student, DistillConfig(layer_map="uniform"))
+    assert d.mapping == [1, 3]
+    loss, parts = d(student, batch())
+    assert set(parts) == set(LOSSES) and torch.isfinite(loss)
+    assert sum(p.numel() for p in d.parameters()) == 16 * 24  # the hidden-size projection only
+
+
+@pytest.mark.parametrize("kwargs,match", [
+    ({"hidden": -1.0}, "finite and >= 0"),
+    ({"embedding": 0, "attention": 0, "hidden": 0, "logits": 0, "supervised": 0}, "nothing to train"),
+    ({"temperature": 0}, "temperature"),
+    ({"layer_map": "skip"}, "layer_map"),
+])
+def test_distill_config_checks_itself(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        DistillConfig(**kwargs)
+
+
+def test_lowrank_is_exact_at_full_rank_and_matches_kronecker_params():
+    torch.manual_seed(0)
+    dense = torch.nn.Linear(12, 8)
+    layer = LowRankLinear.from_dense(dense, rank=8)
+    x = torch.randn(3, 12)
+    torch.testing.assert_close(layer(x), dense(x), atol=1e-5, rtol=1e-5)
+    emb = torch.nn.Embedding(20, 6)
+    low = LowRankEmbedding.from_dense(emb, rank=6)
+    ids = torch.tensor([[1, 5, 19]])
+    torch.testing.assert_close(low(ids), emb(ids), atol=1e-5, rtol=1e-5)
+    assert equal_param_rank(100, 12, 8) == 5
+
+    kron, svd = tiny_bert(0), tiny_bert(0)
+    plan = kronize_(kron, KronConfig(compression=2))
+    lowrank_(svd, KronConfig(compression=2))
+    n_kron = sum(p.numel() for p in kron.parameters())
+    n_svd = sum(p.numel() for p in svd.parameters())
+    assert n_svd <= n_kron and n_svd > 0.8 * n_kron
+    assert plan.params_student == n_kron
+
+
+def test_bucket_batches_cover_every_example_once_and_group_lengths():
+    lengths = [(i * 37) % 50 + 1 for i in range(1000)]
+    batches = bucket_batches(lengths, 16, seed=3)
+    assert sorted(i for b in batches for i in b) == list(range(1000))
+    assert bucket_batches(lengths, 16, seed=3) == batches
+    spread = sum(max(lengths[i] for i in b) - min(lengths[i] for i in b) for b in batches) / len(batches)
+    assert spread < 5  # random batches would spread ~45 tokens
+
+
+def _toy_data(n=48):
+    g = torch.Generator().manual_seed(0)
+    ids = [[2] + torch.randint(3, 60, (int(l),), generator=g).tolist() for l in torch.randint(3, 9, (n,), generator=g)]
+    return Encoded(ids, [[0] * len(x) for x in ids], [int(x[1] % 2) for x in ids])
+
+
+def test_resume_continues_from_the_saved_step(tmp_path):
+    data = _toy_data()
+    config = TrainConfig(epochs=2, batch_size=8, lr=1e-3, precision="fp32", log_every=1)
+
+    def step(m, b):
+        return m(**b).loss, {}
+
+    reference = tiny_bert(0)
+    train_loop(reference, data, step, config, tmp_path / "ref", log=lambda s: None)
+
+    calls = {"n": 0}
+
+    def interrupted(m, b):
+        calls["n"] += 1
+        if calls["n"] == 9:  # the 3rd batch of epoch 2
+            raise KeyboardInterrupt
+        return step(m, b)
+
+    model = tiny_bert(0)
+    with pytest.raises(KeyboardInterrupt):
+        train_loop(model, data, interrupted, config, tmp_path / "run", log=lambda s: None)
+    progress = read_progress(tmp_path / "run")
+    assert (progress["step"], progress["epoch"], progress["batch"], progress["done"]) == (8, 1, 2, False)
+
+    resumed = tiny_bert(5)  # different weights: everything must come from the checkpoint
+    result = train_loop(resumed, data, step, config, tmp_path / "run", resume=True, log=lambda s: None)
+    assert result.resumed_from == 8 and result.steps == 12
+    for (name, a), b in zip(reference.state_dict().items(), resumed.state_dict().values()):
+        torch.testing.assert_close(a, b, msg=name)
+    logged = [json.loads(line) for line in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in logged if "loss" in r] == list(range(1, 13))
+
+
+def test_train_config_checks_itself():
+    with pytest.raises(ValueError, match="precision"):
+        TrainConfig(precision="fp8")
+    with pytest.raises(ValueError, match="epochs"):
+        TrainConfig(epochs=0)
+
+
+TINY = {"vocab_size": 30522, "hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 4,
+        "intermediate_size": 64, "max_position_embeddings": 128, "type_vocab_size": 2}
+
+
+def test_compress_end_to_end_with_cli(tmp_path, monkeypatch):
+    from typer.testing import CliRunner
+
+    from kronedge.cli import app
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "tiny.json").write_text(json.dumps(TINY))
+    runner = CliRunner()
+    args = ["compress", "--teacher", f"random:{tmp_path / 'tiny.json'}", "--compression", "4", "--teacher-train-limit",
+            "64", "--stage1-examples", "32", "--stage2-examples", "64", "--max-length", "32", "--out", "art",
+            "--run-dir", "run", "--precision", "fp32", "--json"]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.output[result.output.index("{\n"):])
+    assert report["compression"] > 2.5
+    assert set(report["seconds"]) >= {"stage1", "stage2", "teacher_finetune"}
+    for name in ("kronedge.json", "README.md", "model.safetensors", "tokenizer.json"):
+        assert (tmp_path / "art" / name).is_file()
+    assert (tmp_path / "run" / "stage2" / "log.jsonl").is_file()
+    card = (tmp_path / "art" / "README.md").read_text()
+    assert "teacher" in card and "accuracy" in card
+
+    evaluated = runner.invoke(app, ["eval", "art", "--task", "sst2", "--json"])
+    assert evaluated.exit_code == 0, evaluated.output
+    scored = json.loads(evaluated.output[evaluated.output.index("{\n"):])
+    assert scored["examples"] == 872
+    assert scored["accuracy"] == pytest.approx(report["student_metrics"]["accuracy"], abs=1e-9)
+
+    # The fine-tuned teacher is cached: a second run reuses it (and resumes finished stages).
+    again = runner.invoke(app, args + ["--resume"])
+    assert again.exit_code == 0, again.output
+    assert "reusing fine-tuned teacher" in again.output
+    assert json.loads(again.output[again.output.index("{\n"):])["student_metrics"] == report["student_metrics"]
+
+
+@pytest.mark.parametrize("command", ["compress", "finetune", "eval"])
+def test_help(command):
+    from typer.testing import CliRunner
+
+    from kronedge.cli import app
+
+    result = CliRunner().invoke(app, [command, "--help"])
+    assert result.exit_code == 0 and "Usage" in result.output
+
+
+def test_eval_rejects_missing_dir(tmp_path):
+    from typer.testing import CliRunner
+
+    from kronedge.cli import app
+
+    result = CliRunner().invoke(app, ["eval", str(tmp_path / "nope"), "--task", "sst2"])
+    assert result.exit_code == 1
