@@ -1,0 +1,247 @@
+"""Bounded load test of `python -m runtime.serve` on loopback: throughput and p50/p90/p99 latency at
+1, 4 and 16 concurrent clients (closed loop: each client sends its next request when the last returns).
+
+    nice -n 5 python benchmarks/load.py runs/kb21-int8 --threads 2 --max-length 64 --seconds 15
+
+Starts the server itself on 127.0.0.1 (a free port), warms it up, runs each concurrency level for a
+fixed time (and at most --max-requests requests), then writes benchmarks/results/load.json and .md.
+The client runs on the same machine and takes CPU from the server: on 2 cores the figures are a
+floor for what the server does alone. Inputs are SST-2 dev sentences (shipped with kronedge), one per
+request, cut to --max-length tokens by the server.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def cpu_model() -> str:
+    try:
+        out = subprocess.run(["lscpu"], capture_output=True, text=True, check=True).stdout
+        for line in out.splitlines():
+            if line.startswith("Model name:"):
+                return line.split(":", 1)[1].strip()
+    except (OSError, subprocess.CalledProcessError):
+        pass
+    return platform.processor() or platform.machine()
+
+
+def versions() -> dict[str, str]:
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = {"python": platform.python_version()}
+    for name in ("onnxruntime", "numpy", "tokenizers", "fastapi", "uvicorn", "httpx"):
+        try:
+            out[name] = version(name)
+        except PackageNotFoundError:
+            out[name] = "missing"
+    return out
+
+
+def git_commit() -> str:
+    try:
+        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True,
+                              check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+def sentences() -> list[str]:
+    from kronedge.data import load_task
+
+    return list(load_task("sst2", split="dev").texts)
+
+
+class Server:
+    """`python -m runtime.serve` in a subprocess on 127.0.0.1 (never another interface)."""
+
+    def __init__(self, model_dir: str, threads: int, max_length: int | None, queue_size: int):
+        self.port = free_port()
+        self.base = f"http://127.0.0.1:{self.port}"
+        cmd = [sys.executable, "-m", "runtime.serve", model_dir, "--host", "127.0.0.1", "--port", str(self.port),
+               "--threads", str(threads), "--queue-size", str(queue_size)]
+        if max_length:
+            cmd += ["--max-length", str(max_length)]
+        self.cmd = cmd
+        env = {k: v for k, v in os.environ.items() if not k.startswith("KRONEDGE_API_TOKEN")}
+        self.proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+
+    def wait_ready(self, limit_s: float = 120) -> None:
+        deadline = time.monotonic() + limit_s
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"server exited: {self.proc.stderr.read()[-2000:]}")
+            try:
+                if httpx.get(f"{self.base}/readyz", timeout=1).status_code == 200:
+                    return
+            except httpx.TransportError:
+                pass
+            time.sleep(0.25)
+        raise RuntimeError("server not ready in time")
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        try:
+            self.proc.wait(20)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+
+
+async def run_level(base: str, texts: list[str], clients: int, seconds: float, max_requests: int) -> dict:
+    latencies: list[float] = []
+    statuses: dict[int, int] = {}
+    sent = 0
+    deadline = time.perf_counter() + seconds
+    limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
+
+    async with httpx.AsyncClient(base_url=base, timeout=30, limits=limits) as client:
+        async def worker(k: int) -> None:
+            nonlocal sent
+            i = k
+            while time.perf_counter() < deadline and sent < max_requests:
+                sent += 1
+                start = time.perf_counter()
+                r = await client.post("/v1/classify", json={"texts": [texts[i % len(texts)]]})
+                elapsed = time.perf_counter() - start
+                statuses[r.status_code] = statuses.get(r.status_code, 0) + 1
+                if r.status_code == 200:
+                    latencies.append(elapsed)
+                i += clients
+
+        wall_start = time.perf_counter()
+        await asyncio.gather(*(worker(k) for k in range(clients)))
+        wall = time.perf_counter() - wall_start
+
+    lat_ms = np.array(latencies) * 1e3
+    return {
+        "clients": clients, "requests": int(sum(statuses.values())), "ok": len(latencies),
+        "statuses": {str(k): v for k, v in sorted(statuses.items())}, "seconds": round(wall, 2),
+        "throughput_rps": round(len(latencies) / wall, 2),
+        "p50_ms": round(float(np.percentile(lat_ms, 50)), 2) if len(lat_ms) else None,
+        "p90_ms": round(float(np.percentile(lat_ms, 90)), 2) if len(lat_ms) else None,
+        "p99_ms": round(float(np.percentile(lat_ms, 99)), 2) if len(lat_ms) else None,
+        "mean_ms": round(float(lat_ms.mean()), 2) if len(lat_ms) else None,
+    }
+
+
+def scrape_batching(base: str) -> dict:
+    """Texts classified and requests served, from /metrics: how much cross-request batching happened."""
+    text = httpx.get(f"{base}/metrics", timeout=5).text
+    out = {}
+    for line in text.splitlines():
+        if line.startswith("kronedge_inputs_total "):
+            out["inputs_total"] = int(float(line.split()[-1]))
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("model_dir")
+    p.add_argument("--threads", type=int, nargs="+", default=[2], help="ORT threads; one server run per value")
+    p.add_argument("--max-length", type=int, default=64)
+    p.add_argument("--clients", type=int, nargs="+", default=[1, 4, 16])
+    p.add_argument("--seconds", type=float, default=15.0, help="per concurrency level")
+    p.add_argument("--max-requests", type=int, default=5000, help="per concurrency level")
+    p.add_argument("--warmup", type=int, default=30, help="requests before measuring")
+    p.add_argument("--queue-size", type=int, default=64)
+    p.add_argument("--out", default=str(REPO / "benchmarks" / "results" / "load"), help="writes OUT.json and OUT.md")
+    p.add_argument("--note", default="", help="free text stored with the results (e.g. which model this is)")
+    args = p.parse_args(argv)
+    if max(args.clients) > args.queue_size + 1:
+        p.error("more clients than queue slots would measure 503s, not latency; raise --queue-size")
+
+    texts = sentences()
+    load_at_start = round(os.getloadavg()[0], 2)
+    manifest = json.loads((Path(args.model_dir) / "manifest.json").read_text())
+    rows = []
+    for threads in args.threads:
+        server = Server(args.model_dir, threads, args.max_length, args.queue_size)
+        try:
+            server.wait_ready()
+            info = httpx.get(f"{server.base}/v1/model", timeout=5).json()
+            asyncio.run(run_level(server.base, texts, 1, 60, args.warmup))  # warm-up, not recorded
+            for clients in args.clients:
+                before = scrape_batching(server.base)
+                row = asyncio.run(run_level(server.base, texts, clients, args.seconds, args.max_requests))
+                # The other tenants of a shared machine show up here; a figure without it is not comparable.
+                row.update(threads=threads, max_length=info["max_length"], model_file=info["model_file"],
+                           loadavg_1m_after=round(os.getloadavg()[0], 2),
+                           texts_served=scrape_batching(server.base)["inputs_total"] - before["inputs_total"])
+                rows.append(row)
+                print(json.dumps(row), flush=True)
+            server_cmd = " ".join(server.cmd[1:])
+        finally:
+            server.stop()
+
+    result = {
+        "command": "nice -n 5 python " + " ".join([os.path.relpath(__file__, REPO)] + (argv if argv is not None else sys.argv[1:])),
+        "server_command": "python " + server_cmd,
+        "machine": {"cpu": cpu_model(), "cores": os.cpu_count(), "platform": platform.platform(),
+                "loadavg_1m_at_start": load_at_start},
+        "versions": versions(), "git_commit": git_commit(), "date_utc": time.strftime("%Y-%m-%d %H:%M", time.gmtime()),
+        "model": {"dir": args.model_dir, "sha256": manifest["files"].get(info["model_file"], {}).get("sha256"),
+                  "bytes": manifest["files"].get(info["model_file"], {}).get("bytes"),
+                  "quantization": (manifest.get("quantization") or {}).get("name") if manifest.get("quantization") else None,
+                  "opset": manifest.get("opset"), "profile": manifest.get("profile"), "task": manifest.get("task"),
+                  "source": manifest.get("source")},
+        "setup": {"client": "httpx.AsyncClient, closed loop, 1 SST-2 dev sentence per request, same machine as the server",
+                  "seconds_per_level": args.seconds, "max_requests_per_level": args.max_requests,
+                  "warmup_requests": args.warmup, "queue_size": args.queue_size},
+        "note": args.note,
+        "rows": rows,
+    }
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.with_suffix(".json").write_text(json.dumps(result, indent=2) + "\n")
+    out.with_suffix(".md").write_text(markdown(result))
+    print(f"wrote {out.with_suffix('.json')} and {out.with_suffix('.md')}")
+    return 0
+
+
+def markdown(r: dict) -> str:
+    v = r["versions"]
+    lines = [
+        "# Load test: kronedge server on loopback", "",
+        f"- command: `{r['command']}`",
+        f"- server: `{r['server_command']}`",
+        f"- machine: {r['machine']['cpu']}, {r['machine']['cores']} cores ({r['machine']['platform']}); 1-min load "
+        f"average {r['machine']['loadavg_1m_at_start']} at start (the machine is shared: see the last column)",
+        f"- versions: " + ", ".join(f"{k} {val}" for k, val in v.items()),
+        f"- model: `{r['model']['dir']}` ({r['model']['bytes']} bytes, sha256 {str(r['model']['sha256'])[:12]}..., "
+        f"quantization {r['model']['quantization']}, opset {r['model']['opset']}, {r['model']['profile']})",
+        f"- client: {r['setup']['client']}; {r['setup']['seconds_per_level']} s per level after "
+        f"{r['setup']['warmup_requests']} warm-up requests; git {r['git_commit']}, {r['date_utc']} UTC",
+    ]
+    if r.get("note"):
+        lines.append(f"- note: {r['note']}")
+    lines += ["", "| ORT threads | max length | clients | requests | ok | req/s | p50 ms | p90 ms | p99 ms | statuses | load avg (1 min) |",
+              "|---|---|---|---|---|---|---|---|---|---|---|"]
+    for row in r["rows"]:
+        lines.append(f"| {row['threads']} | {row['max_length']} | {row['clients']} | {row['requests']} | {row['ok']} | "
+                     f"{row['throughput_rps']} | {row['p50_ms']} | {row['p90_ms']} | {row['p99_ms']} | {row['statuses']} | "
+                     f"{row['loadavg_1m_after']} |")
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    sys.exit(main())

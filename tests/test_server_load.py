@@ -1,0 +1,33 @@
+"""benchmarks/load.py end to end on the tiny model: bounded (2 levels, 1 s each, <= 20 requests), loopback only."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="session")
+def load_export_dir(tmp_path_factory):
+    sys.path.insert(0, str(Path(__file__).parent))
+    from test_runtime import build_tiny_export
+
+    return build_tiny_export(tmp_path_factory.getbasetemp() / "tiny-export")
+
+
+def test_load_script_writes_results(load_export_dir, tmp_path):
+    out = tmp_path / "load"
+    subprocess.run([sys.executable, "benchmarks/load.py", str(load_export_dir), "--threads", "1", "--max-length", "16",
+                    "--clients", "1", "4", "--seconds", "1", "--max-requests", "20", "--warmup", "2",
+                    "--out", str(out)], cwd=REPO, check=True, capture_output=True, timeout=120)
+    result = json.loads(out.with_suffix(".json").read_text())
+    assert [row["clients"] for row in result["rows"]] == [1, 4]
+    for row in result["rows"]:
+        assert row["statuses"] == {"200": row["requests"]} and 0 < row["requests"] <= 20
+        assert row["p50_ms"] <= row["p99_ms"] and row["max_length"] == 16
+        assert row["texts_served"] == row["requests"]
+    assert "127.0.0.1" in result["server_command"] and result["machine"]["cpu"] and result["versions"]["onnxruntime"]
+    assert "| 1 | 16 | 4 |" in out.with_suffix(".md").read_text()
