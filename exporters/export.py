@@ -13,6 +13,7 @@ The directory format is fixed in docs/INTERFACES.md (the runtime reads it).
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import os
@@ -324,12 +325,7 @@ def _golden_texts(task_data) -> list:
 
 def encode(tokenizer_path: Path, texts, max_length: int) -> dict[str, np.ndarray]:
     """Tokenize single sentences or (a, b) pairs into the model's int64 inputs, padded to the longest."""
-    from tokenizers import Tokenizer
-
-    tok = Tokenizer.from_file(str(tokenizer_path))
-    tok.enable_truncation(max_length)
-    pad_id = tok.token_to_id("[PAD]") or 0
-    tok.enable_padding(pad_id=pad_id, pad_token="[PAD]")
+    tok = _padding_tokenizer(str(tokenizer_path), max_length)
     batch = [tuple(t) if isinstance(t, (list, tuple)) else t for t in texts]
     enc = tok.encode_batch(batch)
     return {
@@ -337,6 +333,17 @@ def encode(tokenizer_path: Path, texts, max_length: int) -> dict[str, np.ndarray
         "attention_mask": np.array([e.attention_mask for e in enc], dtype=np.int64),
         "token_type_ids": np.array([e.type_ids for e in enc], dtype=np.int64),
     }
+
+
+@functools.lru_cache(maxsize=4)
+def _padding_tokenizer(path: str, max_length: int):
+    from tokenizers import Tokenizer
+
+    tok = Tokenizer.from_file(path)
+    tok.enable_truncation(max_length)
+    pad_id = tok.token_to_id("[PAD]") or 0
+    tok.enable_padding(pad_id=pad_id, pad_token="[PAD]")
+    return tok
 
 
 def _session(path: Path, threads: int = 1):

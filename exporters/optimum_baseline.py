@@ -1,0 +1,143 @@
+"""Dense baselines exported the standard way, through optimum (for side-by-side comparisons).
+
+``optimum_baseline("random:bert-base-uncased", "runs/dense-arm64", target="arm64", quantize="int8")``:
+  1. ``optimum.exporters.onnx.main_export`` (task text-classification; optimum validates, at its export
+     shape only, and we keep its result);
+  2. ``ORTOptimizer`` at level O2 (ORT's BERT fusions: Attention, SkipLayerNorm, BiasGelu, Gelu);
+  3. ``ORTQuantizer`` with the target's ``AutoQuantizationConfig`` preset (arm64, avx512_vnni or avx2),
+     dynamic, per-channel.
+The directory gets the same tokenizer.json / golden.npz / manifest.json as ``kronedge export`` writes,
+so the runtime (``runtime.predictor.Predictor``) and the bench load both the same way.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+from .config import ExportOptions
+
+OPTIMUM_PRESETS = {"arm64": "arm64", "x86_64": "avx512_vnni", "x86_64-novnni": "avx2"}
+
+
+def optimum_baseline(model: str, out_dir: str | os.PathLike, target: str = "x86_64", quantize: str = "none",
+                     optimization_level: int | None = 2, task: str | None = None, max_length: int = 128,
+                     vnni: bool = True) -> Path:
+    """Export a dense teacher with optimum (+ ORTOptimizer, + ORTQuantizer preset) into a runtime directory.
+
+    Args:
+        model: any teacher spec (``random:bert-base-uncased``, ``builtin:minilm``, a saved BERT dir).
+        out_dir: destination, written atomically.
+        target: "arm64" or "x86_64" (picks the AutoQuantizationConfig preset).
+        quantize: "none" or "int8" (dynamic; optimum's CLI --arm64 is always dynamic as well).
+        optimization_level: ORTOptimizer level (1, 2, 99) or None to skip.
+        task: GLUE task for labels and golden sentences.
+
+    Example:
+        >>> optimum_baseline("random:bert-base-uncased", "runs/dense-int8", target="arm64", quantize="int8")
+    """
+    from optimum.exporters.onnx import main_export
+    from optimum.onnxruntime import ORTOptimizer, ORTQuantizer
+    from optimum.onnxruntime.configuration import AutoQuantizationConfig, OptimizationConfig
+
+    from kronedge.artifact import atomic_directory
+
+    from .export import _golden_texts, _task_data, _write_golden, _write_tokenizer, load_source
+    from .manifest import FORMAT, file_table, versions
+
+    if quantize not in ("none", "int8"):
+        raise ValueError(f"optimum baselines support --quantize none|int8 (dynamic), got {quantize!r}")
+    opts = ExportOptions(target=target, quantize=quantize, max_length=max_length, task=task, vnni=vnni)
+    task_data = _task_data(task)
+    torch_model, tokenizer_dir, source = load_source(model, task_data.spec.num_labels if task_data else None)
+    if getattr(torch_model.config, "kronecker_layout", None):
+        raise ValueError("optimum cannot match Kronecker layers; use `kronedge export` for kronedge artifacts")
+
+    with atomic_directory(out_dir) as out, tempfile.TemporaryDirectory(prefix="kronedge-optimum-") as work:
+        work = Path(work)
+        saved = work / "hf"
+        torch_model.save_pretrained(saved, safe_serialization=True)
+        for name in ("tokenizer.json", "vocab.txt", "tokenizer_config.json", "special_tokens_map.json"):
+            if (tokenizer_dir / name).is_file():
+                shutil.copy2(tokenizer_dir / name, saved / name)
+        onnx_dir = work / "onnx"
+        main_export(str(saved), onnx_dir, task="text-classification", local_files_only=True, do_validation=True)
+        current, current_name = onnx_dir, "model.onnx"
+        steps = {"export": "optimum main_export"}
+        if optimization_level is not None:
+            optimizer = ORTOptimizer.from_pretrained(current, file_names=[current_name])
+            opt_dir = work / "optimized"
+            optimizer.optimize(OptimizationConfig(optimization_level=optimization_level), opt_dir, file_suffix=None)
+            current, current_name = opt_dir, "model.onnx"
+            steps["optimize"] = f"ORTOptimizer O{optimization_level}"
+        quant_config = None
+        if quantize == "int8":
+            preset = OPTIMUM_PRESETS["arm64" if target == "arm64" else ("x86_64" if vnni else "x86_64-novnni")]
+            qconfig = getattr(AutoQuantizationConfig, preset)(is_static=False, per_channel=True)
+            _infer_types(current / current_name)  # else: "Unable to find data type" on fused contrib ops
+            quantizer = ORTQuantizer.from_pretrained(current, file_name=current_name)
+            q_dir = work / "quantized"
+            quantizer.quantize(qconfig, q_dir, file_suffix=None)
+            current, current_name = q_dir, "model.onnx"
+            quant_config = {"name": f"optimum-{preset}", "mode": "dynamic", **_jsonable(qconfig.__dict__)}
+            steps["quantize"] = f"ORTQuantizer AutoQuantizationConfig.{preset}(is_static=False, per_channel=True)"
+
+        shutil.copy2(current / current_name, out / "model.onnx")
+        shutil.copy2(onnx_dir / "config.json", out / "config.json")
+        _write_tokenizer(tokenizer_dir, out, max_length)
+        _write_golden(out, _golden_texts(task_data), max_length)
+        config = torch_model.config
+        labels = (list(task_data.spec.label_names) if task_data is not None
+                  else [config.id2label[i] for i in range(config.num_labels)])
+        manifest = {
+            "format": FORMAT, "task": task, "labels": labels, "problem_type": "single_label_classification",
+            "pair_input": bool(task_data.spec.is_pair) if task_data is not None else False,
+            "max_length": max_length, "inputs": ["input_ids", "attention_mask", "token_type_ids"],
+            "outputs": ["logits"], "opset": _opset(out / "model.onnx"), "target": target, "profile": "optimum",
+            "quantization": quant_config, "files": file_table(out), "validation": {"optimum": "main_export validation"},
+            "versions": versions() | {"optimum": _version("optimum"), "optimum-onnx": _version("optimum-onnx")},
+            "source": source | {"steps": steps},
+        }
+        (out / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
+    return Path(out_dir)
+
+
+def _infer_types(path: Path) -> None:
+    """Annotate every tensor's type (ORT's symbolic shape inference knows the contrib ops); the
+    quantizer cannot pass extra_options={"DefaultTensorType": ...} through optimum."""
+    import onnx
+    from onnxruntime.tools.symbolic_shape_infer import SymbolicShapeInference
+
+    model = SymbolicShapeInference.infer_shapes(onnx.load(path), auto_merge=True)
+    onnx.save(model, path)
+
+
+def _opset(path: Path) -> int:
+    import onnx
+
+    graph = onnx.load(path, load_external_data=False)
+    return next(o.version for o in graph.opset_import if o.domain in ("", "ai.onnx"))
+
+
+def _version(dist: str) -> str | None:
+    import importlib.metadata as md
+
+    try:
+        return md.version(dist)
+    except md.PackageNotFoundError:
+        return None
+
+
+def _jsonable(values: dict) -> dict:
+    out = {}
+    for key, value in values.items():
+        if isinstance(value, (str, int, float, bool)) or value is None:
+            out[key] = value
+        elif isinstance(value, (list, tuple)):
+            out[key] = [str(v) if not isinstance(v, (str, int, float, bool)) else v for v in value]
+        else:
+            out[key] = str(value)
+    return out
