@@ -301,11 +301,11 @@ class CompressConfig:
     stage1: bool = True
     stage2_kd: bool = True
     corpus: str | None = None
-    stage1_examples: int | None = 4000
+    stage1_examples: int | None = 2000
     stage1_epochs: int = 1
     stage1_lr: float = 5e-4
     stage1_max_length: int = 64
-    stage2_examples: int | None = 16000
+    stage2_examples: int | None = 8000
     stage2_epochs: int = 1
     stage2_lr: float = 2e-4
     batch_size: int = 32
@@ -401,7 +401,11 @@ def compress(config: CompressConfig | None = None, out: str | os.PathLike | None
     spec = get_task(config.task)
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
-    write_json_atomic(run_dir / "compress_config.json", asdict(config))
+    saved = run_dir / "compress_config.json"
+    if resume and saved.is_file() and json.loads(saved.read_text()) != json.loads(json.dumps(asdict(config))):
+        raise ValueError(f"--resume: {run_dir} was started with a different recipe ({saved}); "
+                         "rerun with the same options or use another --run-dir")
+    write_json_atomic(saved, asdict(config))
     seconds: dict[str, float] = {}
     t0 = time.perf_counter()
 

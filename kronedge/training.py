@@ -352,7 +352,7 @@ def train_loop(model: nn.Module, data: Encoded, step_fn: StepFn, config: TrainCo
     model, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)
     modules["model"] = model
 
-    step, epoch, batch_pos, resumed_from = 0, 0, 0, None
+    step, epoch, batch_pos, resumed_from, prior_seconds, prior_seen = 0, 0, 0, None, 0.0, 0
     best, last, history = None, None, []
     progress = read_progress(run_dir) if resume else None
     if progress is not None:
@@ -365,6 +365,7 @@ def train_loop(model: nn.Module, data: Encoded, step_fn: StepFn, config: TrainCo
         _set_rng_state(state["rng"])
         step, epoch, batch_pos = progress["step"], progress["epoch"], progress["batch"]
         best, last, history = progress.get("best"), progress.get("last"), progress.get("history", [])
+        prior_seconds, prior_seen = progress.get("seconds", 0.0), progress.get("examples", 0)
         resumed_from = step
         log(f"[{desc}] resumed from step {step} (epoch {epoch}, batch {batch_pos})")
     else:
@@ -378,7 +379,8 @@ def train_loop(model: nn.Module, data: Encoded, step_fn: StepFn, config: TrainCo
         _save_checkpoint(run_dir, {k: accelerator.unwrap_model(m) for k, m in modules.items()}, optimizer,
                          getattr(scheduler, "scheduler", scheduler),
                          {"step": step, "epoch": epoch, "batch": batch_pos, "total_steps": total_steps,
-                          "best": best, "last": last, "history": history, "done": False})
+                          "best": best, "last": last, "history": history, "done": False,
+                          "seconds": prior_seconds + time.perf_counter() - start, "examples": prior_seen + seen})
 
     logf = open(run_dir / "log.jsonl", "a")
     autocast = torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=precision == "bf16")
@@ -452,13 +454,15 @@ def train_loop(model: nn.Module, data: Encoded, step_fn: StepFn, config: TrainCo
         bar.close()
         logf.close()
 
-    seconds = time.perf_counter() - start
+    # Time and throughput over the whole run, across resumed sessions.
+    seconds = prior_seconds + time.perf_counter() - start
+    seen += prior_seen
     model = accelerator.unwrap_model(model)
     if best is not None and (run_dir / "best.pt").exists():
         model.load_state_dict(torch.load(run_dir / "best.pt", map_location=device, weights_only=False)["model"])
     result = TrainResult(step, seconds, seen / max(seconds, 1e-9), precision, reason, best, last, history, resumed_from)
     progress = {"step": step, "epoch": epoch, "batch": 0, "total_steps": total_steps, "best": best, "last": last,
-                "history": history, "done": True}
+                "history": history, "done": True, "seconds": seconds, "examples": seen}
     if (run_dir / "checkpoint").exists():
         write_json_atomic(run_dir / "checkpoint" / "progress.json", progress)
     write_json_atomic(run_dir / "metrics.json", result.to_dict())
