@@ -1,7 +1,7 @@
 """Bounded load test of `python -m runtime.serve` on loopback: throughput and p50/p90/p99 latency at
 1, 4 and 16 concurrent clients (closed loop: each client sends its next request when the last returns).
 
-    nice -n 5 python benchmarks/load.py runs/kb21-int8 --threads 2 --max-length 64 --seconds 15
+    nice -n 5 python benchmarks/load.py runs/kb21-int8 --configs 1x1 2x1 1x2 --max-length 64 --seconds 15
 
 Starts the server itself on 127.0.0.1 (a free port), warms it up, runs each concurrency level for a
 fixed time (and at most --max-requests requests), then writes benchmarks/results/load.json and .md.
@@ -75,11 +75,13 @@ def sentences() -> list[str]:
 class Server:
     """`python -m runtime.serve` in a subprocess on 127.0.0.1 (never another interface)."""
 
-    def __init__(self, model_dir: str, threads: int, max_length: int | None, queue_size: int):
+    def __init__(self, model_dir: str, threads: int, workers: int, max_length: int | None, queue_size: int,
+                 max_batch_texts: int):
         self.port = free_port()
         self.base = f"http://127.0.0.1:{self.port}"
         cmd = [sys.executable, "-m", "runtime.serve", model_dir, "--host", "127.0.0.1", "--port", str(self.port),
-               "--threads", str(threads), "--queue-size", str(queue_size)]
+               "--threads", str(threads), "--workers", str(workers), "--queue-size", str(queue_size),
+               "--max-batch-texts", str(max_batch_texts)]
         if max_length:
             cmd += ["--max-length", str(max_length)]
         self.cmd = cmd
@@ -157,7 +159,9 @@ def scrape_batching(base: str) -> dict:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("model_dir")
-    p.add_argument("--threads", type=int, nargs="+", default=[2], help="ORT threads; one server run per value")
+    p.add_argument("--configs", nargs="+", default=["1x1", "2x1", "1x2"],
+                   help="server configs THREADSxWORKERS (ORT intra-op threads x parallel model runs), one run each")
+    p.add_argument("--max-batch-texts", type=int, default=64, help="server: texts per model pass across requests")
     p.add_argument("--max-length", type=int, default=64)
     p.add_argument("--clients", type=int, nargs="+", default=[1, 4, 16])
     p.add_argument("--seconds", type=float, default=15.0, help="per concurrency level")
@@ -173,9 +177,10 @@ def main(argv: list[str] | None = None) -> int:
     texts = sentences()
     load_at_start = round(os.getloadavg()[0], 2)
     manifest = json.loads((Path(args.model_dir) / "manifest.json").read_text())
-    rows = []
-    for threads in args.threads:
-        server = Server(args.model_dir, threads, args.max_length, args.queue_size)
+    rows, server_cmds = [], []
+    for spec in args.configs:
+        threads, workers = (int(x) for x in spec.lower().split("x"))
+        server = Server(args.model_dir, threads, workers, args.max_length, args.queue_size, args.max_batch_texts)
         try:
             server.wait_ready()
             info = httpx.get(f"{server.base}/v1/model", timeout=5).json()
@@ -184,18 +189,18 @@ def main(argv: list[str] | None = None) -> int:
                 before = scrape_batching(server.base)
                 row = asyncio.run(run_level(server.base, texts, clients, args.seconds, args.max_requests))
                 # The other tenants of a shared machine show up here; a figure without it is not comparable.
-                row.update(threads=threads, max_length=info["max_length"], model_file=info["model_file"],
+                row.update(threads=threads, workers=workers, max_length=info["max_length"], model_file=info["model_file"],
                            loadavg_1m_after=round(os.getloadavg()[0], 2),
                            texts_served=scrape_batching(server.base)["inputs_total"] - before["inputs_total"])
                 rows.append(row)
                 print(json.dumps(row), flush=True)
-            server_cmd = " ".join(server.cmd[1:])
+            server_cmds.append("python " + " ".join(server.cmd[1:]))
         finally:
             server.stop()
 
     result = {
         "command": "nice -n 5 python " + " ".join([os.path.relpath(__file__, REPO)] + (argv if argv is not None else sys.argv[1:])),
-        "server_command": "python " + server_cmd,
+        "server_commands": server_cmds,
         "machine": {"cpu": cpu_model(), "cores": os.cpu_count(), "platform": platform.platform(),
                 "loadavg_1m_at_start": load_at_start},
         "versions": versions(), "git_commit": git_commit(), "date_utc": time.strftime("%Y-%m-%d %H:%M", time.gmtime()),
@@ -223,7 +228,7 @@ def markdown(r: dict) -> str:
     lines = [
         "# Load test: kronedge server on loopback", "",
         f"- command: `{r['command']}`",
-        f"- server: `{r['server_command']}`",
+        *[f"- server: `{cmd}`" for cmd in r["server_commands"]],
         f"- machine: {r['machine']['cpu']}, {r['machine']['cores']} cores ({r['machine']['platform']}); 1-min load "
         f"average {r['machine']['loadavg_1m_at_start']} at start (the machine is shared: see the last column)",
         f"- versions: " + ", ".join(f"{k} {val}" for k, val in v.items()),
@@ -234,10 +239,10 @@ def markdown(r: dict) -> str:
     ]
     if r.get("note"):
         lines.append(f"- note: {r['note']}")
-    lines += ["", "| ORT threads | max length | clients | requests | ok | req/s | p50 ms | p90 ms | p99 ms | statuses | load avg (1 min) |",
+    lines += ["", "| ORT threads x workers | max length | clients | requests | ok | req/s | p50 ms | p90 ms | p99 ms | statuses | load avg (1 min) |",
               "|---|---|---|---|---|---|---|---|---|---|---|"]
     for row in r["rows"]:
-        lines.append(f"| {row['threads']} | {row['max_length']} | {row['clients']} | {row['requests']} | {row['ok']} | "
+        lines.append(f"| {row['threads']}x{row['workers']} | {row['max_length']} | {row['clients']} | {row['requests']} | {row['ok']} | "
                      f"{row['throughput_rps']} | {row['p50_ms']} | {row['p90_ms']} | {row['p99_ms']} | {row['statuses']} | "
                      f"{row['loadavg_1m_after']} |")
     return "\n".join(lines) + "\n"

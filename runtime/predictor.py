@@ -178,6 +178,7 @@ class Predictor:
         disabled_optimizers: ORT optimiser names to skip, e.g. ["SkipLayerNormFusion"], measured slower
             on Kronecker graphs.
         max_batch: most sequences per ORT run; longer input lists are split after sorting by length.
+        max_padding: start a new batch rather than pad a row by more than this fraction of its length.
         max_length: truncate to this many tokens (<= the manifest's max_length; default: the manifest's).
         verify: check manifest hashes of the files loaded (on by default; costs one read of the model).
         allow_spinning: see `session_options`.
@@ -188,8 +189,8 @@ class Predictor:
 
     def __init__(self, model_dir: str | os.PathLike, threads: int | None = None, *, model_file: str | None = None,
                  graph_optimization: str = "all", optimized_model_path: str | os.PathLike | None = None,
-                 disabled_optimizers: Sequence[str] = (), max_batch: int = 16, max_length: int | None = None,
-                 verify: bool = True, allow_spinning: bool = True):
+                 disabled_optimizers: Sequence[str] = (), max_batch: int = 16, max_padding: float = 0.3,
+                 max_length: int | None = None, verify: bool = True, allow_spinning: bool = True):
         import onnxruntime as ort
         from tokenizers import Tokenizer
 
@@ -211,7 +212,9 @@ class Predictor:
             verify_files(self.model_dir, self.manifest, [model_file, "tokenizer.json"])
         if max_batch < 1:
             raise ValueError(f"max_batch must be >= 1, got {max_batch}")
-        self.max_batch = max_batch
+        if max_padding < 0:
+            raise ValueError(f"max_padding must be >= 0, got {max_padding}")
+        self.max_batch, self.max_padding = max_batch, max_padding
         self.max_length = self.manifest.max_length if max_length is None else max_length
         if not 2 <= self.max_length <= self.manifest.max_length:
             raise ValueError(f"max_length must be in [2, {self.manifest.max_length}] (the export's limit), got {max_length}")
@@ -257,7 +260,8 @@ class Predictor:
             "max_length": self.max_length, "target": raw.get("target"), "profile": raw.get("profile"),
             "opset": raw.get("opset"), "quantization": raw.get("quantization"),
             "model_file": self.model_file, "sha256": (self.manifest.files.get(self.model_file) or {}).get("sha256"),
-            "versions": raw.get("versions"), "source": raw.get("source"),
+            # Not "source": it may name paths on the exporting machine, which clients have no use for.
+            "versions": raw.get("versions"),
             "runtime": {"onnxruntime": ort.__version__, "threads": self.threads, "max_batch": self.max_batch},
         }
 
@@ -279,16 +283,28 @@ class Predictor:
         items = self._check_inputs(inputs)
         return self.tokenizer.encode_batch(items) if items else []
 
-    def _batches(self, encodings: list) -> list[tuple[list[int], dict[str, np.ndarray]]]:
-        """Sort by length, cut into batches of max_batch and pad each only to its own longest.
+    def _groups(self, lengths: list[int]) -> list[list[int]]:
+        """Indices sorted by length, cut into groups of at most max_batch whose longest is at most
+        (1 + max_padding) x their shortest (+2 tokens of slack).
 
-        Why: attention cost grows with the padded length, so one long text would otherwise make every
-        short one in its batch pay for it.
+        Why: a Kronecker graph costs about the same per token at any batch size (it is many small GEMMs),
+        so padding is pure waste there, and one long text would make every short one pay for it.
         """
-        order = sorted(range(len(encodings)), key=lambda i: len(encodings[i].ids))
+        order = sorted(range(len(lengths)), key=lengths.__getitem__)
+        groups: list[list[int]] = []
+        for i in order:
+            group = groups[-1] if groups else None
+            if (group is None or len(group) >= self.max_batch
+                    or lengths[i] > (1 + self.max_padding) * lengths[group[0]] + 2):
+                groups.append([i])
+            else:
+                group.append(i)
+        return groups
+
+    def _batches(self, encodings: list) -> list[tuple[list[int], dict[str, np.ndarray]]]:
+        """Length-bucketed batches (see `_groups`), each padded only to its own longest."""
         batches = []
-        for start in range(0, len(order), self.max_batch):
-            idx = order[start:start + self.max_batch]
+        for idx in self._groups([len(e.ids) for e in encodings]):
             width = max(len(encodings[i].ids) for i in idx)
             ids = np.full((len(idx), width), self.pad_id, dtype=np.int64)
             mask = np.zeros((len(idx), width), dtype=np.int64)

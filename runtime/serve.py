@@ -70,6 +70,7 @@ class ServeConfig:
     max_chars: int = 2000
     queue_size: int = 64
     max_batch_texts: int = 64  # texts one worker pass takes from the queue, across requests
+    workers: int = 1  # model runs in parallel; threads x workers should not exceed the cores
     timeout_s: float = 10.0
     retry_after_s: int = 1
     token_env: str = TOKEN_ENV
@@ -79,7 +80,7 @@ class ServeConfig:
     self_check: bool = True  # compare golden.npz logits at start-up when the file is there
 
     def __post_init__(self):
-        for name in ("max_body_bytes", "max_texts", "max_chars", "queue_size", "max_batch_texts", "retry_after_s"):
+        for name in ("max_body_bytes", "max_texts", "max_chars", "queue_size", "max_batch_texts", "workers", "retry_after_s"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if not self.timeout_s > 0:
@@ -167,16 +168,23 @@ def _deliver(future: asyncio.Future, result: Any = None, error: Optional[BaseExc
 
 
 class Batcher:
-    """A bounded queue and one worker thread that runs waiting requests together through the model."""
+    """A bounded queue and worker threads that run waiting requests together through the model.
 
-    def __init__(self, predict: Callable[[list], list], queue_size: int, max_batch_texts: int):
+    More than one worker pays off when one ORT run cannot use every core well: a Kronecker graph is
+    many small GEMMs that scale badly across threads, so on 2 cores two 1-thread runs side by side
+    beat one 2-thread run (benchmarks/results/load.md).
+    """
+
+    def __init__(self, predict: Callable[[list], list], queue_size: int, max_batch_texts: int, workers: int = 1):
         self._predict = predict
         self._queue: "queue.Queue[_Job]" = queue.Queue(maxsize=queue_size)
         self._max_batch_texts = max_batch_texts
         self._stop = threading.Event()
-        self.busy = False
-        self._thread = threading.Thread(target=self._run, name="kronedge-batcher", daemon=True)
-        self._thread.start()
+        self._lock = threading.Lock()
+        self.busy = 0  # workers inside the model right now
+        self._threads = [threading.Thread(target=self._run, name=f"kronedge-worker-{i}", daemon=True) for i in range(workers)]
+        for thread in self._threads:
+            thread.start()
 
     @property
     def depth(self) -> int:
@@ -184,7 +192,7 @@ class Batcher:
 
     @property
     def alive(self) -> bool:
-        return self._thread.is_alive() and not self._stop.is_set()
+        return all(t.is_alive() for t in self._threads) and not self._stop.is_set()
 
     def submit(self, inputs: list) -> _Job:
         """Queue the inputs; raises Overloaded at once when the queue is full."""
@@ -199,7 +207,8 @@ class Batcher:
 
     def close(self, timeout: float = 5.0) -> None:
         self._stop.set()
-        self._thread.join(timeout)
+        for thread in self._threads:
+            thread.join(timeout)
 
     def _run(self) -> None:
         while not self._stop.is_set():
@@ -218,7 +227,8 @@ class Batcher:
             jobs = [job for job in jobs if not job.cancelled]
             if not jobs:
                 continue
-            self.busy = True
+            with self._lock:
+                self.busy += 1
             try:
                 results = self._predict([x for job in jobs for x in job.inputs])
             except Exception as exc:  # reported to each waiting request as a 500, the worker lives on
@@ -226,7 +236,8 @@ class Batcher:
                     job.loop.call_soon_threadsafe(_deliver, job.future, None, exc)
                 continue
             finally:
-                self.busy = False
+                with self._lock:
+                    self.busy -= 1
             start = 0
             for job in jobs:
                 part = results[start:start + len(job.inputs)]
@@ -419,7 +430,7 @@ def create_app(config: ServeConfig, predictor: Optional[Predictor] = None, token
         predictor = load_predictor(config)
     summary = predictor.summary()
     pair_input = summary["pair_input"]
-    batcher = Batcher(predictor.predict, config.queue_size, config.max_batch_texts)
+    batcher = Batcher(predictor.predict, config.queue_size, config.max_batch_texts, config.workers)
     metrics = Metrics()
     started = time.time()
 
@@ -525,16 +536,17 @@ def create_app(config: ServeConfig, predictor: Optional[Predictor] = None, token
 
     @app.get("/readyz", responses={503: {"model": ErrorBody}})
     async def readyz():
-        """Readiness: the model is loaded and its worker runs."""
+        """Readiness: the model is loaded and its workers run."""
         if not batcher.alive:
-            return error_response(503, "not_ready", "model worker is not running", headers={"Retry-After": "1"})
+            return error_response(503, "not_ready", "model workers are not running", headers={"Retry-After": "1"})
         return {"status": "ready", "queue_depth": batcher.depth}
 
     @app.get("/metrics", response_class=PlainTextResponse)
     async def metrics_endpoint():
         """Prometheus text format."""
         gauges = {"kronedge_queue_depth": ("Requests waiting for the model.", batcher.depth),
-                  "kronedge_worker_busy": ("1 while the model is running.", int(batcher.busy)),
+                  "kronedge_workers_busy": ("Workers running the model now.", batcher.busy),
+                  "kronedge_workers": ("Model workers.", config.workers),
                   "kronedge_uptime_seconds": ("Seconds since start.", round(time.time() - started, 3))}
         info = {"task": summary.get("task") or "", "model_file": summary.get("model_file") or "",
                 "sha256": (summary.get("sha256") or "")[:16], "onnxruntime": summary["runtime"]["onnxruntime"]}
@@ -592,6 +604,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-chars", type=int, default=d.max_chars, help="characters per text")
     p.add_argument("--queue-size", type=int, default=d.queue_size, help="waiting requests before 503")
     p.add_argument("--max-batch-texts", type=int, default=d.max_batch_texts, help="texts per model pass, across requests")
+    p.add_argument("--workers", type=int, default=d.workers, help="model runs in parallel (threads x workers <= cores)")
     p.add_argument("--timeout", dest="timeout_s", type=float, default=d.timeout_s, help="seconds per request before 504")
     p.add_argument("--token-file", default=None, help=f"file holding the bearer token (else ${TOKEN_ENV}_FILE, else ${TOKEN_ENV})")
     p.add_argument("--allow-no-auth", action="store_true", help="serve a non-loopback host without a token")

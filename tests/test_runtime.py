@@ -173,6 +173,15 @@ def test_predict_output_structure(predictor):
     assert predictor.predict([]) == []
 
 
+def test_length_buckets_bound_padding(predictor):
+    groups = predictor._groups([5, 40, 6, 7, 30, 5, 5, 5, 5, 8])  # max_batch=4, max_padding=0.3
+    assert sorted(i for g in groups for i in g) == list(range(10))
+    assert all(len(g) <= 4 for g in groups)
+    lengths = [5, 40, 6, 7, 30, 5, 5, 5, 5, 8]
+    assert all(max(lengths[i] for i in g) <= 1.3 * min(lengths[i] for i in g) + 2 for g in groups)
+    assert [len(g) for g in groups] == [4, 4, 2]
+
+
 def test_truncation_to_manifest_max_length(predictor):
     assert max(len(e.ids) for e in predictor.encode(SENTENCES)) == MAX_LENGTH
     assert predictor.encode(["ok"])[0].ids[-1] == predictor.tokenizer.token_to_id("[SEP]")  # no fixed padding

@@ -189,11 +189,13 @@ class GatedPredictor:
 
     def __init__(self, inner):
         self.inner, self.started, self.gate = inner, threading.Event(), threading.Event()
+        self.calls = 0
 
     def summary(self):
         return self.inner.summary()
 
     def predict(self, inputs):
+        self.calls += 1
         self.started.set()
         self.gate.wait(20)
         return self.inner.predict(inputs)
@@ -231,6 +233,29 @@ def test_full_queue_answers_503_with_retry_after(export_dir, shared_predictor):
     assert rejected.json()["error"]["code"] == "overloaded"
     assert first.status_code == 200 and second.status_code == 200
     assert ready.status_code == 200  # busy is not unready
+
+
+def test_two_workers_run_two_requests_at_once(export_dir, shared_predictor):
+    slow = GatedPredictor(shared_predictor)
+    app = create_app(ServeConfig(str(export_dir), workers=2, queue_size=1), predictor=slow)
+
+    async def scenario():
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://test") as c:
+            first = asyncio.create_task(c.post("/v1/classify", json={"texts": ["one"]}))
+            await _wait_for(lambda: slow.calls == 1, "the first worker to start")
+            second = asyncio.create_task(c.post("/v1/classify", json={"texts": ["two"]}))
+            await _wait_for(lambda: slow.calls == 2, "the second worker to start")
+            metrics = (await c.get("/metrics")).text
+            slow.gate.set()
+            return await first, await second, metrics
+
+    try:
+        first, second, metrics = asyncio.run(scenario())
+    finally:
+        slow.gate.set()
+        app.state.batcher.close()
+    assert first.status_code == second.status_code == 200
+    assert "kronedge_workers_busy 2" in metrics and "kronedge_workers 2" in metrics
 
 
 def test_request_timeout_is_504_and_worker_survives(export_dir, shared_predictor):

@@ -20,7 +20,7 @@ def load_export_dir(tmp_path_factory):
 
 def test_load_script_writes_results(load_export_dir, tmp_path):
     out = tmp_path / "load"
-    subprocess.run([sys.executable, "benchmarks/load.py", str(load_export_dir), "--threads", "1", "--max-length", "16",
+    subprocess.run([sys.executable, "benchmarks/load.py", str(load_export_dir), "--configs", "1x2", "--max-length", "16",
                     "--clients", "1", "4", "--seconds", "1", "--max-requests", "20", "--warmup", "2",
                     "--out", str(out)], cwd=REPO, check=True, capture_output=True, timeout=120)
     result = json.loads(out.with_suffix(".json").read_text())
@@ -29,5 +29,5 @@ def test_load_script_writes_results(load_export_dir, tmp_path):
         assert row["statuses"] == {"200": row["requests"]} and 0 < row["requests"] <= 20
         assert row["p50_ms"] <= row["p99_ms"] and row["max_length"] == 16
         assert row["texts_served"] == row["requests"]
-    assert "127.0.0.1" in result["server_command"] and result["machine"]["cpu"] and result["versions"]["onnxruntime"]
-    assert "| 1 | 16 | 4 |" in out.with_suffix(".md").read_text()
+    assert "127.0.0.1" in result["server_commands"][0] and result["machine"]["cpu"] and result["versions"]["onnxruntime"]
+    assert "| 1x2 | 16 | 4 |" in out.with_suffix(".md").read_text()

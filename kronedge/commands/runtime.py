@@ -29,6 +29,7 @@ def register(app, friendly_errors) -> None:
         max_chars: int = typer.Option(2000, help="Characters per text."),
         queue_size: int = typer.Option(64, help="Requests waiting for the model before new ones get 503."),
         max_batch_texts: int = typer.Option(64, help="Texts per model pass, gathered across waiting requests."),
+        workers: int = typer.Option(1, help="Model runs in parallel (threads x workers should not exceed the cores)."),
         timeout: float = typer.Option(10.0, help="Seconds per request before 504."),
         token_file: Optional[Path] = typer.Option(None, help="File with the bearer token (else $KRONEDGE_API_TOKEN)."),
         allow_no_auth: bool = typer.Option(False, help="Serve a non-loopback host without a token."),
@@ -41,6 +42,6 @@ def register(app, friendly_errors) -> None:
         run_server(ServeConfig(
             model_dir=str(model_dir), host=host, port=port, threads=threads, model_file=model_file,
             max_length=max_length, max_body_bytes=max_body_bytes, max_texts=max_texts, max_chars=max_chars,
-            queue_size=queue_size, max_batch_texts=max_batch_texts, timeout_s=timeout,
+            queue_size=queue_size, max_batch_texts=max_batch_texts, workers=workers, timeout_s=timeout,
             token_file=str(token_file) if token_file else None, allow_no_auth=allow_no_auth, log_text=log_text,
             self_check=self_check))
