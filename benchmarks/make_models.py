@@ -107,7 +107,7 @@ def optimum_dense(prefix: str, spec: str, force: bool) -> None:
                              weight_type=QuantType.QInt8 if qconfig.weights_dtype.name == "QInt8" else QuantType.QUInt8,
                              extra_options={"DefaultTensorType": TensorProto.FLOAT})
             for f in src.iterdir():
-                if f.suffix != ".onnx":
+                if f.suffix != ".onnx" and f.name != "ort_config.json":
                     shutil.copy(f, tmp / f.name)
         else:
             log(f"ORTQuantizer ({name}) -> {out}")

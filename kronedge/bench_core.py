@@ -120,17 +120,29 @@ def count_one(model: dict, batch: int, seq: int, threads: int, warmup: int = 1) 
     return {"name": model["name"], "output_checksum": float(np.asarray(outputs[0], dtype=np.float64).sum())}
 
 
-def peak_rss(model: dict, batch: int, seq: int, threads: int) -> dict:
-    """Load + two runs in this (fresh) process, then report its peak RSS."""
+def _hwm_mb() -> float:
+    """Peak resident set of this process (VmHWM). Not ru_maxrss: Linux carries a parent's peak across
+    fork+exec into the child's ru_maxrss, so a child of a big process would report the parent's peak."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024.0
+    except OSError:
+        pass
     import resource
 
-    base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+def peak_rss(model: dict, batch: int, seq: int, threads: int) -> dict:
+    """Load + two runs in this (fresh) process, then report its peak RSS (interpreter + numpy + ORT included)."""
+    base = _hwm_mb()
     sess = make_session(model["path"], threads)
     feed = make_inputs(sess, batch, seq, model.get("vocab", 1000))
     for _ in range(2):
         sess.run(None, feed)
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return {"name": model["name"], "peak_rss_mb": peak / 1024.0, "baseline_rss_mb": base / 1024.0}
+    return {"name": model["name"], "peak_rss_mb": _hwm_mb(), "baseline_rss_mb": base}
 
 
 def environment() -> dict:

@@ -122,13 +122,13 @@ def graph_stats(path: Path, batch: int = 1, seq: int = 128) -> tuple[Optional[in
     MatMul/Gemm/MatMulInteger at (batch, seq) after shape inference. Attention cores fused into
     contrib ops are not counted. (None, None) without the ``onnx`` package or for .ort files."""
     if path.suffix != ".onnx":
-        return None, None, None
+        return None, None, None, False
     try:
         import numpy as np
         import onnx
         from onnx import shape_inference
     except ImportError:
-        return None, None, None
+        return None, None, None, False
     model = onnx.load(str(path), load_external_data=False)
     vocab = _graph_vocab(model)
     params = 0
@@ -137,13 +137,21 @@ def graph_stats(path: Path, batch: int = 1, seq: int = 128) -> tuple[Optional[in
         for d in init.dims:
             n *= d
         params += n if n > 1 else 0  # skip scalars (scales, zero points, shape constants)
+    quant_ops = {"MatMulInteger", "DynamicQuantizeLinear", "QAttention", "DynamicQuantizeMatMul",
+                 "MatMulIntegerToFloat", "QLinearMatMul", "DequantizeLinear"}
+    int8 = any(n.op_type in quant_ops for n in model.graph.node)
     flops = None
     try:
         for inp in model.graph.input:
             dims = inp.type.tensor_type.shape.dim
             if len(dims) == 2:
                 dims[0].dim_value, dims[1].dim_value = batch, seq
-        inferred = shape_inference.infer_shapes(model, strict_mode=False, data_prop=True)
+        try:  # ORT's symbolic inference follows computed Reshape shapes; onnx's does not
+            from onnxruntime.tools.symbolic_shape_infer import SymbolicShapeInference
+
+            inferred = SymbolicShapeInference.infer_shapes(model, auto_merge=True)
+        except Exception:
+            inferred = shape_inference.infer_shapes(model, strict_mode=False, data_prop=True)
         shapes = {}
         for vi in list(inferred.graph.value_info) + list(inferred.graph.input) + list(inferred.graph.output):
             dims = vi.type.tensor_type.shape.dim
@@ -151,7 +159,7 @@ def graph_stats(path: Path, batch: int = 1, seq: int = 128) -> tuple[Optional[in
                 shapes[vi.name] = [d.dim_value for d in dims]
         for init in inferred.graph.initializer:
             shapes[init.name] = list(init.dims)
-        macs = 0
+        macs, missing = 0, 0
         for node in inferred.graph.node:
             if node.op_type in ("MatMul", "MatMulInteger", "Gemm", "FusedMatMul", "DynamicQuantizeMatMul",
                                 "MatMulIntegerToFloat"):
@@ -160,10 +168,12 @@ def graph_stats(path: Path, batch: int = 1, seq: int = 128) -> tuple[Optional[in
                     k = a[-1] if not (node.op_type == "Gemm" and any(
                         at.name == "transA" and at.i for at in node.attribute)) else a[0]
                     macs += int(np.prod(out)) * k
-        flops = 2.0 * macs if macs else None
+                else:
+                    missing += 1
+        flops = 2.0 * macs if macs and not missing else None
     except Exception:  # shape inference on exotic graphs: FLOPs unknown, not an error
         flops = None
-    return params, flops, vocab
+    return params, flops, vocab, int8
 
 
 def describe_model(path: str | os.PathLike, name: Optional[str] = None, seq: int = 128) -> ModelInfo:
@@ -173,19 +183,37 @@ def describe_model(path: str | os.PathLike, name: Optional[str] = None, seq: int
     manifest = None
     if (model_dir / "manifest.json").is_file():
         manifest = json.loads((model_dir / "manifest.json").read_text())
-    graph_params, graph_flops, graph_vocab = graph_stats(model_file, 1, seq)
+    graph_params, graph_flops, graph_vocab, graph_int8 = graph_stats(model_file, 1, seq)
     params = graph_params
-    flops, note = graph_flops, f"graph MatMul/Gemm MACs x2 at batch 1, seq {seq}" if graph_flops else "unknown"
+    flops, note = graph_flops, f"graph: 2 x MACs of MatMul/Gemm at batch 1, seq {seq}" if graph_flops else "unknown"
     if manifest:
         hit = _find_key(manifest.get("source", manifest), ("flop",))
         if hit:
             flops, note = float(hit[1]), f"manifest {hit[0]}"
+        elif flops is None and isinstance(manifest.get("source"), dict) and manifest["source"].get("path"):
+            recipe = Path(manifest["source"]["path"]) / "kronedge.json"
+            try:
+                planned = json.loads(recipe.read_text()).get("flops_student")
+            except (OSError, ValueError):
+                planned = None
+            if planned:
+                flops, note = float(planned), "planner (kronedge plan) FLOPs at seq 128, from the source artifact"
         hit = _find_key(manifest.get("source", manifest), ("param",))
         if hit and params is None:
             params = int(hit[1])
     quant = manifest.get("quantization") if manifest else None
-    if manifest is None and "quantized" in model_file.name:
-        quant = "int8 (optimum)"
+    if quant is None and graph_int8:
+        quant = "int8"
+        ort_cfg = model_dir / "ort_config.json"
+        if ort_cfg.is_file():
+            try:
+                q = json.loads(ort_cfg.read_text()).get("quantization") or {}
+                quant = {"name": "optimum int8 " + ("per-channel" if q.get("per_channel") else "per-tensor")
+                         + (" reduce_range" if q.get("reduce_range") else ""),
+                         **{k: q.get(k) for k in ("is_static", "per_channel", "reduce_range", "weights_dtype",
+                                                  "activations_dtype")}}
+            except (OSError, ValueError):
+                pass
     return ModelInfo(name=name or (model_dir.name if path.is_dir() else model_file.stem), dir=str(model_dir),
                      path=str(model_file), file_bytes=model_file.stat().st_size, params=params, flops=flops,
                      flops_note=note, quantization=quant,
