@@ -73,6 +73,9 @@ def build_manifest(out: Path, model, opts, preset, pass_counts: dict, validation
         "model": {"hidden_size": config.hidden_size, "layers": config.num_hidden_layers,
                   "heads": config.num_attention_heads, "vocab_size": config.vocab_size,
                   "kronecker": bool(getattr(config, "kronecker_layout", None))},
+        # The opset-23 Attention op runs on ONNX Runtime's CPU provider from 1.23 on; model.ort is
+        # written by (and loads in) the exporting ORT's format version or newer.
+        "requires": {"onnxruntime": ">=1.23" if opset >= 23 else ">=1.17"},
         "versions": versions(),
         "source": source,
     }

@@ -46,6 +46,8 @@ def main(argv=None) -> None:
     parser.add_argument("--iters", type=int, default=20)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--profiles", default="none,portable,ort")
+    parser.add_argument("--op-profile", action="store_true",
+                        help="also print ORT profiler time per op type (fp32, SkipLayerNorm fusion on)")
     args = parser.parse_args(argv)
 
     model, _, _ = load_source(args.model)
@@ -74,6 +76,10 @@ def main(argv=None) -> None:
                     name = (profile, precision, "on" if skip_ln else "off")
                     variants[name] = {"session": session, "times": [], "counts": counts,
                                       "mb": path.stat().st_size / 1e6}
+        op_tables = {}
+        if args.op_profile:
+            for profile in args.profiles.split(","):
+                op_tables[profile] = _op_profile(tmp / f"{profile}.fp32.onnx", feeds, args.threads, tmp)
         for v in variants.values():  # warm up
             for _ in range(3):
                 v["session"].run(["logits"], feeds)
@@ -88,15 +94,42 @@ def main(argv=None) -> None:
           f"{args.rounds}x{args.iters} interleaved runs per row")
     print(f"onnxruntime {ort.__version__}, onnx {onnx.__version__}, CPU {_cpu()}, "
           f"provider CPUExecutionProvider, graph_optimization_level ORT_ENABLE_ALL\n")
-    print("| profile | attention core | precision | SkipLayerNorm fusion | p50 ms | p90 ms | file MB |")
-    print("|---|---|---|---|---|---|---|")
+    print("| profile | attention core | precision | SkipLayerNorm fusion | min ms | p50 ms | p90 ms | file MB |")
+    print("|---|---|---|---|---|---|---|---|")
     core = {"none": "unfused MatMul/Softmax", "portable": "ai.onnx Attention (opset 23)",
             "ort": "com.microsoft MultiHeadAttention"}
     for (profile, precision, skip_ln), v in variants.items():
         t = sorted(v["times"])
         p90 = t[int(0.9 * (len(t) - 1))]
-        print(f"| {profile} | {core.get(profile, profile)} | {precision} | {skip_ln} | "
+        print(f"| {profile} | {core.get(profile, profile)} | {precision} | {skip_ln} | {t[0]:.2f} | "
               f"{statistics.median(t):.2f} | {p90:.2f} | {v['mb']:.1f} |")
+    for profile, table in op_tables.items():
+        total = sum(table.values())
+        print(f"\nORT profiler, {profile} fp32 (mean ms per run by op type, total {total:.2f} ms):")
+        print(", ".join(f"{op} {ms:.2f}" for op, ms in sorted(table.items(), key=lambda kv: -kv[1]) if ms >= 0.05))
+
+
+def _op_profile(path, feeds, threads: int, tmp: Path, runs: int = 20) -> dict[str, float]:
+    """Mean time per run spent in each op type, from ORT's built-in profiler."""
+    import json
+
+    import onnxruntime as ort
+
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = threads
+    so.log_severity_level = 3
+    so.enable_profiling = True
+    so.profile_file_prefix = str(tmp / f"prof-{Path(path).stem}")
+    session = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+    for _ in range(3 + runs):
+        session.run(["logits"], feeds)
+    events = json.loads(Path(session.end_profiling()).read_text())
+    per_op: dict[str, float] = {}
+    kernel = [e for e in events if e.get("cat") == "Node" and e["name"].endswith("_kernel_time")]
+    for event in kernel[-runs * (len(kernel) // (runs + 3)):]:  # skip the warm-up runs
+        op = event["args"].get("op_name", "?")
+        per_op[op] = per_op.get(op, 0.0) + event["dur"] / 1e3 / runs
+    return per_op
 
 
 if __name__ == "__main__":

@@ -222,3 +222,31 @@ def test_embedding_is_gather_plus_product(portable):
     word = [t for t in graph.graph.initializer if "word_embeddings" in t.name]
     assert word and all(int(np.prod(t.dims)) < TINY["vocab_size"] * TINY["hidden_size"] for t in word)
     assert any(isinstance(m, KroneckerEmbedding) for m in tiny_model().modules())
+
+
+def test_attention_rule_checks_scale_and_counts(tmp_path):
+    from exporters import passes
+
+    model = tiny_model(kronecker=False)
+    raw = onnx.load(torch_to_onnx(model, tmp_path / "raw.onnx"))
+    heads, head_size = TINY["num_attention_heads"], TINY["hidden_size"] // TINY["num_attention_heads"]
+    _, counts = passes.optimize(raw, "portable", heads, head_size)
+    assert counts == {"GemmToMatMulAdd": 2, "OnnxAttention": LAYERS}
+    # A wrong head size makes check() reject every match (the divisor is not sqrt(head_size))...
+    _, counts = passes.optimize(raw, "ort", heads, head_size * 2)
+    assert counts["MultiHeadAttention"] == 0
+    # ...and a partial fusion is an error when the caller says how many layers there are.
+    with pytest.raises(ValueError, match="fused 0 attention cores, expected 2"):
+        passes.optimize(raw, "ort", heads, head_size * 2, expect_attention=LAYERS)
+
+
+def test_quant_presets():
+    from exporters.quantize import QuantPreset, preset_for
+
+    arm = QuantPreset.arm64()
+    assert (arm.activation_type, arm.weight_type, arm.per_channel, arm.reduce_range) == ("uint8", "int8", True, False)
+    assert QuantPreset.x86_64(vnni=False).weight_type == "uint8" and QuantPreset.x86_64().weight_type == "int8"
+    assert preset_for("arm64", "int8-static").quant_format == "QDQ"
+    assert preset_for("x86_64", "int8", per_channel=False).per_channel is False
+    with pytest.raises(ValueError, match="dynamic quantisation"):
+        QuantPreset("bad", activation_type="int8")
