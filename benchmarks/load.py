@@ -3,8 +3,9 @@
 
     nice -n 5 python benchmarks/load.py runs/kb21-int8 --configs 1x1 2x1 1x2 --max-length 64 --seconds 15
 
-Starts the server itself on 127.0.0.1 (a free port), warms it up, runs each concurrency level for a
-fixed time (and at most --max-requests requests), then writes benchmarks/results/load.json and .md.
+Starts one server per configuration (THREADSxWORKERS) on 127.0.0.1 (free ports), warms each up, then
+runs each concurrency level for a fixed time (and at most --max-requests requests) per configuration,
+in interleaved slices, and writes benchmarks/results/load.json and .md.
 The client runs on the same machine and takes CPU from the server: on 2 cores the figures are a
 floor for what the server does alone. Inputs are SST-2 dev sentences (shipped with kronedge), one per
 request, cut to --max-length tokens by the server.
@@ -17,6 +18,7 @@ import asyncio
 import json
 import os
 import platform
+import signal
 import socket
 import subprocess
 import sys
@@ -109,7 +111,8 @@ class Server:
             self.proc.kill()
 
 
-async def run_level(base: str, texts: list[str], clients: int, seconds: float, max_requests: int) -> dict:
+async def run_slice(base: str, texts: list[str], clients: int, seconds: float, max_requests: int) -> dict:
+    """`clients` closed-loop clients for `seconds` (or max_requests): raw latencies and status counts."""
     latencies: list[float] = []
     statuses: dict[int, int] = {}
     sent = 0
@@ -133,15 +136,26 @@ async def run_level(base: str, texts: list[str], clients: int, seconds: float, m
         wall_start = time.perf_counter()
         await asyncio.gather(*(worker(k) for k in range(clients)))
         wall = time.perf_counter() - wall_start
+    return {"latencies": latencies, "statuses": statuses, "wall": wall}
 
+
+def summarize(clients: int, slices: list[dict]) -> dict:
+    latencies = [x for sl in slices for x in sl["latencies"]]
+    statuses: dict[int, int] = {}
+    for sl in slices:
+        for code, n in sl["statuses"].items():
+            statuses[code] = statuses.get(code, 0) + n
+    wall = sum(sl["wall"] for sl in slices)
     lat_ms = np.array(latencies) * 1e3
+
+    def pct(q):
+        return round(float(np.percentile(lat_ms, q)), 2) if len(lat_ms) else None
+
     return {
         "clients": clients, "requests": int(sum(statuses.values())), "ok": len(latencies),
         "statuses": {str(k): v for k, v in sorted(statuses.items())}, "seconds": round(wall, 2),
-        "throughput_rps": round(len(latencies) / wall, 2),
-        "p50_ms": round(float(np.percentile(lat_ms, 50)), 2) if len(lat_ms) else None,
-        "p90_ms": round(float(np.percentile(lat_ms, 90)), 2) if len(lat_ms) else None,
-        "p99_ms": round(float(np.percentile(lat_ms, 99)), 2) if len(lat_ms) else None,
+        "throughput_rps": round(len(latencies) / wall, 2) if wall else None,
+        "p50_ms": pct(50), "p90_ms": pct(90), "p99_ms": pct(99),
         "mean_ms": round(float(lat_ms.mean()), 2) if len(lat_ms) else None,
     }
 
@@ -164,13 +178,16 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--max-batch-texts", type=int, default=64, help="server: texts per model pass across requests")
     p.add_argument("--max-length", type=int, default=64)
     p.add_argument("--clients", type=int, nargs="+", default=[1, 4, 16])
-    p.add_argument("--seconds", type=float, default=15.0, help="per concurrency level")
+    p.add_argument("--seconds", type=float, default=15.0, help="per concurrency level and config")
+    p.add_argument("--rounds", type=int, default=3, help="slices each level is cut into, configs interleaved")
     p.add_argument("--max-requests", type=int, default=5000, help="per concurrency level")
     p.add_argument("--warmup", type=int, default=30, help="requests before measuring")
     p.add_argument("--queue-size", type=int, default=64)
     p.add_argument("--out", default=str(REPO / "benchmarks" / "results" / "load"), help="writes OUT.json and OUT.md")
     p.add_argument("--note", default="", help="free text stored with the results (e.g. which model this is)")
     args = p.parse_args(argv)
+    # SIGTERM (e.g. `timeout`) must unwind through `finally` so the server subprocess is stopped too.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     if max(args.clients) > args.queue_size + 1:
         p.error("more clients than queue slots would measure 503s, not latency; raise --queue-size")
 
@@ -178,24 +195,42 @@ def main(argv: list[str] | None = None) -> int:
     load_at_start = round(os.getloadavg()[0], 2)
     manifest = json.loads((Path(args.model_dir) / "manifest.json").read_text())
     rows, server_cmds = [], []
-    for spec in args.configs:
-        threads, workers = (int(x) for x in spec.lower().split("x"))
-        server = Server(args.model_dir, threads, workers, args.max_length, args.queue_size, args.max_batch_texts)
-        try:
+    # All configurations run side by side and take turns in short slices (rotating the order each
+    # round), so a burst from the machine's other tenants lands on every configuration alike.
+    servers = []
+    try:
+        for spec in args.configs:
+            threads, workers = (int(x) for x in spec.lower().split("x"))
+            servers.append((threads, workers, Server(args.model_dir, threads, workers, args.max_length,
+                                                     args.queue_size, args.max_batch_texts)))
+        infos = []
+        for _, _, server in servers:
             server.wait_ready()
-            info = httpx.get(f"{server.base}/v1/model", timeout=5).json()
-            asyncio.run(run_level(server.base, texts, 1, 60, args.warmup))  # warm-up, not recorded
-            for clients in args.clients:
-                before = scrape_batching(server.base)
-                row = asyncio.run(run_level(server.base, texts, clients, args.seconds, args.max_requests))
+            infos.append(httpx.get(f"{server.base}/v1/model", timeout=5).json())
+            asyncio.run(run_slice(server.base, texts, 1, 60, args.warmup))  # warm-up, not recorded
+            server_cmds.append("python " + " ".join(server.cmd[1:]))
+        info = infos[0]
+        slice_s = args.seconds / args.rounds
+        for clients in args.clients:
+            slices = {k: [] for k in range(len(servers))}
+            served = {k: -scrape_batching(servers[k][2].base)["inputs_total"] for k in range(len(servers))}
+            loads = []
+            for rnd in range(args.rounds):
+                for j in range(len(servers)):
+                    k = (j + rnd) % len(servers)
+                    slices[k].append(asyncio.run(run_slice(servers[k][2].base, texts, clients, slice_s,
+                                                           args.max_requests // args.rounds)))
+                    loads.append(os.getloadavg()[0])
+            for k, (threads, workers, server) in enumerate(servers):
+                row = summarize(clients, slices[k])
                 # The other tenants of a shared machine show up here; a figure without it is not comparable.
-                row.update(threads=threads, workers=workers, max_length=info["max_length"], model_file=info["model_file"],
-                           loadavg_1m_after=round(os.getloadavg()[0], 2),
-                           texts_served=scrape_batching(server.base)["inputs_total"] - before["inputs_total"])
+                row.update(threads=threads, workers=workers, max_length=infos[k]["max_length"],
+                           model_file=infos[k]["model_file"], loadavg_1m_mean=round(float(np.mean(loads)), 2),
+                           texts_served=served[k] + scrape_batching(server.base)["inputs_total"])
                 rows.append(row)
                 print(json.dumps(row), flush=True)
-            server_cmds.append("python " + " ".join(server.cmd[1:]))
-        finally:
+    finally:
+        for _, _, server in servers:
             server.stop()
 
     result = {
@@ -206,11 +241,11 @@ def main(argv: list[str] | None = None) -> int:
         "versions": versions(), "git_commit": git_commit(), "date_utc": time.strftime("%Y-%m-%d %H:%M", time.gmtime()),
         "model": {"dir": args.model_dir, "sha256": manifest["files"].get(info["model_file"], {}).get("sha256"),
                   "bytes": manifest["files"].get(info["model_file"], {}).get("bytes"),
-                  "quantization": (manifest.get("quantization") or {}).get("name") if manifest.get("quantization") else None,
+                  "quantization": (manifest.get("quantization") or {}).get("name"),
                   "opset": manifest.get("opset"), "profile": manifest.get("profile"), "task": manifest.get("task"),
                   "source": manifest.get("source")},
         "setup": {"client": "httpx.AsyncClient, closed loop, 1 SST-2 dev sentence per request, same machine as the server",
-                  "seconds_per_level": args.seconds, "max_requests_per_level": args.max_requests,
+                  "seconds_per_level": args.seconds, "rounds": args.rounds, "max_requests_per_level": args.max_requests,
                   "warmup_requests": args.warmup, "queue_size": args.queue_size},
         "note": args.note,
         "rows": rows,
@@ -234,17 +269,18 @@ def markdown(r: dict) -> str:
         f"- versions: " + ", ".join(f"{k} {val}" for k, val in v.items()),
         f"- model: `{r['model']['dir']}` ({r['model']['bytes']} bytes, sha256 {str(r['model']['sha256'])[:12]}..., "
         f"quantization {r['model']['quantization']}, opset {r['model']['opset']}, {r['model']['profile']})",
-        f"- client: {r['setup']['client']}; {r['setup']['seconds_per_level']} s per level after "
+        f"- client: {r['setup']['client']}; {r['setup']['seconds_per_level']} s per level and config, in "
+        f"{r['setup']['rounds']} interleaved slices, after "
         f"{r['setup']['warmup_requests']} warm-up requests; git {r['git_commit']}, {r['date_utc']} UTC",
     ]
     if r.get("note"):
         lines.append(f"- note: {r['note']}")
-    lines += ["", "| ORT threads x workers | max length | clients | requests | ok | req/s | p50 ms | p90 ms | p99 ms | statuses | load avg (1 min) |",
+    lines += ["", "| ORT threads x workers | max length | clients | requests | ok | req/s | p50 ms | p90 ms | p99 ms | statuses | mean load avg (1 min) |",
               "|---|---|---|---|---|---|---|---|---|---|---|"]
     for row in r["rows"]:
         lines.append(f"| {row['threads']}x{row['workers']} | {row['max_length']} | {row['clients']} | {row['requests']} | {row['ok']} | "
                      f"{row['throughput_rps']} | {row['p50_ms']} | {row['p90_ms']} | {row['p99_ms']} | {row['statuses']} | "
-                     f"{row['loadavg_1m_after']} |")
+                     f"{row['loadavg_1m_mean']} |")
     return "\n".join(lines) + "\n"
 
 

@@ -62,7 +62,10 @@ class ServeConfig:
     model_dir: str
     host: str = "127.0.0.1"
     port: int = 8080
-    threads: Optional[int] = None  # ORT intra-op threads; None: one per physical core
+    # ORT intra-op threads. 1, not ORT's one-per-core: a Kronecker graph (many small GEMMs and
+    # Transposes) ran 2.6x slower with 2 threads than with 1 on 2 cores (benchmarks/results/load.md);
+    # use --workers to put more cores to work. None: ORT's default.
+    threads: Optional[int] = 1
     model_file: Optional[str] = None  # model.onnx | model.ort | None (auto)
     max_length: Optional[int] = None  # truncate below the export's max_length (cheaper on small CPUs)
     max_body_bytes: int = 256 * 1024
@@ -596,7 +599,7 @@ def build_parser() -> argparse.ArgumentParser:
     d = ServeConfig(model_dir="")
     p.add_argument("--host", default=d.host, help="bind address (non-loopback needs a token or --allow-no-auth)")
     p.add_argument("--port", type=int, default=d.port)
-    p.add_argument("--threads", type=int, default=None, help="ONNX Runtime intra-op threads (default: one per core)")
+    p.add_argument("--threads", type=int, default=d.threads, help="ONNX Runtime intra-op threads per worker")
     p.add_argument("--model-file", choices=["model.onnx", "model.ort"], default=None)
     p.add_argument("--max-length", type=int, default=None, help="truncate to this many tokens (<= the export's)")
     p.add_argument("--max-body-bytes", type=int, default=d.max_body_bytes)

@@ -26,13 +26,14 @@ MAX_LENGTH = 32
 def build_tiny_export(out_dir: Path, max_length: int = MAX_LENGTH) -> Path:
     """A tiny BERT classifier exported like `kronedge export` does; torch logits saved for parity tests.
 
-    Uses exporters.export.export_model when the export part provides it, so the runtime is tested on
-    the real exporter's output; the shapes are tiny so the whole thing takes a few seconds.
+    Uses the real exporter (exporters.export.export_model), so the runtime is tested on what
+    `kronedge export` writes; the shapes are tiny so the whole thing takes a few seconds.
     """
     import torch
     from tokenizers import Tokenizer
     from transformers import BertConfig, BertForSequenceClassification
 
+    from exporters.export import export_model
     from kronedge.teachers import minilm_dir
 
     out_dir = Path(out_dir)
@@ -44,13 +45,8 @@ def build_tiny_export(out_dir: Path, max_length: int = MAX_LENGTH) -> Path:
                         id2label={0: "negative", 1: "positive"}, label2id={"negative": 0, "positive": 1})
     model = BertForSequenceClassification(config).eval()
     tokenizer_json = minilm_dir() / "tokenizer.json"
-    try:
-        from exporters.export import export_model
-
-        export_model(model, out_dir, target="x86_64", quantize="none", task="sst2", max_length=max_length,
-                     tokenizer_dir=minilm_dir())
-    except ImportError:  # the export part not (fully) there yet: write the same layout by hand
-        _export_by_hand(model, tokenizer_json, out_dir, max_length)
+    export_model(model, out_dir, target="x86_64", quantize="none", task="sst2", max_length=max_length,
+                 tokenizer_dir=minilm_dir())
 
     # Reference logits from torch, one sentence at a time (no padding), for parity tests.
     tok = Tokenizer.from_file(str(tokenizer_json))
@@ -70,34 +66,6 @@ def build_tiny_export(out_dir: Path, max_length: int = MAX_LENGTH) -> Path:
                              token_type_ids=torch.tensor([enc.type_ids])).logits[0].numpy())
     np.save(out_dir.parent / f"{out_dir.name}-torch-logits.npy", np.stack(ref))
     return out_dir
-
-
-def _export_by_hand(model, tokenizer_json: Path, out_dir: Path, max_length: int) -> None:
-    """Stand-in for exporters.export.export_model: model.onnx + tokenizer.json + golden.npz + manifest."""
-    import onnxruntime as ort
-    import torch
-
-    out_dir.mkdir(parents=True, exist_ok=True)
-    ids = torch.randint(1000, 2000, (2, 8))
-    torch.onnx.export(model, (ids, torch.ones_like(ids), torch.zeros_like(ids)), str(out_dir / "model.onnx"),
-                      input_names=["input_ids", "attention_mask", "token_type_ids"], output_names=["logits"],
-                      dynamic_axes={n: {0: "batch", 1: "sequence"} for n in ("input_ids", "attention_mask", "token_type_ids")}
-                      | {"logits": {0: "batch"}}, opset_version=17, dynamo=False)
-    shutil.copy(tokenizer_json, out_dir / "tokenizer.json")
-    golden = {"input_ids": np.array([[101, 2204, 3185, 102], [101, 2919, 102, 0]], dtype=np.int64)}
-    golden["attention_mask"] = (golden["input_ids"] != 0).astype(np.int64)
-    golden["token_type_ids"] = np.zeros_like(golden["input_ids"])
-    sess = ort.InferenceSession(str(out_dir / "model.onnx"), providers=["CPUExecutionProvider"])
-    golden["logits"] = sess.run(["logits"], golden)[0]
-    np.savez(out_dir / "golden.npz", **golden)
-    files = {name: {"sha256": sha256_file(out_dir / name), "bytes": (out_dir / name).stat().st_size}
-             for name in ("model.onnx", "tokenizer.json", "golden.npz")}
-    manifest = {"format": "kronedge-onnx/1", "task": "sst2", "labels": ["negative", "positive"],
-                "problem_type": "single_label_classification", "pair_input": False, "max_length": max_length,
-                "inputs": ["input_ids", "attention_mask", "token_type_ids"], "outputs": ["logits"],
-                "opset": 17, "target": "x86_64", "profile": "portable", "quantization": None, "files": files,
-                "validation": {}, "versions": {"onnxruntime": ort.__version__}, "source": {"test": True}}
-    (out_dir / "manifest.json").write_text(json.dumps(manifest, indent=2))
 
 
 def make_pair_variant(src: Path, dst: Path) -> Path:

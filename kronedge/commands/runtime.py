@@ -21,7 +21,7 @@ def register(app, friendly_errors) -> None:
         model_dir: Path = typer.Argument(..., help="Exported model directory (written by `kronedge export`)."),
         host: str = typer.Option("127.0.0.1", help="Bind address. A non-loopback host needs a token or --allow-no-auth."),
         port: int = typer.Option(8080, help="TCP port."),
-        threads: Optional[int] = typer.Option(None, help="ONNX Runtime intra-op threads (default: one per core)."),
+        threads: int = typer.Option(1, help="ONNX Runtime intra-op threads per worker (1 is fastest for Kronecker graphs)."),
         model_file: Optional[str] = typer.Option(None, help="model.onnx or model.ort (default: model.onnx if present)."),
         max_length: Optional[int] = typer.Option(None, help="Truncate to this many tokens (<= the export's max_length)."),
         max_body_bytes: int = typer.Option(256 * 1024, help="Largest request body."),
