@@ -43,9 +43,11 @@ def main(argv=None) -> None:
     parser.add_argument("--seq", type=int, default=128)
     parser.add_argument("--batch", type=int, default=1)
     parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--skip-ln", default="on,off", help="SkipLayerNorm fusion variants to time")
     parser.add_argument("--iters", type=int, default=20)
     parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--profiles", default="none,portable,ort")
+    parser.add_argument("--profiles", default="none,portable,ort",
+                        help="comma list; PROFILE-RULE drops one rule, e.g. portable-KronTranspose")
     parser.add_argument("--op-profile", action="store_true",
                         help="also print ORT profiler time per op type (fp32, SkipLayerNorm fusion on)")
     args = parser.parse_args(argv)
@@ -60,12 +62,13 @@ def main(argv=None) -> None:
         tmp = Path(tmp)
         raw = onnx.load(torch_to_onnx(model, tmp / "raw.onnx"))
         for profile in args.profiles.split(","):
-            graph, counts = passes.optimize(raw, profile, heads, head_size)
+            base, *off = profile.split("-")  # "portable-KronTranspose": portable without that rule
+            graph, counts = passes.optimize(raw, base, heads, head_size, disable=tuple(off))
             fp32 = tmp / f"{profile}.fp32.onnx"
             onnx.save(graph, fp32)
             int8 = quantize(fp32, tmp / f"{profile}.int8.onnx", QuantPreset.x86_64(vnni=True))
             for precision, path in (("fp32", fp32), ("int8", int8)):
-                for skip_ln in (True, False):
+                for skip_ln in [x == "on" for x in args.skip_ln.split(",")]:
                     so = ort.SessionOptions()
                     so.intra_op_num_threads = args.threads
                     so.inter_op_num_threads = 1
@@ -101,7 +104,7 @@ def main(argv=None) -> None:
     for (profile, precision, skip_ln), v in variants.items():
         t = sorted(v["times"])
         p90 = t[int(0.9 * (len(t) - 1))]
-        print(f"| {profile} | {core.get(profile, profile)} | {precision} | {skip_ln} | {t[0]:.2f} | "
+        print(f"| {profile} | {core.get(profile.split('-')[0], profile)} | {precision} | {skip_ln} | {t[0]:.2f} | "
               f"{statistics.median(t):.2f} | {p90:.2f} | {v['mb']:.1f} |")
     for profile, table in op_tables.items():
         total = sum(table.values())

@@ -5,9 +5,10 @@ Each rule is one file (onnxscript rewriter style: ``pattern`` / ``check`` return
 a profile and returns how often each fired, so callers and tests can assert on the counts.
 
 Profiles:
-  portable  ai.onnx ops only: Gemm -> MatMul+Add, attention core -> ONNX ``Attention`` (opset 23).
-  ort       Gemm -> MatMul+Add, attention core -> ``com.microsoft.MultiHeadAttention``.
-  none      Gemm -> MatMul+Add only (the plain graph, for comparisons).
+  every profile: Gemm -> MatMul+Add (quantizable), rank-1 Kronecker head swap -> 2-D transpose.
+  portable  ai.onnx ops only; attention core -> ONNX ``Attention`` (opset 23).
+  ort       attention core -> ``com.microsoft.MultiHeadAttention``.
+  none      no attention fusion (the plain graph, for comparisons).
 """
 
 from __future__ import annotations
@@ -17,13 +18,14 @@ import onnx
 from .attention_mha import MultiHeadAttentionRule
 from .attention_onnx import OnnxAttentionRule
 from .gemm_to_matmul import GemmToMatMulAddRule
+from .kron_transpose import KronTransposeRule
 
 PORTABLE_OPSET = 23
 
 
 def rules_for(profile: str, num_heads: int, head_size: int) -> list:
     """The rewrite rules a profile applies, in order."""
-    rules = [GemmToMatMulAddRule.rule()]
+    rules = [GemmToMatMulAddRule.rule(), KronTransposeRule.rule()]
     if profile == "portable":
         rules.append(OnnxAttentionRule.rule(num_heads, head_size))
     elif profile == "ort":
@@ -34,7 +36,7 @@ def rules_for(profile: str, num_heads: int, head_size: int) -> list:
 
 
 def optimize(model: onnx.ModelProto, profile: str, num_heads: int, head_size: int,
-             expect_attention: int | None = None) -> tuple[onnx.ModelProto, dict[str, int]]:
+             expect_attention: int | None = None, disable: tuple[str, ...] = ()) -> tuple[onnx.ModelProto, dict[str, int]]:
     """Apply a profile's rules; return the new model and ``{rule name: matches}``.
 
     Args:
@@ -43,6 +45,7 @@ def optimize(model: onnx.ModelProto, profile: str, num_heads: int, head_size: in
         num_heads, head_size: from the model config; the attention rules check the score scale.
         expect_attention: if given, raise unless exactly this many attention cores were fused
             (one per encoder layer): a silent partial fusion would be a slow model, not a wrong one.
+        disable: rule names to skip (for measurements), e.g. ``("KronTranspose",)``.
 
     Example:
         >>> model, counts = optimize(onnx.load("model.onnx"), "portable", 12, 64, expect_attention=12)
@@ -60,6 +63,8 @@ def optimize(model: onnx.ModelProto, profile: str, num_heads: int, head_size: in
     ir_model = ir.from_proto(model)
     counts = {}
     for rule in rules_for(profile, num_heads, head_size):
+        if rule.name in disable:
+            continue
         counts[rule.name] = RewriteRuleSet([rule]).apply_to_model(ir_model)
     # Drop the shape arithmetic the fused nodes no longer need; share the per-layer mask Expand.
     ir_model = optimizer.optimize(ir_model, num_iterations=1, onnx_shape_inference=False)

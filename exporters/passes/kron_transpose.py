@@ -1,0 +1,52 @@
+"""Rule: the head-swap between the two products of a rank-1 Kronecker layer becomes a plain 2-D transpose.
+
+::
+
+    y (N, p, q)                               y (N, p, q)
+       |                                         |
+    Reshape [-1, p, 1, q]            ==>      Reshape [-1, p, q]     (free in ORT: no copy)
+       |                                         |
+    Transpose (0, 3, 2, 1)                    Transpose (0, 2, 1)
+       |                                         |
+    Reshape [-1, q, p]                        MatMul (· , B^T const)   <- ORT folds the transpose
+       |                                                                 into FusedMatMul(transA=1)
+    MatMul (· , B^T const)
+
+KroneckerLinear writes ``y.reshape(N, n2, r, m1).permute(0, 3, 2, 1)`` so that a sum of r products
+is one MatMul. For r = 1 the permutation only swaps the last two axes, but as a 4-D Transpose
+ONNX Runtime materialises it; as a 3-D swap before a MatMul it becomes the MatMul's ``transA``
+(fp32), or a cheap uint8 transpose (dynamic int8). Ranks above 1 are left alone (check says why).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from onnxscript.rewriter import MatchResult, RewriteRuleClassBase, ir
+
+
+class KronTransposeRule(RewriteRuleClassBase):
+    def __init__(self):
+        super().__init__(name="KronTranspose")
+
+    def pattern(self, op, y, shape4, shape3):
+        swapped = op.Transpose(op.Reshape(y, shape4, _allow_other_attributes=True), perm=[0, 3, 2, 1])
+        return op.Reshape(swapped, shape3, _allow_other_attributes=True)
+
+    def check(self, context, shape4, shape3, **_):
+        result = MatchResult()
+        s4, s3 = (ir.convenience.get_const_tensor(v) for v in (shape4, shape3))
+        if s4 is None or s3 is None:
+            return result.fail("reshape shapes are not constants")
+        s4, s3 = s4.numpy().tolist(), s3.numpy().tolist()
+        if len(s4) != 4 or len(s3) != 3 or s4[0] != -1 or s3[0] != -1:
+            return result.fail(f"shapes {s4} -> {s3} are not the Kronecker head swap (-1, p, r, q) -> (-1, q, r*p)")
+        if s4[2] != 1:
+            return result.fail(f"rank {s4[2]} > 1: the permutation is not a 2-axis swap")
+        if s3[1:] != [s4[3], s4[1]]:
+            return result.fail(f"shapes {s4} -> {s3} do not swap the last two axes")
+        return result
+
+    def rewrite(self, op, y, shape4, **_):
+        _, p, _, q = ir.convenience.get_const_tensor(shape4).numpy().tolist()
+        shape = op.Constant(value=ir.tensor(np.array([-1, p, q], dtype=np.int64)))
+        return op.Transpose(op.Reshape(y, shape), perm=[0, 2, 1])
