@@ -118,6 +118,33 @@ def verify_files(model_dir: Path, manifest: Manifest, names: Sequence[str]) -> N
             raise ModelDirError(f"{path} sha256 {actual[:12]}... does not match the manifest's {str(entry['sha256'])[:12]}...")
 
 
+def _version_tuple(text: str) -> tuple[int, ...]:
+    parts = []
+    for piece in text.strip().split("."):
+        digits = ""
+        for ch in piece:
+            if not ch.isdigit():
+                break
+            digits += ch
+        if not digits:
+            break
+        parts.append(int(digits))
+        if digits != piece:  # "0rc1", "0+cpu": keep the leading number, stop there
+            break
+    return tuple(parts)
+
+
+def check_requires(manifest: Manifest, installed: str) -> None:
+    """Fail with a readable message when the export needs a newer onnxruntime than the one installed
+    (e.g. opset 23's Attention op needs >= 1.23); ORT's own error is an opaque schema failure."""
+    spec = (manifest.raw.get("requires") or {}).get("onnxruntime")
+    if not isinstance(spec, str) or not spec.startswith(">="):
+        return
+    if _version_tuple(installed) < _version_tuple(spec[2:]):
+        raise ModelDirError(f"this export needs onnxruntime {spec} (opset {manifest.raw.get('opset')}), "
+                            f"but {installed} is installed: pip install -U onnxruntime, or re-export with a lower opset")
+
+
 def softmax(logits: np.ndarray) -> np.ndarray:
     z = logits - logits.max(axis=-1, keepdims=True)
     e = np.exp(z)
@@ -208,6 +235,7 @@ class Predictor:
             raise ModelDirError(f"{self.model_dir / model_file} does not exist")
         if not (self.model_dir / "tokenizer.json").is_file():
             raise ModelDirError(f"{self.model_dir} has no tokenizer.json")
+        check_requires(self.manifest, ort.__version__)
         if verify:
             verify_files(self.model_dir, self.manifest, [model_file, "tokenizer.json"])
         if max_batch < 1:

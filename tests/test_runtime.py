@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from runtime.predictor import ModelDirError, Predictor, sha256_file
+from runtime.predictor import ModelDirError, Predictor, _version_tuple, sha256_file
 
 SENTENCES = [
     "a gripping, funny and sad film",
@@ -23,7 +23,7 @@ PAIRS = [("A man is playing a guitar.", "Someone plays music."), ("It rains.", "
 MAX_LENGTH = 32
 
 
-def build_tiny_export(out_dir: Path, max_length: int = MAX_LENGTH) -> Path:
+def build_tiny_export(out_dir: Path, max_length: int = MAX_LENGTH, quantize: str = "none") -> Path:
     """A tiny BERT classifier exported like `kronedge export` does; torch logits saved for parity tests.
 
     Uses the real exporter (exporters.export.export_model), so the runtime is tested on what
@@ -45,8 +45,10 @@ def build_tiny_export(out_dir: Path, max_length: int = MAX_LENGTH) -> Path:
                         id2label={0: "negative", 1: "positive"}, label2id={"negative": 0, "positive": 1})
     model = BertForSequenceClassification(config).eval()
     tokenizer_json = minilm_dir() / "tokenizer.json"
-    export_model(model, out_dir, target="x86_64", quantize="none", task="sst2", max_length=max_length,
+    export_model(model, out_dir, target="x86_64", quantize=quantize, task="sst2", max_length=max_length,
                  tokenizer_dir=minilm_dir())
+    if quantize != "none":
+        return out_dir
 
     # Reference logits from torch, one sentence at a time (no padding), for parity tests.
     tok = Tokenizer.from_file(str(tokenizer_json))
@@ -192,6 +194,17 @@ def test_saved_optimized_graph_and_ort_format(tiny_export, tmp_path, predictor):
     np.testing.assert_allclose(p.logits(SENTENCES), predictor.logits(SENTENCES), atol=1e-4, rtol=1e-4)
 
 
+def test_int8_export_runs_and_matches_its_golden(tmp_path_factory, predictor):
+    d = build_tiny_export(tmp_path_factory.getbasetemp() / "tiny-export-int8", quantize="int8")
+    onnx_p, ort_p = Predictor(d, threads=1, model_file="model.onnx"), Predictor(d, threads=1, model_file="model.ort")
+    assert onnx_p.check_golden()["sqnr_db"] > 40
+    np.testing.assert_allclose(ort_p.logits(SENTENCES), onnx_p.logits(SENTENCES), atol=1e-4, rtol=1e-4)
+    # int8 against fp32 of the same weights: a signal-to-noise floor, not an atol (style note 11).
+    ref, got = predictor.logits(SENTENCES), onnx_p.logits(SENTENCES)
+    assert 20 * np.log10(np.linalg.norm(ref) / np.linalg.norm(ref - got)) > 15
+    assert [r["label"] for r in onnx_p.predict(SENTENCES)][0] in ("negative", "positive")
+
+
 # ---- refusals ---------------------------------------------------------------------------------------
 def _copy(src: Path, dst: Path) -> Path:
     shutil.copytree(src, dst)
@@ -231,6 +244,7 @@ def test_truncated_tokenizer_is_refused(tiny_export, tmp_path):
     (lambda m: m.update(max_length=1), "max_length"),
     (lambda m: m.update(inputs=["pixel_values"]), "inputs"),
     (lambda m: m["files"].pop("model.onnx"), "not listed"),
+    (lambda m: m.update(requires={"onnxruntime": ">=99.1"}), "needs onnxruntime >=99.1"),
 ])
 def test_bad_manifest_is_refused(tiny_export, tmp_path, edit, match):
     d = _copy(tiny_export, tmp_path / "m")
@@ -258,6 +272,11 @@ def test_wrong_input_kind_is_refused(predictor, tiny_pair_export):
         predictor.predict([("a", "b")])
     with pytest.raises(ValueError, match="pairs"):
         Predictor(tiny_pair_export, threads=1).predict(["just one"])
+
+
+def test_version_parsing():
+    assert _version_tuple("1.32.0") == (1, 32, 0) and _version_tuple("2.13.0+cpu") == (2, 13, 0)
+    assert _version_tuple("1.23") < _version_tuple("1.32.0") and _version_tuple("1.24.0rc1") == (1, 24, 0)
 
 
 def test_max_length_cannot_exceed_export(tiny_export):
