@@ -588,7 +588,8 @@ def serve(config: ServeConfig) -> None:
                                 "config": {k: v for k, v in asdict(config).items() if k not in ("token_env",)}}))
     # uvicorn's own access log is off: ours is the one JSON line per request. limit_concurrency is a
     # last backstop for connections (uvicorn answers 503 past it); the queue above is the real bound.
-    uvicorn.run(app, host=config.host, port=config.port, access_log=False, server_header=False,
+    # log_level warning: our "start" event above replaces uvicorn's plain-text startup lines.
+    uvicorn.run(app, host=config.host, port=config.port, access_log=False, server_header=False, log_level="warning",
                 limit_concurrency=max(64, 2 * (config.queue_size + 1)), timeout_keep_alive=5,
                 timeout_graceful_shutdown=int(math.ceil(config.timeout_s)))
 
