@@ -296,6 +296,7 @@ def run_bench(model_dirs: Sequence[str | os.PathLike], *, seqs: Sequence[int] = 
         names: labels for the models (default: directory names).
     """
     log = log or (lambda msg: None)
+    load_at_start = list(os.getloadavg())
     if not model_dirs:
         raise ValueError("give at least one model directory")
     if target not in ("host", "arm64"):
@@ -390,7 +391,8 @@ def run_bench(model_dirs: Sequence[str | os.PathLike], *, seqs: Sequence[int] = 
         "created_utc": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
         "command": " ".join(sys.argv) if sys.argv and "kronedge" in sys.argv[0] else None,
         "machine": {"host_cpu": host_cpu(), "host_flags": host_flags(), "logical_cpus": os.cpu_count(),
-                    "platform": platform.platform(), "load_avg_at_start": list(os.getloadavg()),
+                    "platform": platform.platform(), "load_avg_at_start": load_at_start,
+                    "load_avg_at_end": list(os.getloadavg()),
                     "target": target, "emulated_cpu": cpu if emulated else None, "qemu": qemu_ver},
         "environment": env_info,
         "settings": {"seqs": list(seqs), "batches": list(batches), "threads": list(threads), "warmup": warmup,
@@ -441,7 +443,8 @@ def to_markdown(report: dict) -> str:
     if report.get("command"):
         lines += [f"Command: `{report['command']}`", ""]
     lines += [f"- created {report['created_utc']}; host CPU {m['host_cpu']} ({m['logical_cpus']} logical), "
-              f"{m['platform']}; load average at start {', '.join(f'{x:.2f}' for x in m['load_avg_at_start'])}",
+              f"{m['platform']}; load average (1/5/15 min) at start {', '.join(f'{x:.2f}' for x in m['load_avg_at_start'])}"
+              + (f", at end {', '.join(f'{x:.2f}' for x in m['load_avg_at_end'])}" if m.get("load_avg_at_end") else ""),
               f"- onnxruntime {e['onnxruntime']} ({e['provider']}), numpy {e['numpy']}, python {e['python']}",
               f"- warm-up {report['settings']['warmup']}, {report['settings']['iters']} measured runs per model, "
               f"interleaved; baseline (ratios): **{report['baseline']}**"]
@@ -522,9 +525,7 @@ def plot(report: dict, path: str | os.PathLike) -> Path:
     ax.set_xscale("log")
     ax.set_yscale("log")
     ax.set_xlabel("model file size (MB)")
-    ax.set_ylabel("p50 latency (ms" + ", EMULATED" if emulated else "p50 latency (ms)")
-    if emulated:
-        ax.set_ylabel("p50 latency (ms, EMULATED under QEMU)")
+    ax.set_ylabel("p50 latency (ms, EMULATED under QEMU)" if emulated else "p50 latency (ms)")
     cpu = report["rows"][0]["cpu"]
     ax.set_title(f"latency vs size · ORT {report['environment']['onnxruntime']} · {cpu}", fontsize=9)
     ax.grid(True, which="both", alpha=0.3)
