@@ -27,7 +27,6 @@ import torch
 
 from .config import BertOnnxConfig, ExportOptions
 
-FORMAT = "kronedge-onnx/1"
 SAMPLE_SENTENCES = (
     "a charming and often affecting journey.",
     "the plot is paper-thin and the acting is wooden.",
@@ -137,7 +136,8 @@ def load_source(model_spec: str | os.PathLike, num_labels: int | None = None):
 
     spec = str(model_spec)
     path = Path(spec)
-    looks_like_path = os.sep in spec or spec.startswith(".") or path.exists()
+    # "org/name" may be a hub id; only an explicit filesystem path is known to be missing.
+    looks_like_path = spec.startswith((".", "/", "~")) or path.exists()
     if path.is_dir() and (path / RECIPE_FILE).exists():
         model = load_artifact(path)
         recipe = read_recipe(path)
@@ -145,7 +145,7 @@ def load_source(model_spec: str | os.PathLike, num_labels: int | None = None):
                   "kron_config": recipe.get("kron_config"), "params": recipe.get("params_student"),
                   "training": recipe.get("training")}
         tokenizer_dir = path
-    elif looks_like_path and not path.exists() and ":" not in spec:
+    elif looks_like_path and not path.exists():
         raise ArtifactError(f"model directory {path} not found")
     else:
         teacher = load_teacher(spec, head="sequence-classification", num_labels=num_labels)
