@@ -137,7 +137,8 @@ def load_source(model_spec: str | os.PathLike, num_labels: int | None = None):
     spec = str(model_spec)
     path = Path(spec)
     # "org/name" may be a hub id; only an explicit filesystem path is known to be missing.
-    looks_like_path = spec.startswith((".", "/", "~")) or path.exists()
+    looks_like_path = (spec.startswith((".", "/", "~")) or path.exists()
+                       or (os.sep in spec and Path(spec.split(os.sep)[0]).is_dir()))
     if path.is_dir() and (path / RECIPE_FILE).exists():
         model = load_artifact(path)
         recipe = read_recipe(path)
