@@ -53,6 +53,8 @@ class ExportOptions:
         max_length: longest sequence the model is validated at and the runtime should feed.
         vnni: x86_64 only: the CPU has AVX-512 VNNI (u8s8 is safe); False selects u8u8.
         per_channel: quantize weights per output channel (default: the target preset decides).
+        sqnr_floor_db: the int8 logits must keep this signal-to-noise ratio (dB) against PyTorch on
+            real sentences; the task metric (``kronedge eval``) is the final judge.
         validate: run validation (fails loudly); only tests of the export machinery turn it off.
         ort_format: also write model.ort and its required-operators config.
     """
@@ -64,6 +66,7 @@ class ExportOptions:
     max_length: int = 128
     vnni: bool = True
     per_channel: bool | None = None
+    sqnr_floor_db: float = BertOnnxConfig.SQNR_FLOOR_INT8_DB
     validate: bool = True
     ort_format: bool = True
     calibration_size: int = 128

@@ -257,7 +257,7 @@ def _export_into(model, out: Path, work: Path, tokenizer_dir: Path, opts: Export
         _check_domains(onnx.load(final), opts.profile)
         if opts.validate:
             validation["int8"] = validate(final, model, max_length=opts.max_length, precision="int8",
-                                          feeds=_sentence_batches(tokenizer_dir, task_data, opts.max_length))
+                                          sqnr_floor=opts.sqnr_floor_db, feeds=_sentence_batches(tokenizer_dir, task_data, opts.max_length))
 
     os.replace(final, out / "model.onnx")
     _write_tokenizer(tokenizer_dir, out, opts.max_length)

@@ -27,6 +27,8 @@ def register(app, friendly_errors) -> None:
         task: Optional[str] = typer.Option(None, help="GLUE task (labels, calibration, golden sentences), e.g. sst2."),
         max_length: int = typer.Option(128, help="Longest sequence validated and recorded in the manifest."),
         no_vnni: bool = typer.Option(False, "--no-vnni", help="x86_64 without AVX-512/AVX VNNI: u8/u8 weights."),
+        sqnr_floor: float = typer.Option(20.0, help="int8 only: minimum SQNR (dB) of the logits vs PyTorch on real "
+                                                    "sentences, else the export fails."),
     ):
         """Export to ONNX, fuse the attention core, validate against PyTorch, quantize, write the ORT format."""
         from rich.console import Console
@@ -36,7 +38,8 @@ def register(app, friendly_errors) -> None:
         console = Console(stderr=True)
         with console.status(f"exporting {model} ({target}, {quantize}, {profile})..."):
             path = export_model(model, out_dir, target=target, quantize=quantize, profile=profile, task=task,
-                                max_length=max_length, vnni=not no_vnni)
+                                max_length=max_length, vnni=not no_vnni,
+                                sqnr_floor_db=sqnr_floor)
         _summary(path)
 
 
