@@ -256,8 +256,9 @@ def _export_into(model, out: Path, work: Path, tokenizer_dir: Path, opts: Export
         run_quantize(fp32_path, final, preset, calibration=calibration)
         _check_domains(onnx.load(final), opts.profile)
         if opts.validate:
+            sentences = _sentence_batches(tokenizer_dir, task_data, opts.max_length)
             validation["int8"] = validate(final, model, max_length=opts.max_length, precision="int8",
-                                          sqnr_floor=opts.sqnr_floor_db, feeds=_sentence_batches(tokenizer_dir, task_data, opts.max_length))
+                                          sqnr_floor=opts.sqnr_floor_db, feeds=sentences)
 
     os.replace(final, out / "model.onnx")
     _write_tokenizer(tokenizer_dir, out, opts.max_length)

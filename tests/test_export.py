@@ -252,3 +252,16 @@ def test_quant_presets():
     assert preset_for("x86_64", "int8", per_channel=False).per_channel is False
     with pytest.raises(ValueError, match="dynamic quantisation"):
         QuantPreset("bad", activation_type="int8")
+
+
+@pytest.mark.parametrize("name", ["portable", "int8"])
+def test_fused_attention_survives_ort_optimizer(name, portable, int8, tmp_path):
+    import onnxruntime as ort
+
+    exported = {"portable": portable, "int8": int8}[name]
+    so = ort.SessionOptions()
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED
+    so.optimized_model_filepath = str(tmp_path / "ort_optimized.onnx")
+    ort.InferenceSession(str(exported / "model.onnx"), so, providers=["CPUExecutionProvider"])
+    counts = ops(tmp_path / "ort_optimized.onnx")
+    assert counts["Attention"] == LAYERS and counts["Softmax"] == 0
