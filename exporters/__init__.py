@@ -1,0 +1,12 @@
+"""ONNX export of kronedge models (and dense baselines) for the edge runtime.
+
+Public entry points:
+  exporters.export.export_model(model, out_dir, target, quantize, profile, task, max_length)  `kronedge export`
+  exporters.validate.validate(onnx_path, torch_model, ...)        names, dynamic axes, shapes, values; raises
+  exporters.passes.optimize(model, profile, num_heads, head_size)  declarative graph rules, returns counts
+  exporters.quantize.QuantPreset.arm64() / .x86_64(vnni=...)       int8 presets (dynamic or static QDQ)
+  exporters.evaluate.evaluate_exported(dir, task)                  task metric with ONNX Runtime (`kronedge eval`)
+  exporters.optimum_baseline.optimum_baseline(spec, out_dir, ...)  dense baselines through optimum
+  python -m exporters.profile_bench MODEL                          latency of the export profiles
+The exported directory format is fixed in docs/INTERFACES.md.
+"""
