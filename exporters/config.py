@@ -51,6 +51,7 @@ class ExportOptions:
             ops: com.microsoft MultiHeadAttention).
         task: GLUE task name (labels, calibration and golden sentences), e.g. "sst2".
         max_length: longest sequence the model is validated at and the runtime should feed.
+        data_dir: GLUE root for tasks that do not ship with kronedge (passed to ``load_task``).
         vnni: x86_64 only: the CPU has AVX-512 VNNI (u8s8 is safe); False selects u8u8.
         per_channel: quantize weights per output channel (default: the target preset decides).
         sqnr_floor_db: the int8 logits must keep this signal-to-noise ratio (dB) against PyTorch on
@@ -64,6 +65,7 @@ class ExportOptions:
     profile: str = "portable"
     task: str | None = None
     max_length: int = 128
+    data_dir: str | None = None
     vnni: bool = True
     per_channel: bool | None = None
     sqnr_floor_db: float = BertOnnxConfig.SQNR_FLOOR_INT8_DB

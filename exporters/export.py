@@ -185,7 +185,7 @@ def export_model(model, out_dir: str | os.PathLike, target: str = "x86_64", quan
 
     tokenizer_dir = options.pop("tokenizer_dir", None)
     opts = ExportOptions(target=target, quantize=quantize, profile=profile, task=task, max_length=max_length, **options)
-    task_data = _task_data(opts.task)
+    task_data = _task_data(opts.task, opts.data_dir)
     if isinstance(model, (str, os.PathLike)):
         torch_model, tokenizer_dir, source = load_source(model, task_data.spec.num_labels if task_data else None)
     else:
@@ -203,14 +203,14 @@ def export_model(model, out_dir: str | os.PathLike, target: str = "x86_64", quan
     return Path(out_dir)
 
 
-def _task_data(task: str | None):
+def _task_data(task: str | None, data_dir=None):
     if task is None:
         return None
     try:
         from kronedge.data import load_task
     except ImportError as exc:  # the data part is optional for a bare export
         raise ValueError(f"--task {task} needs kronedge.data (the GLUE loaders): {exc}") from exc
-    return load_task(task, split="dev")
+    return load_task(task, split="dev", data_dir=data_dir)
 
 
 def _check_fits(model, opts: ExportOptions, task_data) -> None:
@@ -392,7 +392,7 @@ def _calibration_feeds(tokenizer_dir: Path, task_data, opts: ExportOptions) -> l
     from kronedge.data import load_task
 
     try:
-        data = load_task(task_data.spec.name, split="train")
+        data = load_task(task_data.spec.name, split="train", data_dir=opts.data_dir)
     except Exception:  # noqa: BLE001 - not every task ships its train split
         data = task_data
     rng = np.random.default_rng(0)

@@ -26,6 +26,7 @@ def register(app, friendly_errors) -> None:
                                                      "ort (ONNX Runtime contrib MultiHeadAttention)."),
         task: Optional[str] = typer.Option(None, help="GLUE task (labels, calibration, golden sentences), e.g. sst2."),
         max_length: int = typer.Option(128, help="Longest sequence validated and recorded in the manifest."),
+        data_dir: Optional[Path] = typer.Option(None, help="GLUE root for tasks that do not ship with kronedge."),
         no_vnni: bool = typer.Option(False, "--no-vnni", help="x86_64 without AVX-512/AVX VNNI: u8/u8 weights."),
         sqnr_floor: float = typer.Option(20.0, help="int8 only: minimum SQNR (dB) of the logits vs PyTorch on real "
                                                     "sentences, else the export fails."),
@@ -38,7 +39,8 @@ def register(app, friendly_errors) -> None:
         console = Console(stderr=True)
         with console.status(f"exporting {model} ({target}, {quantize}, {profile})..."):
             path = export_model(model, out_dir, target=target, quantize=quantize, profile=profile, task=task,
-                                max_length=max_length, vnni=not no_vnni,
+                                max_length=max_length,
+                                data_dir=str(data_dir) if data_dir else None, vnni=not no_vnni,
                                 sqnr_floor_db=sqnr_floor)
         _summary(path)
 
