@@ -28,6 +28,6 @@ nice -n 5 python benchmarks/profile_ops.py --seq 128 --threads 1 --runs 20 \
   dense-fp32=$M/dense-fp32 dense-int8=$M/dense-int8 dense-o2-int8=$M/dense-o2-int8 \
   kb21-fp32=$M/kb21-fp32 kb21-int8=$M/kb21-int8 > "$R/profile_ops.md"
 
-nice -n 5 python benchmarks/arm_instructions.py --cpus cortex-a72,cortex-a76 --seq 128 \
+nice -n 5 python benchmarks/arm_instructions.py --cpus cortex-a53,cortex-a72,cortex-a76 --seq 128 \
   --names dense-int8-arm64,tinybert-int8-arm64,kb21-int8-arm64 \
   $M/dense-int8-arm64 $M/tinybert-int8-arm64 $M/kb21-int8-arm64
