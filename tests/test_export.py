@@ -265,3 +265,14 @@ def test_fused_attention_survives_ort_optimizer(name, portable, int8, tmp_path):
     ort.InferenceSession(str(exported / "model.onnx"), so, providers=["CPUExecutionProvider"])
     counts = ops(tmp_path / "ort_optimized.onnx")
     assert counts["Attention"] == LAYERS and counts["Softmax"] == 0
+
+
+def test_export_mode_is_undone():
+    from exporters.export import export_mode
+
+    model = tiny_model()
+    attention = model.bert.encoder.layer[0].attention.self
+    impl = model.config._attn_implementation
+    with export_mode(model):
+        assert "forward" in vars(attention) and model.config._attn_implementation == "eager"
+    assert "forward" not in vars(attention) and model.config._attn_implementation == impl
