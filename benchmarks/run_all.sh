@@ -20,6 +20,9 @@ ARGS=(); for m in "${MODELS[@]}"; do ARGS+=("$M/$m"); done
 nice -n 5 kronedge bench "${ARGS[@]}" --seq 128 --batch 1 --threads 2 --warmup 5 --iters 40 --json \
   --output "$R/latency.json" --markdown "$R/latency.md" --plot "$R/latency.png" > /dev/null
 
+nice -n 5 kronedge bench $M/dense-fp32 $M/dense-int8 $M/dense-o2-int8 $M/tinybert-int8 $M/kb21-fp32 $M/kb21-int8 \
+  --seq 128 --batch 1 --threads 1 --warmup 5 --iters 40 --json --output "$R/latency_1thread.json" --markdown "$R/latency_1thread.md" > /dev/null
+
 # 1-thread grid (the more stable setting on shared VMs).
 nice -n 5 kronedge bench "${ARGS[@]}" --seq 32,128 --batch 1,8 --threads 1 --warmup 2 --iters 10 --no-rss \
   --output "$R/latency_grid_1thread.json" --markdown "$R/latency_grid_1thread.md" --plot "$R/latency_grid_1thread.png" > /dev/null
