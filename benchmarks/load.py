@@ -18,6 +18,7 @@ import asyncio
 import json
 import os
 import platform
+import re
 import signal
 import socket
 import subprocess
@@ -174,7 +175,8 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("model_dir")
     p.add_argument("--configs", nargs="+", default=["1x1", "2x1", "1x2"],
-                   help="server configs THREADSxWORKERS (ORT intra-op threads x parallel model runs), one run each")
+                   help="server configs THREADSxWORKERS[bN] (ORT intra-op threads x parallel model runs, optionally N "
+                        "texts per model pass across requests instead of --max-batch-texts), run side by side")
     p.add_argument("--max-batch-texts", type=int, default=64, help="server: texts per model pass across requests")
     p.add_argument("--max-length", type=int, default=64)
     p.add_argument("--clients", type=int, nargs="+", default=[1, 4, 16])
@@ -200,9 +202,13 @@ def main(argv: list[str] | None = None) -> int:
     servers = []
     try:
         for spec in args.configs:
-            threads, workers = (int(x) for x in spec.lower().split("x"))
+            m = re.fullmatch(r"(\d+)x(\d+)(?:b(\d+))?", spec.lower())
+            if not m:
+                p.error(f"config {spec!r}: expected THREADSxWORKERS[bMAX_BATCH_TEXTS], e.g. 1x2 or 1x1b1")
+            threads, workers = int(m[1]), int(m[2])
+            batch = int(m[3]) if m[3] else args.max_batch_texts
             servers.append((threads, workers, Server(args.model_dir, threads, workers, args.max_length,
-                                                     args.queue_size, args.max_batch_texts)))
+                                                     args.queue_size, batch)))
         infos = []
         for _, _, server in servers:
             server.wait_ready()
@@ -224,7 +230,8 @@ def main(argv: list[str] | None = None) -> int:
             for k, (threads, workers, server) in enumerate(servers):
                 row = summarize(clients, slices[k])
                 # The other tenants of a shared machine show up here; a figure without it is not comparable.
-                row.update(threads=threads, workers=workers, max_length=infos[k]["max_length"],
+                row.update(config=args.configs[k], threads=threads, workers=workers, max_length=infos[k]["max_length"],
+                           max_batch_texts=infos[k]["limits"]["max_batch_texts"],
                            model_file=infos[k]["model_file"], loadavg_1m_mean=round(float(np.mean(loads)), 2),
                            texts_served=served[k] + scrape_batching(server.base)["inputs_total"])
                 rows.append(row)
@@ -275,10 +282,10 @@ def markdown(r: dict) -> str:
     ]
     if r.get("note"):
         lines.append(f"- note: {r['note']}")
-    lines += ["", "| ORT threads x workers | max length | clients | requests | ok | req/s | p50 ms | p90 ms | p99 ms | statuses | mean load avg (1 min) |",
+    lines += ["", "| config: ORT threads x workers, max texts per pass | max length | clients | requests | ok | req/s | p50 ms | p90 ms | p99 ms | statuses | mean load avg (1 min) |",
               "|---|---|---|---|---|---|---|---|---|---|---|"]
     for row in r["rows"]:
-        lines.append(f"| {row['threads']}x{row['workers']} | {row['max_length']} | {row['clients']} | {row['requests']} | {row['ok']} | "
+        lines.append(f"| {row['threads']}x{row['workers']}, {row['max_batch_texts']} | {row['max_length']} | {row['clients']} | {row['requests']} | {row['ok']} | "
                      f"{row['throughput_rps']} | {row['p50_ms']} | {row['p90_ms']} | {row['p99_ms']} | {row['statuses']} | "
                      f"{row['loadavg_1m_mean']} |")
     return "\n".join(lines) + "\n"

@@ -530,7 +530,8 @@ def create_app(config: ServeConfig, predictor: Optional[Predictor] = None, token
         """What is loaded: task, labels, input kind, max length, quantization, versions, limits."""
         return {**summary, "limits": {"max_texts": config.max_texts, "max_chars": config.max_chars,
                                       "max_body_bytes": config.max_body_bytes, "timeout_s": config.timeout_s,
-                                      "queue_size": config.queue_size}}
+                                      "queue_size": config.queue_size, "workers": config.workers,
+                                      "max_batch_texts": config.max_batch_texts}}
 
     @app.get("/healthz")
     async def healthz():

@@ -20,14 +20,15 @@ def load_export_dir(tmp_path_factory):
 
 def test_load_script_writes_results(load_export_dir, tmp_path):
     out = tmp_path / "load"
-    subprocess.run([sys.executable, "benchmarks/load.py", str(load_export_dir), "--configs", "1x2", "1x1", "--rounds", "2", "--max-length", "16",
+    subprocess.run([sys.executable, "benchmarks/load.py", str(load_export_dir), "--configs", "1x2", "1x1b1", "--rounds", "2", "--max-length", "16",
                     "--clients", "1", "4", "--seconds", "1", "--max-requests", "20", "--warmup", "2",
                     "--out", str(out)], cwd=REPO, check=True, capture_output=True, timeout=120)
     result = json.loads(out.with_suffix(".json").read_text())
-    assert [(row["clients"], row["workers"]) for row in result["rows"]] == [(1, 2), (1, 1), (4, 2), (4, 1)]
+    assert [(row["clients"], row["workers"], row["max_batch_texts"]) for row in result["rows"]] == [
+        (1, 2, 64), (1, 1, 1), (4, 2, 64), (4, 1, 1)]
     for row in result["rows"]:
         assert row["statuses"] == {"200": row["requests"]} and 0 < row["requests"] <= 20
         assert row["p50_ms"] <= row["p99_ms"] and row["max_length"] == 16
         assert row["texts_served"] == row["requests"]
     assert "127.0.0.1" in result["server_commands"][0] and result["machine"]["cpu"] and result["versions"]["onnxruntime"]
-    assert "| 1x2 | 16 | 4 |" in out.with_suffix(".md").read_text()
+    assert "| 1x2, 64 | 16 | 4 |" in out.with_suffix(".md").read_text()
