@@ -1,7 +1,8 @@
 """Bounded load test of `python -m runtime.serve` on loopback: throughput and p50/p90/p99 latency at
 1, 4 and 16 concurrent clients (closed loop: each client sends its next request when the last returns).
 
-    nice -n 5 python benchmarks/load.py runs/kb21-int8 --configs 1x1 2x1 1x2 --max-length 64 --seconds 15
+    nice -n 5 python benchmarks/load.py runs/kb21-int8 --configs 1x1 1x1b1 2x1 1x2 --max-length 64 --seconds 15
+    python benchmarks/load.py --render benchmarks/results/load.json     # re-render the .md only
 
 Starts one server per configuration (THREADSxWORKERS) on 127.0.0.1 (free ports), warms each up, then
 runs each concurrency level for a fixed time (and at most --max-requests requests) per configuration,
@@ -286,10 +287,15 @@ def markdown(r: dict) -> str:
               "|---|---|---|---|---|---|---|---|---|---|---|"]
     for row in r["rows"]:
         lines.append(f"| {row['threads']}x{row['workers']}, {row['max_batch_texts']} | {row['max_length']} | {row['clients']} | {row['requests']} | {row['ok']} | "
-                     f"{row['throughput_rps']} | {row['p50_ms']} | {row['p90_ms']} | {row['p99_ms']} | {row['statuses']} | "
+                     f"{row['throughput_rps']} | {row['p50_ms']} | {row['p90_ms']} | {row['p99_ms']} | "
+                     f"{', '.join(f'{code}: {n}' for code, n in row['statuses'].items())} | "
                      f"{row['loadavg_1m_mean']} |")
     return "\n".join(lines) + "\n"
 
 
 if __name__ == "__main__":
+    if sys.argv[1:2] == ["--render"]:  # rewrite OUT.md from OUT.json after a change to the table layout
+        path = Path(sys.argv[2])
+        path.with_suffix(".md").write_text(markdown(json.loads(path.with_suffix(".json").read_text())))
+        sys.exit(0)
     sys.exit(main())
