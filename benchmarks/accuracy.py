@@ -79,7 +79,8 @@ def markdown(rows: list[dict], meta: dict) -> str:
              "|---|---|---:|---:|---|---:|---:|---:|---:|"]
     for r in sorted(rows, key=lambda r: (r["task"], -r["compression"] if r["method"] != "teacher" else -1e9,
                                          ["teacher", *TABLE_ORDER].index(r["method"]))):
-        lines.append(f"| {r['task']} | {r['method']} | {r['params']:,} | {r['compression']:.2f}x | {r['metric']} | "
+        method = r["method"] + (" (default recipe)" if r.get("budget") == "default" else "")
+        lines.append(f"| {r['task']} | {method} | {r['params']:,} | {r['compression']:.2f}x | {r['metric']} | "
                      f"{r['value']:.4f} | {r['teacher_value']:.4f} | {100 * r['value'] / r['teacher_value']:.1f}% | "
                      f"{r['train_seconds']:.0f} |")
     lines += ["", "Budgets (same for every method of a task): " + json.dumps(meta["budgets"]), ""]
@@ -96,6 +97,9 @@ def main(argv=None) -> None:
     parser.add_argument("--stage2-examples", type=int, default=8000)
     parser.add_argument("--stage1-lr", type=float, default=5e-4)
     parser.add_argument("--stage2-lr", type=float, default=2e-4)
+    parser.add_argument("--loss-weights", default="", help="KD loss weights as for kronedge compress, e.g. attention=0.1")
+    parser.add_argument("--default-run", type=Path, default=None,
+                        help="run dir of a finished `kronedge compress` (the default recipe) to add as its own row")
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--out", type=Path, default=RESULTS / "accuracy.json")
     parser.add_argument("--runs", type=Path, default=ROOT / "runs" / "bench-accuracy")
@@ -104,6 +108,7 @@ def main(argv=None) -> None:
     import torch
 
     from kronedge.artifact import write_json_atomic
+    from kronedge.commands.distill import _weights
     from kronedge.compress import CompressConfig, _versions, compress, finetune
     from kronedge.data import get_task
     from kronedge.training import TrainConfig
@@ -111,8 +116,10 @@ def main(argv=None) -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     command = "python benchmarks/accuracy.py " + " ".join(shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:]))
+    weights = _weights(args.loss_weights)
     budgets = {"stage1_examples": args.stage1_examples, "stage2_examples": args.stage2_examples,
-               "stage1_lr": args.stage1_lr, "stage2_lr": args.stage2_lr, "per_task": TASK_DEFAULTS}
+               "stage1_lr": args.stage1_lr, "stage2_lr": args.stage2_lr, "loss_weights": weights or "all 1",
+               "per_task": TASK_DEFAULTS}
     rows = json.loads(args.out.read_text())["rows"] if args.out.is_file() else []
     meta = {"teacher": args.teacher, "command": command, "versions": _versions(), "machine": machine(), "budgets": budgets}
 
@@ -121,7 +128,7 @@ def main(argv=None) -> None:
         args.out.with_suffix(".md").write_text(markdown(rows, meta))
 
     def have(task, method, compression) -> bool:
-        return any(r["task"] == task and r["method"] == method and
+        return any(r["task"] == task and r["method"] == method and r.get("budget", "benchmark") == "benchmark" and
                    (method == "teacher" or abs(r["target_compression"] - compression) < 1e-9) for r in rows)
 
     for task in args.tasks:
@@ -154,7 +161,8 @@ def main(argv=None) -> None:
                 config = CompressConfig(teacher=teacher_spec, task=task, compression=compression,
                                         stage1_examples=args.stage1_examples, stage2_examples=args.stage2_examples,
                                         stage1_lr=args.stage1_lr, stage2_lr=args.stage2_lr,
-                                        stage2_epochs=td["stage2_epochs"], max_length=td["max_length"], **recipe)
+                                        stage2_epochs=td["stage2_epochs"], max_length=td["max_length"],
+                                        loss_weights=weights, **recipe)
                 print(f"[bench] {task} {method} {compression}x ...", flush=True)
                 t = time.perf_counter()
                 run_dir = args.runs / f"{task}-{compression:g}x-{method}"
@@ -165,7 +173,7 @@ def main(argv=None) -> None:
                 if not recipe["stage2_kd"]:
                     flags.append("--no-kd")
                 rows.append({
-                    "task": task, "method": method, "params": result.params_student, "compression": result.compression,
+                    "task": task, "method": method, "budget": "benchmark", "params": result.params_student, "compression": result.compression,
                     "target_compression": compression, "metric": spec.primary_metric,
                     "value": result.student_metrics[spec.primary_metric], "teacher_value": teacher_value,
                     "value_before_training": result.init_metrics[spec.primary_metric],
@@ -175,12 +183,28 @@ def main(argv=None) -> None:
                                 f"--method {recipe['method']} {' '.join(flags)} --stage1-examples {args.stage1_examples} "
                                 f"--stage2-examples {args.stage2_examples} --stage1-lr {args.stage1_lr:g} "
                                 f"--stage2-lr {args.stage2_lr:g} --stage2-epochs {td['stage2_epochs']} "
-                                f"--max-length {td['max_length']} --run-dir {run_dir.relative_to(ROOT)}").replace("  ", " "),
+                                f"--max-length {td['max_length']} "
+                                + (f"--loss-weights {args.loss_weights} " if args.loss_weights else "")
+                                + f"--run-dir {run_dir.relative_to(ROOT)}").replace("  ", " "),
                 })
                 save()
                 print(f"[bench] {task} {method} {compression}x: {spec.primary_metric} "
                       f"{rows[-1]['value']:.4f} (teacher {teacher_value:.4f}), {result.compression:.2f}x, "
                       f"{result.train_seconds:.0f} s", flush=True)
+    if args.default_run is not None:
+        result = json.loads((args.default_run / "result.json").read_text())
+        used = json.loads((args.default_run / "compress_config.json").read_text())
+        rows[:] = [r for r in rows if r.get("budget") != "default"]
+        rows.append({
+            "task": used["task"], "method": "kronecker-kd", "budget": "default", "params": result["params_student"],
+            "compression": result["compression"], "target_compression": used["compression"],
+            "metric": result["primary_metric"], "value": result["student_metrics"][result["primary_metric"]],
+            "teacher_value": result["teacher_metrics"][result["primary_metric"]],
+            "value_before_training": result["init_metrics"][result["primary_metric"]],
+            "train_seconds": result["train_seconds"], "seconds": result["seconds"], "precision": result["precision"],
+            "command": "kronedge compress  # the built-in default recipe: " + json.dumps(
+                {k: used[k] for k in ("stage1_examples", "stage2_examples", "stage1_lr", "stage2_lr", "loss_weights")}),
+        })
     save()
 
 

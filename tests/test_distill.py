@@ -264,3 +264,19 @@ def test_eval_rejects_missing_dir(tmp_path):
 
     result = CliRunner().invoke(app, ["eval", str(tmp_path / "nope"), "--task", "sst2"])
     assert result.exit_code == 1
+
+
+def test_compress_config_checks_itself_and_parses_loss_weights():
+    from kronedge.commands.distill import _weights
+    from kronedge.compress import CompressConfig
+
+    assert _weights("attention=0.1, hidden=2") == {"attention": 0.1, "hidden": 2.0}
+    with pytest.raises(ValueError, match="NAME=NUMBER"):
+        _weights("attention")
+    with pytest.raises(ValueError, match="unknown loss weights"):
+        CompressConfig(loss_weights={"attn": 1.0})
+    with pytest.raises(ValueError, match="exactly one"):
+        CompressConfig(preset="kb8")
+    with pytest.raises(ValueError, match="method"):
+        CompressConfig(method="pruning")
+    assert CompressConfig(method="dense-small").layer_map == "uniform"

@@ -12,6 +12,20 @@ TEACHER_HELP = ("Teacher spec: builtin:minilm (packaged all-MiniLM-L6-v2), a loc
                 "random:NAME|PATH.json, or a hub id. Fine-tuned first when it has no head for the task.")
 
 
+def _weights(text: str | None) -> dict:
+    """'attention=0.1,hidden=1' -> {'attention': 0.1, 'hidden': 1.0}."""
+    out = {}
+    for item in filter(None, (text or "").split(",")):
+        name, sep, value = item.partition("=")
+        try:
+            out[name.strip()] = float(value)
+        except ValueError:
+            raise ValueError(f"--loss-weights: {item!r} is not NAME=NUMBER") from None
+        if not sep:
+            raise ValueError(f"--loss-weights: {item!r} is not NAME=NUMBER")
+    return out
+
+
 def register(app, friendly_errors) -> None:
     """Add this module's commands to ``app``; wrap each with ``friendly_errors``."""
     from ..cli import COMPRESSION_HELP, PRESET_HELP, out
@@ -34,14 +48,16 @@ def register(app, friendly_errors) -> None:
         stage1_examples: Optional[int] = typer.Option(2000, help="Text chunks for stage 1 (0 = all)."),
         stage1_epochs: int = typer.Option(1, help="Epochs of stage 1."),
         stage1_lr: float = typer.Option(5e-4, help="Peak learning rate of stage 1."),
-        stage2_examples: Optional[int] = typer.Option(8000, help="Training examples for stage 2 (0 = all)."),
+        stage2_examples: Optional[int] = typer.Option(20000, help="Training examples for stage 2 (0 = all)."),
         stage2_epochs: int = typer.Option(1, help="Epochs of stage 2."),
-        stage2_lr: float = typer.Option(2e-4, help="Peak learning rate of stage 2."),
+        stage2_lr: float = typer.Option(5e-4, help="Peak learning rate of stage 2."),
         teacher_train_limit: Optional[int] = typer.Option(None, help="Examples for the teacher fine-tune (default all)."),
         batch_size: int = typer.Option(32, help="Batch size."),
         max_length: int = typer.Option(128, help="Tokens per example in stage 2 and evaluation."),
         temperature: float = typer.Option(1.0, help="Logit-KD temperature."),
         layer_map: str = typer.Option("one-to-one", help="one-to-one | uniform (shallower student)."),
+        loss_weights: str = typer.Option("attention=0.1", help="KD loss weights, e.g. attention=0.1,hidden=1 "
+                                         "(embedding, attention, hidden, logits, supervised; unnamed ones are 1)."),
         seed: int = typer.Option(0, help="Seed."),
         precision: str = typer.Option("auto", help="auto (bf16 where the hardware has it) | bf16 | fp32."),
         data_dir: Optional[Path] = typer.Option(None, help="GLUE root for tasks that do not ship (holds MRPC/, ...)."),
@@ -61,7 +77,7 @@ def register(app, friendly_errors) -> None:
             corpus=corpus, stage1_examples=stage1_examples or None, stage1_epochs=stage1_epochs, stage1_lr=stage1_lr,
             stage2_examples=stage2_examples or None, stage2_epochs=stage2_epochs, stage2_lr=stage2_lr,
             teacher_train_limit=teacher_train_limit, batch_size=batch_size, max_length=max_length,
-            temperature=temperature, layer_map=layer_map, seed=seed, precision=precision,
+            temperature=temperature, layer_map=layer_map, loss_weights=_weights(loss_weights), seed=seed, precision=precision,
             data_dir=str(data_dir) if data_dir else None)
         if method == "svd" and out_dir is None:
             artifact = None
