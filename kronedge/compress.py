@@ -510,6 +510,14 @@ def compress(config: CompressConfig | None = None, out: str | os.PathLike | None
     return result
 
 
+_METHOD_TEXT = {
+    "kronecker": "word embeddings, Q/K/V/O and both FFN maps are Kronecker products, initialised by the nearest "
+                 "Kronecker product (SVD) of the teacher's weights; biases, LayerNorms, position/type embeddings, "
+                 "pooler and classifier are copied from the teacher.",
+    "dense-small": "a narrower, shallower dense BERT of the same size, sliced from the teacher (baseline).",
+}
+
+
 def model_card(recipe: dict) -> str:
     """README.md of an artifact: recipe, parameters, compression, teacher vs student metrics."""
     m = recipe["metrics"]
@@ -528,7 +536,7 @@ def model_card(recipe: dict) -> str:
     secs = recipe["training"]["seconds"]
     return f"""# KroneckerBERT student: {recipe['task']} ({recipe['compression']:.2f}x)
 
-Compressed by [kronedge](https://github.com/) from `{recipe['teacher']}` (fine-tuned teacher: `{recipe['teacher_finetuned']}`).
+Compressed by kronedge from `{recipe['teacher']}` (fine-tuned teacher: `{recipe['teacher_finetuned']}`).
 
 | | teacher | student |
 |---|---|---|
@@ -542,10 +550,9 @@ Primary metric: **{primary}** on the {m['examples']} {recipe['task']} dev exampl
 
 ## Recipe
 - method: {cfg['method']}; plan: {'preset ' + cfg['preset'] if cfg['preset'] else f"target compression {cfg['compression']}x"}, rank {cfg['rank']}
-- word embeddings, Q/K/V/O and both FFN maps are Kronecker products, initialised by the nearest
-  Kronecker product (SVD) of the teacher's weights; biases, LayerNorms, position/type embeddings,
-  pooler and classifier are copied from the teacher.
+- {_METHOD_TEXT.get(cfg['method'], cfg['method'])}
 {chr(10).join('- stage ' + s for s in stages)}
+- KD loss weights (1 unless listed): {cfg.get('loss_weights') or 'all 1'}
 - training time: {secs}; precision {recipe['training']['precision']}
 - versions: {recipe['versions']}
 
