@@ -109,9 +109,10 @@ def _infer_types(path: Path) -> None:
     """Annotate every tensor's type (ORT's symbolic shape inference knows the contrib ops); the
     quantizer cannot pass extra_options={"DefaultTensorType": ...} through optimum."""
     import onnx
-    from onnxruntime.tools.symbolic_shape_infer import SymbolicShapeInference
 
-    model = SymbolicShapeInference.infer_shapes(onnx.load(path), auto_merge=True)
+    from .shapes import infer_symbolic_shapes
+
+    model = infer_symbolic_shapes(onnx.load(path))
     onnx.save(model, path)
 
 

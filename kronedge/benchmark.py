@@ -147,9 +147,9 @@ def graph_stats(path: Path, batch: int = 1, seq: int = 128) -> tuple[Optional[in
             if len(dims) == 2:
                 dims[0].dim_value, dims[1].dim_value = batch, seq
         try:  # ORT's symbolic inference follows computed Reshape shapes; onnx's does not
-            from onnxruntime.tools.symbolic_shape_infer import SymbolicShapeInference
+            from exporters.shapes import infer_symbolic_shapes
 
-            inferred = SymbolicShapeInference.infer_shapes(model, auto_merge=True)
+            inferred = infer_symbolic_shapes(model)
         except Exception:
             inferred = shape_inference.infer_shapes(model, strict_mode=False, data_prop=True)
         shapes = {}
