@@ -68,20 +68,32 @@ def machine() -> dict:
             "platform": platform.platform(), "note": "2-core machine shared with other jobs while measuring"}
 
 
+def _stderr(row: dict) -> float:
+    n = row.get("dev_examples") or {"sst2": 872, "rte": 277, "cola": 1043}.get(row["task"], 0)
+    p = row["value"]
+    return (p * (1 - p) / n) ** 0.5 if n and row["metric"] == "accuracy" else float("nan")
+
+
 def markdown(rows: list[dict], meta: dict) -> str:
     lines = ["# Accuracy benchmark (GLUE dev)", "",
              f"Teacher: `{meta['teacher']}` fine-tuned per task. Machine: {meta['machine']['cpu']}, "
              f"{meta['machine']['cores']} cores (shared), torch threads {meta['machine']['torch_threads']}, "
              f"bf16 autocast: {meta['machine']['bf16']}. Versions: {meta['versions']}.", "",
-             f"Command: `{meta['command']}`", "",
+             "Commands (each row also records its own `kronedge compress` command):", "",
+             *[f"    {c}" for c in meta["commands"]], "",
              "Params are embedding + encoder parameters (no pooler, no head); compression = teacher / student.",
+             "± is one binomial standard error of an accuracy on the dev set (sqrt(p(1-p)/n)): differences "
+             "smaller than about two of them are within run-to-run noise. One seed per row.",
              "", "| task | method | params | compression | metric | value | teacher | % of teacher | train s |",
              "|---|---|---:|---:|---|---:|---:|---:|---:|"]
-    for r in sorted(rows, key=lambda r: (r["task"], -r["compression"] if r["method"] != "teacher" else -1e9,
-                                         ["teacher", *TABLE_ORDER].index(r["method"]))):
+    def order(r):
+        return (r["task"], r["method"] != "teacher", r.get("target_compression", 1.0), r.get("budget") == "default",
+                ["teacher", *TABLE_ORDER].index(r["method"]))
+
+    for r in sorted(rows, key=order):
         method = r["method"] + (" (default recipe)" if r.get("budget") == "default" else "")
         lines.append(f"| {r['task']} | {method} | {r['params']:,} | {r['compression']:.2f}x | {r['metric']} | "
-                     f"{r['value']:.4f} | {r['teacher_value']:.4f} | {100 * r['value'] / r['teacher_value']:.1f}% | "
+                     f"{r['value']:.4f} ± {_stderr(r):.4f} | {r['teacher_value']:.4f} | {100 * r['value'] / r['teacher_value']:.1f}% | "
                      f"{r['train_seconds']:.0f} |")
     lines += ["", "Budgets (same for every method of a task): " + json.dumps(meta["budgets"]), ""]
     return "\n".join(lines)
@@ -120,8 +132,12 @@ def main(argv=None) -> None:
     budgets = {"stage1_examples": args.stage1_examples, "stage2_examples": args.stage2_examples,
                "stage1_lr": args.stage1_lr, "stage2_lr": args.stage2_lr, "loss_weights": weights or "all 1",
                "per_task": TASK_DEFAULTS}
-    rows = json.loads(args.out.read_text())["rows"] if args.out.is_file() else []
-    meta = {"teacher": args.teacher, "command": command, "versions": _versions(), "machine": machine(), "budgets": budgets}
+    previous = json.loads(args.out.read_text()) if args.out.is_file() else {}
+    rows = previous.get("rows", [])
+    earlier = previous.get("commands", []) + ([previous["command"]] if "command" in previous else [])
+    commands = [c for c in earlier if c != command] + [command]
+    meta = {"teacher": args.teacher, "commands": commands, "versions": _versions(), "machine": machine(),
+            "budgets": budgets}
 
     def save():
         write_json_atomic(args.out, {**meta, "rows": rows})
