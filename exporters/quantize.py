@@ -3,7 +3,11 @@
 Every preset quantizes the MatMuls whose second input is a constant (both products of every
 Kronecker layer, the embedding factor, pooler and classifier) and the Gathers of constant tables
 (the Kronecker embedding's A^E, position and token-type embeddings). The attention core is a fused
-op and stays float. The exact preset is saved in manifest.json.
+op and stays float. Factor products with a tiny inner dimension (constant with <= ``float_max_inner``
+rows, e.g. kb21's attention B 16x2) stay fp32: int8 buys nothing on a K=2 GEMM, while the fp32 MatMul
+lets ONNX Runtime fold the axis swap in front of it into FusedMatMul(transA) instead of running a
+Transpose + DynamicQuantizeLinear (kb21 int8: 29.0 -> 23.3 ms at 1 thread, with the KronSmallLeft rule
+19.5 ms; benchmarks/results/speed_followup.md). The exact preset is saved in manifest.json.
 
 Presets:
   arm64()            u8 activations / s8 weights, per-channel, no reduce_range (ARM has no VPMADDUBSW
@@ -33,6 +37,7 @@ class QuantPreset:
     op_types: tuple[str, ...] = ("MatMul", "Gather")
     calibration_method: str = "minmax"
     quant_format: str = "QOperator"  # dynamic: MatMulInteger/DynamicQuantizeLinear; static: QDQ
+    float_max_inner: int = 16  # MatMuls whose constant has at most this many rows stay fp32 (0: quantize all)
 
     def __post_init__(self):
         for field_name in ("activation_type", "weight_type"):
@@ -77,6 +82,22 @@ def preset_for(target: str, quantize: str, vnni: bool = True, per_channel: bool 
     return preset if per_channel is None else replace(preset, per_channel=per_channel)
 
 
+def small_inner_matmuls(model, max_inner: int) -> list[str]:
+    """Names of the MatMuls whose constant second input is 2-D with at most ``max_inner`` rows."""
+    if max_inner <= 0:
+        return []
+    inits = {t.name: t for t in model.graph.initializer}
+    names = []
+    for node in model.graph.node:
+        if node.op_type == "MatMul" and len(node.input) == 2 and node.input[1] in inits:
+            dims = list(inits[node.input[1]].dims)
+            if len(dims) == 2 and dims[0] <= max_inner:
+                if not node.name:
+                    raise ValueError("a MatMul without a name cannot be excluded from quantisation")
+                names.append(node.name)
+    return names
+
+
 class _FeedReader:
     """CalibrationDataReader over a list of input dicts."""
 
@@ -107,10 +128,11 @@ def quantize(model_in: str | os.PathLike, model_out: str | os.PathLike, preset: 
     # Fused graphs confuse the quantizer's type lookup for some tensors; float is the right default here.
     extra = {"DefaultTensorType": onnx.TensorProto.FLOAT, "MatMulConstBOnly": True}
     model_out = Path(model_out)
+    exclude = small_inner_matmuls(onnx.load(str(model_in)), preset.float_max_inner)
     if not preset.is_static:
         quantize_dynamic(str(model_in), str(model_out), op_types_to_quantize=list(preset.op_types),
                          per_channel=preset.per_channel, reduce_range=preset.reduce_range,
-                         weight_type=qtype[preset.weight_type], extra_options=extra)
+                         weight_type=qtype[preset.weight_type], nodes_to_exclude=exclude, extra_options=extra)
         return model_out
     if not calibration:
         raise ValueError("static int8 needs calibration sentences (give --task)")
@@ -125,7 +147,7 @@ def quantize(model_in: str | os.PathLike, model_out: str | os.PathLike, preset: 
                         quant_format=QuantFormat.QDQ if preset.quant_format == "QDQ" else QuantFormat.QOperator,
                         op_types_to_quantize=list(preset.op_types), per_channel=preset.per_channel,
                         reduce_range=preset.reduce_range, activation_type=qtype[preset.activation_type],
-                        weight_type=qtype[preset.weight_type],
+                        weight_type=qtype[preset.weight_type], nodes_to_exclude=exclude,
                         calibrate_method={"minmax": CalibrationMethod.MinMax,
                                           "entropy": CalibrationMethod.Entropy,
                                           "percentile": CalibrationMethod.Percentile}[preset.calibration_method],

@@ -69,6 +69,11 @@ def kron_linears(model) -> int:
 # Constant-B MatMuls of a kronized tiny model: 2 per Kronecker linear (A side and B side), 1 for the
 # embedding factor (Gather rows @ B^E), 1 each for pooler and classifier (Gemm -> MatMul+Add).
 KRON_LINEARS = 6 * LAYERS
+
+
+# KronSmallLeft rewrites the small-factor product of a rank-1 linear when its transposes are its own:
+# per tiny layer attention.output, intermediate and output.dense; Q/K/V share one transposed input.
+SMALL_LEFT = 3 * LAYERS
 EXPECTED_MATMULS = 2 * KRON_LINEARS + 1 + 2
 
 
@@ -86,7 +91,8 @@ def test_directory_matches_interface(portable):
         assert sha256(portable / name) == entry["sha256"] and (portable / name).stat().st_size == entry["bytes"]
     assert manifest["validation"]["fp32"]["passed"] and manifest["validation"]["fp32"]["max_abs_diff"] <= 1e-4
     # every (rank-1) Kronecker linear had its head swap simplified; each layer's attention core fused
-    assert manifest["graph"]["passes"] == {"GemmToMatMulAdd": 2, "KronTranspose": KRON_LINEARS, "OnnxAttention": LAYERS}
+    assert manifest["graph"]["passes"] == {"GemmToMatMulAdd": 2, "KronTranspose": KRON_LINEARS,
+                                           "KronSmallLeft": SMALL_LEFT, "OnnxAttention": LAYERS}
     golden = np.load(portable / "golden.npz")
     assert golden["input_ids"].dtype == np.int64 and golden["logits"].shape == (golden["input_ids"].shape[0], 2)
 
@@ -123,10 +129,19 @@ def test_parity_on_new_shapes(portable):
         assert np.abs(got - expected).max() <= 1e-4
 
 
-def test_int8_quantizes_every_constant_matmul(int8, portable):
+def test_int8_quantizes_every_large_constant_matmul(int8, portable):
+    from exporters.quantize import QuantPreset, small_inner_matmuls
+
     counts = ops(int8 / "model.onnx")
-    assert counts["MatMulInteger"] == EXPECTED_MATMULS, counts
-    assert counts["MatMul"] == 0  # nothing left in float: the attention core is fused
+    fp32 = onnx.load(portable / "model.onnx")
+    inits = {t.name for t in fp32.graph.initializer}
+    right = [n for n in fp32.graph.node if n.op_type == "MatMul" and n.input[1] in inits]
+    left = [n for n in fp32.graph.node if n.op_type == "MatMul" and n.input[0] in inits]
+    small = small_inner_matmuls(fp32, QuantPreset.arm64().float_max_inner)
+    assert len(right) + len(left) == EXPECTED_MATMULS and len(left) == SMALL_LEFT and small
+    # constant-B MatMuls with a large inner dim are int8; tiny-inner ones and left-constant ones stay fp32
+    assert counts["MatMulInteger"] == len(right) - len(small), counts
+    assert counts["MatMul"] == len(small) + len(left)  # the attention core is fused: no other float MatMul
     assert counts["DynamicQuantizeLinear"] > 0 and counts["Attention"] == LAYERS
     assert counts["DequantizeLinear"] >= 1  # the quantized embedding tables
     manifest = json.loads((int8 / "manifest.json").read_text())
@@ -233,7 +248,7 @@ def test_attention_rule_checks_scale_and_counts(tmp_path):
     raw = onnx.load(torch_to_onnx(model, tmp_path / "raw.onnx"))
     heads, head_size = TINY["num_attention_heads"], TINY["hidden_size"] // TINY["num_attention_heads"]
     _, counts = passes.optimize(raw, "portable", heads, head_size)
-    assert counts == {"GemmToMatMulAdd": 2, "KronTranspose": 0, "OnnxAttention": LAYERS}
+    assert counts == {"GemmToMatMulAdd": 2, "KronTranspose": 0, "KronSmallLeft": 0, "OnnxAttention": LAYERS}
     # A wrong head size makes check() reject every match (the divisor is not sqrt(head_size))...
     _, counts = passes.optimize(raw, "ort", heads, head_size * 2)
     assert counts["MultiHeadAttention"] == 0

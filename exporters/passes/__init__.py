@@ -5,7 +5,8 @@ Each rule is one file (onnxscript rewriter style: ``pattern`` / ``check`` return
 a profile and returns how often each fired, so callers and tests can assert on the counts.
 
 Profiles:
-  every profile: Gemm -> MatMul+Add (quantizable), rank-1 Kronecker head swap -> 2-D transpose.
+  every profile: Gemm -> MatMul+Add (quantizable), rank-1 Kronecker head swap -> 2-D transpose,
+                 small factor between two axis swaps -> left-hand MatMul (no transposes).
   portable  ai.onnx ops only; attention core -> ONNX ``Attention`` (opset 23).
   ort       attention core -> ``com.microsoft.MultiHeadAttention``.
   none      no attention fusion (the plain graph, for comparisons).
@@ -18,6 +19,7 @@ import onnx
 from .attention_mha import MultiHeadAttentionRule
 from .attention_onnx import OnnxAttentionRule
 from .gemm_to_matmul import GemmToMatMulAddRule
+from .kron_small_left import KronSmallLeftReshapeRule, KronSmallLeftRule
 from .kron_transpose import KronTransposeRule
 
 PORTABLE_OPSET = 23
@@ -25,7 +27,8 @@ PORTABLE_OPSET = 23
 
 def rules_for(profile: str, num_heads: int, head_size: int) -> list:
     """The rewrite rules a profile applies, in order."""
-    rules = [GemmToMatMulAddRule.rule(), KronTransposeRule.rule()]
+    rules = [GemmToMatMulAddRule.rule(), KronTransposeRule.rule(), KronSmallLeftReshapeRule.rule(),
+             KronSmallLeftRule.rule()]
     if profile == "portable":
         rules.append(OnnxAttentionRule.rule(num_heads, head_size))
     elif profile == "ort":
@@ -45,7 +48,7 @@ def optimize(model: onnx.ModelProto, profile: str, num_heads: int, head_size: in
         num_heads, head_size: from the model config; the attention rules check the score scale.
         expect_attention: if given, raise unless exactly this many attention cores were fused
             (one per encoder layer): a silent partial fusion would be a slow model, not a wrong one.
-        disable: rule names to skip (for measurements), e.g. ``("KronTranspose",)``.
+        disable: rule names to skip (for measurements), e.g. ``("KronTranspose", "KronSmallLeft")``.
 
     Example:
         >>> model, counts = optimize(onnx.load("model.onnx"), "portable", 12, 64, expect_attention=12)
@@ -65,7 +68,7 @@ def optimize(model: onnx.ModelProto, profile: str, num_heads: int, head_size: in
     for rule in rules_for(profile, num_heads, head_size):
         if rule.name in disable:
             continue
-        counts[rule.name] = RewriteRuleSet([rule]).apply_to_model(ir_model)
+        counts[rule.name] = counts.get(rule.name, 0) + RewriteRuleSet([rule]).apply_to_model(ir_model)
     # Drop the shape arithmetic the fused nodes no longer need; share the per-layer mask Expand.
     ir_model = optimizer.optimize(ir_model, num_iterations=1, onnx_shape_inference=False)
     CommonSubexpressionEliminationPass()(ir_model)

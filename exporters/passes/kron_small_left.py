@@ -1,0 +1,105 @@
+"""Rule: a small Kronecker factor sandwiched between two axis swaps becomes a left-hand MatMul.
+
+::
+
+    x (N, k, p)                                x (N, k, p)
+       |                                          |
+    Transpose (0, 2, 1)       (N, p, k)           |
+       |                                          |
+    MatMul (· , W const k x m) (N, p, m)  ==>  MatMul (W^T const m x k, ·)   (N, m, p)
+       |
+    [Reshape [-1, p, m]]      (no-op, checked)
+       |
+    Transpose (0, 2, 1)       (N, m, p)
+
+(X^T W)^T = W^T X. KroneckerLinear contracts the second factor of a layer with both a transpose in
+front (the factor axis is the middle one) and, after the head swap, one behind. When the factor's
+inner dimension k is small (2-16 in the paper's shapes, e.g. kb21's FFN A 16x2) the two transposes
+move the whole activation (for FFN up, the 3072-wide output) to feed a tiny product. As one MatMul with
+the constant on the left there is no copy. The constant is then MatMul's *first* input, so dynamic
+int8 (MatMulConstBOnly) leaves it fp32; for k <= MAX_INNER that is the faster choice anyway
+(measured on kb21, see benchmarks/results/speed_followup.md). Larger k is left alone: W^T X then
+broadcasts into one small GEMM per token and the big factor would lose int8.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from onnxscript.rewriter import MatchResult, RewriteRuleClassBase, ir
+
+MAX_INNER = 16
+
+
+def _perm_is_swap(node) -> bool:
+    perm = node.attributes.get("perm")
+    return perm is not None and list(perm.value) == [0, 2, 1]
+
+
+class _KronSmallLeftBase(RewriteRuleClassBase):
+    def check(self, context, x, w, t1_out, t2_out, **kwargs):
+        result = MatchResult()
+        if not (_perm_is_swap(t1_out.producer()) and _perm_is_swap(t2_out.producer())):
+            return result.fail("the transposes are not (0, 2, 1) swaps")
+        weight = ir.convenience.get_const_tensor(w)
+        if weight is None:
+            return result.fail("the factor is not a constant")
+        shape = weight.numpy().shape
+        if len(shape) != 2 or shape[0] > MAX_INNER:
+            return result.fail(f"factor {shape} is not 2-D with inner dim <= {MAX_INNER}")
+        if x.shape is not None and len(x.shape) != 3:
+            return result.fail(f"input rank {len(x.shape)} != 3")
+        return result
+
+    def rewrite(self, op, x, w, **_):
+        weight = ir.convenience.get_const_tensor(w).numpy()
+        w_left = op.initializer(ir.tensor(np.ascontiguousarray(weight.T), name=f"{w.name}_left"))
+        return op.MatMul(w_left, x)
+
+
+class KronSmallLeftRule(_KronSmallLeftBase):
+    def __init__(self):
+        super().__init__(name="KronSmallLeft")
+
+    def pattern(self, op, x, w):
+        t1 = op.Transpose(x, _allow_other_attributes=True, _outputs=["t1_out"])
+        return op.Transpose(op.MatMul(t1, w), _allow_other_attributes=True, _outputs=["t2_out"])
+
+
+class KronSmallLeftReshapeRule(_KronSmallLeftBase):
+    """The same with the no-op Reshape [-1, p, m] that the KronTranspose rule leaves in between."""
+
+    def __init__(self):
+        super().__init__(name="KronSmallLeft")
+
+    def pattern(self, op, x, w, shape):
+        t1 = op.Transpose(x, _allow_other_attributes=True, _outputs=["t1_out"])
+        y = op.Reshape(op.MatMul(t1, w), shape, _allow_other_attributes=True)
+        return op.Transpose(y, _allow_other_attributes=True, _outputs=["t2_out"])
+
+    def check(self, context, x, w, t1_out, t2_out, shape, **kwargs):
+        result = super().check(context, x, w, t1_out, t2_out, **kwargs)
+        if not result:
+            return result
+        target = ir.convenience.get_const_tensor(shape)
+        if target is None:
+            return result.fail("reshape target is not a constant")
+        target = target.numpy().tolist()
+        m = ir.convenience.get_const_tensor(w).numpy().shape[1]
+        p = _static_dim(x, 2)
+        if len(target) != 3 or target[0] != -1 or target[2] != m or p is None or target[1] != p:
+            return result.fail(f"reshape {target} is not a no-op on (N, {p}, {m})")
+        return result
+
+
+def _static_dim(value, axis: int):
+    """Dim ``axis`` of ``value`` when known: from the value's shape, else from a constant Reshape producing it."""
+    if value.shape is not None and len(value.shape) > axis and isinstance(value.shape[axis], int):
+        return value.shape[axis]
+    node = value.producer()
+    if node is not None and node.op_type == "Reshape":
+        target = ir.convenience.get_const_tensor(node.inputs[1])
+        if target is not None:
+            dims = target.numpy().tolist()
+            if len(dims) > axis and dims[axis] > 0:
+                return dims[axis]
+    return None
