@@ -291,3 +291,56 @@ def test_export_mode_is_undone():
     with export_mode(model):
         assert "forward" in vars(attention) and model.config._attn_implementation == "eager"
     assert "forward" not in vars(attention) and model.config._attn_implementation == impl
+
+
+def _small_left_graph(w_rows: int, reshape_to: list | None, shared: bool = False) -> onnx.ModelProto:
+    """x (N, k*6) -> Reshape [-1, k, 6] -> Transpose -> MatMul(W k x 3) [-> Reshape] -> Transpose (k = w_rows)."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(0)
+    p = 6
+    w = rng.standard_normal((w_rows, 3)).astype(np.float32)
+    inits = [numpy_helper.from_array(w, "w"), numpy_helper.from_array(np.array([-1, w_rows, p], np.int64), "s0")]
+    nodes = [helper.make_node("Reshape", ["x", "s0"], ["x3"]),
+             helper.make_node("Transpose", ["x3"], ["t1"], perm=[0, 2, 1]),
+             helper.make_node("MatMul", ["t1", "w"], ["mm"])]
+    last = "mm"
+    if reshape_to is not None:
+        inits.append(numpy_helper.from_array(np.array(reshape_to, np.int64), "s1"))
+        nodes.append(helper.make_node("Reshape", ["mm", "s1"], ["mr"]))
+        last = "mr"
+    nodes.append(helper.make_node("Transpose", [last], ["y"], perm=[0, 2, 1]))
+    outputs = [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)]
+    if shared:  # a second consumer of the first transpose: the rule must not remove it
+        nodes.append(helper.make_node("Identity", ["t1"], ["t1_copy"]))
+        outputs.append(helper.make_tensor_value_info("t1_copy", TensorProto.FLOAT, None))
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", w_rows * p])],
+                              outputs, initializer=inits)
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 20)])
+
+
+@pytest.mark.parametrize("reshape_to", [None, [-1, 6, 3]])
+def test_kron_small_left_rule_is_exact(reshape_to):
+    import onnxruntime as ort
+
+    from exporters import passes
+
+    model = _small_left_graph(4, reshape_to)
+    out, counts = passes.optimize(model, "none", 1, 1)
+    assert counts["KronSmallLeft"] == 1
+    assert Counter(n.op_type for n in out.graph.node)["Transpose"] == 0
+    x = np.random.default_rng(1).standard_normal((5, 24)).astype(np.float32)
+    run = lambda m: ort.InferenceSession(m.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
+    np.testing.assert_allclose(run(out), run(model), rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.parametrize("case", ["large-inner", "reshape-not-noop", "shared-transpose"])
+def test_kron_small_left_rule_refuses(case):
+    from exporters import passes
+    from exporters.passes.kron_small_left import MAX_INNER
+
+    model = {"large-inner": lambda: _small_left_graph(MAX_INNER + 1, None),
+             "reshape-not-noop": lambda: _small_left_graph(4, [-1, 3, 6]),
+             "shared-transpose": lambda: _small_left_graph(4, None, shared=True)}[case]()
+    _, counts = passes.optimize(model, "none", 1, 1)
+    assert counts["KronSmallLeft"] == 0
