@@ -15,6 +15,8 @@ Layout (each a directory the benchmark reads):
     work/models/tinybert-int8-arm64
     work/models/kb8-fp32|int8, kb21-fp32|int8    kronedge export of runs/kb8, runs/kb21 (x86_64 target)
     work/models/kb21-int8-arm64     kronedge export --target arm64 --quantize int8
+    work/models/bal21-fp32|int8     the planner's balanced shapes at the same size:
+                                    kronedge kronize ... --compression 21 (runs/bal21) + export (x86_64)
 """
 
 from __future__ import annotations
@@ -119,11 +121,12 @@ def optimum_dense(prefix: str, spec: str, force: bool) -> None:
 
 
 def kron(force: bool) -> None:
-    for preset in ("kb8", "kb21"):
+    for preset in ("kb8", "kb21", "bal21"):
         art = ROOT / "runs" / preset
+        target = ["--compression", "21"] if preset == "bal21" else ["--preset", preset]
         if force or not (art / "kronedge.json").exists():
-            log(f"kronedge kronize random:bert-base-uncased --preset {preset}")
-            subprocess.run(["kronedge", "kronize", "random:bert-base-uncased", "--preset", preset, "--out", str(art)],
+            log(f"kronedge kronize random:bert-base-uncased {' '.join(target)}")
+            subprocess.run(["kronedge", "kronize", "random:bert-base-uncased", *target, "--out", str(art)],
                            check=True)
         jobs = [("none", "x86_64", "fp32"), ("int8", "x86_64", "int8")]
         if preset == "kb21":

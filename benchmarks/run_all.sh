@@ -13,7 +13,7 @@ mkdir -p "$R"
 
 nice -n 5 python benchmarks/make_models.py
 
-MODELS=(dense-fp32 dense-o2 dense-int8 dense-o2-int8 tinybert-fp32 tinybert-int8 kb8-fp32 kb8-int8 kb21-fp32 kb21-int8)
+MODELS=(dense-fp32 dense-o2 dense-int8 dense-o2-int8 tinybert-fp32 tinybert-int8 kb8-fp32 kb8-int8 kb21-fp32 kb21-int8 bal21-fp32 bal21-int8)
 ARGS=(); for m in "${MODELS[@]}"; do ARGS+=("$M/$m"); done
 
 # Headline: ratios of every model to optimum's dense BERT_BASE fp32 (baseline = first), interleaved.
@@ -21,7 +21,7 @@ nice -n 5 kronedge bench "${ARGS[@]}" --seq 128 --batch 1 --threads 2 --warmup 5
   --output "$R/latency.json" --markdown "$R/latency.md" --plot "$R/latency.png" > /dev/null
 
 nice -n 5 kronedge bench $M/dense-fp32 $M/dense-int8 $M/dense-o2-int8 $M/tinybert-int8 $M/kb21-fp32 $M/kb21-int8 \
-  --seq 128 --batch 1 --threads 1 --warmup 5 --iters 40 --json --output "$R/latency_1thread.json" --markdown "$R/latency_1thread.md" > /dev/null
+  $M/bal21-fp32 $M/bal21-int8 --seq 128 --batch 1 --threads 1 --warmup 5 --iters 40 --json --output "$R/latency_1thread.json" --markdown "$R/latency_1thread.md" > /dev/null
 
 # 1-thread grid (the more stable setting on shared VMs).
 nice -n 5 kronedge bench "${ARGS[@]}" --seq 32,128 --batch 1,8 --threads 1 --warmup 2 --iters 10 --no-rss \
