@@ -7,7 +7,7 @@ op and stays float. Factor products with a tiny inner dimension (constant with <
 rows, e.g. kb21's attention B 16x2) stay fp32: int8 buys nothing on a K=2 GEMM, while the fp32 MatMul
 lets ONNX Runtime fold the axis swap in front of it into FusedMatMul(transA) instead of running a
 Transpose + DynamicQuantizeLinear (kb21 int8: 29.0 -> 23.3 ms at 1 thread, with the KronSmallLeft rule
-19.5 ms; benchmarks/results/speed_followup.md). The exact preset is saved in manifest.json.
+19.9 ms; benchmarks/results/speed_followup.md). The exact preset is saved in manifest.json.
 
 Presets:
   arm64()            u8 activations / s8 weights, per-channel, no reduce_range (ARM has no VPMADDUBSW
