@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 
-from onnxscript.rewriter import MatchResult, ir
+from onnxscript.rewriter import MatchResult, RewriteRuleClassBase, ir
 
 
 def attention_core(op, q, k, v, mask, q_shape, k_shape, v_shape, out_shape, scale):
@@ -49,3 +49,17 @@ def expand_mask(op, mask, q):
     s = op.Shape(q, start=1, end=2)
     t = op.Shape(mask, start=3, end=4)
     return op.Expand(mask, op.Concat(b, one, s, t, axis=0))
+
+
+class AttentionCoreRule(RewriteRuleClassBase):
+    """The shared match of both attention fusions; a subclass only says what the core becomes."""
+
+    def __init__(self, name: str, num_heads: int, head_size: int):
+        super().__init__(name=name)
+        self.num_heads, self.head_size = num_heads, head_size
+
+    def pattern(self, op, q, k, v, mask, q_shape, k_shape, v_shape, out_shape, scale):
+        return attention_core(op, q, k, v, mask, q_shape, k_shape, v_shape, out_shape, scale)
+
+    def check(self, context, mask, scale, **_):
+        return check_core(self.num_heads, self.head_size, scale, mask)

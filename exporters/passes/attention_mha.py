@@ -18,21 +18,12 @@ expanded over the query axis first.
 
 from __future__ import annotations
 
-from onnxscript.rewriter import RewriteRuleClassBase
-
-from ._attention import attention_core, check_core, expand_mask, scale_of
+from ._attention import AttentionCoreRule, expand_mask, scale_of
 
 
-class MultiHeadAttentionRule(RewriteRuleClassBase):
+class MultiHeadAttentionRule(AttentionCoreRule):
     def __init__(self, num_heads: int, head_size: int):
-        super().__init__(name="MultiHeadAttention")
-        self.num_heads, self.head_size = num_heads, head_size
-
-    def pattern(self, op, q, k, v, mask, q_shape, k_shape, v_shape, out_shape, scale):
-        return attention_core(op, q, k, v, mask, q_shape, k_shape, v_shape, out_shape, scale)
-
-    def check(self, context, mask, scale, **_):
-        return check_core(self.num_heads, self.head_size, scale, mask)
+        super().__init__("MultiHeadAttention", num_heads, head_size)
 
     def rewrite(self, op, q, k, v, mask, **_):
         return op.MultiHeadAttention(q, k, v, None, None, expand_mask(op, mask, q), num_heads=self.num_heads,

@@ -28,21 +28,12 @@ provider since 1.23; it is in the ai.onnx domain, so a portable export stays cus
 
 from __future__ import annotations
 
-from onnxscript.rewriter import RewriteRuleClassBase
-
-from ._attention import attention_core, check_core, expand_mask, scale_of
+from ._attention import AttentionCoreRule, expand_mask, scale_of
 
 
-class OnnxAttentionRule(RewriteRuleClassBase):
+class OnnxAttentionRule(AttentionCoreRule):
     def __init__(self, num_heads: int, head_size: int):
-        super().__init__(name="OnnxAttention")
-        self.num_heads, self.head_size = num_heads, head_size
-
-    def pattern(self, op, q, k, v, mask, q_shape, k_shape, v_shape, out_shape, scale):
-        return attention_core(op, q, k, v, mask, q_shape, k_shape, v_shape, out_shape, scale)
-
-    def check(self, context, mask, scale, **_):
-        return check_core(self.num_heads, self.head_size, scale, mask)
+        super().__init__("OnnxAttention", num_heads, head_size)
 
     def rewrite(self, op, q, k, v, mask, **_):
         return op.Attention(q, k, v, expand_mask(op, mask, q), q_num_heads=self.num_heads, kv_num_heads=self.num_heads,
