@@ -107,6 +107,24 @@ def _run(cmd: Sequence[str], **kw) -> subprocess.CompletedProcess:
     return proc
 
 
+def _private_apt_state(state: Path, kind: str, extra_option: str = "") -> Path:
+    """A fresh apt state folder (status, lists, cache, sources.list on the host's own mirrors), so
+    apt works for another architecture or for sources without touching the host's dpkg state."""
+    shutil.rmtree(state, ignore_errors=True)
+    for sub in ("lists/partial", "cache/archives/partial"):
+        (state / sub).mkdir(parents=True, exist_ok=True)
+    (state / "status").write_text("")
+    main, security = _host_mirrors()
+    keyring = "/usr/share/keyrings/debian-archive-keyring.gpg"
+    trust = f"signed-by={keyring}" if Path(keyring).exists() else "trusted=yes"
+    opts = " ".join(o for o in (extra_option, trust) if o)
+    (state / "sources.list").write_text(
+        f"{kind} [{opts}] {main} bookworm main\n"
+        f"{kind} [{opts}] {main} bookworm-updates main\n"
+        f"{kind} [{opts}] {security} bookworm-security main\n")
+    return state
+
+
 def _host_mirrors() -> tuple[str, str]:
     """(debian mirror, security mirror) from the host's apt sources; deb.debian.org otherwise."""
     main, security = "http://deb.debian.org/debian", "http://deb.debian.org/debian-security"
@@ -219,18 +237,7 @@ def _build_rootfs(cache: Path, log) -> Path:
     if shutil.which("apt-get") is None or shutil.which("dpkg") is None:
         raise QemuError("building the arm64 userland needs apt-get and dpkg (a Debian/Ubuntu host)")
     log("building arm64 userland (private apt state, dpkg -x)")
-    state = cache / "apt"
-    shutil.rmtree(state, ignore_errors=True)
-    for sub in ("lists/partial", "cache/archives/partial"):
-        (state / sub).mkdir(parents=True, exist_ok=True)
-    (state / "status").write_text("")
-    main, security = _host_mirrors()
-    keyring = "/usr/share/keyrings/debian-archive-keyring.gpg"
-    opts = f"arch=arm64 signed-by={keyring}" if Path(keyring).exists() else "arch=arm64 trusted=yes"
-    (state / "sources.list").write_text(
-        f"deb [{opts}] {main} bookworm main\n"
-        f"deb [{opts}] {main} bookworm-updates main\n"
-        f"deb [{opts}] {security} bookworm-security main\n")
+    state = _private_apt_state(cache / "apt", "deb", "arch=arm64")
     apt = ["apt-get", *_apt_options(state)]
     _run([*apt, "update"])
     _run([*apt, "install", "-y", "--download-only", "--no-install-recommends", *GUEST_PACKAGES])
@@ -282,17 +289,7 @@ def _qemu_header(cache: Path, log) -> Path:
     if (inc / "qemu-plugin.h").exists():
         return inc
     log("fetching qemu-plugin.h from the qemu source package")
-    state = cache / "apt-src"
-    shutil.rmtree(state, ignore_errors=True)
-    for sub in ("lists/partial", "cache/archives/partial"):
-        (state / sub).mkdir(parents=True, exist_ok=True)
-    (state / "status").write_text("")
-    main, security = _host_mirrors()
-    keyring = "/usr/share/keyrings/debian-archive-keyring.gpg"
-    opts = f"[signed-by={keyring}] " if Path(keyring).exists() else "[trusted=yes] "
-    (state / "sources.list").write_text(
-        f"deb-src {opts}{main} bookworm main\ndeb-src {opts}{main} bookworm-updates main\n"
-        f"deb-src {opts}{security} bookworm-security main\n")
+    state = _private_apt_state(cache / "apt-src", "deb-src")
     apt = ["apt-get", *_apt_options(state, arm64=False)]
     _run([*apt, "update"])
     version = subprocess.run(["dpkg-query", "-W", "-f=${Version}", "qemu-user"], capture_output=True,
