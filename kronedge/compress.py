@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -25,7 +26,8 @@ FINETUNE_FILE = "finetune.json"
 
 
 def _log_default(msg: str) -> None:
-    print(msg, flush=True)
+    # Progress goes to stderr so that `--json` leaves stdout as one parseable JSON object.
+    print(msg, file=sys.stderr, flush=True)
 
 
 def _set_threads(threads: int | None) -> None:

@@ -225,7 +225,7 @@ def test_compress_end_to_end_with_cli(tmp_path, monkeypatch):
             "--run-dir", "run", "--precision", "fp32", "--json"]
     result = runner.invoke(app, args)
     assert result.exit_code == 0, result.output
-    report = json.loads(result.output[result.output.index("{\n"):])
+    report = json.loads(result.stdout)  # progress goes to stderr: stdout is pure JSON
     assert report["compression"] > 2.5
     assert set(report["seconds"]) >= {"stage1", "stage2", "teacher_finetune"}
     for name in ("kronedge.json", "README.md", "model.safetensors", "tokenizer.json"):
@@ -236,7 +236,7 @@ def test_compress_end_to_end_with_cli(tmp_path, monkeypatch):
 
     evaluated = runner.invoke(app, ["eval", "art", "--task", "sst2", "--json"])
     assert evaluated.exit_code == 0, evaluated.output
-    scored = json.loads(evaluated.output[evaluated.output.index("{\n"):])
+    scored = json.loads(evaluated.stdout)
     assert scored["examples"] == 872
     assert scored["accuracy"] == pytest.approx(report["student_metrics"]["accuracy"], abs=1e-9)
 
