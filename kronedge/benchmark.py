@@ -436,6 +436,17 @@ def _fmt(v, spec=".1f") -> str:
     return "—" if v is None else format(v, spec)
 
 
+def _measured_cells(r: dict, has_insn: bool) -> list[str]:
+    """The measured columns shared by the Markdown and the terminal table: latency to size ratio."""
+    cells = [_fmt(r["p50_ms"], ".2f"), _fmt(r["p90_ms"], ".2f"), _fmt(r["p99_ms"], ".2f"),
+             _fmt(r["throughput_seq_per_s"], ".1f"), _fmt(r["peak_rss_mb"], ".0f"),
+             _fmt(r["speedup_vs_baseline"], ".2f") + "x", _fmt(r["size_ratio_vs_baseline"], ".3f")]
+    if has_insn:
+        cells += [_fmt(r.get("instructions") and r["instructions"] / 1e9, ".4f"),
+                  _fmt(r.get("instructions_ratio_vs_baseline"), ".3f")]
+    return cells
+
+
 def to_markdown(report: dict) -> str:
     m, e = report["machine"], report["environment"]
     emulated = m["target"] == "arm64"
@@ -466,12 +477,7 @@ def to_markdown(report: dict) -> str:
             q = r["quantization"]
             qtxt = "fp32" if not q else (q if isinstance(q, str) else q.get("name") or q.get("mode") or "int8")
             cells = [r["model"], str(qtxt), _fmt(r["file_mb"], ".2f"), _fmt(r["params"] and r["params"] / 1e6, ".2f"),
-                     _fmt(r["flops"] and r["flops"] / 1e9, ".2f"), _fmt(r["p50_ms"], ".2f"), _fmt(r["p90_ms"], ".2f"),
-                     _fmt(r["p99_ms"], ".2f"), _fmt(r["throughput_seq_per_s"], ".1f"), _fmt(r["peak_rss_mb"], ".0f"),
-                     _fmt(r["speedup_vs_baseline"], ".2f") + "x", _fmt(r["size_ratio_vs_baseline"], ".3f")]
-            if has_insn:
-                cells += [_fmt(r.get("instructions") and r["instructions"] / 1e9, ".4f"),
-                          _fmt(r.get("instructions_ratio_vs_baseline"), ".3f")]
+                     _fmt(r["flops"] and r["flops"] / 1e9, ".2f"), *_measured_cells(r, has_insn)]
             lines.append("| " + " | ".join(cells) + " |")
         lines.append("")
     return "\n".join(lines)
@@ -495,12 +501,7 @@ def print_table(report: dict, console) -> None:
             table.add_column(c, justify="left" if c == "model" else "right")
         for r in rs:
             cells = [r["model"] + (" (base)" if r["baseline"] else ""), _fmt(r["file_mb"], ".2f"),
-                     _fmt(r["params"] and r["params"] / 1e6, ".2f"), _fmt(r["p50_ms"], ".2f"), _fmt(r["p90_ms"], ".2f"),
-                     _fmt(r["p99_ms"], ".2f"), _fmt(r["throughput_seq_per_s"], ".1f"), _fmt(r["peak_rss_mb"], ".0f"),
-                     _fmt(r["speedup_vs_baseline"], ".2f") + "x", _fmt(r["size_ratio_vs_baseline"], ".3f")]
-            if has_insn:
-                cells += [_fmt(r.get("instructions") and r["instructions"] / 1e9, ".4f"),
-                          _fmt(r.get("instructions_ratio_vs_baseline"), ".3f")]
+                     _fmt(r["params"] and r["params"] / 1e6, ".2f"), *_measured_cells(r, has_insn)]
             table.add_row(*cells)
         console.print(table)
 
