@@ -288,6 +288,8 @@ class CompressConfig:
         stage1_examples / stage2_examples: seeded subsets (None: everything).
         teacher_train_limit: training examples for the teacher fine-tune (None: all).
         temperature: logit-KD temperature. layer_map: "one-to-one" or "uniform".
+        time_budget_s: wall-clock seconds for stage 1 and stage 2 together; each keeps the whole
+            epochs that fit (stage 1 at most a third of it). None: run every epoch.
         loss_weights: overrides of DistillConfig weights, e.g. ``{"attention": 0.1}`` (default: the
             paper's unweighted sum); stage 1 always drops the logit and supervised terms.
 
@@ -321,6 +323,7 @@ class CompressConfig:
     loss_weights: dict = field(default_factory=lambda: {"attention": 0.1})
     seed: int = 0
     precision: str = "auto"
+    time_budget_s: float | None = None
     data_dir: str | None = None
 
     def __post_init__(self):
@@ -338,6 +341,8 @@ class CompressConfig:
         if unknown:
             raise ValueError(f"unknown loss weights {sorted(unknown)}; use embedding, attention, hidden, logits, supervised")
         DistillConfig(**self.loss_weights)  # checks the values
+        if self.time_budget_s is not None and not self.time_budget_s > 0:
+            raise ValueError(f"time_budget_s must be > 0 seconds, got {self.time_budget_s}")
         if self.method == "dense-small" and self.layer_map == "one-to-one":
             self.layer_map = "uniform"  # the dense-small student is shallower
 
@@ -454,10 +459,16 @@ def compress(config: CompressConfig | None = None, out: str | os.PathLike | None
         f"{init_metrics[primary]:.4f}")
 
     def train_config(stage: int) -> TrainConfig:
+        budget = None
+        if config.time_budget_s:
+            spent = seconds.get("stage1", 0.0)
+            # Stage 2 always gets at least a fifth, even when stage 1 overran its share.
+            budget = config.time_budget_s / 3 if stage == 1 else max(config.time_budget_s - spent,
+                                                                      config.time_budget_s / 5)
         return TrainConfig(epochs=config.stage1_epochs if stage == 1 else config.stage2_epochs,
                            lr=config.stage1_lr if stage == 1 else config.stage2_lr, batch_size=config.batch_size,
                            max_length=config.stage1_max_length if stage == 1 else config.max_length,
-                           seed=config.seed, precision=config.precision, warmup_ratio=0.1)
+                           seed=config.seed, precision=config.precision, warmup_ratio=0.1, time_budget_s=budget)
 
     def eval_fn(m):
         return evaluate_model(m, config.task, dev_enc)

@@ -227,9 +227,12 @@ class Distiller(nn.Module):
         return logits, hidden, scores
 
     def forward(self, student: nn.Module, batch: dict) -> tuple[torch.Tensor, dict]:
-        """(weighted total loss, {part: float}) for one batch."""
+        """(weighted total loss, {part: detached scalar tensor}) for one batch."""
         c = self.config
         teacher = self.teacher[0]
+        device = batch["input_ids"].device
+        if c.needs_teacher and next(teacher.parameters()).device != device:
+            teacher.to(device)  # the training loop places the student; the frozen teacher follows it
         mask = batch["attention_mask"]
         s_logits, s_hidden, s_scores = self._run(student, batch, list(range(len(self.mapping))), grad=True)
         t_logits = t_hidden = None
@@ -263,4 +266,5 @@ class Distiller(nn.Module):
         weights = {"embedding": c.embedding, "hidden": c.hidden, "attention": c.attention,
                    "logits": c.logits, "supervised": c.supervised}
         loss = sum(weights[k] * v for k, v in parts.items())
-        return loss, {k: float(v.detach()) for k, v in parts.items()}
+        # Detached tensors, not floats: converting here would sync with the GPU on every step.
+        return loss, {k: v.detach() for k, v in parts.items()}

@@ -47,6 +47,11 @@ class TrainConfig:
         checkpoint_seconds: write a resumable checkpoint at least this often (and every epoch end).
         log_every: optimizer steps between log lines.
         max_steps: stop after this many optimizer steps (for smoke tests); None runs all epochs.
+        time_budget_s: wall-clock seconds this stage may take. After a short calibration the loop
+            keeps only as many whole epochs as fit (at least one) and rescales the learning-rate
+            schedule to them; past the budget (+10%) it stops, evaluates and keeps the best. The
+            epochs actually planned are logged and recorded, so a rerun with ``epochs`` set to
+            that number reproduces the schedule. None: no limit.
 
     Example:
         >>> TrainConfig(epochs=1, lr=5e-5, batch_size=32)
@@ -65,6 +70,7 @@ class TrainConfig:
     checkpoint_seconds: float = 300.0
     log_every: int = 20
     max_steps: int | None = None
+    time_budget_s: float | None = None
 
     def __post_init__(self):
         if self.epochs < 1:
@@ -79,6 +85,8 @@ class TrainConfig:
             raise ValueError(f"precision must be auto, bf16 or fp32, not {self.precision!r}")
         if self.max_length < 8:
             raise ValueError(f"max_length {self.max_length} is too short; use 64 or 128")
+        if self.time_budget_s is not None and not self.time_budget_s > 0:
+            raise ValueError(f"time_budget_s must be > 0 seconds, got {self.time_budget_s}")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -237,12 +245,14 @@ class TrainResult:
     last_metrics: dict | None
     history: list = field(default_factory=list)
     resumed_from: int | None = None
+    planned_steps: int | None = None
+    stopped_at_budget: bool = False
 
     def to_dict(self) -> dict:
         return asdict(self)
 
 
-def _optimizer(modules: dict[str, nn.Module], config: TrainConfig) -> torch.optim.Optimizer:
+def _optimizer(modules: dict[str, nn.Module], config: TrainConfig, device=None) -> torch.optim.Optimizer:
     decay, no_decay = [], []
     for module in modules.values():
         for name, p in module.named_parameters():
@@ -251,16 +261,20 @@ def _optimizer(modules: dict[str, nn.Module], config: TrainConfig) -> torch.opti
             # Biases and LayerNorm weights are not decayed (BERT's recipe).
             (no_decay if p.ndim < 2 or "LayerNorm" in name else decay).append(p)
     groups = [{"params": decay, "weight_decay": config.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-    return torch.optim.AdamW(groups, lr=config.lr)
+    # On a GPU the fused kernel replaces hundreds of tiny per-tensor launches per step.
+    fused = device is not None and torch.device(device).type == "cuda"
+    return torch.optim.AdamW(groups, lr=config.lr, **({"fused": True} if fused else {}))
 
 
-def _scheduler(optimizer, total_steps: int, config: TrainConfig):
-    warmup = int(total_steps * config.warmup_ratio)
+def _scheduler(optimizer, total_steps: list[int], config: TrainConfig):
+    """Linear warm-up then linear decay to 0 at ``total_steps[0]`` (a list: a time budget may shorten it)."""
 
     def factor(step: int) -> float:
+        total = total_steps[0]
+        warmup = int(total * config.warmup_ratio)
         if step < warmup:
             return (step + 1) / (warmup + 1)
-        return max(0.0, (total_steps - step) / max(1, total_steps - warmup))
+        return max(0.0, (total - step) / max(1, total - warmup))
 
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
@@ -268,7 +282,10 @@ def _scheduler(optimizer, total_steps: int, config: TrainConfig):
 def _rng_state() -> dict:
     import numpy as np
 
-    return {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
 
 
 def _set_rng_state(state: dict) -> None:
@@ -276,7 +293,10 @@ def _set_rng_state(state: dict) -> None:
 
     random.setstate(state["python"])
     np.random.set_state(state["numpy"])
-    torch.set_rng_state(state["torch"])
+    # map_location may have put the saved generator states on the GPU; the setters want CPU bytes.
+    torch.set_rng_state(state["torch"].cpu())
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all([s.cpu() for s in state["cuda"]])
 
 
 def _save_checkpoint(run_dir: Path, modules, optimizer, scheduler, progress: dict) -> None:
@@ -330,6 +350,10 @@ def train_loop(model: nn.Module, data: Encoded, step_fn: StepFn, config: TrainCo
     run_dir.mkdir(parents=True, exist_ok=True)
     accelerator = Accelerator(gradient_accumulation_steps=config.grad_accum, mixed_precision="no")
     device = accelerator.device
+    if device.type == "cuda":
+        # TF32 matmuls: fp32 training at tensor-core speed, far inside the accuracy that matters here.
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
     precision, reason = choose_precision(config.precision, device)
     log(f"[{desc}] precision {precision} ({reason}); device {device}; threads {torch.get_num_threads()}")
 
@@ -337,7 +361,7 @@ def train_loop(model: nn.Module, data: Encoded, step_fn: StepFn, config: TrainCo
     for m in modules.values():
         m.to(device)
         m.train()
-    optimizer = _optimizer(modules, config)
+    optimizer = _optimizer(modules, config, device)
 
     # Each process takes every n-th batch, so `accelerate launch` splits an epoch across workers.
     def epoch_batches(epoch: int) -> list[list[int]]:
@@ -348,7 +372,8 @@ def train_loop(model: nn.Module, data: Encoded, step_fn: StepFn, config: TrainCo
     total_steps = per_epoch * config.epochs
     if config.max_steps is not None:
         total_steps = min(total_steps, config.max_steps)
-    scheduler = _scheduler(optimizer, total_steps, config)
+    schedule_total = [total_steps]
+    scheduler = _scheduler(optimizer, schedule_total, config)
     model, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)
     modules["model"] = model
 
@@ -364,6 +389,9 @@ def train_loop(model: nn.Module, data: Encoded, step_fn: StepFn, config: TrainCo
             scheduler.load_state_dict(state["scheduler"])
         _set_rng_state(state["rng"])
         step, epoch, batch_pos = progress["step"], progress["epoch"], progress["batch"]
+        if config.time_budget_s and progress.get("total_steps"):
+            # Keep the schedule the budget chose in the interrupted session.
+            total_steps = schedule_total[0] = progress["total_steps"]
         best, last, history = progress.get("best"), progress.get("last"), progress.get("history", [])
         prior_seconds, prior_seen = progress.get("seconds", 0.0), progress.get("examples", 0)
         resumed_from = step
@@ -390,6 +418,11 @@ def train_loop(model: nn.Module, data: Encoded, step_fn: StepFn, config: TrainCo
     bar = tqdm(total=total_steps, initial=step, desc=desc, mininterval=2.0, dynamic_ncols=True,
                disable=not accelerator.is_local_main_process)
     done = step >= total_steps
+    # Time budget: time steps [cal_from, cal_to) of this session, then keep the whole epochs that fit.
+    cal_from, cal_to = step + 5, step + 5 + min(50, max(5, per_epoch // 4))
+    calibrated = not config.time_budget_s or resumed_from is not None
+    stopped_at_budget = False
+    t_cal = None
     try:
         while not done and epoch < config.epochs:
             batches = epoch_batches(epoch)
@@ -409,18 +442,40 @@ def train_loop(model: nn.Module, data: Encoded, step_fn: StepFn, config: TrainCo
                     optimizer.zero_grad()
                 batch_pos += 1
                 seen += len(index)
-                running += float(loss.detach())
+                # Losses stay on the device until a log line needs them: a float() per step would
+                # make the host wait for the GPU every step.
+                running = running + loss.detach()
                 n_running += 1
                 for k, v in parts.items():
-                    parts_sum[k] = parts_sum.get(k, 0.0) + float(v)
+                    parts_sum[k] = parts_sum.get(k, 0.0) + (v.detach() if torch.is_tensor(v) else v)
                 if not accelerator.sync_gradients:
                     continue
                 step += 1
                 bar.update(1)
-                rate = seen / max(1e-9, time.perf_counter() - start)
+                now = time.perf_counter()
+                rate = seen / max(1e-9, now - start)
+                if not calibrated:
+                    if step == cal_from:
+                        t_cal = now
+                    elif step == cal_to:
+                        per_step = (now - t_cal) / (cal_to - cal_from)
+                        left = config.time_budget_s - (prior_seconds + now - start)
+                        # 8% kept back for evaluations and the slower last steps.
+                        fit = int((step + 0.92 * left / per_step) // per_epoch)
+                        epochs_fit = max(1, min(config.epochs, fit))
+                        total_steps = min(per_epoch * epochs_fit, config.max_steps or 10**12)
+                        total_steps = schedule_total[0] = max(total_steps, step)  # never before "now"
+                        bar.total = total_steps
+                        calibrated = True
+                        log(f"[{desc}] time budget {config.time_budget_s:.0f} s: {per_step * 1000:.1f} ms/step, "
+                            f"{epochs_fit} of {config.epochs} epoch(s) fit ({total_steps} steps)")
+                        logf.write(json.dumps({"stage": desc, "time_budget_s": config.time_budget_s,
+                                               "seconds_per_step": per_step, "epochs_planned": epochs_fit,
+                                               "total_steps": total_steps}) + "\n")
                 if step % config.log_every == 0 or step == total_steps:
+                    running = float(running)
                     row = {"stage": desc, "step": step, "epoch": epoch, "loss": running / n_running,
-                           **{k: v / n_running for k, v in parts_sum.items()},
+                           **{k: float(v) / n_running for k, v in parts_sum.items()},
                            "lr": scheduler.get_last_lr()[0], "examples_per_s": round(rate, 1),
                            "elapsed_s": round(time.perf_counter() - start, 1)}
                     logf.write(json.dumps(row) + "\n")
@@ -429,6 +484,10 @@ def train_loop(model: nn.Module, data: Encoded, step_fn: StepFn, config: TrainCo
                     running, parts_sum, n_running = 0.0, {}, 0
                 if step >= total_steps:
                     done = True
+                    break
+                if config.time_budget_s and prior_seconds + now - start > 1.1 * config.time_budget_s:
+                    log(f"[{desc}] time budget exceeded at step {step} of {total_steps}: stopping")
+                    stopped_at_budget = done = True
                     break
                 if time.perf_counter() - last_ckpt > config.checkpoint_seconds:
                     checkpoint()
@@ -460,7 +519,8 @@ def train_loop(model: nn.Module, data: Encoded, step_fn: StepFn, config: TrainCo
     model = accelerator.unwrap_model(model)
     if best is not None and (run_dir / "best.pt").exists():
         model.load_state_dict(torch.load(run_dir / "best.pt", map_location=device, weights_only=False)["model"])
-    result = TrainResult(step, seconds, seen / max(seconds, 1e-9), precision, reason, best, last, history, resumed_from)
+    result = TrainResult(step, seconds, seen / max(seconds, 1e-9), precision, reason, best, last, history, resumed_from,
+                         total_steps, stopped_at_budget)
     progress = {"step": step, "epoch": epoch, "batch": 0, "total_steps": total_steps, "best": best, "last": last,
                 "history": history, "done": True, "seconds": seconds, "examples": seen}
     if (run_dir / "checkpoint").exists():

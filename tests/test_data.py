@@ -99,6 +99,8 @@ def test_shipped_data():
     assert len(rte) == 277 and rte.spec.is_pair
     chunks = load_corpus(limit=100)
     assert len(chunks) == 100 and all(len(c.split()) <= 48 for c in chunks)
+    valid, both = load_corpus("wikitext-2"), load_corpus("wikitext-2-all")
+    assert both[:len(valid)] == valid and len(both) > 2 * len(valid) - 500  # the test split is a bit larger
 
 
 def test_metrics():

@@ -2,6 +2,7 @@
 
 import copy
 import json
+import time
 
 import pytest
 import torch
@@ -74,6 +75,8 @@ def test_masked_positions_do_not_count():
 
 def test_scores_match_attention_probabilities():
     model = tiny_bert(0)
+    # Only eager attention returns probabilities (transformers 5 drops them under sdpa).
+    model.config._attn_implementation = "eager"
     b = batch()
     with ScoreCapture(model) as cap:
         out = model(input_ids=b["input_ids"], attention_mask=b["attention_mask"], output_attentions=True)
@@ -199,6 +202,33 @@ def test_resume_continues_from_the_saved_step(tmp_path):
         torch.testing.assert_close(a, b, msg=name)
     logged = [json.loads(line) for line in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
     assert [r["step"] for r in logged if "loss" in r] == list(range(1, 13))
+
+
+def test_time_budget_keeps_whole_epochs_and_rescales_the_schedule(tmp_path):
+    data = _toy_data()  # 6 batches of 8 per epoch
+    full = TrainConfig(epochs=20, batch_size=8, lr=1e-3, precision="fp32", log_every=1, time_budget_s=1e6)
+
+    def slow_step(m, b):
+        time.sleep(0.01)  # 20 epochs take >= 1.2 s: a 0.3 s budget cannot hold them
+        return m(**b).loss, {}
+
+    roomy = train_loop(tiny_bert(0), data, slow_step, TrainConfig(**{**full.__dict__, "epochs": 2}), tmp_path / "roomy",
+                       log=lambda s: None)
+    assert (roomy.steps, roomy.planned_steps, roomy.stopped_at_budget) == (12, 12, False)
+
+    tight = TrainConfig(**{**full.__dict__, "time_budget_s": 0.3})
+    result = train_loop(tiny_bert(0), data, slow_step, tight, tmp_path / "tight", eval_fn=lambda m: {"score": 1.0},
+                        primary_metric="score", log=lambda s: None)
+    assert result.steps < 120 and result.history
+    logged = [json.loads(line) for line in (tmp_path / "tight" / "log.jsonl").read_text().splitlines()]
+    plan = [r for r in logged if "epochs_planned" in r]
+    assert len(plan) == 1 and 1 <= plan[0]["epochs_planned"] < 20
+    if not result.stopped_at_budget:
+        # Trimmed to whole epochs, and the learning rate decayed to 0 at the new end.
+        assert result.steps == result.planned_steps and result.steps % 6 == 0
+        assert [r for r in logged if "lr" in r][-1]["lr"] == 0.0
+    with pytest.raises(ValueError, match="time_budget_s"):
+        TrainConfig(time_budget_s=0)
 
 
 def test_train_config_checks_itself():

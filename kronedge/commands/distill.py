@@ -35,16 +35,17 @@ def register(app, friendly_errors) -> None:
     def compress(
         teacher: str = typer.Option("builtin:minilm", help=TEACHER_HELP),
         task: str = typer.Option("sst2", help="GLUE task: cola sst2 mrpc stsb qqp mnli mnli-mm qnli rte wnli."),
-        out_dir: Optional[Path] = typer.Option(None, "--out", help="Artifact directory [default: artifacts/kronedge-TASK]."),
-        run_dir: Optional[Path] = typer.Option(None, help="Run directory (logs, checkpoints) [default: runs/compress-TASK]."),
-        compression: Optional[float] = typer.Option(None, help=COMPRESSION_HELP + " [default: 5.5, i.e. >= 5x]"),
+        out_dir: Optional[Path] = typer.Option(None, "--out", help="Artifact directory (default: artifacts/kronedge-TASK)."),
+        run_dir: Optional[Path] = typer.Option(None, help="Run directory (logs, checkpoints) (default: runs/compress-TASK)."),
+        compression: Optional[float] = typer.Option(None, help=COMPRESSION_HELP + " (default: 5.5, i.e. >= 5x)"),
         preset: Optional[str] = typer.Option(None, help=PRESET_HELP),
         rank: int = typer.Option(1, help="Kronecker sums per layer."),
         embedding_k: Optional[int] = typer.Option(None, help="Width k of the shared embedding factor."),
         method: str = typer.Option("kronecker", help="kronecker | svd (truncated SVD, equal params) | dense-small."),
         stage1: bool = typer.Option(True, "--stage1/--no-stage1", help="General KD on unlabelled text."),
         kd: bool = typer.Option(True, "--kd/--no-kd", help="Stage 2 with every KD loss; --no-kd: labels only."),
-        corpus: Optional[str] = typer.Option(None, help="Text file for stage 1 [default: shipped WikiText-2 valid]."),
+        corpus: Optional[str] = typer.Option(None, help="Text file for stage 1, or wikitext-2 (shipped validation "
+                                             "split, the default) or wikitext-2-all (validation + test)."),
         stage1_examples: Optional[int] = typer.Option(2000, help="Text chunks for stage 1 (0 = all)."),
         stage1_epochs: int = typer.Option(1, help="Epochs of stage 1."),
         stage1_lr: float = typer.Option(5e-4, help="Peak learning rate of stage 1."),
@@ -60,8 +61,10 @@ def register(app, friendly_errors) -> None:
                                          "(embedding, attention, hidden, logits, supervised; unnamed ones are 1)."),
         seed: int = typer.Option(0, help="Seed."),
         precision: str = typer.Option("auto", help="auto (bf16 where the hardware has it) | bf16 | fp32."),
+        time_budget: Optional[float] = typer.Option(None, help="Minutes for the two KD stages together: epochs are "
+                                                    "trimmed to what fits (stage 1 gets at most a third)."),
         data_dir: Optional[Path] = typer.Option(None, help="GLUE root for tasks that do not ship (holds MRPC/, ...)."),
-        threads: Optional[int] = typer.Option(None, help="torch threads [default: torch's choice]."),
+        threads: Optional[int] = typer.Option(None, help="torch threads (default: torch's choice)."),
         resume: bool = typer.Option(False, "--resume", help="Continue an interrupted run from its checkpoints."),
         as_json: bool = typer.Option(False, "--json", help="Print the result as one JSON object."),
     ):
@@ -78,7 +81,7 @@ def register(app, friendly_errors) -> None:
             stage2_examples=stage2_examples or None, stage2_epochs=stage2_epochs, stage2_lr=stage2_lr,
             teacher_train_limit=teacher_train_limit, batch_size=batch_size, max_length=max_length,
             temperature=temperature, layer_map=layer_map, loss_weights=_weights(loss_weights), seed=seed, precision=precision,
-            data_dir=str(data_dir) if data_dir else None)
+            time_budget_s=time_budget * 60 if time_budget else None, data_dir=str(data_dir) if data_dir else None)
         if method == "svd" and out_dir is None:
             artifact = None
         else:
@@ -103,7 +106,7 @@ def register(app, friendly_errors) -> None:
     def finetune(
         teacher: str = typer.Argument("builtin:minilm", help=TEACHER_HELP),
         task: str = typer.Option("sst2", help="GLUE task."),
-        out_dir: Optional[Path] = typer.Option(None, "--out", help="Output directory [default: runs/teachers/TASK-HASH, reused when finished]."),
+        out_dir: Optional[Path] = typer.Option(None, "--out", help="Output directory (default: runs/teachers/TASK-HASH, reused when finished)."),
         epochs: int = typer.Option(1, help="Epochs."),
         lr: float = typer.Option(5e-5, help="Peak learning rate."),
         batch_size: int = typer.Option(32, help="Batch size."),
@@ -136,7 +139,7 @@ def register(app, friendly_errors) -> None:
     @friendly_errors
     def eval_(
         model_dir: Path = typer.Argument(..., help="A kronedge artifact, a saved BERT classifier, or an exported ONNX dir."),
-        task: Optional[str] = typer.Option(None, help="GLUE task [default: the artifact's own]."),
+        task: Optional[str] = typer.Option(None, help="GLUE task (default: the artifact's own)."),
         data_dir: Optional[Path] = typer.Option(None, help="GLUE root for tasks that do not ship."),
         limit: Optional[int] = typer.Option(None, help="Score only the first N dev examples."),
         as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),

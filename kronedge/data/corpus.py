@@ -9,7 +9,10 @@ from pathlib import Path
 from .glue import PACKAGE_DATA, DataError
 
 WIKITEXT = PACKAGE_DATA / "wikitext-2" / "wiki.valid.tokens"
-BUILTIN_CORPORA = {"wikitext-2": WIKITEXT, "builtin:wikitext-2": WIKITEXT}
+WIKITEXT_TEST = PACKAGE_DATA / "wikitext-2" / "wiki.test.tokens"
+# name -> files read in order
+BUILTIN_CORPORA = {"wikitext-2": [WIKITEXT], "builtin:wikitext-2": [WIKITEXT],
+                   "wikitext-2-all": [WIKITEXT, WIKITEXT_TEST], "builtin:wikitext-2-all": [WIKITEXT, WIKITEXT_TEST]}
 
 
 def _clean_wikitext(line: str) -> str:
@@ -26,7 +29,8 @@ def load_corpus(path: str | os.PathLike | None = None, max_words: int = 48, limi
     CPU training can afford).
 
     Args:
-        path: a UTF-8 text file, or None / ``wikitext-2`` for the shipped WikiText-2 validation split.
+        path: a UTF-8 text file; None or ``wikitext-2`` for the shipped WikiText-2 validation split;
+            ``wikitext-2-all`` for its validation and test splits (about 13k chunks).
         max_words: upper bound of words per chunk.
         limit: keep a seeded random sample of this many chunks.
         seed: seed of that sample.
@@ -34,11 +38,23 @@ def load_corpus(path: str | os.PathLike | None = None, max_words: int = 48, limi
     Example:
         >>> chunks = load_corpus(limit=2000)
     """
-    if path is None or str(path) in BUILTIN_CORPORA:
-        path = WIKITEXT
-    path = Path(path)
+    if path is None:
+        files = [WIKITEXT]
+    else:
+        files = BUILTIN_CORPORA.get(str(path)) or [Path(path)]
+    chunks: list[str] = []
+    for file in files:
+        chunks.extend(_read_chunks(file, max_words))
+    if not chunks:
+        raise DataError(f"{path or files[0]}: no text found")
+    if limit is not None and limit < len(chunks):
+        chunks = random.Random(seed).sample(chunks, limit)
+    return chunks
+
+
+def _read_chunks(path: Path, max_words: int) -> list[str]:
     if not path.is_file():
-        raise DataError(f"corpus file {path} not found; give a UTF-8 text file or 'wikitext-2'")
+        raise DataError(f"corpus file {path} not found; give a UTF-8 text file, 'wikitext-2' or 'wikitext-2-all'")
     chunks: list[str] = []
     with open(path, "rb") as f:
         for lineno, raw in enumerate(f, start=1):
@@ -49,10 +65,6 @@ def load_corpus(path: str | os.PathLike | None = None, max_words: int = 48, limi
             if not line or (line.startswith("=") and line.endswith("=")):
                 continue
             chunks.extend(_chunk(_clean_wikitext(line), max_words))
-    if not chunks:
-        raise DataError(f"{path}: no text found")
-    if limit is not None and limit < len(chunks):
-        chunks = random.Random(seed).sample(chunks, limit)
     return chunks
 
 
