@@ -105,7 +105,10 @@ def markdown(rows: list[dict], meta: dict) -> str:
              "Params are embedding + encoder parameters (no pooler, no head); compression = teacher / student.",
              "± is one binomial standard error of an accuracy on the dev set (sqrt(p(1-p)/n)): differences "
              "smaller than about two of them are within run-to-run noise. The best epoch on dev is kept, as in "
-             "the paper's dev-set figures.", "", "## CPU budget (one seed per row)", "", *TABLE_HEAD]
+             "the paper's dev-set figures.", ""]
+    if meta.get("findings"):
+        lines += ["## What the rows show", "", *[f"- {f}" for f in meta["findings"]], ""]
+    lines += ["## CPU budget (one seed per row)", "", *TABLE_HEAD]
 
     def order(r):
         return (r["task"], r["method"] != "teacher", r.get("target_compression", 1.0), r.get("budget") == "default",
@@ -218,7 +221,8 @@ def main(argv=None) -> None:
     commands = [c for c in earlier if c != command] + [command]
     here, versions = machine(), _versions()
     meta = {"teacher": args.teacher, "commands": commands, "versions": previous.get("versions", versions),
-            "machine": previous.get("machine", here), "budgets": previous.get("budgets", budgets)}
+            "machine": previous.get("machine", here), "budgets": previous.get("budgets", budgets),
+            "findings": previous.get("findings", [])}
 
     def save():
         write_json_atomic(args.out, {**meta, "rows": rows})

@@ -92,7 +92,12 @@ def teacher_has_head(teacher: str, task: str) -> bool:
 
 def finetune_cache_dir(teacher: str, task: str, train_limit: int | None, config, cache_root=TEACHER_CACHE) -> Path:
     """runs/teachers/<task>-<hash of everything that changes the result>."""
-    key = json.dumps({"teacher": teacher, "task": task, "train_limit": train_limit, **asdict(config)}, sort_keys=True)
+    settings = asdict(config)
+    # A field added later is left out while unset, so caches made before it existed stay valid.
+    for name in ("time_budget_s",):
+        if settings.get(name) is None:
+            settings.pop(name, None)
+    key = json.dumps({"teacher": teacher, "task": task, "train_limit": train_limit, **settings}, sort_keys=True)
     return Path(cache_root) / f"{task}-{hashlib.sha256(key.encode()).hexdigest()[:12]}"
 
 

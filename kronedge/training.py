@@ -192,11 +192,19 @@ def collate(data: Encoded, index: list[int], device, pad_id: int = 0) -> dict[st
         ids[row, :n] = torch.tensor(data.input_ids[i])
         types[row, :n] = torch.tensor(data.token_type_ids[i])
         mask[row, :n] = 1
-    batch = {"input_ids": ids.to(device), "attention_mask": mask.to(device), "token_type_ids": types.to(device)}
+    batch = {"input_ids": ids, "attention_mask": mask, "token_type_ids": types}
     if data.labels is not None:
         dtype = torch.float if isinstance(data.labels[0], float) else torch.long
-        batch["labels"] = torch.tensor([data.labels[i] for i in index], dtype=dtype, device=device)
-    return batch
+        batch["labels"] = torch.tensor([data.labels[i] for i in index], dtype=dtype)
+    return {k: _to_device(v, device) for k, v in batch.items()}
+
+
+def _to_device(t: torch.Tensor, device) -> torch.Tensor:
+    # A copy from pageable memory makes the host wait until the GPU has finished all queued work;
+    # from pinned memory it is queued like a kernel, so the next batch is prepared while the GPU runs.
+    if torch.device(device).type == "cuda":
+        return t.pin_memory().to(device, non_blocking=True)
+    return t.to(device)
 
 
 @torch.no_grad()
@@ -485,7 +493,7 @@ def train_loop(model: nn.Module, data: Encoded, step_fn: StepFn, config: TrainCo
                 if step >= total_steps:
                     done = True
                     break
-                if config.time_budget_s and prior_seconds + now - start > 1.1 * config.time_budget_s:
+                if calibrated and config.time_budget_s and prior_seconds + now - start > 1.1 * config.time_budget_s:
                     log(f"[{desc}] time budget exceeded at step {step} of {total_steps}: stopping")
                     stopped_at_budget = done = True
                     break

@@ -209,14 +209,14 @@ def test_time_budget_keeps_whole_epochs_and_rescales_the_schedule(tmp_path):
     full = TrainConfig(epochs=20, batch_size=8, lr=1e-3, precision="fp32", log_every=1, time_budget_s=1e6)
 
     def slow_step(m, b):
-        time.sleep(0.01)  # 20 epochs take >= 1.2 s: a 0.3 s budget cannot hold them
+        time.sleep(0.02)  # 20 epochs take >= 2.4 s: a 1 s budget cannot hold them
         return m(**b).loss, {}
 
     roomy = train_loop(tiny_bert(0), data, slow_step, TrainConfig(**{**full.__dict__, "epochs": 2}), tmp_path / "roomy",
                        log=lambda s: None)
     assert (roomy.steps, roomy.planned_steps, roomy.stopped_at_budget) == (12, 12, False)
 
-    tight = TrainConfig(**{**full.__dict__, "time_budget_s": 0.3})
+    tight = TrainConfig(**{**full.__dict__, "time_budget_s": 1.0})
     result = train_loop(tiny_bert(0), data, slow_step, tight, tmp_path / "tight", eval_fn=lambda m: {"score": 1.0},
                         primary_metric="score", log=lambda s: None)
     assert result.steps < 120 and result.history
@@ -224,9 +224,12 @@ def test_time_budget_keeps_whole_epochs_and_rescales_the_schedule(tmp_path):
     plan = [r for r in logged if "epochs_planned" in r]
     assert len(plan) == 1 and 1 <= plan[0]["epochs_planned"] < 20
     if not result.stopped_at_budget:
-        # Trimmed to whole epochs, and the learning rate decayed to 0 at the new end.
-        assert result.steps == result.planned_steps and result.steps % 6 == 0
-        assert [r for r in logged if "lr" in r][-1]["lr"] == 0.0
+        # The schedule ends where the plan says: whole epochs with the learning rate decayed to 0 there,
+        # unless the machine is so slow that the plan came after the end of its one epoch.
+        assert result.steps == result.planned_steps
+        if result.planned_steps > 10:  # 10: the step the calibration ends, the earliest possible end
+            assert result.steps % 6 == 0
+            assert [r for r in logged if "lr" in r][-1]["lr"] == 0.0
     with pytest.raises(ValueError, match="time_budget_s"):
         TrainConfig(time_budget_s=0)
 
@@ -310,3 +313,13 @@ def test_compress_config_checks_itself_and_parses_loss_weights():
     with pytest.raises(ValueError, match="method"):
         CompressConfig(method="pruning")
     assert CompressConfig(method="dense-small").layer_map == "uniform"
+
+
+def test_teacher_cache_key_is_stable():
+    """Adding a TrainConfig field must not silently orphan fine-tuned teachers cached by earlier versions."""
+    from kronedge.compress import finetune_cache_dir
+
+    config = TrainConfig(epochs=1, lr=5e-5, batch_size=32, max_length=128, precision="auto", seed=0)
+    assert finetune_cache_dir("builtin:minilm", "sst2", None, config, cache_root="c").name == "sst2-0ab9747d3684"
+    budgeted = TrainConfig(**{**config.__dict__, "time_budget_s": 60.0})
+    assert finetune_cache_dir("builtin:minilm", "sst2", None, budgeted, cache_root="c").name != "sst2-0ab9747d3684"
