@@ -124,7 +124,8 @@ def finetune(teacher: str = DEFAULT_TEACHER, task: str = DEFAULT_TASK, out: str 
     from .data import get_task, load_task
     from .surgery import layout_config
     from .teachers import load_teacher
-    from .training import TrainConfig, encode, evaluate_model, load_tokenizer, train_loop
+    from .training import TrainConfig, encode, evaluate_model, is_main_process, load_tokenizer, train_loop, \
+        wait_for_everyone
 
     _set_threads(threads)
     config = config or TrainConfig(epochs=1, lr=5e-5, batch_size=32, max_length=128)
@@ -157,7 +158,9 @@ def finetune(teacher: str = DEFAULT_TEACHER, task: str = DEFAULT_TASK, out: str 
             "train_examples": len(train), "dev_examples": len(dev), "precision": result.precision,
             "examples_per_s": round(result.examples_per_s, 1), "config": asdict(config), "versions": _versions()}
     model.eval()
-    if layout_config(model.config) is not None:
+    if not is_main_process():
+        pass  # under `accelerate launch` rank 0 writes the teacher; the others wait for it below
+    elif layout_config(model.config) is not None:
         save_artifact(model, out, loaded.tokenizer_dir, {"teacher": teacher, "finetune": info})
         write_json_atomic(out / FINETUNE_FILE, info)
     else:
@@ -167,6 +170,7 @@ def finetune(teacher: str = DEFAULT_TEACHER, task: str = DEFAULT_TASK, out: str 
             model.save_pretrained(tmp, safe_serialization=True)
             copy_tokenizer(loaded.tokenizer_dir, tmp)
             write_json_atomic(tmp / FINETUNE_FILE, info)
+    wait_for_everyone()
     log(f"[finetune] teacher {task} {spec.primary_metric} = {metrics[spec.primary_metric]:.4f} "
         f"({result.seconds:.0f} s, {result.examples_per_s:.0f} ex/s, {result.precision})")
     return FinetuneResult(out, metrics, result.seconds, False, len(train), result.precision)
@@ -416,7 +420,8 @@ def compress(config: CompressConfig | None = None, out: str | os.PathLike | None
     from .data import get_task, load_corpus, load_task
     from .distill import DistillConfig
     from .teachers import load_teacher
-    from .training import TrainConfig, encode, evaluate_model, load_tokenizer, seed_everything
+    from .training import TrainConfig, encode, evaluate_model, is_main_process, load_tokenizer, seed_everything, \
+        wait_for_everyone
 
     _set_threads(threads)
     config = config or CompressConfig()
@@ -427,7 +432,8 @@ def compress(config: CompressConfig | None = None, out: str | os.PathLike | None
     if resume and saved.is_file() and json.loads(saved.read_text()) != json.loads(json.dumps(asdict(config))):
         raise ValueError(f"--resume: {run_dir} was started with a different recipe ({saved}); "
                          "rerun with the same options or use another --run-dir")
-    write_json_atomic(saved, asdict(config))
+    if is_main_process():
+        write_json_atomic(saved, asdict(config))
     seconds: dict[str, float] = {}
     t0 = time.perf_counter()
 
@@ -522,9 +528,14 @@ def compress(config: CompressConfig | None = None, out: str | os.PathLike | None
             "training": {"seconds": seconds, "precision": precision, "run_dir": str(run_dir)},
             "versions": _versions(),
         }
-        result.artifact = save_artifact(student, out, loaded.tokenizer_dir, recipe, model_card=model_card(recipe))
-        log(f"[compress] wrote {result.artifact}")
-    write_json_atomic(run_dir / "result.json", result.to_dict())
+        if is_main_process():
+            result.artifact = save_artifact(student, out, loaded.tokenizer_dir, recipe, model_card=model_card(recipe))
+            log(f"[compress] wrote {result.artifact}")
+        else:
+            result.artifact = Path(out)
+    if is_main_process():
+        write_json_atomic(run_dir / "result.json", result.to_dict())
+    wait_for_everyone()
     return result
 
 

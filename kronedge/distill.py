@@ -91,7 +91,8 @@ class DistillConfig:
 
 
 def bert_of(model: nn.Module) -> nn.Module:
-    """The BertModel inside a task model (or the model itself)."""
+    """The BertModel inside a task model (or the model itself), through DDP-style ``.module`` wrappers."""
+    model = getattr(model, "module", model)
     return getattr(model, "bert", model)
 
 

@@ -382,19 +382,23 @@ def train_loop(model: nn.Module, data: Encoded, step_fn: StepFn, config: TrainCo
         total_steps = min(total_steps, config.max_steps)
     schedule_total = [total_steps]
     scheduler = _scheduler(optimizer, schedule_total, config)
-    model, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)
+    # The scheduler stays outside accelerate.prepare: prepared, it steps once per process per
+    # optimizer step, which under `accelerate launch` would end the schedule early.
+    model, optimizer = accelerator.prepare(model, optimizer)
     modules["model"] = model
+    main = accelerator.is_main_process  # only rank 0 writes files; every rank trains and evaluates
+    if not main:
+        log = lambda line: None  # noqa: E731  (one copy of every message)
 
     step, epoch, batch_pos, resumed_from, prior_seconds, prior_seen = 0, 0, 0, None, 0.0, 0
     best, last, history = None, None, []
     progress = read_progress(run_dir) if resume else None
     if progress is not None:
-        state = torch.load(run_dir / "checkpoint" / "state.pt", map_location=device, weights_only=False)
+        state = torch.load(run_dir / "checkpoint" / "state.pt", map_location=_load_location(device), weights_only=False)
         for k, m in modules.items():
             accelerator.unwrap_model(m).load_state_dict(state["modules"][k])
         optimizer.load_state_dict(state["optimizer"])
-        scheduler.scheduler.load_state_dict(state["scheduler"]) if hasattr(scheduler, "scheduler") else \
-            scheduler.load_state_dict(state["scheduler"])
+        scheduler.load_state_dict(state["scheduler"])
         _set_rng_state(state["rng"])
         step, epoch, batch_pos = progress["step"], progress["epoch"], progress["batch"]
         if config.time_budget_s and progress.get("total_steps"):
@@ -406,19 +410,31 @@ def train_loop(model: nn.Module, data: Encoded, step_fn: StepFn, config: TrainCo
         log(f"[{desc}] resumed from step {step} (epoch {epoch}, batch {batch_pos})")
     else:
         seed_everything(config.seed)
-        (run_dir / "log.jsonl").unlink(missing_ok=True)
-        (run_dir / "best.pt").unlink(missing_ok=True)
-    write_json_atomic(run_dir / "config.json", {"stage": desc, **asdict(config), "precision_used": precision,
-                                                 "precision_reason": reason, "examples": len(data)})
+        if main:
+            (run_dir / "log.jsonl").unlink(missing_ok=True)
+            (run_dir / "best.pt").unlink(missing_ok=True)
+    if main:
+        write_json_atomic(run_dir / "config.json", {"stage": desc, **asdict(config), "precision_used": precision,
+                                                     "precision_reason": reason, "examples": len(data),
+                                                     "processes": accelerator.num_processes})
 
     def checkpoint():
-        _save_checkpoint(run_dir, {k: accelerator.unwrap_model(m) for k, m in modules.items()}, optimizer,
-                         getattr(scheduler, "scheduler", scheduler),
-                         {"step": step, "epoch": epoch, "batch": batch_pos, "total_steps": total_steps,
-                          "best": best, "last": last, "history": history, "done": False,
-                          "seconds": prior_seconds + time.perf_counter() - start, "examples": prior_seen + seen})
+        if main:
+            _save_checkpoint(run_dir, {k: accelerator.unwrap_model(m) for k, m in modules.items()}, optimizer,
+                             scheduler,
+                             {"step": step, "epoch": epoch, "batch": batch_pos, "total_steps": total_steps,
+                              "best": best, "last": last, "history": history, "done": False,
+                              "seconds": prior_seconds + time.perf_counter() - start, "examples": prior_seen + seen})
 
-    logf = open(run_dir / "log.jsonl", "a")
+    def agree(value: int, op: str) -> int:
+        """The same decision on every process (min or max over ranks); the value itself when alone."""
+        if accelerator.num_processes == 1:
+            return value
+        t = torch.tensor([value], device=device)
+        torch.distributed.all_reduce(t, op=torch.distributed.ReduceOp.MIN if op == "min" else torch.distributed.ReduceOp.MAX)
+        return int(t.item())
+
+    logf = open(run_dir / "log.jsonl", "a") if main else open(os.devnull, "w")
     autocast = torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=precision == "bf16")
     start = time.perf_counter()
     seen = 0  # examples processed in this session (for throughput)
@@ -428,6 +444,7 @@ def train_loop(model: nn.Module, data: Encoded, step_fn: StepFn, config: TrainCo
     done = step >= total_steps
     # Time budget: time steps [cal_from, cal_to) of this session, then keep the whole epochs that fit.
     cal_from, cal_to = step + 5, step + 5 + min(50, max(5, per_epoch // 4))
+    epoch_at_start = epoch
     calibrated = not config.time_budget_s or resumed_from is not None
     stopped_at_budget = False
     t_cal = None
@@ -446,7 +463,8 @@ def train_loop(model: nn.Module, data: Encoded, step_fn: StepFn, config: TrainCo
                         params = [p for m in modules.values() for p in m.parameters() if p.requires_grad]
                         accelerator.clip_grad_norm_(params, config.max_grad_norm)
                     optimizer.step()
-                    scheduler.step()
+                    if accelerator.sync_gradients:
+                        scheduler.step()
                     optimizer.zero_grad()
                 batch_pos += 1
                 seen += len(index)
@@ -471,6 +489,7 @@ def train_loop(model: nn.Module, data: Encoded, step_fn: StepFn, config: TrainCo
                         # 8% kept back for evaluations and the slower last steps.
                         fit = int((step + 0.92 * left / per_step) // per_epoch)
                         epochs_fit = max(1, min(config.epochs, fit))
+                        epochs_fit = agree(epochs_fit, "min")  # every process must stop at the same step
                         total_steps = min(per_epoch * epochs_fit, config.max_steps or 10**12)
                         total_steps = schedule_total[0] = max(total_steps, step)  # never before "now"
                         bar.total = total_steps
@@ -493,7 +512,10 @@ def train_loop(model: nn.Module, data: Encoded, step_fn: StepFn, config: TrainCo
                 if step >= total_steps:
                     done = True
                     break
-                if calibrated and config.time_budget_s and prior_seconds + now - start > 1.1 * config.time_budget_s:
+                # Checked on logging steps only, which every process reaches together.
+                over = (calibrated and config.time_budget_s and step % config.log_every == 0 and
+                        agree(int(prior_seconds + now - start > 1.1 * config.time_budget_s), "max"))
+                if over:
                     log(f"[{desc}] time budget exceeded at step {step} of {total_steps}: stopping")
                     stopped_at_budget = done = True
                     break
@@ -508,9 +530,25 @@ def train_loop(model: nn.Module, data: Encoded, step_fn: StepFn, config: TrainCo
                 log(f"[{desc}] epoch {epoch}: {json.dumps(last)}")
                 if primary_metric and (best is None or last[primary_metric] > best[primary_metric]):
                     best = dict(last)
-                    _save_best(run_dir, accelerator.unwrap_model(model), best)
+                    if main:
+                        _save_best(run_dir, accelerator.unwrap_model(model), best)
             epoch += 1
             batch_pos = 0
+            if config.time_budget_s and calibrated and not done and epoch < config.epochs:
+                # Re-plan with what a whole epoch (evaluation included) really took: a machine that got
+                # busier or freer since the calibration moves the end, in whole epochs.
+                now = time.perf_counter()
+                per_epoch_s = (now - start) / max(1, epoch - epoch_at_start)
+                more = int(0.95 * (config.time_budget_s - prior_seconds - (now - start)) / per_epoch_s)
+                epochs_fit = agree(max(epoch, min(config.epochs, epoch + more)), "min")
+                planned = min(per_epoch * epochs_fit, config.max_steps or 10**12)
+                if planned != total_steps:
+                    log(f"[{desc}] time budget: re-planned to {epochs_fit} epoch(s) ({per_epoch_s:.0f} s per epoch)")
+                    logf.write(json.dumps({"stage": desc, "replanned_after_epoch": epoch, "epochs_planned": epochs_fit,
+                                           "total_steps": max(planned, step)}) + "\n")
+                    total_steps = schedule_total[0] = max(planned, step)
+                    bar.total = total_steps
+                done = step >= total_steps
             checkpoint()
             last_ckpt = time.perf_counter()
     except KeyboardInterrupt:
@@ -525,13 +563,31 @@ def train_loop(model: nn.Module, data: Encoded, step_fn: StepFn, config: TrainCo
     seconds = prior_seconds + time.perf_counter() - start
     seen += prior_seen
     model = accelerator.unwrap_model(model)
+    accelerator.wait_for_everyone()  # best.pt is written by rank 0
     if best is not None and (run_dir / "best.pt").exists():
-        model.load_state_dict(torch.load(run_dir / "best.pt", map_location=device, weights_only=False)["model"])
+        model.load_state_dict(torch.load(run_dir / "best.pt", map_location=_load_location(device), weights_only=False)["model"])
     result = TrainResult(step, seconds, seen / max(seconds, 1e-9), precision, reason, best, last, history, resumed_from,
                          total_steps, stopped_at_budget)
     progress = {"step": step, "epoch": epoch, "batch": 0, "total_steps": total_steps, "best": best, "last": last,
                 "history": history, "done": True, "seconds": seconds, "examples": seen}
-    if (run_dir / "checkpoint").exists():
-        write_json_atomic(run_dir / "checkpoint" / "progress.json", progress)
-    write_json_atomic(run_dir / "metrics.json", result.to_dict())
+    if main:
+        if (run_dir / "checkpoint").exists():
+            write_json_atomic(run_dir / "checkpoint" / "progress.json", progress)
+        write_json_atomic(run_dir / "metrics.json", result.to_dict())
     return result
+
+
+def _load_location(device: torch.device):
+    # Multi-process CPU runs name their device "cpu:0", which torch.load cannot map to.
+    return "cpu" if device.type == "cpu" else device
+
+
+def is_main_process() -> bool:
+    """True in the process that writes files: rank 0 under `accelerate launch` / torchrun, or when alone."""
+    return int(os.environ.get("RANK", "0")) == 0
+
+
+def wait_for_everyone() -> None:
+    """Barrier across training processes (no-op when alone): others wait for rank 0's files."""
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        torch.distributed.barrier()

@@ -221,8 +221,9 @@ def test_time_budget_keeps_whole_epochs_and_rescales_the_schedule(tmp_path):
                         primary_metric="score", log=lambda s: None)
     assert result.steps < 120 and result.history
     logged = [json.loads(line) for line in (tmp_path / "tight" / "log.jsonl").read_text().splitlines()]
-    plan = [r for r in logged if "epochs_planned" in r]
+    plan = [r for r in logged if "seconds_per_step" in r]  # the first plan, after the calibration steps
     assert len(plan) == 1 and 1 <= plan[0]["epochs_planned"] < 20
+    assert all(1 <= r["epochs_planned"] < 20 for r in logged if "replanned_after_epoch" in r)
     if not result.stopped_at_budget:
         # The schedule ends where the plan says: whole epochs with the learning rate decayed to 0 there,
         # unless the machine is so slow that the plan came after the end of its one epoch.
