@@ -90,8 +90,10 @@ TABLE_HEAD = ["| task | method | params | compression | metric | value | teacher
 
 
 def _table_row(r: dict, method: str) -> str:
+    err = _stderr(r)
+    spread = f" ± {err:.4f}" if err == err else ""  # no binomial error for correlations
     return (f"| {r['task']} | {method} | {r['params']:,} | {r['compression']:.2f}x | {r['metric']} | "
-            f"{r['value']:.4f} ± {_stderr(r):.4f} | {r['teacher_value']:.4f} | {100 * r['value'] / r['teacher_value']:.1f}% | "
+            f"{r['value']:.4f}{spread} | {r['teacher_value']:.4f} | {100 * r['value'] / r['teacher_value']:.1f}% | "
             f"{r['train_seconds']:.0f} |")
 
 
