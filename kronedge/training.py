@@ -441,6 +441,13 @@ def train_loop(model: nn.Module, data: Encoded, step_fn: StepFn, config: TrainCo
     last_ckpt = time.perf_counter()
     bar = tqdm(total=total_steps, initial=step, desc=desc, mininterval=2.0, dynamic_ncols=True,
                disable=not accelerator.is_local_main_process)
+
+    def say(message: str) -> None:
+        """A log line of its own, not glued to the end of the progress bar."""
+        bar.clear()
+        log(message)
+        bar.refresh()
+
     done = step >= total_steps
     # Time budget: time steps [cal_from, cal_to) of this session, then keep the whole epochs that fit.
     cal_from, cal_to = step + 5, step + 5 + min(50, max(5, per_epoch // 4))
@@ -494,7 +501,7 @@ def train_loop(model: nn.Module, data: Encoded, step_fn: StepFn, config: TrainCo
                         total_steps = schedule_total[0] = max(total_steps, step)  # never before "now"
                         bar.total = total_steps
                         calibrated = True
-                        log(f"[{desc}] time budget {config.time_budget_s:.0f} s: {per_step * 1000:.1f} ms/step, "
+                        say(f"[{desc}] time budget {config.time_budget_s:.0f} s: {per_step * 1000:.1f} ms/step, "
                             f"{epochs_fit} of {config.epochs} epoch(s) fit ({total_steps} steps)")
                         logf.write(json.dumps({"stage": desc, "time_budget_s": config.time_budget_s,
                                                "seconds_per_step": per_step, "epochs_planned": epochs_fit,
@@ -516,7 +523,7 @@ def train_loop(model: nn.Module, data: Encoded, step_fn: StepFn, config: TrainCo
                 over = (calibrated and config.time_budget_s and step % config.log_every == 0 and
                         agree(int(prior_seconds + now - start > 1.1 * config.time_budget_s), "max"))
                 if over:
-                    log(f"[{desc}] time budget exceeded at step {step} of {total_steps}: stopping")
+                    say(f"[{desc}] time budget exceeded at step {step} of {total_steps}: stopping")
                     stopped_at_budget = done = True
                     break
                 if time.perf_counter() - last_ckpt > config.checkpoint_seconds:
@@ -527,7 +534,7 @@ def train_loop(model: nn.Module, data: Encoded, step_fn: StepFn, config: TrainCo
                 history.append({"epoch": epoch, "step": step, **last})
                 logf.write(json.dumps({"stage": desc, "eval": last, "epoch": epoch, "step": step}) + "\n")
                 logf.flush()
-                log(f"[{desc}] epoch {epoch}: {json.dumps(last)}")
+                say(f"[{desc}] epoch {epoch}: {json.dumps(last)}")
                 if primary_metric and (best is None or last[primary_metric] > best[primary_metric]):
                     best = dict(last)
                     if main:
@@ -543,7 +550,7 @@ def train_loop(model: nn.Module, data: Encoded, step_fn: StepFn, config: TrainCo
                 epochs_fit = agree(max(epoch, min(config.epochs, epoch + more)), "min")
                 planned = min(per_epoch * epochs_fit, config.max_steps or 10**12)
                 if planned != total_steps:
-                    log(f"[{desc}] time budget: re-planned to {epochs_fit} epoch(s) ({per_epoch_s:.0f} s per epoch)")
+                    say(f"[{desc}] time budget: re-planned to {epochs_fit} epoch(s) ({per_epoch_s:.0f} s per epoch)")
                     logf.write(json.dumps({"stage": desc, "replanned_after_epoch": epoch, "epochs_planned": epochs_fit,
                                            "total_steps": max(planned, step)}) + "\n")
                     total_steps = schedule_total[0] = max(planned, step)
@@ -553,7 +560,7 @@ def train_loop(model: nn.Module, data: Encoded, step_fn: StepFn, config: TrainCo
             last_ckpt = time.perf_counter()
     except KeyboardInterrupt:
         checkpoint()
-        log(f"[{desc}] interrupted at step {step}: checkpoint saved in {run_dir / 'checkpoint'}; rerun with --resume")
+        say(f"[{desc}] interrupted at step {step}: checkpoint saved in {run_dir / 'checkpoint'}; rerun with --resume")
         raise
     finally:
         bar.close()
