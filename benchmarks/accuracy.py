@@ -132,7 +132,9 @@ def markdown(rows: list[dict], meta: dict) -> str:
             if r.get("epochs_run") is not None:
                 label += f", {r['epochs_run']} ep"
             lines.append(_table_row(r, label))
-        lines.append("")
+        lines += [""] + [f"Note ({r['method']}): {r['note']}" for r in group if r.get("note")]
+        lines += [f"Command ({r['method']}): `{r['command']}`" for r in group
+                  if r["method"] != "teacher" and len(group) <= 2] + [""]
     return "\n".join(lines)
 
 
