@@ -434,6 +434,17 @@ def train_loop(model: nn.Module, data: Encoded, step_fn: StepFn, config: TrainCo
         torch.distributed.all_reduce(t, op=torch.distributed.ReduceOp.MIN if op == "min" else torch.distributed.ReduceOp.MAX)
         return int(t.item())
 
+    def fit_to_budget(seconds_per_step: float, now: float, keep: float, at_least: int) -> int:
+        """Whole epochs that fit in what is left of the budget (the same on every process); moves the
+        schedule's end there, never before the current step."""
+        nonlocal total_steps
+        left = config.time_budget_s - (prior_seconds + now - start)
+        fit = int((step + keep * left / seconds_per_step) // per_epoch)
+        epochs_fit = agree(max(at_least, min(config.epochs, fit)), "min")
+        total_steps = schedule_total[0] = max(min(per_epoch * epochs_fit, config.max_steps or 10**12), step)
+        bar.total = total_steps
+        return epochs_fit
+
     logf = open(run_dir / "log.jsonl", "a") if main else open(os.devnull, "w")
     autocast = torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=precision == "bf16")
     start = time.perf_counter()
@@ -451,7 +462,7 @@ def train_loop(model: nn.Module, data: Encoded, step_fn: StepFn, config: TrainCo
     done = step >= total_steps
     # Time budget: time steps [cal_from, cal_to) of this session, then keep the whole epochs that fit.
     cal_from, cal_to = step + 5, step + 5 + min(50, max(5, per_epoch // 4))
-    epoch_at_start = epoch
+    step_at_start = step
     calibrated = not config.time_budget_s or resumed_from is not None
     stopped_at_budget = False
     t_cal = None
@@ -492,14 +503,8 @@ def train_loop(model: nn.Module, data: Encoded, step_fn: StepFn, config: TrainCo
                         t_cal = now
                     elif step == cal_to:
                         per_step = (now - t_cal) / (cal_to - cal_from)
-                        left = config.time_budget_s - (prior_seconds + now - start)
-                        # 8% kept back for evaluations and the slower last steps.
-                        fit = int((step + 0.92 * left / per_step) // per_epoch)
-                        epochs_fit = max(1, min(config.epochs, fit))
-                        epochs_fit = agree(epochs_fit, "min")  # every process must stop at the same step
-                        total_steps = min(per_epoch * epochs_fit, config.max_steps or 10**12)
-                        total_steps = schedule_total[0] = max(total_steps, step)  # never before "now"
-                        bar.total = total_steps
+                        # 8% kept back for the evaluations, which the calibration steps do not include.
+                        epochs_fit = fit_to_budget(per_step, now, keep=0.92, at_least=1)
                         calibrated = True
                         say(f"[{desc}] time budget {config.time_budget_s:.0f} s: {per_step * 1000:.1f} ms/step, "
                             f"{epochs_fit} of {config.epochs} epoch(s) fit ({total_steps} steps)")
@@ -545,16 +550,12 @@ def train_loop(model: nn.Module, data: Encoded, step_fn: StepFn, config: TrainCo
                 # Re-plan with what a whole epoch (evaluation included) really took: a machine that got
                 # busier or freer since the calibration moves the end, in whole epochs.
                 now = time.perf_counter()
-                per_epoch_s = (now - start) / max(1, epoch - epoch_at_start)
-                more = int(0.95 * (config.time_budget_s - prior_seconds - (now - start)) / per_epoch_s)
-                epochs_fit = agree(max(epoch, min(config.epochs, epoch + more)), "min")
-                planned = min(per_epoch * epochs_fit, config.max_steps or 10**12)
-                if planned != total_steps:
-                    say(f"[{desc}] time budget: re-planned to {epochs_fit} epoch(s) ({per_epoch_s:.0f} s per epoch)")
+                before = total_steps
+                epochs_fit = fit_to_budget((now - start) / max(1, step - step_at_start), now, keep=0.95, at_least=epoch)
+                if total_steps != before:
+                    say(f"[{desc}] time budget: re-planned to {epochs_fit} epoch(s) after {epoch} done")
                     logf.write(json.dumps({"stage": desc, "replanned_after_epoch": epoch, "epochs_planned": epochs_fit,
-                                           "total_steps": max(planned, step)}) + "\n")
-                    total_steps = schedule_total[0] = max(planned, step)
-                    bar.total = total_steps
+                                           "total_steps": total_steps}) + "\n")
                 done = step >= total_steps
             checkpoint()
             last_ckpt = time.perf_counter()
