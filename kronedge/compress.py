@@ -158,18 +158,17 @@ def finetune(teacher: str = DEFAULT_TEACHER, task: str = DEFAULT_TASK, out: str 
             "train_examples": len(train), "dev_examples": len(dev), "precision": result.precision,
             "examples_per_s": round(result.examples_per_s, 1), "config": asdict(config), "versions": _versions()}
     model.eval()
-    if not is_main_process():
-        pass  # under `accelerate launch` rank 0 writes the teacher; the others wait for it below
-    elif layout_config(model.config) is not None:
-        save_artifact(model, out, loaded.tokenizer_dir, {"teacher": teacher, "finetune": info})
-        write_json_atomic(out / FINETUNE_FILE, info)
-    else:
-        from .artifact import atomic_directory
+    if is_main_process():  # under `accelerate launch` rank 0 writes the teacher; the others wait for it
+        if layout_config(model.config) is not None:
+            save_artifact(model, out, loaded.tokenizer_dir, {"teacher": teacher, "finetune": info})
+            write_json_atomic(out / FINETUNE_FILE, info)
+        else:
+            from .artifact import atomic_directory
 
-        with atomic_directory(out) as tmp:
-            model.save_pretrained(tmp, safe_serialization=True)
-            copy_tokenizer(loaded.tokenizer_dir, tmp)
-            write_json_atomic(tmp / FINETUNE_FILE, info)
+            with atomic_directory(out) as tmp:
+                model.save_pretrained(tmp, safe_serialization=True)
+                copy_tokenizer(loaded.tokenizer_dir, tmp)
+                write_json_atomic(tmp / FINETUNE_FILE, info)
     wait_for_everyone()
     log(f"[finetune] teacher {task} {spec.primary_metric} = {metrics[spec.primary_metric]:.4f} "
         f"({result.seconds:.0f} s, {result.examples_per_s:.0f} ex/s, {result.precision})")
