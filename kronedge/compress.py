@@ -94,9 +94,8 @@ def finetune_cache_dir(teacher: str, task: str, train_limit: int | None, config,
     """runs/teachers/<task>-<hash of everything that changes the result>."""
     settings = asdict(config)
     # A field added later is left out while unset, so caches made before it existed stay valid.
-    for name in ("time_budget_s",):
-        if settings.get(name) is None:
-            settings.pop(name, None)
+    if settings.get("time_budget_s") is None:
+        settings.pop("time_budget_s", None)
     key = json.dumps({"teacher": teacher, "task": task, "train_limit": train_limit, **settings}, sort_keys=True)
     return Path(cache_root) / f"{task}-{hashlib.sha256(key.encode()).hexdigest()[:12]}"
 
