@@ -1,4 +1,72 @@
+"""Session fixtures shared by the suite: one informative tiny model, saved and exported once.
+
+"Informative" means the outputs depend on the input (see tests/helpers.py): each fixture asserts it, so a
+test built on these fixtures fails when a runtime returns a constant, shuffles its answers, or runs a
+corrupted graph.
+"""
+
 import os
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
+
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+
+import helpers  # noqa: E402  (tests/ is on sys.path: pytest inserts the rootdir of this conftest)
+
+INFORMATIVE_MAX_LENGTH = 32
+
+
+@pytest.fixture(scope="session")
+def probe_texts() -> list[str]:
+    """Real-ish sentences on which the informative model predicts every label, logits varying by whole units."""
+    return list(helpers.PROBE_TEXTS)
+
+
+@pytest.fixture(scope="session")
+def informative_model(probe_texts):
+    """The trained tiny kronized BERT (torch). Shared: deep-copy it before changing any weight."""
+    model = helpers.informative_bert()
+    helpers.check_informative(helpers.torch_logits(model, probe_texts, INFORMATIVE_MAX_LENGTH))
+    return model
+
+
+@pytest.fixture(scope="session")
+def informative_torch_logits(informative_model, probe_texts) -> np.ndarray:
+    """The torch logits of ``probe_texts``, one text at a time (no padding): the parity reference."""
+    return helpers.torch_logits(informative_model, probe_texts, INFORMATIVE_MAX_LENGTH)
+
+
+@pytest.fixture(scope="session")
+def informative_artifact(informative_model, tmp_path_factory):
+    """A kronedge artifact directory (kronedge.json, model.safetensors, tokenizer) of the informative model."""
+    from kronedge.artifact import save_artifact
+
+    path = tmp_path_factory.mktemp("informative") / "artifact"
+    return save_artifact(informative_model, path, helpers.tokenizer_dir(),
+                         {"teacher": "tests/helpers.py:informative_bert", "kron_config": None})
+
+
+def _checked_export(artifact, out, probe_texts, **kwargs):
+    from exporters.export import export_model
+    from runtime.predictor import Predictor
+
+    path = export_model(artifact, out, max_length=INFORMATIVE_MAX_LENGTH, **kwargs)
+    with np.load(path / "golden.npz") as golden:
+        helpers.check_informative(golden["logits"])
+    helpers.check_informative(Predictor(path, threads=1).logits(probe_texts))
+    return path
+
+
+@pytest.fixture(scope="session")
+def informative_export_fp32(informative_artifact, probe_texts, tmp_path_factory):
+    """``kronedge export`` of the informative artifact: x86_64, fp32, portable, with model.ort, max_length 32."""
+    return _checked_export(informative_artifact, tmp_path_factory.mktemp("informative") / "fp32", probe_texts)
+
+
+@pytest.fixture(scope="session")
+def informative_export_int8(informative_artifact, probe_texts, tmp_path_factory):
+    """The same artifact exported for arm64 with dynamic int8 (validated against torch by SQNR at export)."""
+    return _checked_export(informative_artifact, tmp_path_factory.mktemp("informative") / "int8", probe_texts,
+                           target="arm64", quantize="int8")
