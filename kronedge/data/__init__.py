@@ -1,14 +1,25 @@
-"""GLUE tasks, their metrics, and unlabelled text for general distillation.
+"""Labelled tasks (GLUE presets or a user's own CSV/TSV/JSON Lines files), their metrics, and
+unlabelled text for general distillation.
+
+Both kinds of task give the same :class:`TaskData` (texts, labels, spec), so the pipeline has no
+special case; pass the :class:`TaskSpec` wherever a GLUE task name is accepted.
 
 Example:
-    >>> from kronedge.data import load_task, compute_metrics
+    >>> from kronedge.data import DataFiles, compute_metrics, load_task
     >>> ds = load_task("sst2", "dev")
     >>> compute_metrics("sst2", [1] * len(ds), ds.labels)["accuracy"]
+    >>> data = DataFiles(train="reviews.csv", validation="reviews-dev.csv")
+    >>> dev = data.load("validation")
+    >>> compute_metrics(dev.spec, [0] * len(dev), dev.labels)   # {'accuracy': ..., 'f1_macro': ...}
 """
 
 from .corpus import load_corpus
-from .glue import TASKS, DataError, TaskData, TaskSpec, get_task, load_task, read_tsv
-from .metrics import compute_metrics
+from .files import Columns, DataFiles, check_labels
+from .glue import TASKS, get_task, load_task, read_tsv, task_file
+from .metrics import METRICS, compute_metrics
+from .spec import DataError, DataFileError, TaskData, TaskSpec
+from .tables import FORMATS, Table, detect_format
 
-__all__ = ["TASKS", "TaskSpec", "TaskData", "DataError", "get_task", "load_task", "read_tsv",
-           "compute_metrics", "load_corpus"]
+__all__ = ["TASKS", "TaskSpec", "TaskData", "DataError", "DataFileError", "get_task", "load_task", "read_tsv",
+           "task_file", "compute_metrics", "METRICS", "load_corpus", "DataFiles", "Columns", "check_labels",
+           "Table", "FORMATS", "detect_format"]

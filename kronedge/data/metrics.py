@@ -1,4 +1,8 @@
-"""GLUE metrics in numpy/scipy: accuracy, F1, Matthews correlation, Pearson and Spearman."""
+"""Task metrics: accuracy, F1, macro-F1 and Matthews correlation in numpy; Pearson and Spearman from scipy.
+
+``METRICS`` is the one table of metric names; a :class:`~kronedge.data.spec.TaskSpec` lists the ones its
+task is scored by, and :func:`compute_metrics` computes exactly those.
+"""
 
 from __future__ import annotations
 
@@ -35,40 +39,57 @@ def matthews(pred, labels) -> float:
     return float(cov_ytyp / denom) if denom else 0.0
 
 
-def pearson(pred, labels) -> float:
-    pred, labels = np.asarray(pred, dtype=np.float64), np.asarray(labels, dtype=np.float64)
-    if pred.std() == 0 or labels.std() == 0:
+def f1_macro(pred, labels) -> float:
+    """Unweighted mean of per-class F1 over the classes present in labels or predictions.
+
+    The same definition as ``sklearn.metrics.f1_score(labels, pred, average="macro")`` (a class with
+    no true and no predicted example is left out; one with a zero denominator counts as 0), kept
+    here so scoring needs no scikit-learn; the tests check the two agree.
+    """
+    pred, labels = np.asarray(pred), np.asarray(labels)
+    if not len(labels):
         return 0.0
-    return float(np.corrcoef(pred, labels)[0, 1])
+    scores = []
+    for c in np.union1d(pred, labels):
+        p, t = pred == c, labels == c
+        tp = float((p & t).sum())
+        denom = float(p.sum() + t.sum())
+        scores.append(2 * tp / denom if denom else 0.0)
+    return float(np.mean(scores))
 
 
-def _rank(x: np.ndarray) -> np.ndarray:
-    # Average ranks for ties, as scipy.stats.rankdata(method="average").
-    order = np.argsort(x, kind="mergesort")
-    ranks = np.empty(len(x), dtype=np.float64)
-    sorted_x = x[order]
-    i = 0
-    while i < len(x):
-        j = i
-        while j + 1 < len(x) and sorted_x[j + 1] == sorted_x[i]:
-            j += 1
-        ranks[order[i:j + 1]] = (i + j) / 2 + 1
-        i = j + 1
-    return ranks
+def _correlation(kind: str, pred, labels) -> float:
+    from scipy import stats
+
+    pred, labels = np.asarray(pred, dtype=np.float64), np.asarray(labels, dtype=np.float64)
+    # scipy answers nan (with a warning) for a constant input; a constant predictor is worth 0.
+    if len(pred) < 2 or pred.std() == 0 or labels.std() == 0:
+        return 0.0
+    fn = stats.pearsonr if kind == "pearson" else stats.spearmanr
+    return float(fn(pred, labels)[0])
+
+
+def pearson(pred, labels) -> float:
+    return _correlation("pearson", pred, labels)
 
 
 def spearman(pred, labels) -> float:
-    pred, labels = np.asarray(pred, dtype=np.float64), np.asarray(labels, dtype=np.float64)
-    return pearson(_rank(pred), _rank(labels))
+    return _correlation("spearman", pred, labels)
 
 
-def compute_metrics(task: str, predictions, labels) -> dict[str, float]:
-    """The task's GLUE metrics; the key ``get_task(task).primary_metric`` is always present.
+# name -> function(predictions, labels); classification metrics get class indices, regression ones raw scores.
+METRICS = {"accuracy": accuracy, "f1": f1_binary, "f1_macro": f1_macro, "matthews": matthews,
+           "pearson": pearson, "spearman": spearman}
+
+
+def compute_metrics(task, predictions, labels) -> dict[str, float]:
+    """The task's metrics (``spec.metrics``); the key ``spec.primary_metric`` is always present.
 
     Args:
-        task: task name (``sst2``, ``stsb``, ...).
-        predictions: class indices, or floats for STS-B (logits of shape (N, C) are argmax-ed).
-        labels: gold labels as loaded by :func:`load_task`.
+        task: a GLUE task name (``sst2``, ``stsb``, ...) or any :class:`~kronedge.data.spec.TaskSpec`
+            (a user's file: accuracy and macro-F1, or Pearson and Spearman for regression).
+        predictions: class indices, or floats for regression (logits of shape (N, C) are argmax-ed).
+        labels: gold labels as loaded by :func:`load_task` or :meth:`DataFiles.load`.
 
     Example:
         >>> compute_metrics("mrpc", [1, 0, 1], [1, 1, 1])
@@ -82,12 +103,6 @@ def compute_metrics(task: str, predictions, labels) -> dict[str, float]:
         raise ValueError(f"{len(pred)} predictions for {len(labels)} labels")
     if spec.is_regression:
         pred = pred.reshape(len(pred), -1)[:, 0] if pred.ndim > 1 else pred
-        return {"pearson": pearson(pred, labels), "spearman": spearman(pred, labels)}
-    if pred.ndim > 1:
+    elif pred.ndim > 1:
         pred = pred.argmax(-1)
-    out = {"accuracy": accuracy(pred, labels)}
-    if spec.name in ("mrpc", "qqp"):
-        out["f1"] = f1_binary(pred, labels)
-    if spec.name == "cola":
-        out["matthews"] = matthews(pred, labels)
-    return out
+    return {name: METRICS[name](pred, labels) for name in spec.metrics}

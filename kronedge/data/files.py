@@ -1,0 +1,274 @@
+"""A user's own labelled data files (``--train`` / ``--validation``) as a task.
+
+Memory: files are streamed (see :mod:`kronedge.data.tables`). :meth:`DataFiles.load` keeps only
+the text column(s), stripped, and one label per row (a 4-byte id while reading, then an int or a
+float), so a 1 GB CSV with other columns costs about the size of its text column in ``str``
+objects, once. :meth:`DataFiles.spec` reads the label column alone and keeps the distinct labels
+only. :meth:`DataFiles.iter_chunks` hands out fixed-size chunks so a caller that tokenises chunk by
+chunk never holds the file's texts at all.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import re
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from typing import ClassVar, Iterator, NamedTuple
+
+from .examples import LabelSet, _rows, file_spec, infer_examples, iter_examples, read_examples
+from .spec import CLASSIFICATION, REGRESSION, DataFileError, TaskData, TaskSpec
+from .tables import FORMATS, Table, detect_format
+
+logger = logging.getLogger(__name__)
+
+# Column defaults, tried in order; a pair column is looked for only next to its own text column.
+TEXT_COLUMNS = ("text", "sentence", "sentence1", "question1", "premise", "text_a")
+PAIR_COLUMNS = {"text": "text_pair", "sentence1": "sentence2", "question1": "question2", "premise": "hypothesis",
+                "text_a": "text_b"}
+LABEL_COLUMNS = ("label", "labels", "gold_label", "score")
+PROBLEM_TYPES = {"regression": REGRESSION, "classification": CLASSIFICATION, CLASSIFICATION: CLASSIFICATION}
+SPLITS = {"train": "train", "validation": "validation", "dev": "validation", "eval": "validation"}
+
+
+class Columns(NamedTuple):
+    """The columns chosen in one file."""
+
+    text: str
+    pair: str | None
+    label: str
+
+    @property
+    def text_keys(self) -> tuple[str, ...]:
+        return (self.text,) if self.pair is None else (self.text, self.pair)
+
+
+@dataclass(frozen=True)
+class DataFiles:
+    """Labelled CSV, TSV or JSON Lines files as a task: the same :class:`TaskData` a GLUE preset gives.
+
+    Args:
+        train: training file; its labels define the label set (classes sorted: integers
+            numerically, names alphabetically).
+        validation: validation file; a label the training file lacks is an error.
+        format: ``csv``, ``tsv`` or ``jsonl`` for both files; None: from each file's extension.
+        text_column: the text; default: the first of ``text, sentence, sentence1, question1,
+            premise, text_a`` the file has.
+        text_pair_column: the second text of a pair task; default: the partner of a defaulted text
+            column when present (``text_pair``, ``sentence2``, ``question2``, ``hypothesis``, ``text_b``).
+        label_column: the label; default: the first of ``label, labels, gold_label, score``.
+        problem_type: ``classification``, ``regression``, or None: regression when every training
+            label is a number and some are not integers.
+        name: the task's name in the model and manifest; default: the training file's stem without a
+            ``-train``/``_train`` suffix (``train.csv``: its folder's name).
+
+    Example:
+        >>> data = DataFiles(train="tickets.csv", validation="tickets-dev.csv", label_column="queue")
+        >>> spec = data.spec()                     # label names, pair or not, regression or not
+        >>> train, dev = data.load("train", spec), data.load("validation", spec)
+        >>> compute_metrics(spec, predictions, dev.labels)["accuracy"]
+    """
+
+    train: str | None = None
+    validation: str | None = None
+    format: str | None = None
+    text_column: str | None = None
+    text_pair_column: str | None = None
+    label_column: str | None = None
+    problem_type: str | None = None
+    name: str | None = None
+
+    VERSION: ClassVar[int] = 1
+
+    def __post_init__(self):
+        for key in ("train", "validation"):
+            value = getattr(self, key)
+            if value is not None:
+                object.__setattr__(self, key, os.fspath(value))  # JSON-ready, equal after a round trip
+        if self.train is None and self.validation is None:
+            raise DataFileError("give a training file (--train FILE), a validation file (--validation FILE) or both")
+        if self.format is not None:
+            object.__setattr__(self, "format", detect_format("", self.format))
+        if self.problem_type is not None:
+            if self.problem_type not in PROBLEM_TYPES:
+                raise DataFileError(f"unknown problem type {self.problem_type!r}; choose classification or regression")
+            object.__setattr__(self, "problem_type", PROBLEM_TYPES[self.problem_type])
+        if self.text_pair_column is not None and self.text_pair_column == self.text_column:
+            raise DataFileError(f"the text and text-pair columns are both {self.text_column!r}")
+        if self.name is not None and not self.name.strip():
+            raise DataFileError("the task name is empty")
+
+    # -- persistence -----------------------------------------------------------------------
+
+    def to_dict(self) -> dict:
+        return {"version": self.VERSION, **asdict(self)}
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "DataFiles":
+        data = dict(data)
+        version = data.pop("version", cls.VERSION)
+        if version != cls.VERSION:
+            raise DataFileError(f"data files config version {version} is not supported (this kronedge reads {cls.VERSION})")
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in known})
+
+    def fingerprint(self) -> str:
+        """sha256 of these options and the files' bytes: a cache key that changes when the data does."""
+        h = hashlib.sha256(json.dumps(self.to_dict(), sort_keys=True).encode())
+        for path in (self.train, self.validation):
+            if path is None:
+                continue
+            try:
+                with open(path, "rb") as f:
+                    for block in iter(lambda: f.read(1 << 20), b""):
+                        h.update(block)
+            except OSError as exc:
+                raise DataFileError(f"{path}: cannot read ({exc.strerror})") from None
+        return h.hexdigest()
+
+    # -- files and columns -----------------------------------------------------------------
+
+    @property
+    def task_name(self) -> str:
+        if self.name is not None:
+            return self.name.strip()
+        path = Path(self.train or self.validation)
+        stem = re.sub(r"[-_.](train|training|validation|valid|dev)$", "", path.stem, flags=re.IGNORECASE)
+        if stem.lower() in ("train", "training", "validation", "valid", "dev", "data", ""):
+            stem = path.resolve().parent.name or stem
+        return stem
+
+    @staticmethod
+    def split_key(split: str) -> str:
+        """``train`` or ``validation`` (``dev`` and ``eval`` mean validation)."""
+        key = SPLITS.get(split)
+        if key is None:
+            raise DataFileError(f"unknown split {split!r}; choose train or validation")
+        return key
+
+    def path(self, split: str) -> str:
+        key = self.split_key(split)
+        path = getattr(self, key)
+        if path is None:
+            raise DataFileError(f"no {key} file given (--{key} FILE)")
+        return path
+
+    def table(self, split: str) -> Table:
+        return Table(self.path(split), self.format)
+
+    def columns(self, split: str, spec: TaskSpec | None = None) -> Columns:
+        """The text, pair and label columns of ``split``'s file, defaults resolved against its header."""
+        table = self.table(split)
+        return self._columns(table, spec)
+
+    def _columns(self, table: Table, spec: TaskSpec | None) -> Columns:
+        names = table.columns
+
+        def pick(given, defaults, flag, what):
+            if given is not None:
+                if given not in names:
+                    raise DataFileError(f"{table.path}:1: no column {given!r}; the file's columns are {names}")
+                if names.count(given) > 1:
+                    raise DataFileError(f"{table.path}:1: column {given!r} appears {names.count(given)} times")
+                return given
+            for name in defaults:
+                if name in names and names.count(name) == 1:
+                    return name
+            raise DataFileError(f"{table.path}:1: no {what} column: none of {list(defaults)} is among the file's "
+                                f"columns {names}; pass {flag} NAME")
+
+        text = pick(self.text_column, TEXT_COLUMNS, "--text-column", "text")
+        label = pick(self.label_column, LABEL_COLUMNS, "--label-column", "label")
+        pair = None
+        if self.text_pair_column is not None:
+            pair = pick(self.text_pair_column, (), "--text-pair-column", "text-pair")
+        elif self.text_column is None and PAIR_COLUMNS.get(text) in names:
+            pair = PAIR_COLUMNS[text]
+        if spec is not None and spec.is_pair != (pair is not None):
+            if spec.is_pair:
+                raise DataFileError(f"{table.path}:1: {spec.name} is a sentence-pair task but this file has no "
+                                    f"second text column; pass --text-pair-column (the file's columns are {names})")
+            raise DataFileError(f"{table.path}:1: {spec.name} takes one text, but the column {pair!r} makes this "
+                                "file a pair task; drop --text-pair-column")
+        if label in (text, pair):
+            raise DataFileError(f"{table.path}:1: column {label!r} cannot be both a text and the label")
+        return Columns(text, pair, label)
+
+    # -- reading ---------------------------------------------------------------------------
+
+    def spec(self) -> TaskSpec:
+        """The task's :class:`TaskSpec`, from one pass over the training file's columns (texts not kept).
+
+        The label names it holds (``spec.label_names``, index = logit column), ``spec.problem_type``
+        and ``spec.name``/``spec.data_file`` are what a model trained on this data must persist.
+        """
+        cached = self.__dict__.get("_spec")
+        if cached is not None:
+            return cached
+        table = self.table("train")
+        columns = self._columns(table, None)
+        labels = LabelSet(table, self.problem_type)
+        for lineno, _, raw in _rows(table, columns.text_keys, columns.label):  # also checks each row
+            labels.add(raw, lineno)
+        if not len(labels.rows):
+            raise DataFileError(f"{table.path}: no examples")
+        _, names = labels.finish()
+        spec = file_spec(self.task_name, table, columns.text_keys, columns.label, names, labels.is_regression())
+        logger.info("%s: %d rows, columns text=%s pair=%s label=%s, %s", table.path, len(labels.rows), columns.text,
+                    columns.pair, columns.label, "regression" if spec.is_regression else f"labels {list(names)}")
+        self.__dict__["_spec"] = spec  # a cache, not a field: equality and to_dict ignore it
+        return spec
+
+    def load(self, split: str = "train", spec: TaskSpec | None = None) -> TaskData:
+        """One split as :class:`TaskData` (``split``: ``train`` or ``validation``/``dev``).
+
+        Args:
+            spec: the label set to map labels by: the training file's (:meth:`spec`, the default) or
+                a trained model's, read back with ``TaskSpec.from_dict``; a label outside it is an
+                error naming the file and line.
+        """
+        key = self.split_key(split)
+        table = self.table(key)
+        if spec is None and key == "train" and "_spec" not in self.__dict__:
+            columns = self._columns(table, None)
+            data = infer_examples(table, columns.text_keys, columns.label, self.task_name, self.problem_type, "train")
+            self.__dict__["_spec"] = data.spec
+            return data
+        spec = spec or self._spec_for(key)
+        columns = self._columns(table, spec)
+        return read_examples(table, spec, columns.text_keys, columns.label, key)
+
+    def iter_chunks(self, split: str = "train", spec: TaskSpec | None = None,
+                    chunk_size: int = 10_000) -> Iterator[TaskData]:
+        """``split`` as :class:`TaskData` chunks of ``chunk_size`` examples, for tokenising a large
+        file piece by piece; labels are mapped by ``spec`` (default: :meth:`spec`)."""
+        key = self.split_key(split)
+        table = self.table(key)
+        spec = spec or self._spec_for(key)
+        columns = self._columns(table, spec)
+        return iter_examples(table, spec, columns.text_keys, columns.label, key, chunk_size)
+
+    def _spec_for(self, key: str) -> TaskSpec:
+        if self.train is None:
+            raise DataFileError(f"{self.validation}: the label set comes from the training file or the model; "
+                                "pass --train FILE, or evaluate a model that records its labels")
+        return self.spec()
+
+
+def check_labels(spec: TaskSpec, label_names, what: str = "the model") -> None:
+    """Raise one line when ``label_names`` (e.g. a teacher's ``id2label`` in order) differ from ``spec``'s."""
+    ours, theirs = list(spec.label_names), [str(n) for n in label_names]
+    if ours == theirs:
+        return
+    if sorted(ours) == sorted(theirs):
+        raise DataFileError(f"{what} orders its labels {theirs} but {spec.name}'s data gives {ours}")
+    only_data = [n for n in ours if n not in theirs]
+    only_model = [n for n in theirs if n not in ours]
+    raise DataFileError(f"{what}'s labels differ from {spec.name}'s: only in the data {only_data}, "
+                        f"only in {what} {only_model}")
+
+
+__all__ = ["DataFiles", "Columns", "check_labels", "FORMATS", "TEXT_COLUMNS", "PAIR_COLUMNS", "LABEL_COLUMNS"]

@@ -1,0 +1,130 @@
+"""The contract between the data layer and everything that trains, scores or exports a model.
+
+A :class:`TaskSpec` says what one labelled task looks like (text or text pair, label names in
+logit-column order, classification or regression, how it is scored); a :class:`TaskData` is one
+split of it as parallel lists. GLUE presets (``glue.py``) and a user's own files (``files.py``)
+both produce these, so the pipeline never needs to know where a task came from.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from .metrics import METRICS
+
+
+class DataError(ValueError):
+    """A data file that cannot be read; the message names the file and the line."""
+
+
+class DataFileError(DataError):
+    """A user's own data file (``--train``/``--validation``) that cannot be used as given.
+
+    A :class:`ValueError`, so the CLI's ``friendly_errors`` prints it as one line with exit code 1.
+    """
+
+
+REGRESSION = "regression"
+CLASSIFICATION = "single_label_classification"
+SPEC_VERSION = 1
+
+
+@dataclass(frozen=True)
+class TaskSpec:
+    """What a labelled task looks like and how it is scored.
+
+    Args:
+        name: task name: a GLUE preset (``sst2``, ``mnli``, ...) or, for a user's file, the
+            data set's name (the training file's stem by default).
+        num_labels: classes of the head (1 for regression).
+        label_names: names in logit-column order; the file's raw labels map to these indices.
+        is_pair: sentence-pair task (texts are ``(a, b)`` tuples).
+        is_regression: float labels, MSE head, scored by Pearson/Spearman.
+        primary_metric: the key of :func:`compute_metrics` used to rank checkpoints.
+        folder: GLUE folder name (``SST-2``); empty for a user's file.
+        header: True when the file starts with a header row.
+        text_columns: column names (header files) or indices (CoLA) of the text field(s).
+        label_column: column name or index of the label.
+        raw_labels: raw label strings in the same order as ``label_names``.
+        splits: split name -> file stem (``dev`` -> ``dev_matched`` for MNLI).
+        metrics: the keys :func:`compute_metrics` returns (default: derived from the primary metric
+            as GLUE scores the task).
+        data_file: for a user's file, the training file's name (no directory); None for GLUE.
+    """
+
+    name: str
+    num_labels: int
+    label_names: tuple[str, ...]
+    is_pair: bool
+    is_regression: bool
+    primary_metric: str
+    folder: str
+    header: bool
+    text_columns: tuple
+    label_column: object
+    raw_labels: tuple[str, ...] = ()
+    splits: dict = field(default_factory=lambda: {"train": "train", "dev": "dev"})
+    metrics: tuple[str, ...] = ()
+    data_file: str | None = None
+
+    def __post_init__(self):
+        if self.is_pair != (len(self.text_columns) == 2):
+            raise ValueError(f"{self.name}: a pair task needs two text columns, a single-sentence task one")
+        if not self.is_regression and len(self.raw_labels) != self.num_labels:
+            raise ValueError(f"{self.name}: raw_labels must list one raw label per class")
+        if not self.metrics:
+            # GLUE's convention: accuracy for every classification task, plus its own primary metric.
+            derived = ("pearson", "spearman") if self.is_regression else \
+                ("accuracy",) + ((self.primary_metric,) if self.primary_metric != "accuracy" else ())
+            object.__setattr__(self, "metrics", derived)
+        unknown = [m for m in self.metrics if m not in METRICS]
+        if unknown:
+            raise ValueError(f"{self.name}: unknown metrics {unknown}; choose from {sorted(METRICS)}")
+        if self.primary_metric not in self.metrics:
+            raise ValueError(f"{self.name}: primary metric {self.primary_metric!r} is not among {list(self.metrics)}")
+
+    @property
+    def problem_type(self) -> str:
+        """transformers' ``config.problem_type`` for this task's head."""
+        return REGRESSION if self.is_regression else CLASSIFICATION
+
+    def to_dict(self) -> dict:
+        """JSON-ready form (persist it next to a model; :meth:`from_dict` reads it back)."""
+        return {"version": SPEC_VERSION, **asdict(self), "label_names": list(self.label_names),
+                "text_columns": list(self.text_columns), "raw_labels": list(self.raw_labels),
+                "metrics": list(self.metrics)}
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "TaskSpec":
+        data = dict(data)
+        version = data.pop("version", SPEC_VERSION)
+        if version != SPEC_VERSION:
+            raise DataError(f"task spec version {version} is not supported (this kronedge reads {SPEC_VERSION})")
+        for key in ("label_names", "text_columns", "raw_labels", "metrics"):
+            if key in data:
+                data[key] = tuple(data[key])
+        return cls(**data)
+
+
+@dataclass
+class TaskData:
+    """One split of one task: parallel lists of texts and labels."""
+
+    spec: TaskSpec
+    split: str
+    texts: list  # list[str] or list[tuple[str, str]]
+    labels: list  # list[int] (class indices) or list[float] (regression)
+    path: Path | None = None
+
+    def __len__(self) -> int:
+        return len(self.texts)
+
+    def subset(self, n: int | None, seed: int = 0) -> "TaskData":
+        """A seeded random subset of ``n`` examples (all of them when n is None or larger)."""
+        if n is None or n >= len(self):
+            return self
+        import random
+
+        idx = sorted(random.Random(seed).sample(range(len(self)), n))
+        return TaskData(self.spec, self.split, [self.texts[i] for i in idx], [self.labels[i] for i in idx], self.path)
