@@ -15,8 +15,8 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 import shutil
-import tempfile
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
@@ -31,6 +31,45 @@ class ArtifactError(ValueError):
     """A missing, incomplete or corrupt artifact; the message names the file."""
 
 
+def _unique_sibling(parent: Path, prefix: str, create) -> Path:
+    """Create a new, uniquely named entry ``parent/prefix<random>`` with ``create(path)``.
+
+    Unlike ``tempfile.mkdtemp``/``mkstemp`` (modes 0700/0600), ``create`` uses the default modes, so
+    what is renamed into place gets the user's umask like any other output: a model exported for a
+    container must stay readable by the container's non-root user.
+    """
+    for _ in range(100):
+        path = parent / f"{prefix}{secrets.token_hex(4)}"
+        try:
+            create(path)
+        except FileExistsError:
+            continue
+        return path
+    raise FileExistsError(f"no free temporary name {prefix}* in {parent}")
+
+
+def _create_file(path: Path) -> None:
+    os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
+
+
+def _umask() -> int:
+    """The process umask, read without changing it where Linux allows (os.umask can only set it)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def _as_umask_allows(path: Path) -> None:
+    """Give a file written by a library that picks its own mode the mode ``open()`` would have given it."""
+    os.chmod(path, 0o666 & ~_umask())
+
+
 @contextmanager
 def atomic_directory(target: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary directory that replaces ``target`` only if the block succeeds.
@@ -43,13 +82,14 @@ def atomic_directory(target: str | os.PathLike) -> Iterator[Path]:
     parent = target.parent if str(target.parent) else Path(".")
     try:
         parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=parent))
+        tmp = _unique_sibling(parent, f".{target.name}.tmp-", os.mkdir)
     except OSError as exc:
         raise ArtifactError(f"cannot write to {parent}: {exc.strerror or exc}") from exc
     try:
         yield tmp
         if target.exists():
-            backup = Path(tempfile.mkdtemp(prefix=f".{target.name}.old-", dir=parent))
+            # A free name for the old copy: made, then removed, so the rename below can take it.
+            backup = _unique_sibling(parent, f".{target.name}.old-", os.mkdir)
             backup.rmdir()
             target.rename(backup)
             tmp.rename(target)
@@ -65,14 +105,14 @@ def write_json_atomic(path: str | os.PathLike, data) -> None:
     """Write JSON through a temporary file and an atomic rename."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    tmp = _unique_sibling(path.parent, f".{path.name}.", _create_file)
     try:
-        with os.fdopen(fd, "w") as f:
+        with open(tmp, "w") as f:
             json.dump(data, f, indent=2, sort_keys=False)
             f.write("\n")
         os.replace(tmp, path)
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        tmp.unlink(missing_ok=True)
         raise
 
 
@@ -80,7 +120,7 @@ def copy_tokenizer(tokenizer_dir: str | os.PathLike, out_dir: Path) -> None:
     src = Path(tokenizer_dir)
     for name in TOKENIZER_FILES:
         if (src / name).exists():
-            shutil.copy2(src / name, out_dir / name)
+            shutil.copyfile(src / name, out_dir / name)  # the umask's mode, not the source's
 
 
 def save_artifact(model, out_dir: str | os.PathLike, tokenizer_dir: str | os.PathLike, recipe: dict,
@@ -104,6 +144,7 @@ def save_artifact(model, out_dir: str | os.PathLike, tokenizer_dir: str | os.Pat
         model.config.save_pretrained(tmp)
         state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
         save_file(state, tmp / WEIGHTS_FILE, metadata={"format": "pt", "producer": f"kronedge {__version__}"})
+        _as_umask_allows(tmp / WEIGHTS_FILE)  # safetensors writes 0600
         copy_tokenizer(tokenizer_dir, tmp)
         write_json_atomic(tmp / RECIPE_FILE, recipe)
         if model_card:

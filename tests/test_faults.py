@@ -1,0 +1,183 @@
+"""Faults the writers must survive, and the modes of what they write.
+
+- Output directories (artifacts, exports) get the user's umask like any other file: a model exported for
+  the container must be readable by its non-root user, and a private one (umask 077) must stay private.
+- A SIGKILL while `kronedge export` or `save_artifact` is writing leaves the target path absent or holding
+  the previous complete output, never a partial directory. The kill is real (SIGKILL in a subprocess, no
+  cleanup runs); a hook stops the child at a known point mid-write so the test is deterministic.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import stat
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+MAX_LENGTH = 32
+
+
+@pytest.fixture(scope="module")
+def tiny_artifact(tmp_path_factory) -> Path:
+    """A tiny BERT classifier saved as a kronedge artifact (the input of `kronedge export`)."""
+    import torch
+    from transformers import BertConfig, BertForSequenceClassification
+
+    from kronedge.artifact import save_artifact
+    from kronedge.teachers import minilm_dir
+
+    torch.manual_seed(0)
+    config = BertConfig(vocab_size=30522, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                        intermediate_size=37, max_position_embeddings=64, num_labels=2)
+    model = BertForSequenceClassification(config).eval()
+    return save_artifact(model, tmp_path_factory.mktemp("faults") / "tiny", minilm_dir(),
+                         {"teacher": "tiny", "kron_config": None})
+
+
+@pytest.fixture
+def umask():
+    """Set the process umask for one test and restore it afterwards."""
+    old = os.umask(0o022)
+    os.umask(old)
+    yield lambda mask: os.umask(mask)
+    os.umask(old)
+
+
+def _modes(root: Path) -> dict[str, int]:
+    return {str(p.relative_to(root.parent)): stat.S_IMODE(p.stat().st_mode) for p in [root, *root.rglob("*")]}
+
+
+@pytest.mark.parametrize("mask", [0o022, 0o077])
+def test_export_and_artifact_follow_umask(tiny_artifact, tmp_path, umask, mask):
+    from exporters.export import export_model
+    from kronedge.artifact import load_artifact, save_artifact
+    from kronedge.teachers import minilm_dir
+
+    umask(mask)
+    out = export_model(tiny_artifact, tmp_path / "export", quantize="int8", max_length=MAX_LENGTH)
+    art = save_artifact(load_artifact(tiny_artifact), tmp_path / "artifact", minilm_dir(), {"teacher": "tiny"})
+
+    teacher_files = {p.name: stat.S_IMODE(p.stat().st_mode) for p in minilm_dir().iterdir()}
+    for root in (out, art):
+        modes = _modes(root)
+        assert len(modes) > 3, modes
+        for name, mode in modes.items():
+            is_dir = (tmp_path / name).is_dir()
+            expected = (0o777 if is_dir else 0o666) & ~mask
+            # The exporter copies some tokenizer files with their source's mode (copy2): allowed, since
+            # the directory's own mode decides who can reach them.
+            if root == out and Path(name).name in teacher_files and mode == teacher_files[Path(name).name]:
+                continue
+            assert mode == expected, f"{name}: mode {oct(mode)}, umask {oct(mask)} gives {oct(expected)}"
+        top = modes[root.name]
+        if mask == 0o022:
+            assert all(mode & stat.S_IROTH for mode in modes.values()), "world-readable under umask 022"
+        else:
+            assert not top & (stat.S_IRWXG | stat.S_IRWXO), f"{root.name} is {oct(top)} under umask 077"
+
+
+# The child stops when it is about to call HOOK (the target's temporary sibling is then half written),
+# tells the parent, and waits to be killed. HOOK is a module attribute looked up at call time.
+_CHILD = textwrap.dedent("""
+    import importlib, sys, time
+    module_name, attr = sys.argv[1].rsplit(".", 1)
+    module = importlib.import_module(module_name)
+    real = getattr(module, attr)
+
+    def stop_here(*args, **kwargs):
+        print("WRITING", flush=True)
+        time.sleep(600)
+        return real(*args, **kwargs)
+
+    setattr(module, attr, stop_here)
+    if sys.argv[2] == "export":
+        from kronedge.cli import main
+        sys.argv = ["kronedge", "export", *sys.argv[3:]]
+        main()
+    else:
+        from kronedge.artifact import load_artifact, save_artifact
+        from kronedge.teachers import minilm_dir
+        save_artifact(load_artifact(sys.argv[3]), sys.argv[4], minilm_dir(), {"teacher": "tiny"})
+""")
+
+
+def _kill_mid_write(hook: str, *args: str) -> None:
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    child = subprocess.Popen([sys.executable, "-c", _CHILD, hook, *args], stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True, env=env, cwd=REPO)
+    try:
+        line = child.stdout.readline()
+        if line.strip() != "WRITING":
+            child.wait(timeout=60)
+            pytest.fail(f"the child never reached {hook}: {child.stderr.read()[-2000:]}")
+        child.send_signal(signal.SIGKILL)
+        assert child.wait(timeout=60) == -signal.SIGKILL
+    finally:
+        if child.poll() is None:
+            child.kill()
+            child.wait()
+        child.stdout.close()
+        child.stderr.close()
+
+
+def _snapshot(root: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+# Kill points: after model.onnx and the tokenizer are in the temporary directory but before the golden
+# logits and the manifest; and after the weights are written but before the tokenizer and recipe.
+EXPORT_HOOK = "exporters.export._write_golden"
+SAVE_HOOK = "kronedge.artifact.copy_tokenizer"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("previous", [False, True], ids=["fresh", "over-old"])
+def test_sigkill_during_kronedge_export_leaves_no_partial_directory(tiny_artifact, tmp_path, previous):
+    from exporters.export import export_model
+
+    target = tmp_path / "export"
+    before = None
+    if previous:
+        export_model(tiny_artifact, target, quantize="none", max_length=MAX_LENGTH)
+        before = _snapshot(target)
+    _kill_mid_write(EXPORT_HOOK, "export", str(tiny_artifact), "--out", str(target), "--quantize", "int8",
+                    "--max-length", str(MAX_LENGTH))
+
+    leftovers = [p.name for p in tmp_path.iterdir() if p.name.startswith(".export.tmp-")]
+    assert leftovers, "the kill came before the export started writing: the test proves nothing"
+    assert any((tmp_path / name / "model.onnx").is_file() for name in leftovers), "killed mid-write"
+    if previous:
+        assert _snapshot(target) == before, "the previous complete export was changed"
+    else:
+        assert not target.exists(), f"partial export at the target: {sorted(os.listdir(target))}"
+    # The leftover sibling does not block the next export.
+    export_model(tiny_artifact, target, quantize="int8", max_length=MAX_LENGTH)
+    assert (target / "manifest.json").is_file()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("previous", [False, True], ids=["fresh", "over-old"])
+def test_sigkill_during_artifact_save_leaves_no_partial_directory(tiny_artifact, tmp_path, previous):
+    from kronedge.artifact import RECIPE_FILE, WEIGHTS_FILE, load_artifact, save_artifact
+    from kronedge.teachers import minilm_dir
+
+    target = tmp_path / "artifact"
+    before = None
+    if previous:
+        save_artifact(load_artifact(tiny_artifact), target, minilm_dir(), {"teacher": "old"})
+        before = _snapshot(target)
+    _kill_mid_write(SAVE_HOOK, "save", str(tiny_artifact), str(target))
+
+    leftovers = [p for p in tmp_path.iterdir() if p.name.startswith(".artifact.tmp-")]
+    assert leftovers and (leftovers[0] / WEIGHTS_FILE).is_file(), "killed after the weights were written"
+    assert not (leftovers[0] / RECIPE_FILE).exists()
+    if previous:
+        assert _snapshot(target) == before, "the previous complete artifact was changed"
+    else:
+        assert not target.exists(), f"partial artifact at the target: {sorted(os.listdir(target))}"
