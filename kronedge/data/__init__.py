@@ -14,12 +14,12 @@ Example:
 """
 
 from .corpus import load_corpus
-from .files import Columns, DataFiles, check_labels
+from .files import MOVIE_REVIEWS, Columns, DataFiles, check_labels
 from .glue import TASKS, get_task, load_task, read_tsv, task_file
 from .metrics import METRICS, compute_metrics
 from .spec import DataError, DataFileError, TaskData, TaskSpec
 from .tables import FORMATS, Table, detect_format
 
 __all__ = ["TASKS", "TaskSpec", "TaskData", "DataError", "DataFileError", "get_task", "load_task", "read_tsv",
-           "task_file", "compute_metrics", "METRICS", "load_corpus", "DataFiles", "Columns", "check_labels",
+           "task_file", "compute_metrics", "METRICS", "load_corpus", "DataFiles", "Columns", "check_labels", "MOVIE_REVIEWS",
            "Table", "FORMATS", "detect_format"]

@@ -25,6 +25,9 @@ from .tables import FORMATS, Table, detect_format
 
 logger = logging.getLogger(__name__)
 
+# SST-2 converted to the CSV a user would bring (text,label with label names); see PROVENANCE.md.
+MOVIE_REVIEWS = Path(__file__).resolve().parent / "movie-reviews"
+
 # Column defaults, tried in order; a pair column is looked for only next to its own text column.
 TEXT_COLUMNS = ("text", "sentence", "sentence1", "question1", "premise", "text_a")
 PAIR_COLUMNS = {"text": "text_pair", "sentence1": "sentence2", "question1": "question2", "premise": "hypothesis",
@@ -271,4 +274,4 @@ def check_labels(spec: TaskSpec, label_names, what: str = "the model") -> None:
                         f"only in {what} {only_model}")
 
 
-__all__ = ["DataFiles", "Columns", "check_labels", "FORMATS", "TEXT_COLUMNS", "PAIR_COLUMNS", "LABEL_COLUMNS"]
+__all__ = ["DataFiles", "Columns", "check_labels", "MOVIE_REVIEWS", "FORMATS", "TEXT_COLUMNS", "PAIR_COLUMNS", "LABEL_COLUMNS"]

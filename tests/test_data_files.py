@@ -1,0 +1,374 @@
+"""A user's own CSV/TSV/JSON Lines files as a task (kronedge.data.files), errors, metrics, memory."""
+
+import csv
+import io
+import json
+import math
+import tracemalloc
+
+import numpy as np
+import pytest
+
+from kronedge.data import (MOVIE_REVIEWS, TASKS, DataError, DataFileError, DataFiles, TaskSpec, check_labels,
+                           compute_metrics, get_task, load_task)
+from kronedge.data.metrics import f1_macro, pearson, spearman
+
+REVIEWS = [("a charming film", "positive"), ("dull, and far too long", "negative"),
+           ('the "twist" works', "positive"), ("I left early", "negative")]
+PAIRS = [("A man plays.", "A man is playing.", "entailment"), ("A cat sat.", "No cat.", "contradiction"),
+         ("It rains.", "It may rain.", "neutral")]
+
+
+def write(tmp_path, name, rows, header=None):
+    """rows: dicts (JSONL) or tuples (CSV/TSV with ``header``)."""
+    path = tmp_path / name
+    if name.endswith(".jsonl"):
+        path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    else:
+        buf = io.StringIO()
+        w = csv.writer(buf, delimiter="\t" if name.endswith(".tsv") else ",", lineterminator="\n")
+        w.writerow(header)
+        w.writerows(rows)
+        path.write_text(buf.getvalue(), encoding="utf-8")
+    return path
+
+
+def write_table(tmp_path, stem, fmt, header, rows):
+    if fmt == "jsonl":
+        return write(tmp_path, f"{stem}.jsonl", [dict(zip(header, r)) for r in rows])
+    return write(tmp_path, f"{stem}.{fmt}", rows, header)
+
+
+# -- reading: formats x single/pair x label kinds --------------------------------------------
+
+@pytest.mark.parametrize("fmt", ["csv", "tsv", "jsonl"])
+def test_single_text_string_labels(tmp_path, fmt):
+    train = write_table(tmp_path, "reviews-train", fmt, ["id", "text", "label"],
+                        [(i, t, y) for i, (t, y) in enumerate(REVIEWS)])
+    dev = write_table(tmp_path, "reviews-dev", fmt, ["label", "text"], [(y, t) for t, y in REVIEWS[:2]])
+    data = DataFiles(train=train, validation=dev)
+    ds = data.load("train")
+    spec = ds.spec
+    assert spec.name == "reviews" and spec.data_file == train.name
+    assert spec.label_names == ("negative", "positive") and spec.num_labels == 2  # sorted, not file order
+    assert not spec.is_pair and not spec.is_regression and spec.problem_type == "single_label_classification"
+    assert ds.texts == [t for t, _ in REVIEWS] and ds.labels == [1, 0, 1, 0]
+    val = data.load("validation", spec)
+    assert val.texts == ["a charming film", "dull, and far too long"] and val.labels == [1, 0]
+    assert data.load("dev").labels == val.labels  # the spec comes from the training file by default
+    assert set(compute_metrics(spec, [1, 1], val.labels)) == {"accuracy", "f1_macro"}
+
+
+@pytest.mark.parametrize("fmt", ["csv", "tsv", "jsonl"])
+def test_pair_task_from_default_columns(tmp_path, fmt):
+    path = write_table(tmp_path, "nli", fmt, ["sentence1", "sentence2", "label"], PAIRS)
+    ds = DataFiles(train=path).load()
+    assert ds.spec.is_pair and ds.spec.text_columns == ("sentence1", "sentence2")
+    assert ds.texts[0] == ("A man plays.", "A man is playing.")
+    assert ds.spec.label_names == ("contradiction", "entailment", "neutral") and ds.labels == [1, 0, 2]
+
+
+def test_explicit_pair_columns_and_problem_type(tmp_path):
+    path = write(tmp_path, "qa.csv", [("Why?", "Because.", "1"), ("Who?", "Bob.", "0")],
+                 ["question", "answer", "relevant"])
+    data = DataFiles(train=path, text_column="question", text_pair_column="answer", label_column="relevant")
+    ds = data.load()
+    assert ds.texts == [("Why?", "Because."), ("Who?", "Bob.")] and ds.spec.label_names == ("0", "1")
+    assert ds.labels == [1, 0]
+
+
+def test_integer_labels_sort_numerically(tmp_path):
+    rows = [("a b", "10"), ("c d", "2"), ("e f", "1"), ("g h", "02")]
+    data = DataFiles(train=write(tmp_path, "stars.csv", rows, ["text", "label"]))
+    ds = data.load()
+    assert ds.spec.label_names == ("1", "2", "10")  # numerically, and "02" is the class "2"
+    assert ds.labels == [2, 1, 0, 1]
+    # JSON integers are the same classes as CSV integers.
+    dev = write(tmp_path, "stars-dev.jsonl", [{"text": "x", "label": 10}, {"text": "y", "label": 2}])
+    assert DataFiles(validation=dev).load("validation", ds.spec).labels == [2, 1]
+
+
+def test_regression_detected_from_float_labels(tmp_path):
+    rows = [{"text": "a", "score": 0.5}, {"text": "b", "score": 4}, {"text": "c", "score": 2.25}]
+    ds = DataFiles(train=write(tmp_path, "sts.jsonl", rows)).load()
+    spec = ds.spec
+    assert spec.is_regression and spec.problem_type == "regression" and spec.num_labels == 1
+    assert spec.label_names == () and spec.primary_metric == "pearson"
+    assert ds.labels == [0.5, 4.0, 2.25]
+    m = compute_metrics(spec, [0.0, 3.0, 2.0], ds.labels)
+    assert set(m) == {"pearson", "spearman"} and m["spearman"] == pytest.approx(1.0)
+
+
+def test_regression_forced_on_integer_labels(tmp_path):
+    path = write(tmp_path, "stars.csv", [("a", "1"), ("b", "5"), ("c", "3")], ["text", "label"])
+    assert not DataFiles(train=path).load().spec.is_regression  # integers alone are classes
+    ds = DataFiles(train=path, problem_type="regression").load()
+    assert ds.spec.is_regression and ds.labels == [1.0, 5.0, 3.0]
+
+
+def test_regression_label_not_a_number(tmp_path):
+    path = write(tmp_path, "stars.csv", [("a", "1"), ("b", "high"), ("c", "3")], ["text", "label"])
+    with pytest.raises(DataFileError, match=rf"^{path}:3: label 'high' is not a number"):
+        DataFiles(train=path, problem_type="regression").load()
+
+
+def test_spec_pass_and_chunks_match_load(tmp_path):
+    rows = [(f"text {i}", ["b", "a", "c"][i % 3]) for i in range(25)]
+    data = DataFiles(train=write(tmp_path, "t.csv", rows, ["text", "label"]))
+    spec = data.spec()
+    full = DataFiles(train=data.train).load()
+    assert spec == full.spec
+    chunks = list(data.iter_chunks("train", chunk_size=10))
+    assert [len(c) for c in chunks] == [10, 10, 5]
+    assert sum((c.labels for c in chunks), []) == full.labels and sum((c.texts for c in chunks), []) == full.texts
+
+
+def test_name_defaults(tmp_path):
+    (tmp_path / "tickets").mkdir()
+    rows = [("a", "x"), ("b", "y")]
+    assert DataFiles(train=write(tmp_path, "tickets_train.csv", rows, ["text", "label"])).task_name == "tickets"
+    assert DataFiles(train=write(tmp_path / "tickets", "train.csv", rows, ["text", "label"])).task_name == "tickets"
+    assert DataFiles(train="x.csv", name="support").task_name == "support"
+
+
+# -- column defaults and their errors ---------------------------------------------------------
+
+def test_default_text_column_order(tmp_path):
+    path = write(tmp_path, "s.csv", [("x", "a b", "1"), ("y", "c d", "0")], ["sentence", "text", "label"])
+    assert DataFiles(train=path).columns("train") == ("text", None, "label")
+    assert DataFiles(train=path, text_column="sentence").load().texts == ["x", "y"]
+
+
+def test_explicit_text_column_turns_off_pair_default(tmp_path):
+    path = write_table(tmp_path, "nli", "csv", ["sentence1", "sentence2", "label"], PAIRS)
+    assert not DataFiles(train=path, text_column="sentence1").load().spec.is_pair
+
+
+def test_missing_default_column_lists_columns(tmp_path):
+    path = write(tmp_path, "t.csv", [("hello", "spam")], ["body", "label"])
+    with pytest.raises(DataFileError) as err:
+        DataFiles(train=path).load()
+    msg = str(err.value)
+    assert msg.startswith(f"{path}:1: no text column") and "['body', 'label']" in msg and "--text-column" in msg
+    path = write(tmp_path, "u.csv", [("hello", "spam")], ["text", "kind"])
+    with pytest.raises(DataFileError, match=r"u\.csv:1: no label column.*\['text', 'kind'\].*--label-column"):
+        DataFiles(train=path).load()
+
+
+def test_missing_explicit_column_lists_columns(tmp_path):
+    path = write(tmp_path, "t.csv", [("hello", "spam")], ["text", "label"])
+    with pytest.raises(DataFileError, match=r"t\.csv:1: no column 'queue'; the file's columns are \['text', 'label'\]"):
+        DataFiles(train=path, label_column="queue").load()
+
+
+def test_validation_must_match_pairness(tmp_path):
+    train = write_table(tmp_path, "nli", "csv", ["sentence1", "sentence2", "label"], PAIRS)
+    dev = write(tmp_path, "nli-dev.csv", [("A b.", "neutral")], ["sentence1", "label"])
+    with pytest.raises(DataFileError, match=r"nli-dev\.csv:1: nli is a sentence-pair task"):
+        DataFiles(train=train, validation=dev).load("validation")
+
+
+def test_validation_without_train_needs_a_spec(tmp_path):
+    dev = write(tmp_path, "d.csv", [("a", "x")], ["text", "label"])
+    with pytest.raises(DataFileError, match="label set comes from the training file"):
+        DataFiles(validation=dev).load("validation")
+    spec = DataFiles(train=write(tmp_path, "t.csv", [("a", "x"), ("b", "y")], ["text", "label"])).spec()
+    assert DataFiles(validation=dev).load("validation", TaskSpec.from_dict(spec.to_dict())).labels == [0]
+
+
+# -- malformed files: one line naming the file and the line -----------------------------------
+
+def _bad(tmp_path, name, content: bytes):
+    path = tmp_path / name
+    path.write_bytes(content)
+    return path
+
+
+MALFORMED = [
+    # (name, file bytes, split, line, message part)
+    ("empty.csv", b"", "train", 1, "empty file"),
+    ("ragged.csv", b"text,label\na,x\nb,y,extra\n", "train", 3, "expected 2 comma-separated columns, got 3"),
+    ("ragged.tsv", b"text\tlabel\na\tx\nb\n", "train", 3, "expected 2 tab-separated columns, got 1"),
+    ("utf.csv", b"text,label\na,x\ncaf\xe9,y\n", "train", 3, "not valid UTF-8"),
+    ("empty-text.csv", b"text,label\na,x\n  ,y\n", "train", 3, "empty text field 'text'"),
+    ("empty-label.csv", b"text,label\na,x\nb,\n", "train", 3, "empty label"),
+    ("quote.csv", b'text,label\na,x\n"b,y\nc,x\n', "train", 3, "malformed CSV"),
+    ("bad.jsonl", b'{"text": "a", "label": "x"}\n{"text": "b", "label": }\n', "train", 2, "not valid JSON"),
+    ("list.jsonl", b'{"text": "a", "label": "x"}\n["b", "y"]\n', "train", 2, "expected a JSON object"),
+    ("nokey.jsonl", b'{"text": "a", "label": "x"}\n\n{"text": "b"}\n', "train", 3, "no 'label' field"),
+    ("number.jsonl", b'{"text": "a", "label": "x"}\n{"text": 5, "label": "y"}\n', "train", 2, "expected text"),
+    ("unknown.csv", b"text,label\na,x\nb,z\n", "validation", 3, "unknown label 'z'"),
+]
+
+
+@pytest.mark.parametrize("name,content,split,line,part", MALFORMED, ids=[m[0] for m in MALFORMED])
+def test_malformed_file_names_file_and_line(tmp_path, name, content, split, line, part):
+    path = _bad(tmp_path, name, content)
+    train = path if split == "train" else _bad(tmp_path, "good.csv", b"text,label\na,x\nb,y\n")
+    with pytest.raises(DataFileError) as err:
+        DataFiles(train=train, validation=path).load(split)
+    msg = str(err.value)
+    assert msg.startswith(f"{path}:{line}: ") and part in msg and "\n" not in msg
+
+
+def test_header_only_and_single_class(tmp_path):
+    path = _bad(tmp_path, "h.csv", b"text,label\n\n")
+    with pytest.raises(DataFileError, match=rf"^{path}: no examples"):
+        DataFiles(train=path).spec()
+    path = _bad(tmp_path, "one.csv", b"text,label\na,x\nb,x\n")
+    with pytest.raises(DataFileError, match="every label is 'x'"):
+        DataFiles(train=path).load()
+
+
+def test_multiline_quoted_field_keeps_line_numbers(tmp_path):
+    path = _bad(tmp_path, "m.csv", b'text,label\n"two\nlines",x\nb,y\n,x\n')
+    ds_err = pytest.raises(DataFileError, match=r"m\.csv:5: empty text")
+    with ds_err:
+        DataFiles(train=path).load()
+    path = _bad(tmp_path, "n.csv", b'text,label\n"two\nlines",x\nb,y\n')
+    assert DataFiles(train=path).load().texts == ["two\nlines", "b"]
+
+
+def test_format_from_extension_or_option(tmp_path):
+    path = write(tmp_path, "data.txt", [("a", "x"), ("b", "y")], ["text", "label"])
+    with pytest.raises(DataFileError, match=r"data\.txt: cannot tell the format.*--format csv\|tsv\|jsonl"):
+        DataFiles(train=path).load()
+    assert DataFiles(train=path, format="csv").load().texts == ["a", "b"]
+    with pytest.raises(DataFileError, match="unknown data format 'xml'"):
+        DataFiles(train=path, format="xml")
+    with pytest.raises(DataFileError, match=r"nope\.csv not found"):
+        DataFiles(train=tmp_path / "nope.csv").load()
+
+
+def test_config_checks_itself_and_round_trips(tmp_path):
+    with pytest.raises(DataFileError, match="give a training file"):
+        DataFiles()
+    with pytest.raises(DataFileError, match="unknown problem type 'multi_label'"):
+        DataFiles(train="a.csv", problem_type="multi_label")
+    data = DataFiles(train=tmp_path / "a.csv", problem_type="classification", format="JSONL")
+    assert data.problem_type == "single_label_classification" and data.format == "jsonl"
+    assert DataFiles.from_dict(json.loads(json.dumps(data.to_dict()))) == data
+
+
+def test_spec_round_trips_through_json(tmp_path):
+    spec = DataFiles(train=write_table(tmp_path, "nli", "jsonl", ["sentence1", "sentence2", "label"], PAIRS)).spec()
+    back = TaskSpec.from_dict(json.loads(json.dumps(spec.to_dict())))
+    assert back == spec and get_task(back) is back
+    for name in TASKS:  # GLUE presets round-trip too
+        assert TaskSpec.from_dict(json.loads(json.dumps(TASKS[name].to_dict()))) == TASKS[name]
+
+
+def test_fingerprint_follows_content(tmp_path):
+    path = write(tmp_path, "t.csv", [("a", "x"), ("b", "y")], ["text", "label"])
+    data = DataFiles(train=path)
+    before = data.fingerprint()
+    assert DataFiles(train=path).fingerprint() == before
+    assert DataFiles(train=path, label_column="label").fingerprint() != before
+    write(tmp_path, "t.csv", [("a", "x"), ("c", "y")], ["text", "label"])
+    assert data.fingerprint() != before
+
+
+def test_check_labels():
+    spec = get_task("sst2")
+    check_labels(spec, ["negative", "positive"])
+    with pytest.raises(DataFileError, match=r"orders its labels \['positive', 'negative'\]"):
+        check_labels(spec, ["positive", "negative"], "the teacher")
+    with pytest.raises(DataFileError, match=r"only in the data \['negative'\], only in the teacher \['neg'\]"):
+        check_labels(spec, ["neg", "positive"], "the teacher")
+
+
+def test_cli_turns_a_bad_file_into_one_error(tmp_path, monkeypatch):
+    import typer
+    from typer.testing import CliRunner
+
+    from kronedge.cli import friendly_errors
+
+    app = typer.Typer()
+
+    @app.command()
+    @friendly_errors
+    def load(train: str):
+        DataFiles(train=train).load()
+
+    monkeypatch.chdir(tmp_path)
+    _bad(tmp_path, "r.csv", b"text,label\na,x\nb,y,z\n")
+    result = CliRunner().invoke(app, ["r.csv"])
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    # The message is one line; the CLI's console may still fold it at the terminal width (issue #14 item 4).
+    assert "error: r.csv:3: expected 2 comma-separated columns, got 3" in " ".join(result.output.split())
+
+
+# -- metrics ----------------------------------------------------------------------------------
+
+def test_f1_macro_matches_sklearn():
+    metrics = pytest.importorskip("sklearn.metrics")
+    rng = np.random.default_rng(0)
+    for n_classes in (2, 3, 7):
+        labels, pred = rng.integers(0, n_classes, 50), rng.integers(0, n_classes, 50)
+        pred[pred == n_classes - 1] = 0  # a class never predicted
+        assert f1_macro(pred, labels) == pytest.approx(metrics.f1_score(labels, pred, average="macro"))
+    assert f1_macro([0, 0, 0, 0], [0, 1, 0, 1]) == pytest.approx(metrics.f1_score([0, 1, 0, 1], [0, 0, 0, 0],
+                                                                                 average="macro", zero_division=0))
+
+
+def test_correlations():
+    x, y = [0.5, 1.0, 4.0, 2.0], [0.0, 1.0, 5.0, 1.5]  # same order, not linear
+    assert pearson(x, y) == pytest.approx(np.corrcoef(x, y)[0, 1])
+    assert spearman(x, y) == pytest.approx(1.0) and pearson(x, y) < 0.99
+    assert pearson([1, 1, 1], [0, 1, 2]) == 0.0 and not math.isnan(spearman([2, 2, 2], [0, 1, 2]))
+
+
+def test_glue_presets_keep_their_metrics():
+    assert {n: TASKS[n].metrics for n in ("sst2", "mrpc", "qqp", "cola", "stsb")} == {
+        "sst2": ("accuracy",), "mrpc": ("accuracy", "f1"), "qqp": ("accuracy", "f1"),
+        "cola": ("accuracy", "matthews"), "stsb": ("pearson", "spearman")}
+    assert compute_metrics("sst2", [1, 0], [1, 1]) == {"accuracy": 0.5}
+    assert compute_metrics(get_task("sst2"), [1, 0], [1, 1]) == {"accuracy": 0.5}
+    with pytest.raises(DataError, match="unknown task"):
+        compute_metrics("movie-reviews", [1], [1])
+
+
+# -- the shipped example and memory -----------------------------------------------------------
+
+def test_shipped_movie_reviews_match_sst2():
+    data = DataFiles(train=MOVIE_REVIEWS / "train.csv", validation=MOVIE_REVIEWS / "validation.csv")
+    train, dev = data.load("train"), data.load("validation")
+    assert train.spec.name == "movie-reviews" and train.spec.label_names == ("negative", "positive")
+    assert (len(train), len(dev)) == (4000, 872)
+    sst2 = load_task("sst2", "dev")  # the validation file is SST-2 dev with its labels named
+    assert dev.texts == sst2.texts and dev.labels == sst2.labels
+
+
+def _big_csv(tmp_path, rows=12_000):
+    # A wide file: the text is a small share of each row, as with a real export that carries metadata.
+    path = tmp_path / "big.csv"
+    with open(path, "w", encoding="utf-8", newline="") as f:
+        w = csv.writer(f, lineterminator="\n")
+        w.writerow(["id", "notes", "text", "label"])
+        for i in range(rows):
+            w.writerow([i, f"note {i} " + "x" * 600, f"review number {i} is fine", ["neg", "pos", "mid"][i % 3]])
+    return path
+
+
+def test_large_file_streams(tmp_path):
+    path = _big_csv(tmp_path)
+    size = path.stat().st_size
+    assert size > 7_000_000
+    data = DataFiles(train=path)
+
+    tracemalloc.start()
+    try:
+        ds = data.load("train")
+        _, load_peak = tracemalloc.get_traced_memory()
+        kept = sum(len(t) for t in ds.texts)
+        del ds
+        tracemalloc.reset_peak()
+        count = sum(len(chunk) for chunk in data.iter_chunks("train", chunk_size=500))
+        _, chunk_peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert count == 12_000
+    # Reading the file whole (bytes + decoded text) would alone take 2x its size; streaming keeps
+    # about the text column (~0.3 MB of characters, ~1 MB as str objects) plus one row at a time.
+    assert load_peak < size / 4, (load_peak, size, kept)
+    assert chunk_peak < 1_000_000, chunk_peak
