@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from runtime import contract
+
 TARGETS = ("x86_64", "arm64")
 QUANTIZE_MODES = ("none", "int8", "int8-static")
 PROFILES = ("portable", "ort")
@@ -20,14 +22,10 @@ class BertOnnxConfig:
     ``PORTABLE_OPSET`` so that the attention core can be the standard ONNX ``Attention`` op (opset 23).
     """
 
-    INPUTS = ("input_ids", "attention_mask", "token_type_ids")  # int64, (batch, sequence)
-    OUTPUTS = ("logits",)  # float32, (batch, num_labels)
-    DYNAMIC_AXES = {
-        "input_ids": {0: "batch", 1: "sequence"},
-        "attention_mask": {0: "batch", 1: "sequence"},
-        "token_type_ids": {0: "batch", 1: "sequence"},
-        "logits": {0: "batch"},
-    }
+    # The graph's signature is the exported-directory contract's (runtime/contract.py), not restated here.
+    INPUTS = contract.INPUTS  # int64, (batch, sequence)
+    OUTPUTS = contract.OUTPUTS  # float32, (batch, num_labels)
+    DYNAMIC_AXES = contract.DYNAMIC_AXES
     EXPORT_OPSET = 20  # highest opset of torch's TorchScript exporter; has LayerNormalization and Gelu
     PORTABLE_OPSET = 23  # standard ONNX Attention
     EXPORT_SHAPE = (2, 16)  # (batch, sequence) traced at export; validation uses other shapes

@@ -12,7 +12,6 @@ so the runtime (``runtime.predictor.Predictor``) and the bench load both the sam
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import tempfile
@@ -46,7 +45,7 @@ def optimum_baseline(model: str, out_dir: str | os.PathLike, target: str = "x86_
     from kronedge.artifact import atomic_directory
 
     from .export import _golden_texts, _task_data, _write_golden, _write_tokenizer, load_source
-    from .manifest import FORMAT, file_table, versions
+    from .manifest import Manifest, file_table, versions
 
     if quantize not in ("none", "int8"):
         raise ValueError(f"optimum baselines support --quantize none|int8 (dynamic), got {quantize!r}")
@@ -92,16 +91,14 @@ def optimum_baseline(model: str, out_dir: str | os.PathLike, target: str = "x86_
         config = torch_model.config
         labels = (list(task_data.spec.label_names) if task_data is not None
                   else [config.id2label[i] for i in range(config.num_labels)])
-        manifest = {
-            "format": FORMAT, "task": task, "labels": labels, "problem_type": "single_label_classification",
-            "pair_input": bool(task_data.spec.is_pair) if task_data is not None else False,
-            "max_length": max_length, "inputs": ["input_ids", "attention_mask", "token_type_ids"],
-            "outputs": ["logits"], "opset": _opset(out / "model.onnx"), "target": target, "profile": "optimum",
-            "quantization": quant_config, "files": file_table(out), "validation": {"optimum": "main_export validation"},
-            "versions": versions() | {"optimum": _version("optimum"), "optimum-onnx": _version("optimum-onnx")},
-            "source": source | {"steps": steps},
-        }
-        (out / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
+        Manifest(
+            task=task, labels=labels, problem_type="single_label_classification",
+            pair_input=bool(task_data.spec.is_pair) if task_data is not None else False,
+            max_length=max_length, opset=_opset(out / "model.onnx"), target=target, profile="optimum",
+            quantization=quant_config, files=file_table(out), validation={"optimum": "main_export validation"},
+            versions=versions() | {"optimum": _version("optimum"), "optimum-onnx": _version("optimum-onnx")},
+            source=source | {"steps": steps},
+        ).write(out / "manifest.json")
     return Path(out_dir)
 
 

@@ -10,7 +10,6 @@ session (ORT_ENABLE_ALL) and with SkipLayerNormFusion disabled. Prints a markdow
 from __future__ import annotations
 
 import argparse
-import platform
 import statistics
 import tempfile
 import time
@@ -18,15 +17,8 @@ from pathlib import Path
 
 import numpy as np
 
-
-def _cpu() -> str:
-    try:
-        for line in open("/proc/cpuinfo"):
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
+from runtime.hostinfo import cpu_model
+from runtime.predictor import create_session
 
 
 def main(argv=None) -> None:
@@ -69,13 +61,8 @@ def main(argv=None) -> None:
             int8 = quantize(fp32, tmp / f"{profile}.int8.onnx", QuantPreset.x86_64(vnni=True))
             for precision, path in (("fp32", fp32), ("int8", int8)):
                 for skip_ln in [x == "on" for x in args.skip_ln.split(",")]:
-                    so = ort.SessionOptions()
-                    so.intra_op_num_threads = args.threads
-                    so.inter_op_num_threads = 1
-                    so.log_severity_level = 3
                     disabled = [] if skip_ln else ["SkipLayerNormFusion"]
-                    session = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"],
-                                                   disabled_optimizers=disabled)
+                    session = create_session(path, args.threads, disabled_optimizers=disabled)
                     name = (profile, precision, "on" if skip_ln else "off")
                     variants[name] = {"session": session, "times": [], "counts": counts,
                                       "mb": path.stat().st_size / 1e6}
@@ -95,7 +82,7 @@ def main(argv=None) -> None:
 
     print(f"model {args.model}: batch {args.batch}, seq {args.seq}, {args.threads} thread(s), "
           f"{args.rounds}x{args.iters} interleaved runs per row")
-    print(f"onnxruntime {ort.__version__}, onnx {onnx.__version__}, CPU {_cpu()}, "
+    print(f"onnxruntime {ort.__version__}, onnx {onnx.__version__}, CPU {cpu_model()}, "
           f"provider CPUExecutionProvider, graph_optimization_level ORT_ENABLE_ALL\n")
     print("| profile | attention core | precision | SkipLayerNorm fusion | min ms | p50 ms | p90 ms | file MB |")
     print("|---|---|---|---|---|---|---|---|")
@@ -116,14 +103,7 @@ def _op_profile(path, feeds, threads: int, tmp: Path, runs: int = 20) -> dict[st
     """Mean time per run spent in each op type, from ORT's built-in profiler."""
     import json
 
-    import onnxruntime as ort
-
-    so = ort.SessionOptions()
-    so.intra_op_num_threads = threads
-    so.log_severity_level = 3
-    so.enable_profiling = True
-    so.profile_file_prefix = str(tmp / f"prof-{Path(path).stem}")
-    session = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+    session = create_session(path, threads, profile_prefix=str(tmp / f"prof-{Path(path).stem}"))
     for _ in range(3 + runs):
         session.run(["logits"], feeds)
     events = json.loads(Path(session.end_profiling()).read_text())

@@ -14,20 +14,14 @@ from pathlib import Path
 
 import numpy as np
 
+from runtime.contract import sqnr  # noqa: F401 (re-exported: the one SQNR)
+from runtime.predictor import create_session
+
 from .config import BertOnnxConfig
 
 
 class ValidationError(ValueError):
     """The exported graph does not behave like the PyTorch model; the message says where and by how much."""
-
-
-def sqnr(reference: np.ndarray, test: np.ndarray) -> float:
-    """Signal-to-quantisation-noise ratio in dB; inf when identical."""
-    noise = float(np.linalg.norm(np.asarray(reference, np.float64) - np.asarray(test, np.float64)))
-    signal = float(np.linalg.norm(np.asarray(reference, np.float64)))
-    if noise == 0.0:
-        return math.inf
-    return 20.0 * math.log10(max(signal, 1e-30) / noise)
 
 
 def validation_shapes(max_length: int) -> list[tuple[int, int]]:
@@ -66,14 +60,11 @@ def validate(onnx_path: str | os.PathLike, model, max_length: int = 128, precisi
         >>> validate("model.onnx", model, precision="fp32")["max_abs_diff"]
         3.1e-06
     """
-    import onnxruntime as ort
     import torch
 
     if precision not in ("fp32", "int8"):
         raise ValueError(f"precision must be fp32 or int8, got {precision!r}")
-    so = ort.SessionOptions()
-    so.log_severity_level = 3
-    session = ort.InferenceSession(str(onnx_path), so, providers=["CPUExecutionProvider"])
+    session = create_session(onnx_path)
 
     # 1. names
     inputs = [i.name for i in session.get_inputs()]

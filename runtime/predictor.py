@@ -12,137 +12,26 @@ Example:
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence, Union
 
 import numpy as np
 
-MANIFEST_FORMAT = "kronedge-onnx/1"
-MODEL_FILES = ("model.onnx", "model.ort")
+from .contract import (GOLDEN_FILE, GOLDEN_MIN_SQNR_DB, INPUTS, MANIFEST_FILE, MODEL_FILES, OUTPUTS,
+                       TOKENIZER_FILE, Manifest, ModelDirError, check_requires, load_golden, sqnr, verify_files)
+
 GRAPH_OPT_LEVELS = ("disabled", "basic", "extended", "all")
-KNOWN_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
 
 Text = str
 Pair = Sequence[str]  # (first, second) for pair tasks such as RTE
 Inputs = Union[Sequence[Text], Sequence[Pair]]
 
-
-class ModelDirError(ValueError):
-    """The exported directory is missing a file, has a bad manifest, or a file's hash does not match."""
-
-
-@dataclass(frozen=True)
-class Manifest:
-    """The fields of manifest.json the runtime relies on; ``raw`` keeps the whole document."""
-
-    task: str | None
-    labels: list[str]
-    problem_type: str
-    pair_input: bool
-    max_length: int
-    inputs: list[str]
-    outputs: list[str]
-    files: dict[str, dict]
-    raw: dict = field(repr=False)
-
-    @property
-    def is_regression(self) -> bool:
-        return self.problem_type == "regression"
-
-    @classmethod
-    def load(cls, path: Path) -> "Manifest":
-        try:
-            raw = json.loads(path.read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            raise ModelDirError(f"{path.parent} has no manifest.json; is it a directory written by `kronedge export`?") from None
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise ModelDirError(f"{path} is not valid JSON: {exc}") from None
-        if not isinstance(raw, dict):
-            raise ModelDirError(f"{path} must hold a JSON object")
-        if raw.get("format") != MANIFEST_FORMAT:
-            raise ModelDirError(f"{path}: format is {raw.get('format')!r}, this runtime reads {MANIFEST_FORMAT!r}")
-        missing = [k for k in ("labels", "problem_type", "pair_input", "max_length", "inputs", "outputs", "files") if k not in raw]
-        if missing:
-            raise ModelDirError(f"{path} lacks {missing}; re-export with a current `kronedge export`")
-        problem_type = raw["problem_type"]
-        if problem_type not in ("single_label_classification", "regression"):
-            raise ModelDirError(f"{path}: problem_type {problem_type!r} is not supported (single_label_classification, regression)")
-        labels = raw["labels"]
-        if not isinstance(labels, list) or not all(isinstance(x, str) for x in labels):
-            raise ModelDirError(f"{path}: labels must be a list of strings")
-        if problem_type != "regression" and len(labels) < 2:
-            raise ModelDirError(f"{path}: a classifier needs at least 2 labels, got {labels}")
-        max_length = raw["max_length"]
-        if not isinstance(max_length, int) or max_length < 2:
-            raise ModelDirError(f"{path}: max_length must be an integer >= 2, got {max_length!r}")
-        unknown = [name for name in raw["inputs"] if name not in KNOWN_INPUTS]
-        if unknown or "input_ids" not in raw["inputs"]:
-            raise ModelDirError(f"{path}: inputs {raw['inputs']} must include input_ids and only {KNOWN_INPUTS}")
-        if not isinstance(raw["files"], dict):
-            raise ModelDirError(f"{path}: files must map file names to {{sha256, bytes}}")
-        return cls(task=raw.get("task"), labels=labels, problem_type=problem_type, pair_input=bool(raw["pair_input"]),
-                   max_length=max_length, inputs=list(raw["inputs"]), outputs=list(raw["outputs"]),
-                   files=raw["files"], raw=raw)
-
-
-def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while block := fh.read(chunk):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def verify_files(model_dir: Path, manifest: Manifest, names: Sequence[str]) -> None:
-    """Check size and sha256 of each file we are about to load against the manifest.
-
-    Files listed in the manifest but not loaded (golden.npz, the other model format) are not required:
-    a device image may ship only model.ort. A loaded file missing from the manifest is an error,
-    because then nothing vouches for it.
-    """
-    for name in names:
-        entry = manifest.files.get(name)
-        if not isinstance(entry, dict) or "sha256" not in entry:
-            raise ModelDirError(f"{name} is not listed with a sha256 in {model_dir / 'manifest.json'}")
-        path = model_dir / name
-        if "bytes" in entry and path.stat().st_size != entry["bytes"]:
-            raise ModelDirError(f"{path} has {path.stat().st_size} bytes, the manifest says {entry['bytes']}: "
-                                "truncated copy or a different export")
-        actual = sha256_file(path)
-        if actual != entry["sha256"]:
-            raise ModelDirError(f"{path} sha256 {actual[:12]}... does not match the manifest's {str(entry['sha256'])[:12]}...")
-
-
-def _version_tuple(text: str) -> tuple[int, ...]:
-    parts = []
-    for piece in text.strip().split("."):
-        digits = ""
-        for ch in piece:
-            if not ch.isdigit():
-                break
-            digits += ch
-        if not digits:
-            break
-        parts.append(int(digits))
-        if digits != piece:  # "0rc1", "0+cpu": keep the leading number, stop there
-            break
-    return tuple(parts)
-
-
-def check_requires(manifest: Manifest, installed: str) -> None:
-    """Fail with a readable message when the export needs a newer onnxruntime than the one installed
-    (e.g. opset 23's Attention op needs >= 1.23); ORT's own error is an opaque schema failure."""
-    spec = (manifest.raw.get("requires") or {}).get("onnxruntime")
-    if not isinstance(spec, str) or not spec.startswith(">="):
-        return
-    if _version_tuple(installed) < _version_tuple(spec[2:]):
-        raise ModelDirError(f"this export needs onnxruntime {spec} (opset {manifest.raw.get('opset')}), "
-                            f"but {installed} is installed: pip install -U onnxruntime, or re-export with a lower opset")
+# The ORT load errors (InvalidProtobuf, InvalidGraph, Fail, ...) derive from Exception only; a model file
+# ORT cannot load is the user's to fix, so it becomes a ModelDirError naming the file.
+_ORT_LOAD_ERRORS = ("InvalidProtobuf", "InvalidGraph", "Fail", "NoSuchFile", "InvalidArgument", "NotImplemented")
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:
@@ -192,6 +81,38 @@ def session_options(threads: int | None = None, graph_optimization: str = "all",
     return so
 
 
+def create_session(model: str | os.PathLike | bytes, threads: int | None = None, graph_optimization: str = "all",
+                   optimized_model_path: str | os.PathLike | None = None, allow_spinning: bool = True,
+                   disabled_optimizers: Sequence[str] = (), profile_prefix: str | None = None):
+    """The one way this project opens an ONNX Runtime session (runtime, exporter, validation, benches).
+
+    Args:
+        model: a model.onnx / model.ort path, or serialized ONNX bytes.
+        threads, graph_optimization, optimized_model_path, allow_spinning: see :func:`session_options`.
+        disabled_optimizers: ORT optimiser names to skip, e.g. ["SkipLayerNormFusion"].
+        profile_prefix: turn on ORT's profiler, writing ``<prefix>_<date>.json``.
+
+    Raises:
+        ModelDirError: ORT cannot load the file (truncated, corrupt, unknown op); one line naming it.
+    """
+    import onnxruntime as ort
+    from onnxruntime.capi import onnxruntime_pybind11_state as ort_state
+
+    so = session_options(threads, graph_optimization, optimized_model_path, allow_spinning)
+    if profile_prefix:
+        so.enable_profiling = True
+        so.profile_file_prefix = str(profile_prefix)
+    kwargs = {"disabled_optimizers": list(disabled_optimizers)} if disabled_optimizers else {}
+    source = model if isinstance(model, bytes) else str(model)
+    load_errors = tuple(getattr(ort_state, name) for name in _ORT_LOAD_ERRORS if hasattr(ort_state, name))
+    try:
+        return ort.InferenceSession(source, sess_options=so, providers=["CPUExecutionProvider"], **kwargs)
+    except load_errors as exc:
+        what = "the serialized model" if isinstance(model, bytes) else str(model)
+        detail = " ".join(str(exc).split())[:300]
+        raise ModelDirError(f"ONNX Runtime cannot load {what}: {detail}") from None
+
+
 class Predictor:
     """Tokenise, batch by length and run an exported model with ONNX Runtime.
 
@@ -224,7 +145,7 @@ class Predictor:
         self.model_dir = Path(model_dir)
         if not self.model_dir.is_dir():
             raise ModelDirError(f"{self.model_dir} is not a directory")
-        self.manifest = Manifest.load(self.model_dir / "manifest.json")
+        self.manifest = Manifest.load(self.model_dir / MANIFEST_FILE)
         if model_file is None:
             model_file = next((name for name in MODEL_FILES if (self.model_dir / name).is_file()), None)
             if model_file is None:
@@ -233,11 +154,13 @@ class Predictor:
             raise ValueError(f"model_file must be one of {MODEL_FILES}, got {model_file!r}")
         elif not (self.model_dir / model_file).is_file():
             raise ModelDirError(f"{self.model_dir / model_file} does not exist")
-        if not (self.model_dir / "tokenizer.json").is_file():
-            raise ModelDirError(f"{self.model_dir} has no tokenizer.json")
+        if not (self.model_dir / TOKENIZER_FILE).is_file():
+            raise ModelDirError(f"{self.model_dir} has no {TOKENIZER_FILE}")
         check_requires(self.manifest, ort.__version__)
         if verify:
-            verify_files(self.model_dir, self.manifest, [model_file, "tokenizer.json"])
+            # golden.npz is optional (a device image may leave it out) but, when shipped, vouched for too
+            golden = [GOLDEN_FILE] if (self.model_dir / GOLDEN_FILE).is_file() else []
+            verify_files(self.model_dir, self.manifest, [model_file, TOKENIZER_FILE, *golden])
         if max_batch < 1:
             raise ValueError(f"max_batch must be >= 1, got {max_batch}")
         if max_padding < 0:
@@ -249,22 +172,27 @@ class Predictor:
         self.model_file = model_file
         self.threads = threads
 
-        self.tokenizer = Tokenizer.from_file(str(self.model_dir / "tokenizer.json"))
+        try:
+            self.tokenizer = Tokenizer.from_file(str(self.model_dir / TOKENIZER_FILE))
+        except Exception as exc:  # noqa: BLE001 - tokenizers raises a bare Exception on a corrupt file
+            raise ModelDirError(f"{self.model_dir / TOKENIZER_FILE} is not a readable tokenizer: "
+                                f"{' '.join(str(exc).split())[:200]}") from None
         # The packaged tokenizers pad to a fixed 128; we pad each length bucket ourselves instead.
         self.tokenizer.no_padding()
         self.tokenizer.enable_truncation(self.max_length)
         self.pad_id = self._pad_id()
 
-        so = session_options(threads, graph_optimization, optimized_model_path, allow_spinning)
-        kwargs = {"disabled_optimizers": list(disabled_optimizers)} if disabled_optimizers else {}
-        self.session = ort.InferenceSession(str(self.model_dir / model_file), sess_options=so,
-                                            providers=["CPUExecutionProvider"], **kwargs)
+        self.session = create_session(self.model_dir / model_file, threads, graph_optimization, optimized_model_path,
+                                      allow_spinning, disabled_optimizers)
         session_inputs = [i.name for i in self.session.get_inputs()]
-        unknown = [name for name in session_inputs if name not in KNOWN_INPUTS]
+        unknown = [name for name in session_inputs if name not in INPUTS]
         if unknown:
             raise ModelDirError(f"{model_file} wants inputs {unknown} this runtime does not produce")
+        outputs = [o.name for o in self.session.get_outputs()]
+        if outputs != list(OUTPUTS):
+            raise ModelDirError(f"{model_file} has outputs {outputs}, the manifest says {list(OUTPUTS)}")
         self.input_names = session_inputs
-        self.output_name = self.manifest.outputs[0] if self.manifest.outputs else self.session.get_outputs()[0].name
+        self.output_name = OUTPUTS[0]
 
     def _pad_id(self) -> int:
         padding = json.loads(self.tokenizer.to_str()).get("padding") or {}
@@ -281,15 +209,15 @@ class Predictor:
         """What a client or operator needs to know about the loaded model (no hashes of other files)."""
         import onnxruntime as ort
 
-        raw = self.manifest.raw
+        m = self.manifest
         return {
-            "format": raw.get("format"), "task": self.manifest.task, "labels": self.labels,
-            "problem_type": self.manifest.problem_type, "pair_input": self.manifest.pair_input,
-            "max_length": self.max_length, "target": raw.get("target"), "profile": raw.get("profile"),
-            "opset": raw.get("opset"), "quantization": raw.get("quantization"),
-            "model_file": self.model_file, "sha256": (self.manifest.files.get(self.model_file) or {}).get("sha256"),
+            "format": m.format, "task": m.task, "labels": self.labels,
+            "problem_type": m.problem_type, "pair_input": m.pair_input,
+            "max_length": self.max_length, "target": m.target, "profile": m.profile,
+            "opset": m.opset, "quantization": m.quantization,
+            "model_file": self.model_file, "sha256": (m.files.get(self.model_file) or {}).get("sha256"),
             # Not "source": it may name paths on the exporting machine, which clients have no use for.
-            "versions": raw.get("versions"),
+            "versions": m.versions or None,
             "runtime": {"onnxruntime": ort.__version__, "threads": self.threads, "max_batch": self.max_batch},
         }
 
@@ -392,23 +320,23 @@ class Predictor:
         for _ in range(runs):
             self.logits([sample, long])
 
-    def check_golden(self, min_sqnr_db: float = 25.0) -> dict[str, float]:
+    def check_golden(self, min_sqnr_db: float = GOLDEN_MIN_SQNR_DB) -> dict[str, float]:
         """Re-run golden.npz's inputs and compare with the exporter's logits.
 
         Uses a signal-to-noise floor rather than an atol, because an int8 model gives slightly different
-        numbers on another CPU (x86 vs ARM kernels) without being wrong. Raises ModelDirError below it.
+        numbers on another CPU (x86 vs ARM kernels) without being wrong. Raises ModelDirError below it, or
+        when golden.npz is missing or unreadable.
         """
-        path = self.model_dir / "golden.npz"
-        if not path.is_file():
-            raise ModelDirError(f"{path} does not exist")
-        with np.load(path) as golden:
-            feeds = {name: golden[name].astype(np.int64) for name in self.input_names}
-            expected = golden["logits"].astype(np.float64)
+        golden = load_golden(self.model_dir / GOLDEN_FILE)
+        feeds = {name: golden[name] for name in self.input_names}
         got = self.session.run([self.output_name], feeds)[0].astype(np.float64)
-        noise = np.linalg.norm(expected - got)
-        sqnr = float("inf") if noise == 0 else float(20 * np.log10(np.linalg.norm(expected) / noise))
-        report = {"sqnr_db": sqnr, "max_abs_diff": float(np.abs(expected - got).max()) if got.size else 0.0}
-        if sqnr < min_sqnr_db:
-            raise ModelDirError(f"golden check failed: SQNR {sqnr:.1f} dB < {min_sqnr_db} dB "
+        expected = golden["logits"]
+        if got.shape != expected.shape:
+            raise ModelDirError(f"golden check failed: the model returns shape {got.shape}, golden.npz holds "
+                                f"{expected.shape}")
+        score = sqnr(expected, got)
+        report = {"sqnr_db": score, "max_abs_diff": float(np.abs(expected - got).max()) if got.size else 0.0}
+        if score < min_sqnr_db:
+            raise ModelDirError(f"golden check failed: SQNR {score:.1f} dB < {min_sqnr_db} dB "
                                 f"(max |diff| {report['max_abs_diff']:.3g}); the model or runtime is broken")
         return report

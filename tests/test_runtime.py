@@ -9,7 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from runtime.predictor import ModelDirError, Predictor, _version_tuple, sha256_file
+from runtime.contract import sha256_file, version_tuple as _version_tuple
+from runtime.predictor import ModelDirError, Predictor
 
 SENTENCES = [
     "a gripping, funny and sad film",
