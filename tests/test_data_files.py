@@ -106,6 +106,23 @@ def test_regression_forced_on_integer_labels(tmp_path):
     assert ds.spec.is_regression and ds.labels == [1.0, 5.0, 3.0]
 
 
+def test_integral_floats_are_classes(tmp_path):
+    # pandas writes an integer column holding a gap as 0.0/1.0: still two classes, not a regression.
+    path = write(tmp_path, "f.csv", [("a", "1.0"), ("b", "0.0"), ("c", "1.0")], ["text", "label"])
+    ds = DataFiles(train=path).load()
+    assert not ds.spec.is_regression and ds.spec.label_names == ("0", "1") and ds.labels == [1, 0, 1]
+    dev = write(tmp_path, "f-dev.jsonl", [{"text": "x", "label": 1}, {"text": "y", "label": 0.0}])
+    assert DataFiles(validation=dev).load("validation", ds.spec).labels == [1, 0]
+
+
+def test_excel_style_csv(tmp_path):
+    # A UTF-8 BOM, CRLF line ends and capitalised headers, as a spreadsheet saves them.
+    path = _bad(tmp_path, "x.csv", "\ufeffText,Label\r\ncafé,Yes\r\n\"a, b\",No\r\n".encode())
+    ds = DataFiles(train=path).load()
+    assert ds.texts == ["café", "a, b"] and ds.spec.label_names == ("No", "Yes")
+    assert ds.spec.text_columns == ("Text",) and ds.spec.label_column == "Label"
+
+
 def test_regression_label_not_a_number(tmp_path):
     path = write(tmp_path, "stars.csv", [("a", "1"), ("b", "high"), ("c", "3")], ["text", "label"])
     with pytest.raises(DataFileError, match=rf"^{path}:3: label 'high' is not a number"):
@@ -161,6 +178,18 @@ def test_missing_explicit_column_lists_columns(tmp_path):
         DataFiles(train=path, label_column="queue").load()
 
 
+def test_duplicate_default_column(tmp_path):
+    path = write(tmp_path, "d.csv", [("a", "b", "x")], ["text", "Text", "label"])
+    with pytest.raises(DataFileError, match=r"d\.csv:1: column 'text' appears 2 times; pass --text-column"):
+        DataFiles(train=path).load()
+
+
+def test_every_field_has_help():
+    from dataclasses import fields
+
+    assert all(DataFiles.help(f.name) for f in fields(DataFiles))
+
+
 def test_validation_must_match_pairness(tmp_path):
     train = write_table(tmp_path, "nli", "csv", ["sentence1", "sentence2", "label"], PAIRS)
     dev = write(tmp_path, "nli-dev.csv", [("A b.", "neutral")], ["sentence1", "label"])
@@ -197,6 +226,8 @@ MALFORMED = [
     ("list.jsonl", b'{"text": "a", "label": "x"}\n["b", "y"]\n', "train", 2, "expected a JSON object"),
     ("nokey.jsonl", b'{"text": "a", "label": "x"}\n\n{"text": "b"}\n', "train", 3, "no 'label' field"),
     ("number.jsonl", b'{"text": "a", "label": "x"}\n{"text": 5, "label": "y"}\n', "train", 2, "expected text"),
+    ("null.jsonl", b'{"text": "a", "label": "x"}\n{"text": "b", "label": null}\n', "train", 2, "empty label"),
+    ("quote.tsv", b'text\tlabel\na\tx\n"Great" film\ty\n', "train", 3, 'must be quoted, with ""'),
     ("unknown.csv", b"text,label\na,x\nb,z\n", "validation", 3, "unknown label 'z'"),
 ]
 
@@ -256,6 +287,21 @@ def test_spec_round_trips_through_json(tmp_path):
     assert back == spec and get_task(back) is back
     for name in TASKS:  # GLUE presets round-trip too
         assert TaskSpec.from_dict(json.loads(json.dumps(TASKS[name].to_dict()))) == TASKS[name]
+
+
+def test_spec_rebuilt_from_manifest_fields(tmp_path):
+    # An exported model's manifest keeps task, labels, problem_type and pair_input: enough to score it.
+    manifest = {"task": "reviews", "labels": ["negative", "positive"], "problem_type": "single_label_classification",
+                "pair_input": False}
+    spec = TaskSpec.custom(manifest["task"], manifest["labels"], manifest["problem_type"], manifest["pair_input"])
+    dev = write(tmp_path, "dev.csv", [("good", "positive"), ("bad", "negative")], ["text", "label"])
+    ds = DataFiles(validation=dev).load("validation", spec)
+    assert ds.labels == [1, 0] and compute_metrics(spec, [1, 1], ds.labels) == {"accuracy": 0.5, "f1_macro": 1 / 3}
+    assert TaskSpec.custom("sts", problem_type="regression", is_pair=True).metrics == ("pearson", "spearman")
+    with pytest.raises(DataError, match="at least two labels"):
+        TaskSpec.custom("x", ["only"])
+    with pytest.raises(DataError, match="label names repeat"):
+        TaskSpec.custom("x", ["a", "a"])
 
 
 def test_fingerprint_follows_content(tmp_path):

@@ -26,7 +26,9 @@ def _text(table: Table, lineno: int, column, value) -> str:
 
 
 def _raw_label(table: Table, lineno: int, column, value) -> str:
-    """A label as a string: JSON numbers keep their JSON spelling (1 vs 1.0), booleans are true/false."""
+    """A label as a string: JSON numbers keep their JSON spelling (1 vs 1.5), booleans are true/false."""
+    if value is None:
+        value = ""
     if isinstance(value, bool):
         value = "true" if value else "false"
     elif isinstance(value, (int, float)):
@@ -77,8 +79,8 @@ def iter_examples(table: Table, spec: TaskSpec, text_keys: Sequence, label_key, 
         if spec.is_regression:
             labels.append(_number(table, lineno, raw, spec.name))
         else:
-            if raw not in index and _INT.fullmatch(raw):
-                raw = str(int(raw))  # "01" and "+1" are the class "1"
+            if raw not in index and _integer(raw) is not None:
+                raw = _integer(raw)  # "01", "+1" and "1.0" are the class "1"
             if raw not in index:
                 raise table.error(f"{table.path}:{lineno}: unknown label {raw!r} for {spec.name}; "
                                   f"expected one of {list(spec.raw_labels)}")
@@ -127,9 +129,9 @@ class LabelSet:
     def is_regression(self) -> bool:
         if self.problem_type is not None:
             return self.problem_type == REGRESSION
-        # Float labels mean regression; integers and names mean classes (1..5 stars are classes).
+        # Fractional labels mean regression; integers and names mean classes (1..5 stars are classes).
         numeric = all(_is_number(raw) for raw in self.ids)
-        return numeric and not all(_INT.fullmatch(raw) for raw in self.ids)
+        return numeric and not all(_integer(raw) is not None for raw in self.ids)
 
     def finish(self) -> tuple[list, tuple[str, ...]]:
         """(labels per row, label names in logit-column order; empty for regression)."""
@@ -139,8 +141,8 @@ class LabelSet:
         if self.is_regression():
             values = [_number(self.table, self.first_line[raw], raw, "this") for raw in raws]
             return [values[i] for i in self.rows], ()
-        if all(_INT.fullmatch(raw) for raw in raws):
-            canonical = {raw: str(int(raw)) for raw in raws}
+        if all(_integer(raw) is not None for raw in raws):
+            canonical = {raw: _integer(raw) for raw in raws}
             names = sorted(set(canonical.values()), key=int)
         else:
             canonical = {raw: raw for raw in raws}
@@ -151,6 +153,20 @@ class LabelSet:
         position = {name: i for i, name in enumerate(names)}
         index = [position[canonical[raw]] for raw in raws]
         return [index[i] for i in self.rows], tuple(names)
+
+
+def _integer(raw: str) -> str | None:
+    """The canonical spelling of an integer label ("02", "+2", "2.0" -> "2"), else None.
+
+    Integral floats count as integers because a spreadsheet or pandas often writes class ids as 1.0.
+    """
+    if _INT.fullmatch(raw):
+        return str(int(raw))
+    try:
+        value = float(raw)
+    except ValueError:
+        return None
+    return str(int(value)) if math.isfinite(value) and value.is_integer() else None
 
 
 def _is_number(raw: str) -> bool:
@@ -184,11 +200,6 @@ def infer_examples(table: Table, text_keys: Sequence, label_key, name: str, prob
 
 def file_spec(name: str, table: Table, text_keys: Sequence, label_key, label_names: tuple[str, ...],
               regression: bool) -> TaskSpec:
-    """The :class:`TaskSpec` of a user's file: accuracy and macro-F1, or Pearson and Spearman."""
-    return TaskSpec(
-        name=name, num_labels=1 if regression else len(label_names), label_names=label_names,
-        is_pair=len(text_keys) == 2, is_regression=regression,
-        primary_metric="pearson" if regression else "accuracy", folder="", header=True,
-        text_columns=tuple(text_keys), label_column=label_key, raw_labels=label_names,
-        splits={"train": table.path.name}, metrics=("pearson", "spearman") if regression else ("accuracy", "f1_macro"),
-        data_file=table.path.name)
+    """The :class:`TaskSpec` of a user's file read through ``table``."""
+    return TaskSpec.custom(name, label_names, REGRESSION if regression else CLASSIFICATION, len(text_keys) == 2,
+                           tuple(text_keys), label_key, table.path.name)

@@ -15,7 +15,7 @@ import json
 import logging
 import os
 import re
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import ClassVar, Iterator, NamedTuple
 
@@ -53,20 +53,8 @@ class Columns(NamedTuple):
 class DataFiles:
     """Labelled CSV, TSV or JSON Lines files as a task: the same :class:`TaskData` a GLUE preset gives.
 
-    Args:
-        train: training file; its labels define the label set (classes sorted: integers
-            numerically, names alphabetically).
-        validation: validation file; a label the training file lacks is an error.
-        format: ``csv``, ``tsv`` or ``jsonl`` for both files; None: from each file's extension.
-        text_column: the text; default: the first of ``text, sentence, sentence1, question1,
-            premise, text_a`` the file has.
-        text_pair_column: the second text of a pair task; default: the partner of a defaulted text
-            column when present (``text_pair``, ``sentence2``, ``question2``, ``hypothesis``, ``text_b``).
-        label_column: the label; default: the first of ``label, labels, gold_label, score``.
-        problem_type: ``classification``, ``regression``, or None: regression when every training
-            label is a number and some are not integers.
-        name: the task's name in the model and manifest; default: the training file's stem without a
-            ``-train``/``_train`` suffix (``train.csv``: its folder's name).
+    Each field's help (for the CLI's ``--train``, ``--text-column`` ...) is in its metadata:
+    ``DataFiles.help("text_column")``.
 
     Example:
         >>> data = DataFiles(train="tickets.csv", validation="tickets-dev.csv", label_column="queue")
@@ -75,14 +63,25 @@ class DataFiles:
         >>> compute_metrics(spec, predictions, dev.labels)["accuracy"]
     """
 
-    train: str | None = None
-    validation: str | None = None
-    format: str | None = None
-    text_column: str | None = None
-    text_pair_column: str | None = None
-    label_column: str | None = None
-    problem_type: str | None = None
-    name: str | None = None
+    train: str | None = field(default=None, metadata={"help": (
+        "Training file (.csv, .tsv or .jsonl); its labels define the label set, sorted (integers numerically).")})
+    validation: str | None = field(default=None, metadata={"help": (
+        "Validation file; a label the training file lacks is an error.")})
+    format: str | None = field(default=None, metadata={"help": (
+        "csv, tsv or jsonl for both files (default: from each file's extension).")})
+    text_column: str | None = field(default=None, metadata={"help": (
+        f"Column of the text (default: the first of {', '.join(TEXT_COLUMNS)} present, any case).")})
+    text_pair_column: str | None = field(default=None, metadata={"help": (
+        "Column of the second text of a pair task (default: the partner of a defaulted text column: "
+        f"{', '.join(PAIR_COLUMNS.values())}).")})
+    label_column: str | None = field(default=None, metadata={"help": (
+        f"Column of the label (default: the first of {', '.join(LABEL_COLUMNS)} present, any case).")})
+    problem_type: str | None = field(default=None, metadata={"help": (
+        "classification or regression (default: regression when every training label is a number "
+        "and some are fractional; 1.0 is the class 1).")})
+    name: str | None = field(default=None, metadata={"help": (
+        "Task name recorded in the model and manifest (default: the training file's stem without "
+        "-train/_train; train.csv: its folder's name).")})
 
     VERSION: ClassVar[int] = 1
 
@@ -103,6 +102,11 @@ class DataFiles:
             raise DataFileError(f"the text and text-pair columns are both {self.text_column!r}")
         if self.name is not None and not self.name.strip():
             raise DataFileError("the task name is empty")
+
+    @classmethod
+    def help(cls, name: str) -> str:
+        """The help text of a field, for a CLI option."""
+        return {f.name: f.metadata["help"] for f in fields(cls)}[name]
 
     # -- persistence -----------------------------------------------------------------------
 
@@ -177,9 +181,13 @@ class DataFiles:
                 if names.count(given) > 1:
                     raise DataFileError(f"{table.path}:1: column {given!r} appears {names.count(given)} times")
                 return given
-            for name in defaults:
-                if name in names and names.count(name) == 1:
-                    return name
+            lowered = [n.lower() for n in names]
+            for name in defaults:  # "Text" and "LABEL" count as the defaults too
+                if lowered.count(name) > 1:
+                    raise DataFileError(f"{table.path}:1: column {name!r} appears {lowered.count(name)} times; "
+                                        f"pass {flag} NAME")
+                if name in lowered:
+                    return names[lowered.index(name)]
             raise DataFileError(f"{table.path}:1: no {what} column: none of {list(defaults)} is among the file's "
                                 f"columns {names}; pass {flag} NAME")
 
@@ -188,8 +196,10 @@ class DataFiles:
         pair = None
         if self.text_pair_column is not None:
             pair = pick(self.text_pair_column, (), "--text-pair-column", "text-pair")
-        elif self.text_column is None and PAIR_COLUMNS.get(text) in names:
-            pair = PAIR_COLUMNS[text]
+        elif self.text_column is None and text.lower() in PAIR_COLUMNS:
+            partner = PAIR_COLUMNS[text.lower()]
+            found = [n for n in names if n.lower() == partner]
+            pair = found[0] if len(found) == 1 else None
         if spec is not None and spec.is_pair != (pair is not None):
             if spec.is_pair:
                 raise DataFileError(f"{table.path}:1: {spec.name} is a sentence-pair task but this file has no "

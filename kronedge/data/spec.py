@@ -89,6 +89,33 @@ class TaskSpec:
         """transformers' ``config.problem_type`` for this task's head."""
         return REGRESSION if self.is_regression else CLASSIFICATION
 
+    @classmethod
+    def custom(cls, name: str, label_names=(), problem_type: str = CLASSIFICATION, is_pair: bool = False,
+               text_columns: tuple | None = None, label_column: str = "label", data_file: str | None = None) -> "TaskSpec":
+        """The spec of a task that is not a GLUE preset: scored by accuracy and macro-F1, or by
+        Pearson and Spearman for regression.
+
+        :meth:`DataFiles.spec` builds it from a training file; an exported model's manifest
+        (``task``, ``labels``, ``problem_type``, ``pair_input``) is enough to rebuild it for scoring.
+
+        Example:
+            >>> TaskSpec.custom("tickets", ["billing", "bug", "other"])
+        """
+        if problem_type not in (CLASSIFICATION, REGRESSION):
+            raise DataError(f"unknown problem type {problem_type!r}; choose {CLASSIFICATION} or {REGRESSION}")
+        regression = problem_type == REGRESSION
+        names = () if regression else tuple(str(n) for n in label_names)
+        if not regression and len(names) < 2:
+            raise DataError(f"{name}: a classifier needs at least two labels, got {list(names)}")
+        if not regression and len(set(names)) != len(names):
+            raise DataError(f"{name}: label names repeat: {list(names)}")
+        text_columns = tuple(text_columns or (("text", "text_pair") if is_pair else ("text",)))
+        return cls(name=name, num_labels=1 if regression else len(names), label_names=names, is_pair=is_pair,
+                   is_regression=regression, primary_metric="pearson" if regression else "accuracy", folder="",
+                   header=True, text_columns=text_columns, label_column=label_column, raw_labels=names,
+                   splits={"train": data_file} if data_file else {},
+                   metrics=("pearson", "spearman") if regression else ("accuracy", "f1_macro"), data_file=data_file)
+
     def to_dict(self) -> dict:
         """JSON-ready form (persist it next to a model; :meth:`from_dict` reads it back)."""
         return {"version": SPEC_VERSION, **asdict(self), "label_names": list(self.label_names),

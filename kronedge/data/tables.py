@@ -111,7 +111,8 @@ class Table:
             except StopIteration:
                 return
             except csv.Error as exc:
-                raise self.error(f"{self.path}:{start}: malformed {self.format.upper()} ({exc})") from None
+                raise self.error(f"{self.path}:{start}: malformed {self.format.upper()} ({exc}); a field that starts "
+                                 'with " must be quoted, with "" for each quote inside it') from None
             if row and not (len(row) == 1 and not row[0].strip()):
                 yield start, row
             start = reader.line_num + 1  # a quoted field may span lines: the next record starts after them
