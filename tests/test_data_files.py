@@ -9,8 +9,8 @@ import tracemalloc
 import numpy as np
 import pytest
 
-from kronedge.data import (MOVIE_REVIEWS, TASKS, DataError, DataFileError, DataFiles, TaskSpec, check_labels,
-                           compute_metrics, get_task, load_task)
+from kronedge.data import (MOVIE_REVIEWS, TASKS, DataError, DataFileError, DataFiles, TaskSource, TaskSpec,
+                           check_labels, compute_metrics, get_task, load_task)
 from kronedge.data.metrics import f1_macro, pearson, spearman
 
 REVIEWS = [("a charming film", "positive"), ("dull, and far too long", "negative"),
@@ -342,6 +342,40 @@ def test_cli_turns_a_bad_file_into_one_error(tmp_path, monkeypatch):
     assert result.exit_code == 1 and "Traceback" not in result.output
     # The message is one line; the CLI's console may still fold it at the terminal width (issue #14 item 4).
     assert "error: r.csv:3: expected 2 comma-separated columns, got 3" in " ".join(result.output.split())
+
+
+# -- TaskSource: what a command builds from --task or --train/--validation ------------------------
+
+def test_task_source_glue_preset_is_load_task():
+    source = TaskSource.from_options(task="SST-2")
+    assert source.spec is TASKS["sst2"] and source.cache_key() == "sst2" and source.name == "sst2"
+    dev = source.load("validation")
+    assert dev.texts == load_task("sst2", "dev").texts and dev.labels == load_task("sst2", "dev").labels
+
+
+def test_task_source_files(tmp_path):
+    train = write(tmp_path, "tickets.csv", [("refund please", "billing"), ("app crashes", "bug")], ["text", "label"])
+    dev = write(tmp_path, "tickets-dev.csv", [("crash on start", "bug")], ["text", "label"])
+    source = TaskSource.from_options(train=train, validation=dev)
+    assert source.spec.label_names == ("billing", "bug") and source.load("dev").labels == [1]
+    assert source.name == "tickets" and source.cache_key().startswith("tickets-")
+    back = TaskSource.from_dict(json.loads(json.dumps(source.to_dict())))
+    assert back == source and back.cache_key() == source.cache_key()
+    key = source.cache_key()
+    write(tmp_path, "tickets.csv", [("refund please", "billing"), ("app hangs", "bug")], ["text", "label"])
+    assert TaskSource.from_options(train=train, validation=dev).cache_key() != key
+
+
+@pytest.mark.parametrize("options,message", [
+    ({"task": "sst2", "train": "t.csv"}, "not both"),
+    ({}, "give a GLUE task"),
+    ({"task": "imdb"}, "unknown task 'imdb'"),
+    ({"label_column": "queue"}, "--label-column applies to data files"),
+    ({"train": "t.csv", "data_dir": "glue"}, "--data-dir is for GLUE tasks"),
+])
+def test_task_source_option_errors(options, message):
+    with pytest.raises(DataError, match=message):
+        TaskSource.from_options(**options)
 
 
 # -- metrics ----------------------------------------------------------------------------------

@@ -11,15 +11,17 @@ Example:
     >>> data = DataFiles(train="reviews.csv", validation="reviews-dev.csv")
     >>> dev = data.load("validation")
     >>> compute_metrics(dev.spec, [0] * len(dev), dev.labels)   # {'accuracy': ..., 'f1_macro': ...}
+    >>> source = TaskSource.from_options(task=None, train="reviews.csv")   # what a command builds
 """
 
 from .corpus import load_corpus
 from .files import MOVIE_REVIEWS, Columns, DataFiles, check_labels
 from .glue import TASKS, get_task, load_task, read_tsv, task_file
 from .metrics import METRICS, compute_metrics
+from .source import TaskSource
 from .spec import DataError, DataFileError, TaskData, TaskSpec
 from .tables import FORMATS, Table, detect_format
 
 __all__ = ["TASKS", "TaskSpec", "TaskData", "DataError", "DataFileError", "get_task", "load_task", "read_tsv",
            "task_file", "compute_metrics", "METRICS", "load_corpus", "DataFiles", "Columns", "check_labels", "MOVIE_REVIEWS",
-           "Table", "FORMATS", "detect_format"]
+           "Table", "FORMATS", "detect_format", "TaskSource"]
