@@ -56,7 +56,7 @@ def _number(table: Table, lineno: int, raw: str, task: str) -> float:
     return value
 
 
-def _rows(table: Table, text_keys: Sequence, label_key) -> Iterator[tuple[int, object, str]]:
+def iter_rows(table: Table, text_keys: Sequence, label_key) -> Iterator[tuple[int, object, str]]:
     """(line, text or (text, pair), raw label string) per record."""
     for lineno, values in table.rows([*text_keys, label_key]):
         texts = tuple(_text(table, lineno, k, v) for k, v in zip(text_keys, values))
@@ -75,7 +75,7 @@ def iter_examples(table: Table, spec: TaskSpec, text_keys: Sequence, label_key, 
                           f"but {len(text_keys)} text column(s) were given")
     index = {raw: i for i, raw in enumerate(spec.raw_labels)}
     texts, labels = [], []
-    for lineno, text, raw in _rows(table, text_keys, label_key):
+    for lineno, text, raw in iter_rows(table, text_keys, label_key):
         if spec.is_regression:
             labels.append(_number(table, lineno, raw, spec.name))
         else:
@@ -187,7 +187,7 @@ def infer_examples(table: Table, text_keys: Sequence, label_key, name: str, prob
     assert problem_type in (None, REGRESSION, CLASSIFICATION), problem_type
     labels = LabelSet(table, problem_type)
     texts = []
-    for lineno, text, raw in _rows(table, text_keys, label_key):
+    for lineno, text, raw in iter_rows(table, text_keys, label_key):
         texts.append(text)
         labels.add(raw, lineno)
     if not texts:

@@ -19,9 +19,9 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import ClassVar, Iterator, NamedTuple
 
-from .examples import LabelSet, _rows, file_spec, infer_examples, iter_examples, read_examples
+from .examples import LabelSet, file_spec, infer_examples, iter_examples, iter_rows, read_examples
 from .spec import CLASSIFICATION, REGRESSION, DataFileError, TaskData, TaskSpec
-from .tables import FORMATS, Table, detect_format
+from .tables import Table, detect_format
 
 logger = logging.getLogger(__name__)
 
@@ -224,7 +224,7 @@ class DataFiles:
         table = self.table("train")
         columns = self._columns(table, None)
         labels = LabelSet(table, self.problem_type)
-        for lineno, _, raw in _rows(table, columns.text_keys, columns.label):  # also checks each row
+        for lineno, _, raw in iter_rows(table, columns.text_keys, columns.label):  # also checks each row
             labels.add(raw, lineno)
         if not len(labels.rows):
             raise DataFileError(f"{table.path}: no examples")
@@ -284,4 +284,4 @@ def check_labels(spec: TaskSpec, label_names, what: str = "the model") -> None:
                         f"only in {what} {only_model}")
 
 
-__all__ = ["DataFiles", "Columns", "check_labels", "MOVIE_REVIEWS", "FORMATS", "TEXT_COLUMNS", "PAIR_COLUMNS", "LABEL_COLUMNS"]
+__all__ = ["DataFiles", "Columns", "check_labels", "MOVIE_REVIEWS", "TEXT_COLUMNS", "PAIR_COLUMNS", "LABEL_COLUMNS"]
