@@ -366,6 +366,22 @@ def test_task_source_files(tmp_path):
     assert TaskSource.from_options(train=train, validation=dev).cache_key() != key
 
 
+def test_check_reads_every_file_up_front(tmp_path):
+    train = write(tmp_path, "t.csv", [("a", "x"), ("b", "y")], ["text", "label"])
+    dev = _bad(tmp_path, "v.csv", b"text,label\na,x\nb,z\n")
+    source = TaskSource.from_options(train=train, validation=dev)
+    source.check(splits=("train",))  # the validation file is not read
+    with pytest.raises(DataFileError, match=r"v\.csv:3: unknown label 'z'"):
+        source.check()
+    # Without a training file or a spec, columns and texts are still checked.
+    blank = _bad(tmp_path, "w.csv", b"text,label\na,x\n ,y\n")
+    with pytest.raises(DataFileError, match=r"w\.csv:3: empty text"):
+        TaskSource.from_options(validation=blank).check(splits=("dev",))
+    TaskSource.from_options(task="rte").check()
+    with pytest.raises(DataError, match="does not ship"):
+        TaskSource.from_options(task="mrpc").check(splits=("dev",))
+
+
 @pytest.mark.parametrize("options,message", [
     ({"task": "sst2", "train": "t.csv"}, "not both"),
     ({}, "give a GLUE task"),

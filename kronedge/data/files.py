@@ -264,6 +264,28 @@ class DataFiles:
         columns = self._columns(table, spec)
         return iter_examples(table, spec, columns.text_keys, columns.label, key, chunk_size)
 
+    def check(self, spec: TaskSpec | None = None, splits=("train", "validation")) -> TaskSpec | None:
+        """Read each given file of ``splits`` once, keeping nothing, so a bad row fails before any model
+        loads or anything is written. Returns the spec labels are checked against (None when there is
+        neither a training file nor ``spec``: then only columns and texts are checked).
+        """
+        keys = {self.split_key(s) for s in splits}
+        if spec is None and self.train is not None:
+            spec = self.spec()
+        elif "train" in keys and self.train is not None:
+            for _ in self.iter_chunks("train", spec):
+                pass
+        if "validation" in keys and self.validation is not None:
+            if spec is not None:
+                for _ in self.iter_chunks("validation", spec):
+                    pass
+            else:
+                table = self.table("validation")
+                columns = self._columns(table, None)
+                for _ in iter_rows(table, columns.text_keys, columns.label):
+                    pass
+        return spec
+
     def _spec_for(self, key: str) -> TaskSpec:
         if self.train is None:
             raise DataFileError(f"{self.validation}: the label set comes from the training file or the model; "

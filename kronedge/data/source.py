@@ -10,7 +10,7 @@ import os
 from dataclasses import dataclass
 
 from .files import DataFiles
-from .glue import get_task, load_task
+from .glue import get_task, load_task, task_file
 from .spec import DataFileError, TaskData, TaskSpec
 
 
@@ -76,6 +76,15 @@ class TaskSource:
             glue_split = "dev" if split in ("dev", "validation", "eval") else split
             return load_task(self.task, glue_split, self.data_dir)
         return self.files.load(split, spec)
+
+    def check(self, splits=("train", "dev"), spec: TaskSpec | None = None) -> None:
+        """Fail now on a missing or malformed file of ``splits`` (call it before loading a model)."""
+        if self.task is not None:
+            glue = get_task(self.task)
+            for split in splits:
+                task_file(glue, "dev" if split in ("dev", "validation", "eval") else split, self.data_dir)
+            return
+        self.files.check(spec, splits)
 
     def cache_key(self) -> str:
         """A short name for caches: the GLUE name, or the task name and a hash of the options and bytes."""
