@@ -206,11 +206,13 @@ def main(argv=None) -> None:
 
     from kronedge.artifact import write_json_atomic
     from kronedge.commands.distill import _weights
-    from kronedge.compress import CompressConfig, _versions, compress, core_params, evaluate_artifact, finetune, \
-        teacher_has_head
+    from kronedge.compress import CompressConfig, compress
+    from kronedge.evaluation import evaluate_artifact
+    from kronedge.finetune import default_teacher_config, finetune, teacher_has_head
+    from kronedge.students import core_params
+    from kronedge.training import versions as _versions
     from kronedge.data import get_task
     from kronedge.teachers import load_teacher
-    from kronedge.training import TrainConfig
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -248,7 +250,8 @@ def main(argv=None) -> None:
             teacher_value, teacher_seconds, teacher_examples = scored[spec.primary_metric], 0.0, None
             teacher_command = f"kronedge eval {args.teacher} --task {task}"
         else:
-            tconf = TrainConfig(epochs=td["teacher_epochs"], lr=td["teacher_lr"], batch_size=32, max_length=td["max_length"])
+            # compress's teacher recipe (more epochs on small data, early stopping) with this task's budget.
+            tconf = default_teacher_config(epochs=td["teacher_epochs"], lr=td["teacher_lr"], max_length=td["max_length"])
             ft = finetune(args.teacher, task, config=tconf)
             teacher_value, teacher_seconds, teacher_examples = ft.metrics[spec.primary_metric], ft.seconds, ft.train_examples
             # With compress's own teacher recipe (1 epoch, lr 5e-5, 128 tokens) the spec resolves to the same

@@ -76,7 +76,8 @@ def main(argv=None) -> None:
     args = parser.parse_args(argv)
 
     from kronedge.artifact import write_json_atomic
-    from kronedge.compress import _versions, build_student, core_params
+    from kronedge.students import build_student, core_params, student_config
+    from kronedge.training import versions as _versions
     from kronedge.pipeline import kron_config
     from kronedge.teachers import load_teacher
 
@@ -85,7 +86,7 @@ def main(argv=None) -> None:
     for compression in args.compressions:
         for method, rank in [("kronecker", r) for r in args.ranks] + [("svd", 1)]:
             try:
-                student, _ = build_student(teacher, method, kron_config(None, compression, rank, None))
+                student, _ = build_student(teacher, student_config(method, kron_config(None, compression, rank, None)))
             except ValueError as e:  # a rank the planner cannot place at this budget
                 print(f"[init-error] {compression}x {method} rank {rank}: {e}")
                 continue

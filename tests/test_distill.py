@@ -179,7 +179,7 @@ def test_resume_continues_from_the_saved_step(tmp_path):
         return m(**b).loss, {}
 
     reference = tiny_bert(0)
-    train_loop(reference, data, step, config, tmp_path / "ref", log=lambda s: None)
+    train_loop(reference, data, step, config, tmp_path / "ref")
 
     calls = {"n": 0}
 
@@ -191,12 +191,12 @@ def test_resume_continues_from_the_saved_step(tmp_path):
 
     model = tiny_bert(0)
     with pytest.raises(KeyboardInterrupt):
-        train_loop(model, data, interrupted, config, tmp_path / "run", log=lambda s: None)
+        train_loop(model, data, interrupted, config, tmp_path / "run")
     progress = read_progress(tmp_path / "run")
     assert (progress["step"], progress["epoch"], progress["batch"], progress["done"]) == (8, 1, 2, False)
 
     resumed = tiny_bert(5)  # different weights: everything must come from the checkpoint
-    result = train_loop(resumed, data, step, config, tmp_path / "run", resume=True, log=lambda s: None)
+    result = train_loop(resumed, data, step, config, tmp_path / "run", resume=True)
     assert result.resumed_from == 8 and result.steps == 12
     for (name, a), b in zip(reference.state_dict().items(), resumed.state_dict().values()):
         torch.testing.assert_close(a, b, msg=name)
@@ -212,13 +212,12 @@ def test_time_budget_keeps_whole_epochs_and_rescales_the_schedule(tmp_path):
         time.sleep(0.02)  # 20 epochs take >= 2.4 s: a 1 s budget cannot hold them
         return m(**b).loss, {}
 
-    roomy = train_loop(tiny_bert(0), data, slow_step, TrainConfig(**{**full.__dict__, "epochs": 2}), tmp_path / "roomy",
-                       log=lambda s: None)
+    roomy = train_loop(tiny_bert(0), data, slow_step, TrainConfig(**{**full.__dict__, "epochs": 2}), tmp_path / "roomy")
     assert (roomy.steps, roomy.planned_steps, roomy.stopped_at_budget) == (12, 12, False)
 
     tight = TrainConfig(**{**full.__dict__, "time_budget_s": 1.0})
     result = train_loop(tiny_bert(0), data, slow_step, tight, tmp_path / "tight", eval_fn=lambda m: {"score": 1.0},
-                        primary_metric="score", log=lambda s: None)
+                        primary_metric="score")
     assert result.steps < 120 and result.history
     logged = [json.loads(line) for line in (tmp_path / "tight" / "log.jsonl").read_text().splitlines()]
     plan = [r for r in logged if "seconds_per_step" in r]  # the first plan, after the calibration steps
@@ -256,7 +255,7 @@ def test_compress_end_to_end_with_cli(tmp_path, monkeypatch):
     runner = CliRunner()
     args = ["compress", "--teacher", f"random:{tmp_path / 'tiny.json'}", "--compression", "4", "--teacher-train-limit",
             "64", "--stage1-examples", "32", "--stage2-examples", "64", "--max-length", "32", "--out", "art",
-            "--run-dir", "run", "--precision", "fp32", "--json"]
+            "--run-dir", "run", "--precision", "fp32", "--no-teacher-check", "--json"]
     result = runner.invoke(app, args)
     assert result.exit_code == 0, result.output
     report = json.loads(result.stdout)  # progress goes to stderr: stdout is pure JSON
@@ -316,11 +315,34 @@ def test_compress_config_checks_itself_and_parses_loss_weights():
     assert CompressConfig(method="dense-small").layer_map == "uniform"
 
 
-def test_teacher_cache_key_is_stable():
-    """Adding a TrainConfig field must not silently orphan fine-tuned teachers cached by earlier versions."""
-    from kronedge.compress import finetune_cache_dir
+def test_teacher_cache_key_needs_no_special_cases():
+    """A config field added later with a None default keeps every cached teacher's key; fields that change the
+    result change it; fields that only change logging do not."""
+    from kronedge.finetune import finetune_cache_dir
+    from kronedge.training import settings_key
 
     config = TrainConfig(epochs=1, lr=5e-5, batch_size=32, max_length=128, precision="auto", seed=0)
-    assert finetune_cache_dir("builtin:minilm", "sst2", None, config, cache_root="c").name == "sst2-0ab9747d3684"
-    budgeted = TrainConfig(**{**config.__dict__, "time_budget_s": 60.0})
-    assert finetune_cache_dir("builtin:minilm", "sst2", None, budgeted, cache_root="c").name != "sst2-0ab9747d3684"
+    key = finetune_cache_dir("builtin:minilm", "sst2", None, config, cache_root="c").name
+    assert key == "sst2-" + settings_key({"teacher": "builtin:minilm", "task": "sst2", "train_limit": None,
+                                          **config.result_settings()})
+    # What a field added in a later version looks like while unset: not part of the key.
+    assert all(v is not None for v in config.result_settings().values())
+    assert "max_steps" not in config.result_settings() and "log_every" not in config.result_settings()
+    for change in ({"time_budget_s": 60.0}, {"min_steps": 600}, {"patience": 2}, {"lr": 1e-4}):
+        changed = TrainConfig(**{**config.__dict__, **change})
+        assert finetune_cache_dir("builtin:minilm", "sst2", None, changed, cache_root="c").name != key, change
+    quiet = TrainConfig(**{**config.__dict__, "log_every": 1, "checkpoint_seconds": 5.0})
+    assert finetune_cache_dir("builtin:minilm", "sst2", None, quiet, cache_root="c").name == key
+
+
+def test_persisted_configs_carry_a_version():
+    from kronedge.compress import CompressConfig
+    from kronedge.training import TrainingError
+
+    saved = TrainConfig(min_steps=600).to_dict()
+    assert saved["version"] == TrainConfig.VERSION
+    assert TrainConfig.from_dict(saved) == TrainConfig(min_steps=600)
+    assert TrainConfig.from_dict({"epochs": 2}).epochs == 2  # version 1 records had no version field
+    with pytest.raises(TrainingError, match="newer kronedge"):
+        TrainConfig.from_dict({**saved, "version": TrainConfig.VERSION + 1})
+    assert CompressConfig().to_dict()["version"] == CompressConfig.VERSION

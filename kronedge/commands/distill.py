@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import logging
+import sys
 from pathlib import Path
 from typing import Optional
 
@@ -24,6 +26,21 @@ def _weights(text: str | None) -> dict:
         if not sep:
             raise ValueError(f"--loss-weights: {item!r} is not NAME=NUMBER")
     return out
+
+
+class _Stderr(logging.Handler):
+    """Progress lines to whatever ``sys.stderr`` is now (so ``--json`` keeps stdout one JSON object)."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        print(self.format(record), file=sys.stderr, flush=True)
+
+
+def show_progress() -> None:
+    """Send kronedge's INFO log lines to stderr, once, unless a handler is already attached."""
+    root = logging.getLogger("kronedge")
+    if not root.handlers:
+        root.addHandler(_Stderr())
+    root.setLevel(logging.INFO)
 
 
 def register(app, friendly_errors) -> None:
@@ -61,8 +78,17 @@ def register(app, friendly_errors) -> None:
                                          "(embedding, attention, hidden, logits, supervised; unnamed ones are 1)."),
         seed: int = typer.Option(0, help="Seed."),
         precision: str = typer.Option("auto", help="auto (bf16 where the hardware has it) | bf16 | fp32."),
-        time_budget: Optional[float] = typer.Option(None, help="Minutes for the two KD stages together: epochs are "
-                                                    "trimmed to what fits (stage 1 gets at most a third)."),
+        time_budget: Optional[float] = typer.Option(None, help="Minutes for the training: epochs are trimmed to what "
+                                                    "fits (a teacher fine-tune gets at most a third, stage 1 at most "
+                                                    "a third of the rest)."),
+        min_steps: int = typer.Option(600, help="Small data trains more epochs (at most 10) until the teacher fine-tune "
+                                      "and stage 2 reach this many optimizer steps (0 = off)."),
+        patience: int = typer.Option(2, help="Stop the teacher fine-tune and stage 2 after this many epochs without a "
+                                     "better dev score (0 = never)."),
+        teacher_check: bool = typer.Option(True, "--teacher-check/--no-teacher-check",
+                                           help="Stop when the teacher scores near chance on dev."),
+        min_retention: float = typer.Option(0.9, help="Warn when the student keeps less than this share of the "
+                                            "teacher's dev score."),
         data_dir: Optional[Path] = typer.Option(None, help="GLUE root for tasks that do not ship (holds MRPC/, ...)."),
         threads: Optional[int] = typer.Option(None, help="torch threads (default: torch's choice)."),
         resume: bool = typer.Option(False, "--resume", help="Continue an interrupted run from its checkpoints."),
@@ -81,7 +107,10 @@ def register(app, friendly_errors) -> None:
             stage2_examples=stage2_examples or None, stage2_epochs=stage2_epochs, stage2_lr=stage2_lr,
             teacher_train_limit=teacher_train_limit, batch_size=batch_size, max_length=max_length,
             temperature=temperature, layer_map=layer_map, loss_weights=_weights(loss_weights), seed=seed, precision=precision,
-            time_budget_s=time_budget * 60 if time_budget else None, data_dir=str(data_dir) if data_dir else None)
+            time_budget_s=time_budget * 60 if time_budget else None, data_dir=str(data_dir) if data_dir else None,
+            min_steps=min_steps or None, patience=patience or None, check_teacher=teacher_check,
+            min_retention=min_retention)
+        show_progress()
         if method == "svd" and out_dir is None:
             artifact = None
         else:
@@ -98,6 +127,8 @@ def register(app, friendly_errors) -> None:
                   f"{result.params_student / 1e6:.2f}M instead of {result.params_teacher / 1e6:.2f}M embedding+encoder "
                   f"params ({result.compression:.2f}x fewer)")
         out.print(f"time: {result.seconds}")
+        for warning in result.warnings:
+            out.print(f"[bold yellow]warning:[/] {warning}", highlight=False)
         if result.artifact:
             out.print(f"artifact: {result.artifact}  (score it: kronedge eval {result.artifact} --task {task})")
 
@@ -107,7 +138,10 @@ def register(app, friendly_errors) -> None:
         teacher: str = typer.Argument("builtin:minilm", help=TEACHER_HELP),
         task: str = typer.Option("sst2", help="GLUE task."),
         out_dir: Optional[Path] = typer.Option(None, "--out", help="Output directory (default: runs/teachers/TASK-HASH, reused when finished)."),
-        epochs: int = typer.Option(1, help="Epochs."),
+        epochs: int = typer.Option(1, help="Epochs (at least; see --min-steps)."),
+        min_steps: int = typer.Option(600, help="Small data trains more epochs (at most 10) until this many optimizer "
+                                      "steps (0 = off)."),
+        patience: int = typer.Option(2, help="Stop after this many epochs without a better dev score (0 = never)."),
         lr: float = typer.Option(5e-5, help="Peak learning rate."),
         batch_size: int = typer.Option(32, help="Batch size."),
         max_length: int = typer.Option(128, help="Tokens per example."),
@@ -120,11 +154,11 @@ def register(app, friendly_errors) -> None:
         as_json: bool = typer.Option(False, "--json", help="Print the result as JSON."),
     ):
         """Fine-tune a teacher with a new classification head on a GLUE task (cached)."""
-        from ..compress import finetune as run
-        from ..training import TrainConfig
+        from ..finetune import default_teacher_config, finetune as run
 
-        config = TrainConfig(epochs=epochs, lr=lr, batch_size=batch_size, max_length=max_length, seed=seed,
-                             precision=precision)
+        config = default_teacher_config(epochs=epochs, lr=lr, batch_size=batch_size, max_length=max_length, seed=seed,
+                                        precision=precision, min_steps=min_steps or None, patience=patience or None)
+        show_progress()
         result = run(teacher, task, out=out_dir, data_dir=data_dir, train_limit=train_limit, config=config,
                      resume=resume, threads=threads)
         info = {"path": str(result.path), "metrics": result.metrics, "seconds": round(result.seconds, 1),
@@ -153,7 +187,7 @@ def register(app, friendly_errors) -> None:
                 raise ValueError(f"{model_dir}/manifest.json names no task: pass --task")
             result = evaluate_exported(model_dir, task, data_dir=data_dir, limit=limit)
         else:
-            from ..compress import evaluate_artifact
+            from ..evaluation import evaluate_artifact
 
             result = evaluate_artifact(model_dir, task, data_dir=data_dir, limit=limit)
         if as_json:

@@ -1,0 +1,135 @@
+"""Scoring with torch: logits, GLUE metrics, saved artifacts, and how far a score is from chance."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from .training import Encoded, TrainingError, bucket_batches, collate
+
+CORRELATIONS = ("matthews", "pearson", "spearman")  # metrics whose chance level is 0 whatever the labels
+CHANCE_Z = 2.0  # a score within this many standard errors of chance is "near chance" (~95% one-sided)
+
+
+@torch.no_grad()
+def predict_logits(model: nn.Module, data: Encoded, batch_size: int = 64, device=None) -> torch.Tensor:
+    """Logits (N, C) in the original example order; fp32, eval mode, batches sorted by length."""
+    device = device or next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    out = [None] * len(data)
+    for index in bucket_batches(data.lengths(), batch_size, seed=0, shuffle=False):
+        batch = collate(data, index, device)
+        batch.pop("labels", None)
+        logits = model(**batch).logits.float().cpu()
+        for row, i in enumerate(index):
+            out[i] = logits[row]
+    model.train(was_training)
+    return torch.stack(out)
+
+
+def evaluate_model(model: nn.Module, task: str, data: Encoded, batch_size: int = 64) -> dict[str, float]:
+    """GLUE metrics of a sequence-classification model on tokenised labelled data."""
+    from .data import compute_metrics, get_task
+
+    logits = predict_logits(model, data, batch_size)
+    spec = get_task(task)
+    preds = logits[:, 0].numpy() if spec.is_regression else logits.argmax(-1).numpy()
+    return compute_metrics(task, preds, data.labels)
+
+
+class TeacherNearChanceError(TrainingError):
+    """The teacher scores about what a constant guess scores: nothing worth distilling."""
+
+
+@dataclass
+class Chance:
+    """What a constant guess scores on a dev set, and how far above it a real model must be."""
+
+    metric: str
+    level: float
+    margin: float
+
+    def near(self, value: float) -> bool:
+        return value <= self.level + self.margin
+
+
+def chance_level(task: str, labels: list) -> Chance:
+    """The primary metric's chance level on these labels: the best constant prediction's score
+    (accuracy: the majority class's share; F1: always the positive class), 0 for correlations;
+    the margin is ``CHANCE_Z`` standard errors of that score on ``len(labels)`` examples.
+
+    Example:
+        >>> chance_level("sst2", [0, 1, 1, 1]).level
+        0.75
+    """
+    from .data import get_task
+    from .data.metrics import METRICS
+
+    spec = get_task(task)
+    metric, n = spec.primary_metric, max(1, len(labels))
+    if metric in CORRELATIONS or spec.is_regression:
+        return Chance(metric, 0.0, CHANCE_Z / math.sqrt(n))
+    level = max(METRICS[metric]([c] * len(labels), labels) for c in range(spec.num_labels))
+    return Chance(metric, level, CHANCE_Z * math.sqrt(max(level * (1 - level), 0.01) / n))
+
+
+def check_not_chance(task: str, metrics: dict, labels: list, who: str = "teacher") -> Chance:
+    """Raise :class:`TeacherNearChanceError` when ``metrics`` sit within the margin of chance."""
+    chance = chance_level(task, labels)
+    value = metrics[chance.metric]
+    if chance.near(value):
+        raise TeacherNearChanceError(
+            f"the {who} scores {chance.metric} {value:.4f} on {task} dev, within {chance.margin:.3f} of chance "
+            f"({chance.level:.4f}, a constant guess): a student distilled from it would learn nothing useful. "
+            "Fine-tune it longer or with another learning rate (kronedge finetune --epochs ... --lr ...), use a "
+            "stronger teacher, or pass --no-teacher-check to go on anyway")
+    return chance
+
+
+def evaluate_artifact(path: str | os.PathLike, task: str | None = None, data_dir=None, limit: int | None = None,
+                      batch_size: int = 64, split: str = "dev") -> dict:
+    """Score a kronedge artifact (or any saved BERT classifier) on a GLUE split with torch.
+
+    Args:
+        path: artifact directory.
+        task: GLUE task (default: the one in the artifact's recipe).
+        data_dir: GLUE root for tasks that do not ship.
+        limit: score only the first ``limit`` examples.
+
+    Example:
+        >>> evaluate_artifact("artifacts/kronedge-sst2", "sst2")["accuracy"]
+    """
+    from .artifact import RECIPE_FILE, load_artifact
+    from .data import get_task, load_task
+    from .teachers import load_teacher
+    from .training import encode, load_tokenizer
+
+    path = Path(path)
+    if not path.is_dir():
+        raise FileNotFoundError(f"{path} is not a directory")
+    recipe = json.loads((path / RECIPE_FILE).read_text()) if (path / RECIPE_FILE).is_file() else {}
+    task = task or recipe.get("task")
+    if task is None:
+        raise TrainingError(f"{path} does not record its task: pass --task")
+    spec = get_task(task)
+    if recipe:
+        model = load_artifact(path)
+    else:
+        model = load_teacher(str(path), head="sequence-classification", num_labels=spec.num_labels).model.eval()
+    tokenizer = load_tokenizer(path if (path / "tokenizer.json").exists() or (path / "vocab.txt").exists() else
+                               load_teacher(str(path), meta=True).tokenizer_dir)
+    data = load_task(task, split, data_dir)
+    if limit is not None:
+        data.texts, data.labels = data.texts[:limit], data.labels[:limit]
+    t = time.perf_counter()
+    metrics = evaluate_model(model, task, encode(tokenizer, data.texts, data.labels), batch_size)
+    return {"task": task, "split": split, "examples": len(data), "primary_metric": spec.primary_metric,
+            **metrics, "seconds": round(time.perf_counter() - t, 2), "backend": "torch", "path": str(path)}

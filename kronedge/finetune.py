@@ -1,0 +1,147 @@
+"""Teacher fine-tuning (`kronedge finetune`) and its cache of finished teachers."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from .artifact import RECIPE_FILE, write_json_atomic
+from .training import TrainConfig, settings_key
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_TEACHER = "builtin:minilm"
+DEFAULT_TASK = "sst2"
+TEACHER_CACHE = Path("runs") / "teachers"
+FINETUNE_FILE = "finetune.json"
+
+
+def default_teacher_config(**changes) -> TrainConfig:
+    """The teacher recipe: one epoch of big data; small data gets up to 10 epochs until 600 optimizer
+    steps, stopping after 2 evaluations without a better dev score."""
+    return TrainConfig(**{"epochs": 1, "lr": 5e-5, "batch_size": 32, "max_length": 128, "min_steps": 600,
+                          "patience": 2, **changes})
+
+
+@dataclass
+class FinetuneResult:
+    path: Path
+    metrics: dict
+    seconds: float
+    cached: bool
+    train_examples: int
+    precision: str | None = None
+
+
+def teacher_has_head(teacher: str, task: str) -> bool:
+    """True when ``teacher`` is a local model with a sequence-classification head of the task's size."""
+    from .data import get_task
+
+    spec = get_task(task)
+    path = Path(teacher)
+    if not path.is_dir() or not (path / "config.json").is_file():
+        return False
+    if (path / RECIPE_FILE).is_file():
+        recipe = json.loads((path / RECIPE_FILE).read_text())
+        if recipe.get("head") != "sequence-classification":
+            return False
+    config = json.loads((path / "config.json").read_text())
+    archs = config.get("architectures") or []
+    if (path / RECIPE_FILE).is_file():
+        archs = archs or ["BertForSequenceClassification"]
+    labels = len(config.get("id2label") or {}) or config.get("num_labels", 2)
+    return any(a.endswith("ForSequenceClassification") for a in archs) and labels == spec.num_labels
+
+
+def finetune_cache_dir(teacher: str, task: str, train_limit: int | None, config: TrainConfig,
+                       cache_root=TEACHER_CACHE) -> Path:
+    """runs/teachers/<task>-<hash of everything that changes the result> (see TrainConfig.result_settings)."""
+    key = settings_key({"teacher": teacher, "task": task, "train_limit": train_limit, **config.result_settings()})
+    return Path(cache_root) / f"{task}-{key}"
+
+
+def finetune(teacher: str = DEFAULT_TEACHER, task: str = DEFAULT_TASK, out: str | os.PathLike | None = None,
+             data_dir=None, train_limit: int | None = None, config: TrainConfig | None = None, resume: bool = False,
+             threads: int | None = None, eval_limit: int | None = None) -> FinetuneResult:
+    """Fine-tune a teacher with a new classification head on a GLUE task (cached).
+
+    Args:
+        teacher: any teacher spec (``builtin:minilm``, a local dir, ``random:...``).
+        task: GLUE task name.
+        out: output directory; default ``runs/teachers/<task>-<hash>``: a finished directory is
+            reused, which is how ``compress`` and the benchmark share one fine-tuned teacher.
+        data_dir: GLUE root for tasks that do not ship.
+        train_limit: use a seeded random subset of this many training examples.
+        config: :class:`~kronedge.training.TrainConfig` (default: :func:`default_teacher_config`).
+        resume: continue an interrupted run.
+
+    Example:
+        >>> finetune("builtin:minilm", "sst2").metrics["accuracy"]
+    """
+    from .data import get_task, load_task
+    from .evaluation import evaluate_model
+    from .teachers import load_teacher
+    from .training import encode, load_tokenizer, train_loop, versions, wait_for_everyone
+
+    if threads:
+        import torch
+
+        torch.set_num_threads(threads)
+    config = config or default_teacher_config()
+    spec = get_task(task)
+    out = Path(out) if out is not None else finetune_cache_dir(teacher, task, train_limit, config)
+    if (out / FINETUNE_FILE).is_file():
+        info = json.loads((out / FINETUNE_FILE).read_text())
+        logger.info(f"[finetune] reusing fine-tuned teacher {out} "
+                    f"({spec.primary_metric} {info['metrics'][spec.primary_metric]:.4f})")
+        return FinetuneResult(out, info["metrics"], info["seconds"], True, info["train_examples"], info.get("precision"))
+
+    loaded = load_teacher(teacher, head="sequence-classification", num_labels=spec.num_labels)
+    model = loaded.model
+    model.config.problem_type = spec.problem_type
+    if not spec.is_regression:
+        model.config.id2label = dict(enumerate(spec.label_names))
+        model.config.label2id = {n: i for i, n in enumerate(spec.label_names)}
+    tokenizer = load_tokenizer(loaded.tokenizer_dir)
+    train = load_task(task, "train", data_dir).subset(train_limit, seed=config.seed)
+    dev = load_task(task, "dev", data_dir).subset(eval_limit, seed=0)
+    train_enc = encode(tokenizer, train.texts, train.labels, config.max_length)
+    dev_enc = encode(tokenizer, dev.texts, dev.labels, config.max_length)
+    logger.info(f"[finetune] {teacher} on {task}: {len(train)} train / {len(dev)} dev examples -> {out}")
+
+    result = train_loop(model, train_enc, lambda m, batch: (m(**batch).loss, {}), config, Path(str(out) + ".run"),
+                        eval_fn=lambda m: evaluate_model(m, task, dev_enc), primary_metric=spec.primary_metric,
+                        resume=resume, desc="finetune")
+    metrics = result.best_metrics or evaluate_model(model, task, dev_enc)
+    info = {"teacher": teacher, "task": task, "metrics": metrics, "seconds": round(result.seconds, 1),
+            "train_examples": len(train), "dev_examples": len(dev), "precision": result.precision,
+            "examples_per_s": round(result.examples_per_s, 1), "steps": result.steps,
+            "epochs_planned": result.epochs_planned, "stopped_early": result.stopped_early,
+            "config": config.to_dict(), "versions": versions()}
+    model.eval()
+    _save_teacher(model, out, loaded, teacher, info)
+    wait_for_everyone()
+    logger.info(f"[finetune] teacher {task} {spec.primary_metric} = {metrics[spec.primary_metric]:.4f} "
+                f"({result.steps} steps, {result.seconds:.0f} s, {result.examples_per_s:.0f} ex/s, {result.precision})")
+    return FinetuneResult(out, metrics, result.seconds, False, len(train), result.precision)
+
+
+def _save_teacher(model, out: Path, loaded, teacher: str, info: dict) -> None:
+    """Rank 0 writes the teacher (an artifact when it is kronized); the others wait for it."""
+    from .artifact import atomic_directory, copy_tokenizer, save_artifact
+    from .surgery import layout_config
+    from .training import is_main_process
+
+    if not is_main_process():
+        return
+    if layout_config(model.config) is not None:
+        save_artifact(model, out, loaded.tokenizer_dir, {"teacher": teacher, "finetune": info})
+        write_json_atomic(out / FINETUNE_FILE, info)
+        return
+    with atomic_directory(out) as tmp:
+        model.save_pretrained(tmp, safe_serialization=True)
+        copy_tokenizer(loaded.tokenizer_dir, tmp)
+        write_json_atomic(tmp / FINETUNE_FILE, info)

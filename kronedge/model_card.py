@@ -1,0 +1,66 @@
+"""The README.md of a compressed artifact, rendered from its recipe (``kronedge.json``)."""
+
+from __future__ import annotations
+
+METHOD_TEXT = {
+    "kronecker": "word embeddings, Q/K/V/O and both FFN maps are Kronecker products, initialised by the nearest "
+                 "Kronecker product (SVD) of the teacher's weights; biases, LayerNorms, position/type embeddings, "
+                 "pooler and classifier are copied from the teacher.",
+    "dense-small": "a narrower, shallower dense BERT of the same size, sliced from the teacher (baseline).",
+}
+
+
+def _stages(recipe: dict) -> list[str]:
+    cfg = recipe["compress_config"]
+    stages = []
+    if cfg["stage1"]:
+        stages.append(f"1. general KD on {cfg['corpus'] or 'WikiText-2 (validation split)'}: "
+                      f"{cfg['stage1_examples'] or 'all'} text chunks, {cfg['stage1_epochs']} epoch(s) at least, "
+                      f"lr {cfg['stage1_lr']}, losses: embedding MSE + attention-score MSE + hidden MSE")
+    losses = (f", losses: all intermediate + logit KL (T={cfg['temperature']}) + cross-entropy"
+              if cfg["stage2_kd"] else "")
+    stages.append(f"{len(stages) + 1}. task {'KD' if cfg['stage2_kd'] else 'fine-tuning (labels only)'} on "
+                  f"{recipe['task']} train: {cfg['stage2_examples'] or 'all'} examples, {cfg['stage2_epochs']} "
+                  f"epoch(s) at least, lr {cfg['stage2_lr']}{losses}")
+    return stages
+
+
+def _warnings(recipe: dict) -> str:
+    if not recipe.get("warnings"):
+        return ""
+    lines = "\n".join(f"> **Warning:** {w}" for w in recipe["warnings"])
+    return f"\n{lines}\n"
+
+
+def model_card(recipe: dict) -> str:
+    """README.md of an artifact: recipe, parameters, compression, teacher vs student metrics, warnings."""
+    m = recipe["metrics"]
+    primary = m["primary"]
+    cfg = recipe["compress_config"]
+    rows = "\n".join(f"| {k} | {m['teacher'].get(k, float('nan')):.4f} | {m['student'].get(k, float('nan')):.4f} |"
+                     for k in m["student"])
+    plan = f"preset {cfg['preset']}" if cfg["preset"] else f"target compression {cfg['compression']}x"
+    retained = 100 * m["student"][primary] / m["teacher"][primary]
+    return f"""# KroneckerBERT student: {recipe['task']} ({recipe['compression']:.2f}x)
+
+Compressed by kronedge from `{recipe['teacher']}` (fine-tuned teacher: `{recipe['teacher_finetuned']}`).
+{_warnings(recipe)}
+| | teacher | student |
+|---|---|---|
+| embedding + encoder params | {recipe['params_teacher']:,} | {recipe['params_student']:,} |
+{rows}
+
+Primary metric: **{primary}** on the {m['examples']} {recipe['task']} dev examples: student
+{m['student'][primary]:.4f} vs teacher {m['teacher'][primary]:.4f} ({retained:.1f}% of the teacher); before
+distillation (initialisation from the teacher only) the student scored {m['student_before_training'][primary]:.4f}.
+
+## Recipe
+- method: {cfg['method']}; plan: {plan}, rank {cfg['rank']}
+- {METHOD_TEXT.get(cfg['method'], cfg['method'])}
+{chr(10).join('- stage ' + s for s in _stages(recipe))}
+- KD loss weights (1 unless listed): {cfg.get('loss_weights') or 'all 1'}
+- training time: {recipe['training']['seconds']}; precision {recipe['training']['precision']}
+- versions: {recipe['versions']}
+
+Load it with `kronedge.artifact.load_artifact(DIR)`; score it with `kronedge eval DIR --task {recipe['task']}`.
+"""

@@ -1,0 +1,175 @@
+"""Students: how a compressed model is made from its teacher, one builder per kind of student.
+
+Each kind is a small config class; :func:`build_student` looks its builder up by the config's type
+in a registered table (as torchao's ``quantize_`` looks up its handlers), so a new kind of student
+is a new config class and one ``@register_student`` builder, not another branch somewhere.
+
+    >>> student, plan = build_student(teacher, KroneckerStudent(KronConfig(compression=5)))
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+from typing import Callable
+
+from .planner import KronConfig
+from .training import TrainingError
+
+
+@dataclass(frozen=True)
+class KroneckerStudent:
+    """The paper's student: Q/K/V/O, both FFN maps and the word embeddings as Kronecker products
+    (``kronize_``), initialised by the nearest Kronecker product of the teacher's weights."""
+
+    kron: KronConfig
+    method = "kronecker"
+
+
+@dataclass(frozen=True)
+class SvdStudent:
+    """Baseline: truncated SVD of the same matrices at equal parameters (``lowrank_``)."""
+
+    kron: KronConfig
+    method = "svd"
+
+
+@dataclass(frozen=True)
+class DenseSmallStudent:
+    """Baseline: a narrower, shallower dense BERT with the Kronecker student's parameter count,
+    sliced from the teacher. ``layers``: its depth (default half the teacher's)."""
+
+    kron: KronConfig
+    layers: int | None = None
+    method = "dense-small"
+
+
+_BUILDERS: dict[type, Callable] = {}
+
+
+def register_student(config_type: type):
+    """Decorator: ``builder(teacher, config) -> (student, plan)`` builds students of ``config_type``."""
+
+    def register(builder):
+        _BUILDERS[config_type] = builder
+        return builder
+
+    return register
+
+
+def build_student(teacher, config):
+    """(student, plan) for any registered student config; the teacher is left untouched.
+
+    Example:
+        >>> student, plan = build_student(teacher, SvdStudent(KronConfig(compression=5)))
+    """
+    builder = _BUILDERS.get(type(config))
+    if builder is None:
+        known = ", ".join(t.__name__ for t in _BUILDERS)
+        raise TrainingError(f"no student builder for {type(config).__name__}; registered: {known}")
+    return builder(teacher, config)
+
+
+# The names the CLI and saved recipes use for each kind.
+METHODS: dict[str, type] = {cls.method: cls for cls in (KroneckerStudent, SvdStudent, DenseSmallStudent)}
+
+
+def student_config(method: str, kron: KronConfig):
+    """The student config for a method name (``kronecker``, ``svd``, ``dense-small``)."""
+    if method not in METHODS:
+        raise TrainingError(f"unknown method {method!r}; choose one of {tuple(METHODS)}")
+    return METHODS[method](kron)
+
+
+@register_student(KroneckerStudent)
+def _kronecker(teacher, config: KroneckerStudent):
+    from .surgery import kronize_
+
+    student = copy.deepcopy(teacher)
+    return student, kronize_(student, config.kron)
+
+
+@register_student(SvdStudent)
+def _svd(teacher, config: SvdStudent):
+    from .lowrank import lowrank_
+
+    student = copy.deepcopy(teacher)
+    return student, lowrank_(student, config.kron)
+
+
+@register_student(DenseSmallStudent)
+def _dense_small(teacher, config: DenseSmallStudent):
+    from .planner import plan_model
+
+    plan = plan_model(teacher, config.kron)
+    kron, _ = _kronecker(teacher, KroneckerStudent(config.kron))
+    return dense_small_student(teacher, core_params(kron), config.layers), plan
+
+
+def core_params(model) -> int:
+    """Parameters of the embeddings and the encoder (the paper's count; no pooler, no head)."""
+    from .distill import bert_of
+
+    bert = bert_of(model)
+    return sum(p.numel() for m in (bert.embeddings, bert.encoder) for p in m.parameters())
+
+
+def dense_small_config(teacher_config, target_core_params: int, layers: int | None = None):
+    """A narrower, shallower BertConfig with at most ``target_core_params`` embedding+encoder params.
+
+    The head count stays the teacher's (so attention scores compare head by head); the width is
+    the largest multiple of it that fits, with the FFN at 4x the width as in BERT.
+    """
+    heads = teacher_config.num_attention_heads
+    layers = layers or max(1, teacher_config.num_hidden_layers // 2)
+
+    def count(h: int) -> int:
+        v, p, t = teacher_config.vocab_size, teacher_config.max_position_embeddings, teacher_config.type_vocab_size
+        emb = (v + p + t) * h + 2 * h
+        layer = 4 * (h * h + h) + 2 * (h * 4 * h) + 4 * h + h + 4 * 2 * h
+        return emb + layers * layer
+
+    width = heads
+    while count(width + heads) <= target_core_params:
+        width += heads
+    config = copy.deepcopy(teacher_config)
+    config.hidden_size, config.intermediate_size, config.num_hidden_layers = width, 4 * width, layers
+    config.num_attention_heads = heads
+    return config
+
+
+def dense_small_student(teacher, target_core_params: int, layers: int | None = None):
+    """A dense student at the given size, initialised by slicing the teacher.
+
+    Layers are taken uniformly from the teacher; every matrix keeps its leading rows/columns,
+    head by head for Q/K/V (each head keeps its first d_head_small dimensions), so the student
+    starts from the teacher's function restricted to a subspace rather than from noise.
+    """
+    import torch
+    from transformers import BertForSequenceClassification
+
+    from .distill import layer_mapping
+
+    config = dense_small_config(teacher.config, target_core_params, layers)
+    student = BertForSequenceClassification(config)
+    t_state = teacher.state_dict()
+    mapping = layer_mapping(config.num_hidden_layers, teacher.config.num_hidden_layers, "uniform")
+    heads, dt = config.num_attention_heads, teacher.config.hidden_size // config.num_attention_heads
+    ds = config.hidden_size // heads
+    head_rows = torch.cat([torch.arange(h * dt, h * dt + ds) for h in range(heads)])
+    with torch.no_grad():
+        for name, p in student.state_dict().items():
+            src = name
+            if ".encoder.layer." in name:
+                prefix, rest = name.split(".encoder.layer.")
+                idx, tail = rest.split(".", 1)
+                src = f"{prefix}.encoder.layer.{mapping[int(idx)]}.{tail}"
+            t = t_state[src]
+            if any(k in name for k in ("attention.self.query", "attention.self.key", "attention.self.value")):
+                t = t[head_rows] if t.ndim == 1 else t[head_rows][:, :p.shape[1]]
+            elif "attention.output.dense.weight" in name:
+                t = t[:p.shape[0]][:, head_rows]
+            else:
+                t = t[tuple(slice(0, s) for s in p.shape)]
+            p.copy_(t)
+    return student

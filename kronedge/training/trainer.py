@@ -1,0 +1,328 @@
+"""The training loop shared by fine-tuning and both distillation stages, as a small object
+(the files it writes: :mod:`.checkpoint`)."""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import time
+from dataclasses import replace
+from pathlib import Path
+from typing import Callable
+
+import torch
+from torch import nn
+
+from ..artifact import write_json_atomic
+from .batching import Encoded, bucket_batches, collate
+from .budget import BudgetPlan, TimeBudget
+from .checkpoint import (LOG_FILE, Progress, RunLog, TrainResult, load_best, load_checkpoint, mark_done, read_progress, save_best,
+                         save_checkpoint)
+from .config import TrainConfig
+from .distributed import agree
+from .hardware import choose_precision, seed_everything
+from .optim import LinearSchedule, build_optimizer
+
+logger = logging.getLogger(__name__)
+
+StepFn = Callable[[nn.Module, dict], tuple[torch.Tensor, dict]]
+EvalFn = Callable[[nn.Module], dict]
+
+
+class _Running:
+    """Loss sums between two log lines, kept on the device: a float() per step would make the host
+    wait for the GPU every step."""
+
+    def __init__(self):
+        self.loss, self.parts, self.n = 0.0, {}, 0
+
+    def add(self, loss: torch.Tensor, parts: dict) -> None:
+        self.loss = self.loss + loss.detach()
+        self.n += 1
+        for k, v in parts.items():
+            self.parts[k] = self.parts.get(k, 0.0) + (v.detach() if torch.is_tensor(v) else v)
+
+    def means(self) -> dict:
+        n = max(1, self.n)
+        return {"loss": float(self.loss) / n, **{k: float(v) / n for k, v in self.parts.items()}}
+
+
+class Trainer:
+    """Trains ``model`` on ``data`` with ``step_fn`` under Hugging Face Accelerate.
+
+    Accelerate places the model, accumulates gradients and, under ``accelerate launch``, runs one
+    process per device, each taking every n-th batch. After every epoch ``eval_fn`` scores the
+    model; the best weights (by ``primary_metric``) are kept and loaded back at the end.
+
+    Args:
+        model: the module to train (trained in place).
+        data: tokenised training examples.
+        step_fn: ``(model, batch) -> (loss, {"part": tensor})``; runs under autocast.
+        config: optimisation settings.
+        run_dir: where config, logs, checkpoints and best weights go.
+        eval_fn: ``model -> metrics``; called in fp32 after each epoch.
+        primary_metric: key of the metrics to maximise (and to stop early on).
+        extra_modules: more trainable modules (e.g. distillation projections), checkpointed too.
+
+    Example:
+        >>> Trainer(model, encoded, lambda m, b: (m(**b).loss, {}), TrainConfig(), "runs/ft").run()
+    """
+
+    def __init__(self, model: nn.Module, data: Encoded, step_fn: StepFn, config: TrainConfig,
+                 run_dir: str | os.PathLike, eval_fn: EvalFn | None = None, primary_metric: str | None = None,
+                 extra_modules: dict[str, nn.Module] | None = None, desc: str = "train"):
+        from accelerate import Accelerator
+
+        self.data, self.step_fn, self.config, self.desc = data, step_fn, config, desc
+        self.eval_fn, self.primary = eval_fn, primary_metric
+        self.run_dir = Path(run_dir)
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        self.accelerator = Accelerator(gradient_accumulation_steps=config.grad_accum, mixed_precision="no")
+        self.device = self.accelerator.device
+        if self.device.type == "cuda":
+            # TF32 matmuls: fp32 training at tensor-core speed, far inside the accuracy that matters here.
+            torch.backends.cuda.matmul.allow_tf32 = True
+            torch.backends.cudnn.allow_tf32 = True
+        self.precision, self.precision_reason = choose_precision(config.precision, self.device)
+        self.main = self.accelerator.is_main_process  # only rank 0 writes files and logs
+        self.bar = self.log = None
+        self.say(f"[{desc}] precision {self.precision} ({self.precision_reason}); device {self.device}; "
+                 f"threads {torch.get_num_threads()}")
+        self.modules = {"model": model, **(extra_modules or {})}
+        for m in self.modules.values():
+            m.to(self.device)
+            m.train()
+        optimizer = build_optimizer(self.modules, config, self.device)
+        self.steps_per_epoch = math.ceil(len(self.epoch_batches(0)) / config.grad_accum)
+        self.epochs = config.planned_epochs(self.steps_per_epoch)
+        total = min(self.steps_per_epoch * self.epochs, config.max_steps or 10**12)
+        self.schedule = LinearSchedule(total, config.warmup_ratio)
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, self.schedule)
+        # The scheduler stays outside accelerate.prepare: prepared, it steps once per process per
+        # optimizer step, which under `accelerate launch` would end the schedule early.
+        self.model, self.optimizer = self.accelerator.prepare(model, optimizer)
+        self.modules["model"] = self.model
+        self.budget = TimeBudget(config.time_budget_s, self.steps_per_epoch, self.epochs, config.max_steps,
+                                 lambda value, op: agree(value, op, self.device))
+        self.progress = Progress(total_steps=total)
+        self.resumed_from: int | None = None
+        self.prior_examples = 0
+        self.seen = 0  # examples processed in this session
+        self.stopping = self.stopped_at_budget = False
+
+    # -- the run ---------------------------------------------------------------------------------
+
+    def run(self, resume: bool = False) -> TrainResult:
+        """Train every planned epoch (or up to the budget / early stop); continue a checkpoint if ``resume``."""
+        self.start(resume)
+        try:
+            while not self.stopping and self.progress.epoch < self.epochs:
+                self.run_epoch()
+                self.end_epoch()
+        except KeyboardInterrupt:
+            self.checkpoint()
+            self.say(f"[{self.desc}] interrupted at step {self.progress.step}: checkpoint saved in "
+                     f"{self.run_dir / 'checkpoint'}; rerun with --resume")
+            raise
+        finally:
+            self.bar.close()
+            self.log.close()
+        return self.finish()
+
+    def epoch_batches(self, epoch: int) -> list[list[int]]:
+        """This process's batches of ``epoch``: each process takes every n-th one."""
+        batches = bucket_batches(self.data.lengths(), self.config.batch_size, seed=self.config.seed * 1000 + epoch)
+        return batches[self.accelerator.process_index::self.accelerator.num_processes]
+
+    def start(self, resume: bool) -> None:
+        saved = read_progress(self.run_dir) if resume else None
+        if saved is not None:
+            self.restore(saved)
+        else:
+            seed_everything(self.config.seed)
+            if self.main:
+                (self.run_dir / LOG_FILE).unlink(missing_ok=True)
+                (self.run_dir / "best.pt").unlink(missing_ok=True)
+        if self.main:
+            write_json_atomic(self.run_dir / "config.json", {
+                "stage": self.desc, **self.config.to_dict(), "precision_used": self.precision,
+                "precision_reason": self.precision_reason, "examples": len(self.data),
+                "processes": self.accelerator.num_processes, "epochs_planned": self.epochs})
+        from tqdm.auto import tqdm
+
+        self.log = RunLog(self.run_dir, self.desc, enabled=self.main)
+        self.autocast = torch.autocast(device_type=self.device.type, dtype=torch.bfloat16,
+                                       enabled=self.precision == "bf16")
+        self.t0 = self.last_ckpt = time.perf_counter()
+        self.bar = tqdm(total=self.schedule.total, initial=self.progress.step, desc=self.desc, mininterval=2.0,
+                        dynamic_ncols=True, disable=not self.accelerator.is_local_main_process)
+        self.stopping = self.progress.step >= self.schedule.total or self.progress.stopped_early
+        self.budget.start(self.progress.step, self.t0, self.progress.seconds, resumed=saved is not None)
+
+    def restore(self, saved: dict) -> None:
+        """Continue exactly where the checkpoint stopped: weights, optimizer, schedule, RNG, position."""
+        unwrapped = {k: self.accelerator.unwrap_model(m) for k, m in self.modules.items()}
+        # The schedule's total (a time budget may have moved it) comes back with the scheduler's state.
+        load_checkpoint(self.run_dir, unwrapped, self.optimizer, self.scheduler, self.device)
+        self.progress = Progress.from_dict(saved)
+        self.prior_examples = self.progress.examples
+        self.resumed_from = self.progress.step
+        if self.main:
+            RunLog.forget_after(self.run_dir, self.progress.step)
+        p = self.progress
+        self.say(f"[{self.desc}] resumed from step {p.step} (epoch {p.epoch}, batch {p.batch})")
+
+    def run_epoch(self) -> None:
+        batches = self.epoch_batches(self.progress.epoch)
+        self.running = _Running()
+        while self.progress.batch < len(batches):
+            if self.train_step(batches[self.progress.batch]) and self.after_update():
+                break
+
+    def train_step(self, index: list[int]) -> bool:
+        """Forward and backward on one batch; True when it completed an optimizer step."""
+        accelerator, config = self.accelerator, self.config
+        batch = collate(self.data, index, self.device)
+        with accelerator.accumulate(self.model):
+            with self.autocast:
+                loss, parts = self.step_fn(self.model, batch)
+            accelerator.backward(loss)
+            if accelerator.sync_gradients and config.max_grad_norm:
+                params = [p for m in self.modules.values() for p in m.parameters() if p.requires_grad]
+                accelerator.clip_grad_norm_(params, config.max_grad_norm)
+            self.optimizer.step()
+            if accelerator.sync_gradients:
+                self.scheduler.step()
+            self.optimizer.zero_grad()
+        self.progress.batch += 1
+        self.seen += len(index)
+        self.running.add(loss, parts)
+        return accelerator.sync_gradients
+
+    def after_update(self) -> bool:
+        """Bookkeeping after an optimizer step; True when the epoch must end now."""
+        p = self.progress
+        p.step += 1
+        self.bar.update(1)
+        now = time.perf_counter()
+        plan = self.budget.after_step(p.step, now)
+        if plan is not None:
+            self.apply_plan(plan)
+            self.say(f"[{self.desc}] time budget {self.config.time_budget_s:.0f} s: "
+                     f"{plan.seconds_per_step * 1000:.1f} ms/step, {plan.epochs} of {self.epochs} epoch(s) fit "
+                     f"({plan.total_steps} steps)")
+            self.log.write({"time_budget_s": self.config.time_budget_s, "seconds_per_step": plan.seconds_per_step,
+                            "epochs_planned": plan.epochs, "total_steps": plan.total_steps})
+        if p.step % self.config.log_every == 0 or p.step == self.schedule.total:
+            self.log_step(now)
+        if p.step >= self.schedule.total:
+            self.stopping = True
+            return True
+        if self.budget.over(p.step, now, self.config.log_every):
+            self.say(f"[{self.desc}] time budget exceeded at step {p.step} of {self.schedule.total}: stopping")
+            self.stopped_at_budget = self.stopping = True
+            return True
+        if now - self.last_ckpt > self.config.checkpoint_seconds:
+            self.checkpoint()
+        return False
+
+    def log_step(self, now: float) -> None:
+        means = self.running.means()
+        rate = self.seen / max(1e-9, now - self.t0)
+        self.log.write({"step": self.progress.step, "epoch": self.progress.epoch, **means,
+                        "lr": self.scheduler.get_last_lr()[0], "examples_per_s": round(rate, 1),
+                        "elapsed_s": round(time.perf_counter() - self.t0, 1)})
+        self.bar.set_postfix(loss=f"{means['loss']:.4f}", ex_s=f"{rate:.0f}")
+        self.running = _Running()
+
+    def end_epoch(self) -> None:
+        """Evaluate (keeping the best, maybe stopping early), re-plan the budget, checkpoint."""
+        p = self.progress
+        if self.eval_fn is not None:
+            self.evaluate()
+        p.epoch += 1
+        p.batch = 0
+        if not self.stopping and p.epoch < self.epochs:
+            before = self.schedule.total
+            plan = self.budget.replan(p.step, p.epoch, time.perf_counter())
+            if plan is not None and plan.total_steps != before:
+                self.apply_plan(plan)
+                self.say(f"[{self.desc}] time budget: re-planned to {plan.epochs} epoch(s) after {p.epoch} done")
+                self.log.write({"replanned_after_epoch": p.epoch, "epochs_planned": plan.epochs,
+                                "total_steps": plan.total_steps})
+            self.stopping = p.step >= self.schedule.total
+        self.checkpoint()
+
+    def evaluate(self) -> None:
+        p = self.progress
+        p.last = self.eval_fn(self.accelerator.unwrap_model(self.model))
+        p.history.append({"epoch": p.epoch, "step": p.step, **p.last})
+        self.log.write({"eval": p.last, "epoch": p.epoch, "step": p.step})
+        self.say(f"[{self.desc}] epoch {p.epoch}: {json.dumps(p.last)}")
+        if not self.primary:
+            return
+        if p.best is None or p.last[self.primary] > p.best[self.primary]:
+            p.best, p.stale_evals = dict(p.last), 0
+            if self.main:
+                save_best(self.run_dir, self.accelerator.unwrap_model(self.model), p.best)
+            return
+        p.stale_evals += 1
+        if self.config.patience and p.stale_evals >= self.config.patience:
+            self.say(f"[{self.desc}] no better {self.primary} in {p.stale_evals} evaluation(s): stopping early "
+                     f"(best {p.best[self.primary]:.4f})")
+            p.stopped_early = self.stopping = True
+
+    def apply_plan(self, plan: BudgetPlan) -> None:
+        self.schedule.total = self.bar.total = plan.total_steps
+
+    # -- files and messages ---------------------------------------------------------------------
+
+    def snapshot(self, **changes) -> Progress:
+        """The progress record as of now, over every session."""
+        return replace(self.progress, total_steps=self.schedule.total,
+                       seconds=self.budget.elapsed(time.perf_counter()),
+                       examples=self.prior_examples + self.seen, **changes)
+
+    def checkpoint(self) -> None:
+        if self.main:
+            modules = {k: self.accelerator.unwrap_model(m) for k, m in self.modules.items()}
+            save_checkpoint(self.run_dir, modules, self.optimizer, self.scheduler, self.snapshot())
+        self.last_ckpt = time.perf_counter()
+
+    def say(self, message: str) -> None:
+        """A log line of its own (not glued to the progress bar), from rank 0 only."""
+        if not self.main:
+            return
+        if self.bar is not None:
+            self.bar.clear()
+        logger.info(message)
+        if self.bar is not None:
+            self.bar.refresh()
+
+    def finish(self) -> TrainResult:
+        final = self.snapshot(batch=0, done=True)
+        model = self.accelerator.unwrap_model(self.model)
+        self.accelerator.wait_for_everyone()  # best.pt is written by rank 0
+        if final.best is not None and (self.run_dir / "best.pt").exists():
+            load_best(self.run_dir, model, self.device)
+        result = TrainResult(final.step, final.seconds, final.examples / max(final.seconds, 1e-9), self.precision,
+                             self.precision_reason, final.best, final.last, final.history, self.resumed_from,
+                             final.total_steps, self.stopped_at_budget, final.stopped_early, self.epochs)
+        if self.main:
+            mark_done(self.run_dir, final)
+            write_json_atomic(self.run_dir / "metrics.json", result.to_dict())
+        return result
+
+
+def train_loop(model: nn.Module, data: Encoded, step_fn: StepFn, config: TrainConfig, run_dir: str | os.PathLike,
+               eval_fn: EvalFn | None = None, primary_metric: str | None = None, resume: bool = False,
+               extra_modules: dict[str, nn.Module] | None = None, desc: str = "train") -> TrainResult:
+    """``Trainer(...).run(resume)`` in one call (see :class:`Trainer`).
+
+    Example:
+        >>> train_loop(model, encoded, lambda m, b: (m(**b).loss, {}), TrainConfig(), "runs/ft")
+    """
+    trainer = Trainer(model, data, step_fn, config, run_dir, eval_fn, primary_metric, extra_modules, desc)
+    return trainer.run(resume)
