@@ -36,6 +36,15 @@ PROBE_TEXTS = (
 )
 PROBE_LABELS = tuple(i % 2 for i in range(len(PROBE_TEXTS)))
 
+# Awkward inputs for the tokenizer path: longer than max_length, empty, non-ASCII, one word.
+EDGE_TEXTS = (
+    "the plot is thin, " * 30 + "but the cast is great",
+    "",
+    "Ünïcödé and emoji 🎬 work too",
+    "ok",
+)
+PAIRS = (("A man is playing a guitar.", "Someone plays music."), ("It rains.", "The weather is dry " * 40))
+
 # The margins every informative model must clear (asserted by the session fixtures).
 MIN_LOGIT_SPREAD = 1.0  # std over texts of each logit column; the tightest fp32 tolerance is atol 1e-4
 MAX_CONSTANT_SQNR_DB = 10.0  # a constant (the mean row) or shuffled output scores below this; floors are 15-25 dB
@@ -70,7 +79,7 @@ def encode(texts, max_length: int = 32) -> dict:
 
 
 def torch_logits(model, texts, max_length: int = 32) -> np.ndarray:
-    """The torch model's logits for ``texts``, one text at a time (no padding)."""
+    """The torch model's logits for ``texts`` (strings or (a, b) pairs), one at a time (no padding)."""
     import torch
 
     rows = []
@@ -160,3 +169,66 @@ def check_informative(logits: np.ndarray, labels=LABELS) -> None:
         score = sqnr_db(logits, broken)
         assert score < MAX_CONSTANT_SQNR_DB, f"a {name} output still scores {score:.1f} dB"
     assert math.isfinite(spread)
+
+
+# ---- deliberate breakage: what the tests that can fail are shown to catch ----------------------------
+BREAKS = ("constant", "shuffled")
+
+
+def break_outputs(logits: np.ndarray, how: str) -> np.ndarray:
+    """A wrong answer of the right shape: every row the mean row ("constant"), or rows rolled by one
+    ("shuffled": each input gets another input's answer)."""
+    logits = np.asarray(logits)
+    if how == "constant":
+        return np.broadcast_to(logits.mean(axis=0, keepdims=True), logits.shape).astype(logits.dtype)
+    if how == "shuffled":
+        return np.roll(logits, 1, axis=0) if len(logits) > 1 else logits[:, ::-1].copy()
+    raise ValueError(f"unknown break {how!r}; choose one of {BREAKS}")
+
+
+class BrokenSession:
+    """Wraps an ORT session (``predictor.session = BrokenSession(predictor.session, "constant")``) and
+    breaks its outputs with :func:`break_outputs`; inputs and metadata pass through."""
+
+    def __init__(self, session, how: str):
+        self.session, self.how = session, how
+
+    def __getattr__(self, name):
+        return getattr(self.session, name)
+
+    def run(self, output_names, feeds, *args, **kwargs):
+        return [break_outputs(out, self.how) for out in self.session.run(output_names, feeds, *args, **kwargs)]
+
+
+def corrupt_weight(onnx_path, out_path, name_part: str = "word_embeddings.a") -> list[str]:
+    """Copy an ONNX model with the sign bit of every element flipped in the weight matrices (2-D or more;
+    scales, zero points and shape constants are left alone) whose names contain ``name_part``, as a
+    corrupted file or a bad kernel would. Works on fp32 and int8 graphs. Returns the names changed."""
+    import onnx
+    from onnx import numpy_helper
+
+    model = onnx.load(onnx_path)
+    changed = []
+    for tensor in model.graph.initializer:
+        values = numpy_helper.to_array(tensor)
+        if name_part not in tensor.name or values.ndim < 2 or values.dtype not in (np.float32, np.int8, np.uint8):
+            continue
+        if values.dtype == np.float32:
+            broken = -values
+        else:  # the top bit: int8 v -> v -/+ 128, uint8 around a zero point of ~128 -> about -v
+            broken = (values.view(np.uint8) ^ 0x80).view(values.dtype)
+        tensor.CopyFrom(numpy_helper.from_array(broken, tensor.name))
+        changed.append(tensor.name)
+    assert changed, f"no weight matrix of {onnx_path} contains {name_part!r}"
+    onnx.save(model, out_path)
+    return changed
+
+
+def refresh_manifest_hashes(model_dir) -> None:
+    """Re-hash every file into manifest.json (as a re-export would), so a deliberately changed model is
+    judged on its outputs, not refused for its hash."""
+    from runtime.contract import MANIFEST_FILE, Manifest, file_table
+
+    path = Path(model_dir) / MANIFEST_FILE
+    manifest = Manifest.load(path)
+    Manifest.from_dict({**manifest.to_dict(), "files": file_table(model_dir)}).write(path)
