@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from runtime.contract import GOLDEN_FILE, INPUTS, MANIFEST_FILE, OUTPUTS, TOKENIZER_FILE, load_golden
+from runtime.contract import GOLDEN_FILE, MANIFEST_FILE, OUTPUTS, TOKENIZER_FILE
 from runtime.predictor import create_session
 
 from .config import BertOnnxConfig, ExportOptions
@@ -231,7 +231,7 @@ def _export_into(model, out: Path, work: Path, tokenizer_dir: Path, opts: Export
     from . import passes
     from .manifest import build_manifest
     from .quantize import preset_for, quantize as run_quantize
-    from .validate import validate
+    from .validate import check_domains, check_ort_matches, validate
 
     config = model.config
     num_heads = config.num_attention_heads
@@ -242,7 +242,7 @@ def _export_into(model, out: Path, work: Path, tokenizer_dir: Path, opts: Export
                                         expect_attention=config.num_hidden_layers)
     fp32_path = work / "model.fp32.onnx"
     onnx.save(optimized, fp32_path)
-    _check_domains(optimized, opts.profile)
+    check_domains(optimized, opts.profile)
 
     validation = {}
     if opts.validate:
@@ -257,7 +257,7 @@ def _export_into(model, out: Path, work: Path, tokenizer_dir: Path, opts: Export
             calibration = _calibration_feeds(tokenizer_dir, task_data, opts)
         final = work / "model.int8.onnx"
         run_quantize(fp32_path, final, preset, calibration=calibration)
-        _check_domains(onnx.load(final), opts.profile)
+        check_domains(onnx.load(final), opts.profile)
         if opts.validate:
             sentences = _sentence_batches(tokenizer_dir, task_data, opts.max_length)
             validation["int8"] = validate(final, model, max_length=opts.max_length, precision="int8",
@@ -276,15 +276,6 @@ def _export_into(model, out: Path, work: Path, tokenizer_dir: Path, opts: Export
         if opts.validate:
             validation["ort_format"] = {**check_ort_matches(out, opts.quantize != "none"), **ort_info}
     build_manifest(out, model, opts, preset, counts, validation, source, task_data).write(out / MANIFEST_FILE)
-
-
-def _check_domains(model, profile: str) -> None:
-    """A portable export holds ai.onnx ops only: a custom-domain node there is a bug, not a warning."""
-    if profile != "portable":
-        return
-    custom = sorted({f"{n.domain}.{n.op_type}" for n in model.graph.node if n.domain not in ("", "ai.onnx")})
-    if custom:
-        raise ValueError(f"portable export contains custom-domain ops {custom}; use --profile ort for those")
 
 
 def _write_tokenizer(tokenizer_dir: Path, out: Path, max_length: int) -> None:
@@ -354,23 +345,6 @@ def _write_golden(out: Path, texts, max_length: int) -> None:
     feeds = encode(out / TOKENIZER_FILE, texts, max_length)
     logits = create_session(out / "model.onnx", threads=1).run(list(OUTPUTS), feeds)[0]
     np.savez(out / GOLDEN_FILE, **feeds, logits=logits.astype(np.float32))
-
-
-def check_ort_matches(out: Path, quantized: bool) -> dict:
-    """model.ort must give model.onnx's logits on the golden inputs (it is the same graph, pre-optimised).
-
-    fp32 within atol; int8 within 5% of the largest golden logit (the .ort graph's int8 kernels are fused
-    ahead of time and may round differently). Raises ValidationError otherwise.
-    """
-    from .validate import ValidationError
-
-    golden = load_golden(out / GOLDEN_FILE)
-    got = create_session(out / "model.ort", threads=1).run(list(OUTPUTS), {k: golden[k] for k in INPUTS})[0]
-    diff = float(np.abs(got - golden["logits"]).max())
-    tolerance = (0.05 * float(np.abs(golden["logits"]).max() + 1e-6) if quantized else BertOnnxConfig.ATOL_FP32)
-    if not diff <= tolerance:
-        raise ValidationError(f"model.ort differs from model.onnx on the golden inputs: max |diff| {diff:.3g} > {tolerance:.3g}")
-    return {"max_abs_diff_vs_onnx": diff, "passed": True}
 
 
 def _sentence_batches(tokenizer_dir: Path, task_data, max_length: int) -> list[dict[str, np.ndarray]]:

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from runtime.contract import sqnr  # noqa: F401 (re-exported: the one SQNR)
+from runtime.contract import GOLDEN_FILE, INPUTS, OUTPUTS, load_golden, sqnr
 from runtime.predictor import create_session
 
 from .config import BertOnnxConfig
@@ -115,3 +115,28 @@ def validate(onnx_path: str | os.PathLike, model, max_length: int = 128, precisi
         "inputs": kind,
         "shapes": results,
     }
+
+
+def check_domains(model, profile: str) -> None:
+    """A portable export holds ai.onnx ops only: a custom-domain node there is a bug, not a warning."""
+    if profile != "portable":
+        return
+    custom = sorted({f"{n.domain}.{n.op_type}" for n in model.graph.node if n.domain not in ("", "ai.onnx")})
+    if custom:
+        raise ValidationError(f"portable export contains custom-domain ops {custom}; use --profile ort for those")
+
+
+def check_ort_matches(out: str | os.PathLike, quantized: bool) -> dict:
+    """model.ort must give model.onnx's logits on the golden inputs (it is the same graph, pre-optimised).
+
+    fp32 within atol; int8 within 5% of the largest golden logit (the .ort graph's int8 kernels are fused
+    ahead of time and may round differently). Raises ValidationError otherwise.
+    """
+    out = Path(out)
+    golden = load_golden(out / GOLDEN_FILE)
+    got = create_session(out / "model.ort", threads=1).run(list(OUTPUTS), {k: golden[k] for k in INPUTS})[0]
+    diff = float(np.abs(got - golden["logits"]).max())
+    tolerance = 0.05 * float(np.abs(golden["logits"]).max() + 1e-6) if quantized else BertOnnxConfig.ATOL_FP32
+    if not diff <= tolerance:
+        raise ValidationError(f"model.ort differs from model.onnx on the golden inputs: max |diff| {diff:.3g} > {tolerance:.3g}")
+    return {"max_abs_diff_vs_onnx": diff, "passed": True}

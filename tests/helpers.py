@@ -50,19 +50,29 @@ MIN_LOGIT_SPREAD = 1.0  # std over texts of each logit column; the tightest fp32
 MAX_CONSTANT_SQNR_DB = 10.0  # a constant (the mean row) or shuffled output scores below this; floors are 15-25 dB
 
 
-def tiny_bert_config(**overrides):
-    """The one tiny BertConfig of the suite: hidden 48, 2 layers, 4 heads, FFN 96, BERT's vocabulary.
+# The one tiny BERT of the suite: hidden 48, 2 layers, 4 heads, FFN 96, BERT's vocabulary.
+# initializer_range 0.2 (not BERT's 0.02) so that even untrained weights give input-dependent logits.
+TINY_FIELDS = dict(vocab_size=30522, hidden_size=48, num_hidden_layers=2, num_attention_heads=4, intermediate_size=96,
+                   max_position_embeddings=64, type_vocab_size=2, num_labels=2, initializer_range=0.2,
+                   hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
 
-    ``initializer_range`` is 0.2 so that even untrained weights give input-dependent logits.
-    """
+
+def tiny_bert_config(**overrides):
+    """The suite's tiny BertConfig (``TINY_FIELDS`` with labels negative/positive), with ``overrides``."""
     from transformers import BertConfig
 
-    fields = dict(vocab_size=30522, hidden_size=48, num_hidden_layers=2, num_attention_heads=4,
-                  intermediate_size=96, max_position_embeddings=64, type_vocab_size=2, num_labels=2,
-                  initializer_range=0.2, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0,
-                  id2label=dict(enumerate(LABELS)), label2id={name: i for i, name in enumerate(LABELS)})
+    fields = dict(TINY_FIELDS, id2label=dict(enumerate(LABELS)), label2id={name: i for i, name in enumerate(LABELS)})
     fields.update(overrides)
     return BertConfig(**fields)
+
+
+def tiny_spec(directory, **overrides) -> str:
+    """A ``random:PATH.json`` model spec (what the CLI takes) for the tiny config, written under ``directory``."""
+    import json
+
+    path = Path(directory) / "tiny.json"
+    path.write_text(json.dumps({**TINY_FIELDS, **overrides}))
+    return f"random:{path}"
 
 
 def tokenizer_dir() -> Path:

@@ -1,7 +1,9 @@
 """ONNX export of tiny kronized and dense BERTs: graph structure, parity on new shapes, int8, errors.
 
-Models are built in code (hidden 48, 2 layers, fixed seed); the vocabulary is BERT's so that the
-packaged tokenizer's ids are valid. Every export takes a few seconds.
+Models are the suite's tiny BERT (tests/helpers.py: hidden 48, 2 layers, fixed seed, BERT's vocabulary so
+the packaged tokenizer's ids are valid). Numbers are checked on the informative model (tests/conftest.py),
+whose logits depend on the input, and every validation step is shown to fail on a graph broken in the way
+it guards against. Every export takes a few seconds.
 """
 
 import json
@@ -13,48 +15,38 @@ import numpy as np
 import onnx
 import pytest
 import torch
-from transformers import BertConfig, BertForSequenceClassification
 
+import helpers
 from exporters.config import ExportOptions
 from exporters.export import export_model, torch_to_onnx
 from exporters.manifest import sha256
-from exporters.validate import ValidationError, random_inputs, sqnr, validate
-from kronedge.artifact import ArtifactError, save_artifact
+from exporters.validate import ValidationError, check_domains, check_ort_matches, random_inputs, validate
+from kronedge.artifact import ArtifactError
 from kronedge.layers import KroneckerEmbedding, KroneckerLinear
-from kronedge.planner import KronConfig
-from kronedge.surgery import kronize_
-from kronedge.teachers import minilm_dir
 
-TINY = dict(vocab_size=30522, hidden_size=48, num_hidden_layers=2, num_attention_heads=4, intermediate_size=96,
-            max_position_embeddings=64, type_vocab_size=2, num_labels=2)
+TINY = helpers.TINY_FIELDS
 LAYERS = TINY["num_hidden_layers"]
-MAX_LEN = 32
+MAX_LEN = 32  # the informative exports' max_length (tests/conftest.py)
 
 
-def tiny_model(kronecker: bool = True) -> BertForSequenceClassification:
-    torch.manual_seed(0)
-    model = BertForSequenceClassification(BertConfig(**TINY)).eval()
-    if kronecker:
-        kronize_(model, KronConfig(compression=7, embedding_k=8))
-    return model
+def tiny_model(kronecker: bool = True):
+    """The untrained tiny BERT, kronized like the informative one: for structure, not for numbers."""
+    return helpers.tiny_bert(kronecker=kronecker)
 
 
 @pytest.fixture(scope="module")
-def artifact(tmp_path_factory) -> Path:
-    path = tmp_path_factory.mktemp("art") / "kron"
-    save_artifact(tiny_model(), path, minilm_dir(), {"teacher": "tiny", "kron_config": None})
-    return path
+def artifact(informative_artifact) -> Path:
+    return informative_artifact
 
 
 @pytest.fixture(scope="module")
-def portable(artifact, tmp_path_factory) -> Path:
-    return export_model(artifact, tmp_path_factory.mktemp("exp") / "portable", max_length=MAX_LEN)
+def portable(informative_export_fp32) -> Path:
+    return informative_export_fp32
 
 
 @pytest.fixture(scope="module")
-def int8(artifact, tmp_path_factory) -> Path:
-    return export_model(artifact, tmp_path_factory.mktemp("exp") / "int8", target="arm64", quantize="int8",
-                        max_length=MAX_LEN)
+def int8(informative_export_int8) -> Path:
+    return informative_export_int8
 
 
 def ops(path: Path) -> Counter:
@@ -115,18 +107,34 @@ def test_kronecker_graph_structure(portable):
     assert stored < 1.05 * sum(p.numel() for p in tiny_model().parameters())
 
 
-def test_parity_on_new_shapes(portable):
-    import onnxruntime as ort
+PARITY_SHAPES = [(1, 7), (4, 19), (3, 31), (2, MAX_LEN)]
 
-    session = ort.InferenceSession(str(portable / "model.onnx"), providers=["CPUExecutionProvider"])
-    reference = tiny_model()
-    for batch, seq in [(1, 7), (4, 19), (3, 31), (2, MAX_LEN)]:
+
+def _parity_pairs(portable, reference, how=None):
+    from runtime.predictor import create_session
+
+    session = create_session(portable / "model.onnx")
+    if how:
+        session = helpers.BrokenSession(session, how)
+    for batch, seq in PARITY_SHAPES:
         feeds = random_inputs(batch, seq, TINY["vocab_size"], seed=7)
         with torch.no_grad():
             expected = reference(**{k: torch.from_numpy(v) for k, v in feeds.items()}).logits.numpy()
-        got = session.run(["logits"], feeds)[0]
-        assert got.shape == (batch, 2)
+        yield session.run(["logits"], feeds)[0], expected
+
+
+def test_parity_on_new_shapes(portable, informative_model):
+    for got, expected in _parity_pairs(portable, informative_model):
+        assert got.shape == expected.shape
         assert np.abs(got - expected).max() <= 1e-4
+
+
+@pytest.mark.parametrize("how", helpers.BREAKS)
+def test_parity_fails_on_a_broken_graph(portable, informative_model, how):
+    # batch 1 rows cannot be shuffled: judge the rows of all shapes together
+    worst = max(np.abs(got - expected).max() for got, expected in _parity_pairs(portable, informative_model, how)
+                if len(got) > 1)
+    assert worst > 100 * 1e-4, f"a {how} output is within {worst:.3g} of torch: the parity check cannot fail"
 
 
 def test_int8_quantizes_every_large_constant_matmul(int8, portable):
@@ -147,7 +155,7 @@ def test_int8_quantizes_every_large_constant_matmul(int8, portable):
     manifest = json.loads((int8 / "manifest.json").read_text())
     assert manifest["quantization"]["name"] == "arm64"
     assert manifest["quantization"]["weight_type"] == "int8" and manifest["quantization"]["per_channel"]
-    assert manifest["validation"]["int8"]["min_sqnr_db"] >= 20
+    assert manifest["validation"]["int8"]["min_sqnr_db"] >= ExportOptions().sqnr_floor_db
     graph = onnx.load(int8 / "model.onnx")
     assert all(n.domain in ("", "ai.onnx") for n in graph.graph.node)
     assert (int8 / "model.onnx").stat().st_size < 0.5 * (portable / "model.onnx").stat().st_size
@@ -161,9 +169,7 @@ def test_ort_profile_uses_multihead_attention(artifact, tmp_path):
 
 
 def test_dense_teacher_exports_as_is(tmp_path):
-    config_file = tmp_path / "tiny.json"
-    config_file.write_text(json.dumps(TINY))
-    out = export_model(f"random:{config_file}", tmp_path / "dense", max_length=MAX_LEN, ort_format=False)
+    out = export_model(helpers.tiny_spec(tmp_path), tmp_path / "dense", max_length=MAX_LEN, ort_format=False)
     counts = ops(out / "model.onnx")
     assert counts["Attention"] == LAYERS  # the rule starts at projected Q/K/V: dense or Kronecker
     assert counts["MatMul"] == 6 * LAYERS + 2
@@ -180,23 +186,125 @@ def test_static_int8_is_qdq_calibrated_on_task(artifact, tmp_path):
     assert manifest["quantization"]["mode"] == "static"
 
 
-def test_validation_fails_loudly_on_wrong_values(artifact, tmp_path):
-    model = tiny_model()
-    path = torch_to_onnx(model, tmp_path / "raw.onnx")
-    graph = onnx.load(path)
+def _shift_bias(graph):
     bias = next(t for t in graph.graph.initializer if t.name.endswith("classifier.bias"))
     values = onnx.numpy_helper.to_array(bias) + 0.01
     bias.CopyFrom(onnx.numpy_helper.from_array(values, bias.name))
+
+
+def _rename_output(graph):
+    graph.graph.output[0].name = "scores"
+    for node in graph.graph.node:
+        node.output[:] = ["scores" if o == "logits" else o for o in node.output]
+
+
+def _fix_axes(graph):
+    for value in graph.graph.input:
+        for dim, size in zip(value.type.tensor_type.shape.dim, (2, 16)):
+            dim.ClearField("dim_param")
+            dim.dim_value = size
+
+
+def _append_after_logits(graph, make_nodes):
+    """Rename the graph's logits to logits_raw and compute the real output from it with ``make_nodes``."""
+    for node in graph.graph.node:
+        node.output[:] = ["logits_raw" if o == "logits" else o for o in node.output]
+    nodes, inits = make_nodes()
+    graph.graph.node.extend(nodes)
+    graph.graph.initializer.extend(inits)
+    graph.graph.output[0].type.tensor_type.shape.ClearField("dim")
+
+
+def _wrong_shape(graph):  # logits concatenated with themselves: (batch, 4)
+    from onnx import helper
+
+    _append_after_logits(graph, lambda: ([helper.make_node("Concat", ["logits_raw", "logits_raw"], ["logits"], axis=1)], []))
+
+
+def _constant(graph):  # every row the batch mean
+    from onnx import helper, numpy_helper
+
+    _append_after_logits(graph, lambda: ([helper.make_node("ReduceMean", ["logits_raw", "axes0"], ["mean"], keepdims=1),
+                                          helper.make_node("Shape", ["logits_raw"], ["shape"]),
+                                          helper.make_node("Expand", ["mean", "shape"], ["logits"])],
+                                         [numpy_helper.from_array(np.array([0], np.int64), "axes0")]))
+
+
+def _shuffled(graph):  # rows in reverse order: each input gets another input's answer
+    from onnx import helper, numpy_helper
+
+    def nodes():
+        inits = [numpy_helper.from_array(np.array([-1], np.int64), n) for n in ("start", "step")]
+        inits.append(numpy_helper.from_array(np.array([np.iinfo(np.int64).min], np.int64), "end"))
+        inits.append(numpy_helper.from_array(np.array([0], np.int64), "axis"))
+        return [helper.make_node("Slice", ["logits_raw", "start", "end", "axis", "step"], ["logits"])], inits
+
+    _append_after_logits(graph, nodes)
+
+
+BAD_GRAPHS = {  # edit, expected ValidationError
+    "values": (_shift_bias, "differ from PyTorch"),
+    "output-name": (_rename_output, "outputs \\['scores'\\]"),
+    "fixed-axes": (_fix_axes, "is fixed to 2, expected a dynamic axis"),
+    "shape": (_wrong_shape, "logits shape \\(1, 4\\)"),
+    "constant": (_constant, "differ from PyTorch"),
+    "shuffled": (_shuffled, "differ from PyTorch"),
+}
+
+
+@pytest.fixture(scope="module")
+def raw_onnx(informative_model, tmp_path_factory):
+    return torch_to_onnx(informative_model, tmp_path_factory.mktemp("raw") / "raw.onnx")
+
+
+def test_validation_passes_on_the_exported_graph(raw_onnx, informative_model):
+    assert validate(raw_onnx, informative_model, max_length=MAX_LEN)["passed"]
+
+
+@pytest.mark.parametrize("case", sorted(BAD_GRAPHS))
+def test_validation_fails_loudly(case, raw_onnx, informative_model, tmp_path):
+    edit, match = BAD_GRAPHS[case]
+    graph = onnx.load(raw_onnx)
+    edit(graph)
+    onnx.checker.check_model(graph)
+    path = tmp_path / f"{case}.onnx"
     onnx.save(graph, path)
-    with pytest.raises(ValidationError, match="differ from PyTorch"):
-        validate(path, model, max_length=MAX_LEN)
-    assert validate(torch_to_onnx(model, tmp_path / "ok.onnx"), model, max_length=MAX_LEN)["passed"]
+    with pytest.raises(ValidationError, match=match):
+        validate(path, informative_model, max_length=MAX_LEN)
 
 
-def test_sqnr():
-    x = np.array([3.0, 4.0])
-    assert sqnr(x, x) == float("inf")
-    assert abs(sqnr(x, x + np.array([0.05, 0.0])) - 20 * np.log10(5 / 0.05)) < 1e-9
+def _sentences():
+    from exporters.export import SAMPLE_SENTENCES
+
+    return [helpers.encode(SAMPLE_SENTENCES, MAX_LEN), helpers.encode(helpers.PROBE_TEXTS, MAX_LEN)]
+
+
+def test_int8_validation_fails_under_the_floor(int8, informative_model, tmp_path):
+    floor = ExportOptions().sqnr_floor_db
+    assert validate(int8 / "model.onnx", informative_model, precision="int8", feeds=_sentences(),
+                    sqnr_floor=floor)["min_sqnr_db"] >= floor
+    helpers.corrupt_weight(int8 / "model.onnx", tmp_path / "corrupt.onnx")
+    with pytest.raises(ValidationError, match="int8 logits SQNR"):
+        validate(tmp_path / "corrupt.onnx", informative_model, precision="int8", feeds=_sentences(), sqnr_floor=floor)
+
+
+def test_ort_and_onnx_must_agree(portable, int8, tmp_path):
+    import shutil
+
+    assert check_ort_matches(portable, quantized=False)["passed"]
+    mixed = shutil.copytree(portable, tmp_path / "mixed")
+    shutil.copy2(int8 / "model.ort", mixed / "model.ort")  # another graph's .ort beside this model.onnx
+    with pytest.raises(ValidationError, match="model.ort differs from model.onnx"):
+        check_ort_matches(mixed, quantized=False)
+
+
+def test_portable_profile_refuses_custom_domain_ops(portable):
+    graph = onnx.load(portable / "model.onnx")
+    check_domains(graph, "portable")
+    graph.graph.node[0].domain = "com.microsoft"
+    with pytest.raises(ValidationError, match="custom-domain ops"):
+        check_domains(graph, "portable")
+    check_domains(graph, "ort")  # the ort profile may use them
 
 
 @pytest.mark.parametrize("case", ["missing", "corrupt", "target", "unwritable", "quantize"])
@@ -271,13 +379,11 @@ def test_quant_presets():
 
 @pytest.mark.parametrize("name", ["portable", "int8"])
 def test_fused_attention_survives_ort_optimizer(name, portable, int8, tmp_path):
-    import onnxruntime as ort
+    from runtime.predictor import create_session
 
     exported = {"portable": portable, "int8": int8}[name]
-    so = ort.SessionOptions()
-    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED
-    so.optimized_model_filepath = str(tmp_path / "ort_optimized.onnx")
-    ort.InferenceSession(str(exported / "model.onnx"), so, providers=["CPUExecutionProvider"])
+    create_session(exported / "model.onnx", graph_optimization="extended",
+                   optimized_model_path=tmp_path / "ort_optimized.onnx")
     counts = ops(tmp_path / "ort_optimized.onnx")
     assert counts["Attention"] == LAYERS and counts["Softmax"] == 0
 
@@ -321,16 +427,15 @@ def _small_left_graph(w_rows: int, reshape_to: list | None, shared: bool = False
 
 @pytest.mark.parametrize("reshape_to", [None, [-1, 6, 3]])
 def test_kron_small_left_rule_is_exact(reshape_to):
-    import onnxruntime as ort
-
     from exporters import passes
+    from runtime.predictor import create_session
 
     model = _small_left_graph(4, reshape_to)
     out, counts = passes.optimize(model, "none", 1, 1)
     assert counts["KronSmallLeft"] == 1
     assert Counter(n.op_type for n in out.graph.node)["Transpose"] == 0
     x = np.random.default_rng(1).standard_normal((5, 24)).astype(np.float32)
-    run = lambda m: ort.InferenceSession(m.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
+    run = lambda m: create_session(m.SerializeToString()).run(None, {"x": x})[0]
     np.testing.assert_allclose(run(out), run(model), rtol=1e-6, atol=1e-6)
 
 
