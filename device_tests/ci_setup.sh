@@ -10,7 +10,13 @@ cd "$(dirname "$0")/.."
 
 case "$(uname -s)-$(uname -m)" in
   Linux-x86_64) ;;
-  *) echo "device_tests/ci_setup.sh: not an x86-64 Linux host; device tests will skip"; exit 0 ;;
+  *)
+    # In CI a wrong host must turn the run red, not leave it green with the device tests skipped.
+    if [ "${CI:-}" = "true" ]; then
+      echo "device_tests/ci_setup.sh: $(uname -s)-$(uname -m) is not an x86-64 Linux host; CI=true needs one" >&2
+      exit 1
+    fi
+    echo "device_tests/ci_setup.sh: not an x86-64 Linux host; device tests will skip"; exit 0 ;;
 esac
 
 need=()

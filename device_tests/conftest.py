@@ -1,7 +1,10 @@
 """Device tests: the runtime's Predictor on emulated Raspberry Pi CPUs (QEMU user mode, arm64 Debian userland).
 
-Skipped only where the recipe cannot work (not an x86-64 Linux host). On such a host a missing QEMU is an
-error that says to run ``device_tests/ci_setup.sh`` (or set KRONEDGE_SKIP_DEVICE_TESTS=1 to skip on purpose).
+Skipped only where the recipe cannot work (not an x86-64 Linux host), and then only outside CI: under
+CI=true such a host fails the tests, so a CI job on the wrong machine is red rather than green with nothing
+run. On an x86-64 host a missing QEMU is an error that says to run ``device_tests/ci_setup.sh`` (or set
+KRONEDGE_SKIP_DEVICE_TESTS=1 to skip on purpose). The guest must import exactly the host's onnxruntime,
+numpy and tokenizers, or every device test fails: the golden outputs come from the host's runtime.
 CPU models: KRONEDGE_DEVICE_CPUS (comma-separated; default all three Pi models: cortex-a72 first).
 """
 
@@ -29,24 +32,41 @@ TINY = dict(vocab_size=30522, hidden_size=48, num_hidden_layers=2, num_attention
 MAX_LEN = 32
 
 
+def _in_ci() -> bool:
+    return os.environ.get("CI", "").lower() == "true"
+
+
 def _skip_reason():
+    if os.environ.get("KRONEDGE_SKIP_DEVICE_TESTS") == "1":
+        return "KRONEDGE_SKIP_DEVICE_TESTS=1"
     ok, reason = qemu.host_supported()
     if not ok:
         return reason
-    if os.environ.get("KRONEDGE_SKIP_DEVICE_TESTS") == "1":
-        return "KRONEDGE_SKIP_DEVICE_TESTS=1"
     return None
+
+
+def _skip_or_fail() -> None:
+    reason = _skip_reason()
+    if reason is None:
+        return
+    if _in_ci() and os.environ.get("KRONEDGE_SKIP_DEVICE_TESTS") != "1":
+        pytest.fail(f"device tests cannot run: {reason} (CI=true: run CI on an x86-64 Linux host, "
+                    "or set KRONEDGE_SKIP_DEVICE_TESTS=1 to leave them out on purpose)")
+    pytest.skip(f"device tests skipped: {reason}")
 
 
 @pytest.fixture(scope="session")
 def qemu_env():
-    reason = _skip_reason()
-    if reason:
-        pytest.skip(f"device tests skipped: {reason}")
+    _skip_or_fail()
     if not (shutil.which("qemu-aarch64-static") or shutil.which("qemu-aarch64")):
         pytest.fail("qemu-aarch64(-static) not found: run `bash device_tests/ci_setup.sh` as root "
                     "(apt-get install qemu-user-static ...), or set KRONEDGE_SKIP_DEVICE_TESTS=1 to skip")
-    return qemu.ensure(plugin=False)
+    try:
+        env = qemu.ensure(plugin=False)
+        qemu.check_guest_matches_host(env)
+    except qemu.QemuError as exc:
+        pytest.fail(str(exc))
+    return env
 
 
 @pytest.fixture(scope="session")
@@ -59,8 +79,7 @@ def qemu_env_plugin(qemu_env):
 @pytest.fixture(scope="session")
 def exported(tmp_path_factory):
     """A tiny kronized BERT exported by the export part: fp32 (x86_64 target) and int8 (arm64 preset)."""
-    if _skip_reason():
-        pytest.skip(f"device tests skipped: {_skip_reason()}")
+    _skip_or_fail()
     import torch
     from transformers import BertConfig, BertForSequenceClassification
 

@@ -6,7 +6,8 @@ Recipe (see ../shared/notes/arm64-qemu.md, all steps checked on bookworm x86-64)
 2. An arm64 userland without debootstrap: a *private* apt state (own sources list, status file, lists and
    cache, so the host's dpkg state is never touched) downloads ``python3`` and ``libstdc++6`` for arm64 and
    ``dpkg -x`` unpacks them into ``ROOTFS``.
-3. aarch64 wheels (numpy, onnxruntime, tokenizers, at the host's versions) go straight into
+3. aarch64 wheels (numpy, onnxruntime, tokenizers, exactly at the host's versions: one without an aarch64 wheel
+   is an error, never a reason to take the newest) go straight into
    ``ROOTFS/usr/lib/python3/dist-packages`` with ``pip --target --platform manylinux..._aarch64``.
 4. ``.pyc`` files are precompiled on the host (Debian ships none; without them every emulated start recompiles).
 5. One *view* per CPU model: a directory of symlinks to ROOTFS plus its own fake ``proc/cpuinfo`` (QEMU 7.2
@@ -255,22 +256,9 @@ def _build_rootfs(cache: Path, log) -> Path:
             (tmp_root / name).symlink_to(f"usr/{name}")
     if not (tmp_root / "usr" / "bin" / "python3").exists():
         raise QemuError("arm64 python3 missing after unpacking")
-    log("installing aarch64 wheels: " + ", ".join(f"{k}=={v}" if v else k for k, v in versions.items()))
     site = tmp_root / "usr" / "lib" / "python3" / "dist-packages"
-    site.mkdir(parents=True, exist_ok=True)
-    reqs = [f"{k}=={v}" if v else k for k, v in versions.items()]
-    pip = [sys.executable, "-m", "pip", "install", "-q", "--disable-pip-version-check", "--no-compile",
-           "--target", str(site), "--only-binary=:all:", "--implementation", "cp", "--python-version", "3.11",
-           "--platform", "manylinux_2_28_aarch64", "--platform", "manylinux_2_17_aarch64",
-           "--platform", "manylinux2014_aarch64"]
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-    try:
-        _run([*pip, *reqs], env=env)
-    except QemuError:
-        if not any(versions.values()):
-            raise
-        log("pinned versions unavailable for aarch64; installing the latest")
-        _run([*pip, *WHEELS], env=env)
+    install_guest_wheels(site, versions, log, env=env)
     log("precompiling .pyc")
     # Same bytecode magic (3.11) on host and guest; failures (py2-only test files etc.) are harmless.
     subprocess.run([sys.executable, "-m", "compileall", "-q", "-j", "0",
@@ -281,6 +269,63 @@ def _build_rootfs(cache: Path, log) -> Path:
     shutil.rmtree(state / "cache" / "archives", ignore_errors=True)
     _write_stamp(stamp, key)
     return rootfs
+
+
+def install_guest_wheels(site: Path, versions: dict[str, Optional[str]], log, env: Optional[dict] = None) -> None:
+    """Install the aarch64 wheels of WHEELS into ``site``, each at exactly the host's version.
+
+    The device tests compare the guest with golden outputs computed on the host, so a guest on another
+    onnxruntime measures a different runtime: a version without aarch64 wheels is an error, never a
+    reason to install the newest one.
+    """
+    missing = [name for name in WHEELS if not versions.get(name)]
+    if missing:
+        raise QemuError(f"the guest's wheels follow the host's versions, but the host has no {', '.join(missing)} "
+                        f"installed: pip install {' '.join(missing)}")
+    reqs = [f"{name}=={versions[name]}" for name in WHEELS]
+    log("installing aarch64 wheels: " + ", ".join(reqs))
+    site.mkdir(parents=True, exist_ok=True)
+    pip = [sys.executable, "-m", "pip", "install", "-q", "--disable-pip-version-check", "--no-compile",
+           "--target", str(site), "--only-binary=:all:", "--implementation", "cp", "--python-version", "3.11",
+           "--platform", "manylinux_2_28_aarch64", "--platform", "manylinux_2_17_aarch64",
+           "--platform", "manylinux2014_aarch64"]
+    try:
+        _run([*pip, *reqs], env=env)
+    except QemuError as exc:
+        unavailable = re.findall(r"No matching distribution found for (\S+)", str(exc))
+        what = ", ".join(unavailable) or " ".join(reqs)
+        raise QemuError(f"no aarch64 wheel (cp311, manylinux) for {what}, the host's version: install a host "
+                        f"version that has one, so guest and host run the same code (pip said: "
+                        f"{_last_error_line(str(exc))})") from None
+
+
+def _last_error_line(text: str) -> str:
+    lines = [line.strip() for line in text.splitlines() if line.strip().startswith("ERROR")]
+    return lines[-1] if lines else (text.strip().splitlines() or ["no output"])[-1]
+
+
+GUEST_VERSIONS_CODE = ("import json, numpy, onnxruntime, tokenizers; print(json.dumps({'numpy': numpy.__version__, "
+                       "'onnxruntime': onnxruntime.__version__, 'tokenizers': tokenizers.__version__}))")
+
+
+def guest_versions(env: "Env", cpu: str = "cortex-a72") -> dict[str, str]:
+    """The versions of WHEELS that the guest's Python actually imports."""
+    res = run_python(env, cpu, "-c", [GUEST_VERSIONS_CODE], timeout=300)
+    if res.returncode != 0:
+        raise QemuError(f"the guest cannot import {', '.join(WHEELS)} under {cpu}: {res.stderr.strip()[-500:]}")
+    return json.loads(res.stdout.strip().splitlines()[-1])
+
+
+def check_guest_matches_host(env: "Env", cpu: str = "cortex-a72") -> dict[str, str]:
+    """Raise QemuError unless the guest imports exactly the host's versions of WHEELS; return them."""
+    guest = guest_versions(env, cpu)
+    host = _host_versions()
+    differ = [f"{name} {guest.get(name)} in the guest, {host[name]} on the host" for name in WHEELS
+              if guest.get(name) != host[name]]
+    if differ:
+        raise QemuError(f"the arm64 guest does not run the host's versions ({'; '.join(differ)}): delete "
+                        f"{env.rootfs} (or {env.cache / 'rootfs.stamp'}) and run device_tests/ci_setup.sh")
+    return guest
 
 
 def _qemu_header(cache: Path, log) -> Path:
@@ -436,9 +481,15 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--plugin", action="store_true", help="also build the instruction-count plugin")
     parser.add_argument("--check", action="store_true", help="import onnxruntime under every Pi CPU model")
     args = parser.parse_args(argv)
-    env = ensure(plugin=args.plugin)
+    try:
+        env = ensure(plugin=args.plugin)
+        if args.check:
+            check_guest_matches_host(env)
+    except QemuError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
     print(f"rootfs: {env.rootfs}")
-    print(f"wheels: {env.versions}")
+    print(f"wheels: {env.versions} (host and guest)")
     if env.plugin:
         print(f"plugin: {env.plugin}")
     if args.check:
