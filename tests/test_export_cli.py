@@ -7,19 +7,15 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
+import helpers
 from kronedge.cli import app
-
-TINY = dict(vocab_size=30522, hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64,
-            max_position_embeddings=64, type_vocab_size=2, num_labels=2)
 
 runner = CliRunner()
 
 
 @pytest.fixture(scope="module")
 def tiny_spec(tmp_path_factory):
-    path = tmp_path_factory.mktemp("cfg") / "tiny.json"
-    path.write_text(json.dumps(TINY))
-    return f"random:{path}"
+    return helpers.tiny_spec(tmp_path_factory.mktemp("cfg"))
 
 
 @pytest.fixture(scope="module")
@@ -59,6 +55,21 @@ def test_evaluate_exported(cli_export):
     assert result["examples"] == 24 and 0.0 <= result["accuracy"] <= 1.0
 
 
+def test_evaluate_exported_scores_what_torch_predicts(informative_export_fp32, informative_model):
+    """The export's score is the torch model's score on the same sentences (same tokenisation, same labels)."""
+    from exporters.evaluate import evaluate_exported
+    from kronedge.data import compute_metrics, load_task
+
+    data = load_task("sst2", split="dev")
+    texts, labels = list(data.texts[:48]), list(data.labels[:48])
+    predicted = helpers.torch_logits(informative_model, texts, 32).argmax(axis=1).tolist()
+    expected = compute_metrics("sst2", predicted, labels)["accuracy"]
+    result = evaluate_exported(informative_export_fp32, "sst2", limit=48, batch_size=8)
+    assert result["accuracy"] == pytest.approx(expected, abs=1e-9)
+    # the model's answers vary on these sentences, so a constant or shuffled scorer would differ
+    assert 0 < sum(predicted) < len(predicted)
+
+
 def test_loads_with_optimum_and_pipeline(cli_export):
     import torch
     from optimum.onnxruntime import ORTModelForSequenceClassification
@@ -81,6 +92,6 @@ def test_optimum_dense_baseline(tiny_spec, tmp_path):
 
     out = optimum_baseline(tiny_spec, tmp_path / "dense", target="arm64", quantize="int8", max_length=64)
     ops = Counter(n.op_type for n in onnx.load(out / "model.onnx").graph.node)
-    assert ops["QAttention"] == TINY["num_hidden_layers"]  # ORT's dense BERT fusion, then int8
+    assert ops["QAttention"] == helpers.TINY_FIELDS["num_hidden_layers"]  # ORT's dense BERT fusion, then int8
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["profile"] == "optimum" and manifest["quantization"]["name"] == "optimum-arm64"
