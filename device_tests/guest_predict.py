@@ -1,9 +1,10 @@
 """Runs INSIDE the emulated arm64 userland: the runtime's Predictor on an exported model directory.
 
-    python3 guest_predict.py MODEL_DIR OUT.npz
+    python3 guest_predict.py MODEL_DIR OUT.npz [TEXTS.json]
 
 Writes golden logits recomputed here (golden.npz inputs through the Predictor's session), the Predictor's
-logits for a few sentences, the runtime's own golden check and the platform it ran on.
+logits for the sentences of TEXTS.json (a JSON list; a few built-in ones without it), the runtime's own
+golden check and the platform it ran on.
 """
 
 import json
@@ -12,19 +13,21 @@ import sys
 
 import numpy as np
 
+from runtime.contract import GOLDEN_FILE, load_golden
 from runtime.predictor import Predictor
 
 SENTENCES = ["a gripping, beautifully acted film.", "dull and far too long.", "ok", "word " * 40]
 
 
-def main(model_dir: str, out: str) -> None:
+def main(model_dir: str, out: str, texts_file: str | None = None) -> None:
+    sentences = json.loads(open(texts_file, encoding="utf-8").read()) if texts_file else SENTENCES
     predictor = Predictor(model_dir, threads=1)
-    with np.load(f"{model_dir}/golden.npz") as golden:
-        feeds = {name: golden[name].astype(np.int64) for name in predictor.input_names}
+    golden = load_golden(f"{model_dir}/{GOLDEN_FILE}")
+    feeds = {name: golden[name] for name in predictor.input_names}
     golden_logits = predictor.session.run([predictor.output_name], feeds)[0]
-    check = predictor.check_golden(min_sqnr_db=20.0)
-    logits = predictor.logits(SENTENCES)
-    labels = [r["label"] for r in predictor.predict(SENTENCES)]
+    check = predictor.check_golden()
+    logits = predictor.logits(sentences)
+    labels = [r["label"] for r in predictor.predict(sentences)]
     import onnxruntime
 
     info = {"machine": platform.machine(), "onnxruntime": onnxruntime.__version__, "check": check, "labels": labels}
@@ -32,4 +35,4 @@ def main(model_dir: str, out: str) -> None:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1], sys.argv[2])
+    main(*sys.argv[1:4])
