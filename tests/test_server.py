@@ -1,10 +1,18 @@
-"""The HTTP server: results, every bad input -> its 4xx JSON error, overload -> 503, timeout, auth, metrics,
-logs, fuzzing (no 5xx), and one real uvicorn process on 127.0.0.1."""
+"""The HTTP server: answers per text equal the `Predictor`'s (alone and batched across concurrent
+requests), every bad input -> its 4xx JSON error, admission control (503 at once, never 504 for a
+burst), deadlines (queued work past it never runs), oversize bodies (a 413 the client can read, 10 MB
+and 100 MB on a real socket), auth, metrics, logs, fuzzing, and the two command lines.
+
+Built on the informative test model (tests/conftest.py): its labels and scores vary by text, so a
+server that returns a constant or hands one request's answers to another fails here.
+"""
 
 import asyncio
+import contextlib
 import json
 import logging
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -20,22 +28,32 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from runtime.predictor import Predictor
-from runtime.serve import ServeConfig, create_app, is_loopback, main, resolve_token, token_matches
-from test_runtime import PAIRS, SENTENCES, build_tiny_export, make_pair_variant, torch_logits
+from runtime.serve import ServeConfig, ServeConfigError, create_app, is_loopback, main, resolve_token, token_matches
+from runtime.serve.app import uvicorn_settings
+from runtime.serve.batcher import Batcher, Overloaded
+from runtime.serve.config import cli_options
 
 TOKEN = "s3cret-token-0123456789"
 LIMITS = dict(max_texts=4, max_chars=50, max_body_bytes=2048)
 REPO = Path(__file__).resolve().parents[1]
+JSON = {"content-type": "application/json"}
+FP32_ATOL = 1e-4  # fp32 parity, batched or not (padding changes summation order only)
 
 
 @pytest.fixture(scope="session")
-def export_dir(tmp_path_factory):
-    return build_tiny_export(tmp_path_factory.getbasetemp() / "tiny-export")
+def export_dir(informative_export_fp32):
+    return informative_export_fp32
 
 
 @pytest.fixture(scope="session")
 def pair_dir(export_dir, tmp_path_factory):
-    return make_pair_variant(export_dir, tmp_path_factory.getbasetemp() / "tiny-export-pair")
+    """The same graph declared as a pair task (RTE-like): only the manifest changes."""
+    dst = tmp_path_factory.mktemp("server") / "pair"
+    shutil.copytree(export_dir, dst)
+    manifest = json.loads((dst / "manifest.json").read_text())
+    manifest.update(task="rte", pair_input=True, labels=["entailment", "not_entailment"])
+    (dst / "manifest.json").write_text(json.dumps(manifest))
+    return dst
 
 
 @pytest.fixture(scope="session")
@@ -62,30 +80,47 @@ def softmax(x):
     return e / e.sum(-1, keepdims=True)
 
 
+def assert_same_answers(got: list[dict], want: list[dict], atol: float = FP32_ATOL) -> None:
+    """Per input: the same label, score and scores (the server drops only ``latency_ms``)."""
+    assert len(got) == len(want)
+    for i, (g, w) in enumerate(zip(got, want)):
+        assert g["label"] == w["label"], (i, g, w)
+        assert g["score"] == pytest.approx(w["score"], abs=atol), (i, g, w)
+        assert g["scores"].keys() == w["scores"].keys()
+        np.testing.assert_allclose([g["scores"][k] for k in w["scores"]], [w["scores"][k] for k in w["scores"]], atol=atol)
+
+
+def alone(predictor, inputs) -> list[dict]:
+    """The single-request answer for each input: one model run per input."""
+    return [predictor.predict([x])[0] for x in inputs]
+
+
 # ---- results ------------------------------------------------------------------------------------------
-def test_classify_texts_matches_torch(export_dir, shared_predictor):
-    texts = [t for t in SENTENCES if t.strip()]  # includes one longer than max_length tokens
+def test_classify_texts_matches_torch(export_dir, shared_predictor, probe_texts, informative_torch_logits):
     with TestClient(create_app(ServeConfig(str(export_dir)), predictor=shared_predictor)) as c:
-        r = c.post("/v1/classify", json={"texts": texts})
+        r = c.post("/v1/classify", json={"texts": probe_texts})
     assert r.status_code == 200, r.text
     body = r.json()
-    ref = softmax(torch_logits(export_dir)[[SENTENCES.index(t) for t in texts]])
-    assert len(body["results"]) == len(texts)
-    for item, probs in zip(body["results"], ref):
-        assert item["label"] == ["negative", "positive"][int(probs.argmax())]
-        np.testing.assert_allclose([item["scores"]["negative"], item["scores"]["positive"]], probs, atol=1e-4)
-        assert item["score"] == pytest.approx(probs.max(), abs=1e-4)
-    assert body["model"] == "sst2" and body["latency_ms"] >= body["inference_ms"] > 0
+    probs = softmax(informative_torch_logits)
+    labels = [["negative", "positive"][int(p.argmax())] for p in probs]
+    assert set(labels) == {"negative", "positive"}  # the check below can tell a constant answer apart
+    assert [item["label"] for item in body["results"]] == labels
+    got = [[item["scores"]["negative"], item["scores"]["positive"]] for item in body["results"]]
+    np.testing.assert_allclose(got, probs, atol=FP32_ATOL)
+    np.testing.assert_allclose([item["score"] for item in body["results"]], probs.max(-1), atol=FP32_ATOL)
+    assert body["model"] == (shared_predictor.summary().get("task")) and body["latency_ms"] >= body["inference_ms"] > 0
     assert r.headers["x-request-id"] == body["request_id"]
 
 
-def test_classify_pairs_matches_torch(pair_dir, export_dir):
-    with TestClient(create_app(ServeConfig(str(pair_dir)), predictor=Predictor(pair_dir, threads=1))) as c:
-        r = c.post("/v1/classify", json={"pairs": [list(p) for p in PAIRS]})
+def test_classify_pairs_matches_predictor(pair_dir, probe_texts):
+    predictor = Predictor(pair_dir, threads=1)
+    pairs = [[a, b] for a, b in zip(probe_texts, reversed(probe_texts))][:6]
+    with TestClient(create_app(ServeConfig(str(pair_dir)), predictor=predictor)) as c:
+        r = c.post("/v1/classify", json={"pairs": pairs})
     assert r.status_code == 200, r.text
-    ref = softmax(torch_logits(export_dir)[len(SENTENCES):])
-    got = [[i["scores"]["entailment"], i["scores"]["not_entailment"]] for i in r.json()["results"]]
-    np.testing.assert_allclose(got, ref, atol=1e-4)
+    want = alone(predictor, [tuple(p) for p in pairs])
+    assert len({round(w["score"], 3) for w in want}) > 1  # pairs get different answers
+    assert_same_answers(r.json()["results"], want)
 
 
 def test_json_with_charset_and_bom_is_accepted(client):
@@ -94,10 +129,10 @@ def test_json_with_charset_and_bom_is_accepted(client):
     assert r.status_code == 200, r.text
 
 
-def test_model_health_ready_openapi(client):
+def test_model_health_ready_openapi(client, shared_predictor):
     info = client.get("/v1/model").json()
     assert info["labels"] == ["negative", "positive"] and info["pair_input"] is False
-    assert info["limits"]["max_texts"] == LIMITS["max_texts"] and info["model_file"] == "model.onnx"
+    assert info["limits"]["max_texts"] == LIMITS["max_texts"] and info["model_file"] == shared_predictor.summary()["model_file"]
     assert client.get("/healthz").json() == {"status": "ok"}
     assert client.get("/readyz").json()["status"] == "ready"
     schema = client.get("/openapi.json").json()
@@ -107,7 +142,6 @@ def test_model_health_ready_openapi(client):
 
 
 # ---- every listed bad input -> the right 4xx with a JSON error -------------------------------------------
-JSON = {"content-type": "application/json"}
 BAD_REQUESTS = [
     # (name, raw body, headers, status, code)
     ("too large (Content-Length)", b'{"texts": ["' + b"a" * 3000 + b'"]}', JSON, 413, "body_too_large"),
@@ -126,12 +160,14 @@ BAD_REQUESTS = [
     ("both fields", b'{"texts": ["a"], "pairs": [["a", "b"]]}', JSON, 422, "invalid_request"),
     ("unknown field", b'{"texts": ["a"], "top_k": 2}', JSON, 422, "invalid_request"),
     ("texts not a list", b'{"texts": "a"}', JSON, 422, "invalid_request"),
+    ("texts null", b'{"texts": null}', JSON, 422, "invalid_request"),
     ("no texts", b'{"texts": []}', JSON, 422, "empty_request"),
     ("too many texts", json.dumps({"texts": ["a"] * 5}).encode(), JSON, 422, "too_many_inputs"),
     ("text too long", json.dumps({"texts": ["a" * 51]}).encode(), JSON, 422, "text_too_long"),
     ("empty text", b'{"texts": ["ok", ""]}', JSON, 422, "empty_item"),
     ("blank text", b'{"texts": [" \\n\\t "]}', JSON, 422, "empty_item"),
     ("number item", b'{"texts": [1]}', JSON, 422, "invalid_item"),
+    ("bool item", b'{"texts": [true]}', JSON, 422, "invalid_item"),
     ("null item", b'{"texts": [null]}', JSON, 422, "invalid_item"),
     ("object item", b'{"texts": [{"text": "a"}]}', JSON, 422, "invalid_item"),
     ("lone surrogate", b'{"texts": ["\\ud800"]}', JSON, 422, "invalid_item"),
@@ -146,6 +182,13 @@ def test_bad_request_gets_json_error(client, name, body, headers, status, code):
     assert r.headers["content-type"].startswith("application/json")
     err = r.json()["error"]
     assert err["code"] == code and err["status"] == status and err["message"]
+
+
+def test_item_errors_name_the_item(client):
+    err = client.post("/v1/classify", json={"texts": ["ok", "fine", 7]}).json()["error"]
+    assert err["message"] == "texts[2] must be a string, got int"
+    err = client.post("/v1/classify", json={"texts": ["ok", "a" * 60]}).json()["error"]
+    assert err["message"] == "texts[1] has 60 characters; the limit is 50"
 
 
 def test_deep_nesting_under_the_size_limit_is_400_not_500(export_dir, shared_predictor):
@@ -168,8 +211,11 @@ def test_chunked_body_over_limit_is_413(client):
     ({"texts": ["a"]}, "wrong_input_kind"),
     ({"pairs": [["a", "b", "c"]]}, "invalid_item"),
     ({"pairs": ["ab"]}, "invalid_item"),
+    ({"pairs": [[]]}, "invalid_item"),
+    ({"pairs": [{"a": "b"}]}, "invalid_item"),
     ({"pairs": [["a", ""]]}, "empty_item"),
     ({"pairs": [["a", 3]]}, "invalid_item"),
+    ({"pairs": [["a", "b"]] * 5}, "too_many_inputs"),
 ])
 def test_bad_pairs(pair_client, body, code):
     r = pair_client.post("/v1/classify", json=body)
@@ -183,22 +229,36 @@ def test_wrong_method_and_path_are_json(client):
     assert r.status_code == 404 and r.json()["error"]["code"] == "not_found"
 
 
-# ---- overload and timeout -----------------------------------------------------------------------------
+# ---- predictors that let a test control time and count model calls --------------------------------------
 class GatedPredictor:
-    """Wraps a predictor; each predict call waits until the test opens the gate."""
+    """Wraps a predictor; each predict call waits until the test opens the gate. Counts calls and texts."""
 
     def __init__(self, inner):
         self.inner, self.started, self.gate = inner, threading.Event(), threading.Event()
-        self.calls = 0
+        self.calls, self.texts = 0, []
 
     def summary(self):
         return self.inner.summary()
 
     def predict(self, inputs):
         self.calls += 1
+        self.texts.extend(inputs)
         self.started.set()
         self.gate.wait(20)
         return self.inner.predict(inputs)
+
+
+class SlowPredictor(GatedPredictor):
+    """A model that takes ``seconds_per_text`` per text (on top of the real run): a steady, known cost."""
+
+    def __init__(self, inner, seconds_per_text: float):
+        super().__init__(inner)
+        self.seconds_per_text = seconds_per_text
+        self.gate.set()
+
+    def predict(self, inputs):
+        time.sleep(self.seconds_per_text * len(inputs))
+        return super().predict(inputs)
 
 
 async def _wait_for(cond, what, limit_s=10.0):
@@ -208,13 +268,18 @@ async def _wait_for(cond, what, limit_s=10.0):
         await asyncio.sleep(0.01)
 
 
+def _asgi_client(app):
+    return httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://test")
+
+
+# ---- overload, admission control and deadlines ----------------------------------------------------------
 def test_full_queue_answers_503_with_retry_after(export_dir, shared_predictor):
     slow = GatedPredictor(shared_predictor)
     app = create_app(ServeConfig(str(export_dir), queue_size=1, retry_after_s=2), predictor=slow)
     batcher = app.state.batcher
 
     async def scenario():
-        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://test") as c:
+        async with _asgi_client(app) as c:
             running = asyncio.create_task(c.post("/v1/classify", json={"texts": ["first"]}))
             await _wait_for(slow.started.is_set, "the worker to take the first request")
             queued = asyncio.create_task(c.post("/v1/classify", json={"texts": ["second"]}))
@@ -230,9 +295,137 @@ def test_full_queue_answers_503_with_retry_after(export_dir, shared_predictor):
         slow.gate.set()
         batcher.close()
     assert rejected.status_code == 503 and rejected.headers["retry-after"] == "2"
-    assert rejected.json()["error"]["code"] == "overloaded"
+    assert rejected.json()["error"]["code"] == "overloaded" and rejected.json()["error"]["details"]["reason"] == "queue_full"
     assert first.status_code == 200 and second.status_code == 200
     assert ready.status_code == 200  # busy is not unready
+    assert slow.texts == ["first", "second"]  # the refused one never reached the model
+
+
+def test_predicted_wait_past_the_deadline_is_503_at_once(export_dir, shared_predictor):
+    slow = GatedPredictor(shared_predictor)
+    app = create_app(ServeConfig(str(export_dir), timeout_s=5.0, max_batch_texts=4), predictor=slow)
+    batcher = app.state.batcher
+    batcher.service.seconds_per_text = 1.0  # as if measured: 1 s per text
+
+    async def scenario():
+        async with _asgi_client(app) as c:
+            running = asyncio.create_task(c.post("/v1/classify", json={"texts": ["first"]}))
+            await _wait_for(slow.started.is_set, "the worker to take the first request")
+            # 1 text running + 4 new = 5 s predicted, with under 5 s left: refused without queueing.
+            refused = await c.post("/v1/classify", json={"texts": ["a", "b", "c", "d"]})
+            depth_after_refusal = batcher.depth
+            # 1 running + 2 new = 3 s: admitted.
+            admitted = asyncio.create_task(c.post("/v1/classify", json={"texts": ["e", "f"]}))
+            await _wait_for(lambda: batcher.depth == 1, "the admitted request to queue")
+            slow.gate.set()
+            return refused, depth_after_refusal, await running, await admitted
+
+    try:
+        refused, depth_after_refusal, first, admitted = asyncio.run(scenario())
+    finally:
+        slow.gate.set()
+        batcher.close()
+    err = refused.json()["error"]
+    assert refused.status_code == 503 and err["details"]["reason"] == "predicted_wait", refused.text
+    assert int(refused.headers["retry-after"]) >= 1 and depth_after_refusal == 0
+    assert first.status_code == 200 and admitted.status_code == 200
+    assert slow.texts == ["first", "e", "f"]  # a, b, c, d never ran
+
+
+def test_queued_request_past_its_deadline_is_dropped_without_running(export_dir, shared_predictor):
+    slow = GatedPredictor(shared_predictor)
+    app = create_app(ServeConfig(str(export_dir), timeout_s=0.3), predictor=slow)
+    batcher = app.state.batcher
+
+    async def scenario():
+        async with _asgi_client(app) as c:
+            running = asyncio.create_task(c.post("/v1/classify", json={"texts": ["running"]}))
+            await _wait_for(slow.started.is_set, "the worker to take the first request")
+            queued = await c.post("/v1/classify", json={"texts": ["queued"]})  # waits out its deadline
+            first = await running
+            slow.gate.set()
+            await _wait_for(lambda: batcher.busy == 0 and slow.calls == 1, "the running batch to finish")
+            await asyncio.sleep(0.3)  # time for the worker to reach "queued", were it still there
+            return first, queued
+
+    try:
+        first, queued = asyncio.run(scenario())
+    finally:
+        slow.gate.set()
+        batcher.close()
+    assert first.status_code == 504 and first.json()["error"]["code"] == "timeout"  # the model was running it
+    assert queued.status_code == 503 and queued.json()["error"]["details"]["reason"] == "expired"
+    assert slow.texts == ["running"] and batcher.dropped == 1  # "queued" never reached the model
+
+
+def test_batcher_drops_jobs_that_expired_in_the_queue():
+    """The worker's own check: a job whose deadline passed while it waited is answered, not run."""
+    gate, calls = threading.Event(), []
+
+    def predict(inputs):
+        calls.append(list(inputs))
+        gate.wait(10)
+        return [{"x": x} for x in inputs]
+
+    async def scenario():
+        batcher = Batcher(predict, queue_size=4, max_batch_texts=8)
+        try:
+            first = batcher.submit(["a"], time.monotonic() + 10)
+            await _wait_for(lambda: calls, "the first batch to start")
+            late = batcher.submit(["b"], time.monotonic() + 0.05)
+            on_time = batcher.submit(["c"], time.monotonic() + 10)
+            await asyncio.sleep(0.1)  # "b" expires in the queue; nobody cancels it
+            gate.set()
+            return await first.future, await asyncio.gather(late.future, return_exceptions=True), await on_time.future, batcher
+        finally:
+            gate.set()
+            batcher.close()
+
+    first, (late,), on_time, batcher = asyncio.run(scenario())
+    assert first == [{"x": "a"}] and on_time == [{"x": "c"}]
+    assert isinstance(late, Overloaded) and late.reason == "expired"
+    assert calls == [["a"], ["c"]] and batcher.dropped == 1
+
+
+def test_burst_gets_200_or_503_never_504(export_dir, shared_predictor, probe_texts):
+    """A burst far past capacity on a real socket: each answer is 200 (equal to the text's answer alone)
+    or an immediate 503 with Retry-After; no 504, and the model only ever ran texts that were answered."""
+    model = SlowPredictor(shared_predictor, seconds_per_text=0.02)
+    config = ServeConfig(str(export_dir), timeout_s=2.0, max_batch_texts=16, queue_size=64)
+    app = create_app(config, predictor=model)
+    requests = [[probe_texts[(i + k) % len(probe_texts)] for k in range(8)] for i in range(40)]  # 40 x 8 texts = 6.4 s
+
+    async def burst(base):
+        async with httpx.AsyncClient(base_url=base, timeout=30, limits=httpx.Limits(max_connections=40)) as c:
+            await c.post("/v1/classify", json={"texts": probe_texts[:8]})  # times the model
+            model.texts.clear()
+            return await asyncio.gather(*(c.post("/v1/classify", json={"texts": t}) for t in requests))
+
+    with live_server(app, config) as base:
+        answers = asyncio.run(burst(base))
+    statuses = [r.status_code for r in answers]
+    assert set(statuses) == {200, 503}, statuses
+    served = []
+    for texts, r in zip(requests, answers):
+        if r.status_code == 503:
+            assert r.json()["error"]["code"] == "overloaded" and int(r.headers["retry-after"]) >= 1
+        else:
+            assert_same_answers(r.json()["results"], alone(shared_predictor, texts))
+            served.extend(texts)
+    assert sorted(model.texts) == sorted(served)  # no model time spent on a request that was refused
+
+
+def test_request_timeout_is_504_and_worker_survives(export_dir, shared_predictor):
+    slow = GatedPredictor(shared_predictor)
+    app = create_app(ServeConfig(str(export_dir), timeout_s=0.2), predictor=slow)
+    try:
+        with TestClient(app, raise_server_exceptions=False) as c:
+            r = c.post("/v1/classify", json={"texts": ["slow"]})
+            assert r.status_code == 504 and r.json()["error"]["code"] == "timeout"
+            slow.gate.set()
+            assert c.post("/v1/classify", json={"texts": ["fast now"]}).status_code == 200
+    finally:
+        slow.gate.set()
 
 
 def test_two_workers_run_two_requests_at_once(export_dir, shared_predictor):
@@ -240,7 +433,7 @@ def test_two_workers_run_two_requests_at_once(export_dir, shared_predictor):
     app = create_app(ServeConfig(str(export_dir), workers=2, queue_size=1), predictor=slow)
 
     async def scenario():
-        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://test") as c:
+        async with _asgi_client(app) as c:
             first = asyncio.create_task(c.post("/v1/classify", json={"texts": ["one"]}))
             await _wait_for(lambda: slow.calls == 1, "the first worker to start")
             second = asyncio.create_task(c.post("/v1/classify", json={"texts": ["two"]}))
@@ -255,20 +448,7 @@ def test_two_workers_run_two_requests_at_once(export_dir, shared_predictor):
         slow.gate.set()
         app.state.batcher.close()
     assert first.status_code == second.status_code == 200
-    assert "kronedge_workers_busy 2" in metrics and "kronedge_workers 2" in metrics
-
-
-def test_request_timeout_is_504_and_worker_survives(export_dir, shared_predictor):
-    slow = GatedPredictor(shared_predictor)
-    app = create_app(ServeConfig(str(export_dir), timeout_s=0.2), predictor=slow)
-    try:
-        with TestClient(app, raise_server_exceptions=False) as c:
-            r = c.post("/v1/classify", json={"texts": ["slow"]})
-            assert r.status_code == 504 and r.json()["error"]["code"] == "timeout"
-            slow.gate.set()
-            assert c.post("/v1/classify", json={"texts": ["fast now"]}).status_code == 200
-    finally:
-        slow.gate.set()
+    assert "kronedge_workers_busy 2.0" in metrics and "kronedge_workers 2.0" in metrics
 
 
 def test_model_failure_is_json_500_and_worker_survives(export_dir, shared_predictor):
@@ -288,6 +468,155 @@ def test_model_failure_is_json_500_and_worker_survives(export_dir, shared_predic
         r = c.post("/v1/classify", json={"texts": ["a"]})
         assert r.status_code == 500 and r.json()["error"]["code"] == "internal" and "boom" not in r.text
         assert c.post("/v1/classify", json={"texts": ["a"]}).status_code == 200
+
+
+# ---- batching across concurrent requests: every answer is the text's own ---------------------------------
+def _mixed_requests(probe_texts, n: int) -> list[list[str]]:
+    """n requests of 1 to 6 texts of different lengths, overlapping, in different orders."""
+    variants = list(probe_texts) + [f"{a} {b}" for a, b in zip(probe_texts, probe_texts[3:])]
+    return [[variants[(7 * i + 5 * k) % len(variants)] for k in range(1 + i % 6)] for i in range(n)]
+
+
+class RecordingPredictor(GatedPredictor):
+    """Holds the first model call until the test releases it, so that the others queue and get batched."""
+
+    def __init__(self, inner):
+        super().__init__(inner)
+        self.batches = []
+
+    def predict(self, inputs):
+        self.batches.append(len(inputs))
+        return super().predict(inputs)
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_concurrent_requests_batched_answer_each_text_alone(export_dir, shared_predictor, probe_texts, workers):
+    model = RecordingPredictor(shared_predictor)
+    config = ServeConfig(str(export_dir), max_batch_texts=16, workers=workers, queue_size=64, timeout_s=60)
+    app = create_app(config, predictor=model)
+    app.state.batcher.service.seconds_per_text = 1e-3  # as if timed: admission control lets them all queue
+    requests = _mixed_requests(probe_texts, 48)
+    total = sum(len(t) for t in requests)
+
+    async def run(base):
+        async with httpx.AsyncClient(base_url=base, timeout=60, limits=httpx.Limits(max_connections=48)) as c:
+            tasks = [asyncio.create_task(c.post("/v1/classify", json={"texts": t})) for t in requests]
+            batcher = app.state.batcher
+            await _wait_for(lambda: batcher.waiting_texts + batcher.running_texts == total, "the requests to queue", 30)
+            model.gate.set()
+            return await asyncio.gather(*tasks)
+
+    try:
+        with live_server(app, config) as base:
+            answers = asyncio.run(run(base))
+    finally:
+        model.gate.set()
+    assert [r.status_code for r in answers] == [200] * len(requests)
+    assert len(model.batches) < len(requests) and max(model.batches) > 6  # requests really shared model runs
+    cache = {t: a for t, a in zip(sorted({t for req in requests for t in req}),
+                                  alone(shared_predictor, sorted({t for req in requests for t in req})))}
+    labels = set()
+    for texts, r in zip(requests, answers):
+        assert_same_answers(r.json()["results"], [cache[t] for t in texts])
+        labels.update(item["label"] for item in r.json()["results"])
+    assert labels == {"negative", "positive"}
+
+
+def test_int8_server_answers_match_the_int8_predictor(informative_export_int8, probe_texts):
+    """The int8 model served: per text, the label and scores of the same int8 model run alone.
+
+    Dynamic int8 picks activation scales per model run, so a text batched with others can move
+    slightly: labels must agree and scores stay within 0.02 (fp32 is held to 1e-4 above)."""
+    predictor = Predictor(informative_export_int8, threads=1)
+    config = ServeConfig(str(informative_export_int8), max_batch_texts=32, timeout_s=60)
+    requests = _mixed_requests(probe_texts, 12)
+    with TestClient(create_app(config, predictor=predictor)) as c:
+        answers = [c.post("/v1/classify", json={"texts": t}) for t in requests]
+    for texts, r in zip(requests, answers):
+        assert r.status_code == 200, r.text
+        assert_same_answers(r.json()["results"], alone(predictor, texts), atol=0.02)
+
+
+# ---- oversize bodies on a real socket ------------------------------------------------------------------
+@contextlib.contextmanager
+def live_server(app, config: ServeConfig):
+    """uvicorn with the settings `serve` uses, on 127.0.0.1 (a free port), in a thread; yields the base URL."""
+    import uvicorn
+
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, **uvicorn_settings(config)))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    try:
+        deadline = time.monotonic() + 30
+        while not server.started:
+            assert thread.is_alive() and time.monotonic() < deadline, "uvicorn did not start"
+            time.sleep(0.02)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(30)
+        sock.close()
+
+
+def raw_post(base: str, size: int, chunked: bool = False, expect_continue: bool = False, chunk: int = 1 << 20):
+    """Send a ``size``-byte body with a raw socket, all of it (unless told to wait for 100-continue),
+    then read the answer: (status, headers, body). A connection reset on the way fails the test."""
+    host, port = base.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=60) as s:
+        head = ["POST /v1/classify HTTP/1.1", f"Host: {host}", "Content-Type: application/json"]
+        head.append("Transfer-Encoding: chunked" if chunked else f"Content-Length: {size}")
+        if expect_continue:
+            head.append("Expect: 100-continue")
+        s.sendall(("\r\n".join(head) + "\r\n\r\n").encode())
+        if not expect_continue:
+            piece, sent = b"a" * chunk, 0
+            while sent < size:
+                n = min(chunk, size - sent)
+                s.sendall(f"{n:x}\r\n".encode() + piece[:n] + b"\r\n" if chunked else piece[:n])
+                sent += n
+            if chunked:
+                s.sendall(b"0\r\n\r\n")
+        data = b""
+        while b"\r\n\r\n" not in data:
+            more = s.recv(65536)
+            assert more, f"connection closed before an answer: {data!r}"
+            data += more
+        head_bytes, body = data.split(b"\r\n\r\n", 1)
+        lines = head_bytes.decode().split("\r\n")
+        headers = {k.lower(): v.strip() for k, v in (line.split(":", 1) for line in lines[1:])}
+        while len(body) < int(headers.get("content-length", 0)):
+            more = s.recv(65536)
+            assert more, "connection closed inside the answer"
+            body += more
+    return int(lines[0].split()[1]), headers, json.loads(body)
+
+
+@pytest.fixture(scope="module")
+def live(export_dir, shared_predictor):
+    config = ServeConfig(str(export_dir))
+    with live_server(create_app(config, predictor=shared_predictor), config) as base:
+        yield base
+
+
+@pytest.mark.parametrize("size, chunked", [(10 << 20, False), (100 << 20, False), (10 << 20, True)],
+                         ids=["10MB", "100MB", "10MB-chunked"])
+def test_oversize_body_gets_a_413_the_client_reads(live, size, chunked):
+    status, headers, body = raw_post(live, size, chunked=chunked)
+    assert status == 413 and body["error"]["code"] == "body_too_large", body
+    assert httpx.get(f"{live}/healthz", timeout=10).status_code == 200
+
+
+def test_oversize_body_with_httpx(live):
+    r = httpx.post(f"{live}/v1/classify", content=b"x" * (10 << 20), headers=JSON, timeout=60)
+    assert r.status_code == 413 and r.json()["error"]["code"] == "body_too_large"
+
+
+def test_oversize_body_announced_with_expect_100_is_refused_before_it_is_sent(live):
+    status, headers, body = raw_post(live, 50 << 20, expect_continue=True)
+    assert status == 413 and body["error"]["code"] == "body_too_large"
 
 
 # ---- auth ---------------------------------------------------------------------------------------------
@@ -312,7 +641,7 @@ def test_token_rules(tmp_path, monkeypatch):
     monkeypatch.delenv("KRONEDGE_API_TOKEN_FILE", raising=False)
     assert resolve_token(ServeConfig("m", host="127.0.0.1")) is None
     for host in ("0.0.0.0", "::", "10.1.2.3", "example.org"):
-        with pytest.raises(ValueError, match="refusing"):
+        with pytest.raises(ServeConfigError, match="refusing"):
             resolve_token(ServeConfig("m", host=host))
     assert resolve_token(ServeConfig("m", host="0.0.0.0", allow_no_auth=True)) is None
     monkeypatch.setenv("KRONEDGE_API_TOKEN", TOKEN)
@@ -323,10 +652,20 @@ def test_token_rules(tmp_path, monkeypatch):
     assert resolve_token(ServeConfig("m", host="0.0.0.0")) == "file-token-abcdefghijkl"
     monkeypatch.delenv("KRONEDGE_API_TOKEN_FILE")
     monkeypatch.setenv("KRONEDGE_API_TOKEN", "short")
-    with pytest.raises(ValueError, match="shorter"):
+    with pytest.raises(ServeConfigError, match="shorter"):
         resolve_token(ServeConfig("m"))
     assert is_loopback("localhost") and is_loopback("::1") and is_loopback("127.0.0.2") and not is_loopback("0.0.0.0")
     assert token_matches(f"Bearer {TOKEN}", TOKEN) and not token_matches("Bearer é", TOKEN)
+
+
+@pytest.mark.parametrize("overrides, match", [
+    (dict(queue_size=0), "queue_size"), (dict(timeout_s=0), "timeout"), (dict(port=70000), "port"),
+    (dict(threads=0), "threads"), (dict(model_file="model.bin"), "model_file"),
+    (dict(max_body_bytes=2048, drain_bytes=1024), "drain_bytes"),
+])
+def test_config_checks_itself(overrides, match):
+    with pytest.raises(ServeConfigError, match=match):
+        ServeConfig("m", **overrides)
 
 
 def test_cli_refuses_public_host_without_auth(export_dir, monkeypatch, capsys):
@@ -336,6 +675,57 @@ def test_cli_refuses_public_host_without_auth(export_dir, monkeypatch, capsys):
     assert "refusing" in capsys.readouterr().err
 
 
+# ---- one definition of the serve options ----------------------------------------------------------------
+def test_both_command_lines_come_from_serve_config(monkeypatch):
+    """`python -m runtime.serve` and `kronedge serve` parse the same flags into the same ServeConfig."""
+    from typer.testing import CliRunner
+
+    import runtime.serve.app
+    from kronedge.cli import app
+    from runtime.serve import build_parser
+    from runtime.serve.config import from_namespace
+
+    flags = [o.flag for o in cli_options() if not o.positional]
+    assert len(flags) >= 17 and "--timeout" in flags and "--drain-bytes" in flags
+    assert from_namespace(vars(build_parser().parse_args(["m"]))) == ServeConfig("m")  # defaults agree
+    args = ["m", "--port", "9001", "--threads", "2", "--workers", "3", "--timeout", "2.5", "--max-texts", "7",
+            "--model-file", "model.ort", "--no-self-check", "--log-text", "--token-file", "t"]
+    want = ServeConfig("m", port=9001, threads=2, workers=3, timeout_s=2.5, max_texts=7, model_file="model.ort",
+                       self_check=False, log_text=True, token_file="t")
+    assert from_namespace(vars(build_parser().parse_args(args))) == want
+
+    seen = []
+    monkeypatch.setattr(runtime.serve.app, "serve", seen.append)
+    runner = CliRunner()
+    for argv, expected in ((["m"], ServeConfig("m")), (args, want)):
+        result = runner.invoke(app, ["serve", *argv])
+        assert result.exit_code == 0, result.output
+        assert seen.pop() == expected
+    helped = runner.invoke(app, ["serve", "--help"], terminal_width=200).output
+    for flag in flags:
+        assert flag in helped, flag
+
+
+def test_kronedge_serve_cli_refuses_public_host(export_dir, monkeypatch):
+    from typer.testing import CliRunner
+
+    from kronedge.cli import app
+
+    monkeypatch.delenv("KRONEDGE_API_TOKEN", raising=False)
+    monkeypatch.delenv("KRONEDGE_API_TOKEN_FILE", raising=False)
+    result = CliRunner().invoke(app, ["serve", str(export_dir), "--host", "0.0.0.0"])
+    assert result.exit_code == 1 and "refusing" in result.output
+    result = CliRunner().invoke(app, ["serve", str(export_dir), "--queue-size", "0"])
+    assert result.exit_code == 1 and "queue_size must be >= 1" in result.output
+
+
+def test_server_modules_stay_torch_free():
+    code = ("import sys, runtime.serve, runtime.serve.app, runtime.serve.__main__\n"
+            "heavy = sorted(m for m in ('torch', 'transformers') if m in sys.modules)\n"
+            "assert not heavy, heavy\n")
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=REPO)
+
+
 # ---- metrics and logs ---------------------------------------------------------------------------------
 def test_metrics_content(export_dir, shared_predictor):
     with TestClient(create_app(ServeConfig(str(export_dir)), predictor=shared_predictor)) as c:
@@ -343,19 +733,44 @@ def test_metrics_content(export_dir, shared_predictor):
         c.post("/v1/classify", content=b"{", headers=JSON)
         r = c.get("/metrics")
     assert r.headers["content-type"].startswith("text/plain; version=0.0.4")
-    text = r.text
-    assert 'kronedge_requests_total{route="/v1/classify",method="POST",status="200"} 1' in text
-    assert 'kronedge_requests_total{route="/v1/classify",method="POST",status="400"} 1' in text
-    assert 'kronedge_errors_total{code="invalid_json"} 1' in text
-    assert "kronedge_inputs_total 2" in text
-    assert "# TYPE kronedge_request_duration_seconds histogram" in text
-    buckets = [int(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith("kronedge_request_duration_seconds_bucket")]
-    assert buckets == sorted(buckets) and buckets[-1] == 2
-    assert "kronedge_request_duration_seconds_count 2" in text and "kronedge_queue_depth 0" in text
-    assert 'kronedge_model_info{task="sst2",model_file="model.onnx"' in text
-    for line in text.splitlines():  # every sample line is `name{labels} number`
+    samples = {}
+    for line in r.text.splitlines():  # every sample line is `name{labels} number`
         if not line.startswith("#"):
-            float(line.rsplit(" ", 1)[1])
+            name, value = line.rsplit(" ", 1)
+            samples[name] = float(value)
+    assert samples['kronedge_requests_total{method="POST",route="/v1/classify",status="200"}'] == 1
+    assert samples['kronedge_requests_total{method="POST",route="/v1/classify",status="400"}'] == 1
+    assert samples['kronedge_errors_total{code="invalid_json"}'] == 1
+    assert samples["kronedge_inputs_total"] == 2
+    assert "# TYPE kronedge_request_duration_seconds histogram" in r.text
+    buckets = [v for k, v in samples.items() if k.startswith("kronedge_request_duration_seconds_bucket")]
+    assert buckets == sorted(buckets) and buckets[-1] == 2 and samples["kronedge_request_duration_seconds_count"] == 2
+    assert samples["kronedge_queue_depth"] == 0 and samples["kronedge_seconds_per_text"] > 0
+    info = next(k for k in samples if k.startswith("kronedge_model_info{"))
+    assert f'model_file="{shared_predictor.summary()["model_file"]}"' in info
+
+
+def test_metrics_count_overload_reasons(export_dir, shared_predictor):
+    slow = GatedPredictor(shared_predictor)
+    app = create_app(ServeConfig(str(export_dir), queue_size=1), predictor=slow)
+
+    async def scenario():
+        async with _asgi_client(app) as c:
+            running = asyncio.create_task(c.post("/v1/classify", json={"texts": ["one"]}))
+            await _wait_for(slow.started.is_set, "the first request to run")
+            queued = asyncio.create_task(c.post("/v1/classify", json={"texts": ["two"]}))
+            await _wait_for(lambda: app.state.batcher.depth == 1, "the second request to queue")
+            assert (await c.post("/v1/classify", json={"texts": ["three"]})).status_code == 503
+            slow.gate.set()
+            await running, await queued
+            return (await c.get("/metrics")).text
+
+    try:
+        text = asyncio.run(scenario())
+    finally:
+        slow.gate.set()
+        app.state.batcher.close()
+    assert 'kronedge_overload_rejections_total{reason="queue_full"} 1.0' in text
 
 
 def test_one_json_log_line_per_request_without_text(export_dir, shared_predictor, caplog):
@@ -409,14 +824,14 @@ def test_fuzz_raw_bytes_never_5xx(client, raw, content_type):
     assert r.status_code < 500 and "error" in r.json()
 
 
-# ---- the real thing: uvicorn on 127.0.0.1 via `python -m runtime.serve` ----------------------------------
+# ---- the real thing: `python -m runtime.serve` on 127.0.0.1 --------------------------------------------
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
 
 
-def test_python_m_runtime_serve_on_loopback(export_dir):
+def test_python_m_runtime_serve_on_loopback(export_dir, probe_texts, shared_predictor):
     port = _free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("KRONEDGE_API_TOKEN")}
     proc = subprocess.Popen([sys.executable, "-m", "runtime.serve", str(export_dir), "--host", "127.0.0.1",
@@ -434,25 +849,16 @@ def test_python_m_runtime_serve_on_loopback(export_dir):
                 pass
             assert time.monotonic() < deadline, "server did not become ready in 30 s"
             time.sleep(0.2)
-        r = httpx.post(f"{base}/v1/classify", json={"texts": ["a fine film"]}, timeout=10)
-        assert r.status_code == 200 and r.json()["results"][0]["label"] in ("negative", "positive")
+        seeded = httpx.get(f"{base}/metrics", timeout=10).text  # before any request
+        r = httpx.post(f"{base}/v1/classify", json={"texts": probe_texts}, timeout=10)
+        assert r.status_code == 200
+        assert_same_answers(r.json()["results"], alone(shared_predictor, probe_texts))
     finally:
         proc.terminate()
         out, err = proc.communicate(timeout=20)
     events = [json.loads(line) for line in out.splitlines() if line.startswith("{")]
     assert events[0]["event"] == "start" and events[0]["auth"] is False
     assert any(e.get("path") == "/v1/classify" and e.get("status") == 200 for e in events)
-
-
-def test_kronedge_serve_cli(export_dir, monkeypatch):
-    from typer.testing import CliRunner
-
-    from kronedge.cli import app
-
-    monkeypatch.delenv("KRONEDGE_API_TOKEN", raising=False)
-    monkeypatch.delenv("KRONEDGE_API_TOKEN_FILE", raising=False)
-    runner = CliRunner()
-    result = runner.invoke(app, ["serve", "--help"])
-    assert result.exit_code == 0 and "--queue-size" in result.output
-    result = runner.invoke(app, ["serve", str(export_dir), "--host", "0.0.0.0"])
-    assert result.exit_code == 1 and "refusing" in result.output
+    # Timed at start-up, so admission control can predict waits from the first request on.
+    per_text = [float(line.split()[-1]) for line in seeded.splitlines() if line.startswith("kronedge_seconds_per_text ")]
+    assert per_text and per_text[0] > 0
