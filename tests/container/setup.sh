@@ -1,0 +1,62 @@
+#!/usr/bin/env bash
+# Set up what tests/test_container.py needs, on a Debian bookworm machine, as root (see
+# ../shared/notes/containers.md for the recipe and why each step is there):
+#   - podman (called with --runtime runc: crun refuses these hosts' hybrid cgroups), runc, debootstrap;
+#   - a stand-in for python:3.11-slim-bookworm, since no container registry is reachable: a debootstrap
+#     minbase rootfs imported into podman, plus Debian's python3 (3.11 on bookworm). The host's CA bundle
+#     goes into that stand-in only (PIP_CERT), so pip in the real Dockerfile's build stage trusts this
+#     machine's TLS setup; the Dockerfile itself stays what a user builds with Docker.
+# Idempotent: when the stand-in image exists already, only the tools are checked (a few seconds).
+# The runtime image itself is built by the tests, from the Dockerfile in the working tree.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+
+BASE_IMAGE="${KRONEDGE_CONTAINER_BASE:-localhost/python:3.11-slim-bookworm}"
+MIN_IMAGE="localhost/debian-min:bookworm"
+PODMAN=(podman --runtime runc)
+LIMITS=(--ulimit nofile=1024:1024 --ulimit nproc=1024:1024)
+
+need=()
+for bin in podman runc debootstrap; do
+  command -v "$bin" >/dev/null 2>&1 || need+=("$bin")
+done
+if [ "${#need[@]}" -gt 0 ]; then
+  if [ "$(id -u)" != 0 ]; then
+    echo "tests/container/setup.sh: missing ${need[*]}; run as root (apt-get install podman runc debootstrap)" >&2
+    exit 1
+  fi
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends podman runc debootstrap ca-certificates >/dev/null
+fi
+
+if "${PODMAN[@]}" image exists "$BASE_IMAGE"; then
+  echo "tests/container/setup.sh: $BASE_IMAGE exists (cached)"
+  exit 0
+fi
+
+# The host's own Debian mirror (the one apt uses here), deb.debian.org otherwise.
+mirror="$(sed -n 's#^URIs: *\(http[^ ]*/debian\)/*$#\1#p; s#^deb \(\[[^]]*\] \)\{0,1\}\(http[^ ]*/debian\)/* .*#\2#p' \
+  /etc/apt/sources.list.d/*.sources /etc/apt/sources.list 2>/dev/null | head -n1 || true)"
+mirror="${mirror:-http://deb.debian.org/debian}"
+
+work="$(mktemp -d /var/tmp/kronedge-base.XXXXXX)"
+trap 'rm -rf "$work"' EXIT
+start=$SECONDS
+echo "tests/container/setup.sh: debootstrap --variant=minbase bookworm from $mirror"
+debootstrap --variant=minbase bookworm "$work/rootfs" "$mirror" >"$work/debootstrap.log" 2>&1 || {
+  tail -n 20 "$work/debootstrap.log" >&2; echo "tests/container/setup.sh: debootstrap failed" >&2; exit 1; }
+mkdir -p "$work/rootfs/usr/local/share/ca-certificates-host"
+cp /etc/ssl/certs/ca-certificates.crt "$work/rootfs/usr/local/share/ca-certificates-host/host-ca.crt"
+tar -C "$work/rootfs" -c . | "${PODMAN[@]}" import \
+  --change 'ENV PIP_CERT=/usr/local/share/ca-certificates-host/host-ca.crt' \
+  --change 'CMD ["/bin/bash"]' - "$MIN_IMAGE" >/dev/null
+
+cat >"$work/Containerfile" <<CONTAINERFILE
+FROM $MIN_IMAGE
+RUN apt-get update && apt-get install -y --no-install-recommends python3 python3-venv python3-pip python-is-python3 \
+    && rm -rf /var/lib/apt/lists/*
+CONTAINERFILE
+"${PODMAN[@]}" build -q --network host "${LIMITS[@]}" -t "$BASE_IMAGE" -f "$work/Containerfile" "$work" >/dev/null
+"${PODMAN[@]}" run --rm --network host "${LIMITS[@]}" "$BASE_IMAGE" python --version
+echo "tests/container/setup.sh: built $BASE_IMAGE in $((SECONDS - start)) s"
