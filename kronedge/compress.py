@@ -45,7 +45,7 @@ def check_options(config: CompressConfig, out, run_dir: Path, resume: bool) -> N
     if out is not None and config.method == "svd":
         raise TrainingError("the svd baseline has no artifact format: run it without --out (library: out=None)")
     saved = run_dir / "compress_config.json"
-    if resume and saved.is_file() and json.loads(saved.read_text()) != json.loads(json.dumps(config.to_dict())):
+    if resume and saved.is_file() and not config.same_recipe(json.loads(saved.read_text())):
         raise TrainingError(f"--resume: {run_dir} was started with a different recipe ({saved}); "
                             "rerun with the same options or use another --run-dir")
     from .data import get_task

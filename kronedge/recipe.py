@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+import json
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 from .finetune import DEFAULT_TASK, DEFAULT_TEACHER, default_teacher_config
 from .students import METHODS
 from .training import TrainConfig, TrainingError
+from .training.config import free_field, result_settings
 
 DEFAULT_COMPRESSION = 5.5  # the planner lands on ~5.1x for MiniLM: >= 5x fewer parameters
 LOSSES = ("embedding", "attention", "hidden", "logits", "supervised")
@@ -42,6 +44,8 @@ class CompressConfig:
         check_teacher: stop before distilling when the teacher scores near chance on dev.
         min_retention: warn (in the output and the model card) when the student keeps less than
             this share of the teacher's primary metric.
+        checkpoint_seconds: every training stage writes a resumable checkpoint at least this often
+            (and at every epoch end); 0 writes one after every optimizer step.
 
     Example:
         >>> CompressConfig(task="sst2", compression=5.5, stage1_examples=4000)
@@ -83,6 +87,7 @@ class CompressConfig:
     patience: int | None = 2
     check_teacher: bool = True
     min_retention: float = 0.9
+    checkpoint_seconds: float = free_field(default=300.0)
 
     def __post_init__(self):
         if self.method not in METHODS:
@@ -121,7 +126,7 @@ class CompressConfig:
     def teacher_config(self, time_budget_s: float | None = None) -> TrainConfig:
         return default_teacher_config(max_length=self.max_length, precision=self.precision, seed=self.seed,
                                       min_steps=self.min_steps, max_epochs=self.max_epochs, patience=self.patience,
-                                      time_budget_s=time_budget_s)
+                                      time_budget_s=time_budget_s, checkpoint_seconds=self.checkpoint_seconds)
 
     def train_config(self, stage: int, time_budget_s: float | None = None) -> TrainConfig:
         """The TrainConfig of KD stage 1 or 2 (stage 1 has no task score to stop early on)."""
@@ -131,10 +136,16 @@ class CompressConfig:
                            max_length=self.stage1_max_length if one else self.max_length, seed=self.seed,
                            precision=self.precision, warmup_ratio=0.1, time_budget_s=time_budget_s,
                            min_steps=self.stage1_min_steps if one else self.min_steps, max_epochs=self.max_epochs,
-                           patience=None if one else self.patience)
+                           patience=None if one else self.patience, checkpoint_seconds=self.checkpoint_seconds)
 
     def to_dict(self) -> dict:
         return {"version": self.VERSION, **asdict(self)}
+
+    def same_recipe(self, saved: dict) -> bool:
+        """True when a saved ``to_dict()`` describes the same computation (checkpoint cadence aside)."""
+        mine = json.loads(json.dumps(result_settings(self)))
+        free = {f.name for f in fields(self) if not f.metadata.get("affects_result", True)}
+        return {k: v for k, v in saved.items() if k not in free and k != "version" and v is not None} == mine
 
 
 @dataclass

@@ -92,6 +92,9 @@ def register(app, friendly_errors) -> None:
         data_dir: Optional[Path] = typer.Option(None, help="GLUE root for tasks that do not ship (holds MRPC/, ...)."),
         threads: Optional[int] = typer.Option(None, help="torch threads (default: torch's choice)."),
         resume: bool = typer.Option(False, "--resume", help="Continue an interrupted run from its checkpoints."),
+        checkpoint_every: float = typer.Option(300.0, help="Seconds between resumable checkpoints within an epoch "
+                                               "(0: after every optimizer step); one is also written at every "
+                                               "epoch end."),
         as_json: bool = typer.Option(False, "--json", help="Print the result as one JSON object."),
     ):
         """Teacher -> fine-tune if needed -> kronize -> general KD -> task KD -> evaluate -> artifact.
@@ -109,7 +112,7 @@ def register(app, friendly_errors) -> None:
             temperature=temperature, layer_map=layer_map, loss_weights=_weights(loss_weights), seed=seed, precision=precision,
             time_budget_s=time_budget * 60 if time_budget else None, data_dir=str(data_dir) if data_dir else None,
             min_steps=min_steps or None, patience=patience or None, check_teacher=teacher_check,
-            min_retention=min_retention)
+            min_retention=min_retention, checkpoint_seconds=checkpoint_every)
         show_progress()
         if method == "svd" and out_dir is None:
             artifact = None

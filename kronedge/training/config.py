@@ -12,10 +12,20 @@ class TrainingError(ValueError):
     """A training setting, option combination or training outcome the user can fix; the message says how."""
 
 
-def _free(**kw):
-    # Fields that change how a run is observed (logging, checkpoint cadence), never what it computes:
-    # they stay out of cache keys, so tuning them reuses a cached result.
+def free_field(**kw):
+    """A config field that changes how a run is observed (logging, checkpoint cadence), never what it
+    computes: it stays out of cache keys and recipe comparisons, so changing it reuses a result."""
     return field(metadata={"affects_result": False}, **kw)
+
+
+def result_settings(config) -> dict:
+    """A config dataclass's fields that change what it computes, without unset ones (None).
+
+    Leaving out None values means a field added later with a None default keeps every earlier
+    cache key valid, without a special case per field.
+    """
+    return {f.name: getattr(config, f.name) for f in fields(config)
+            if f.metadata.get("affects_result", True) and getattr(config, f.name) is not None}
 
 
 @dataclass
@@ -63,8 +73,8 @@ class TrainConfig:
     seed: int = 0
     precision: str = "auto"
     max_grad_norm: float = 1.0
-    checkpoint_seconds: float = _free(default=300.0)
-    log_every: int = _free(default=20)
+    checkpoint_seconds: float = free_field(default=300.0)
+    log_every: int = free_field(default=20)
     max_steps: int | None = None
     time_budget_s: float | None = None
     min_steps: int | None = None
@@ -112,13 +122,8 @@ class TrainConfig:
         return cls(**values)
 
     def result_settings(self) -> dict:
-        """The settings that change what training computes: for cache keys.
-
-        Unset optional fields (None) are left out, so a field added later with a None default keeps
-        every earlier key valid without a special case.
-        """
-        free = {f.name for f in fields(self) if not f.metadata.get("affects_result", True)}
-        return {k: v for k, v in asdict(self).items() if k not in free and v is not None}
+        """The settings that change what training computes (for cache keys; see :func:`result_settings`)."""
+        return result_settings(self)
 
 
 def settings_key(settings: dict) -> str:
