@@ -5,22 +5,12 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
-
 REPO = Path(__file__).resolve().parents[1]
 
 
-@pytest.fixture(scope="session")
-def load_export_dir(tmp_path_factory):
-    sys.path.insert(0, str(Path(__file__).parent))
-    from test_runtime import build_tiny_export
-
-    return build_tiny_export(tmp_path_factory.getbasetemp() / "tiny-export")
-
-
-def test_load_script_writes_results(load_export_dir, tmp_path):
+def test_load_script_writes_results(informative_export_fp32, tmp_path):
     out = tmp_path / "load"
-    subprocess.run([sys.executable, "benchmarks/load.py", str(load_export_dir), "--configs", "1x2", "1x1b1", "--rounds", "2", "--max-length", "16",
+    subprocess.run([sys.executable, "benchmarks/load.py", str(informative_export_fp32), "--configs", "1x2", "1x1b1", "--rounds", "2", "--max-length", "16",
                     "--clients", "1", "4", "--seconds", "1", "--max-requests", "20", "--warmup", "2",
                     "--out", str(out)], cwd=REPO, check=True, capture_output=True, timeout=120)
     result = json.loads(out.with_suffix(".json").read_text())
