@@ -30,6 +30,8 @@ from pathlib import Path
 import httpx
 import numpy as np
 
+from runtime import hostinfo
+
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -39,27 +41,10 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def cpu_model() -> str:
-    try:
-        out = subprocess.run(["lscpu"], capture_output=True, text=True, check=True).stdout
-        for line in out.splitlines():
-            if line.startswith("Model name:"):
-                return line.split(":", 1)[1].strip()
-    except (OSError, subprocess.CalledProcessError):
-        pass
-    return platform.processor() or platform.machine()
+def versions() -> dict[str, str | None]:
+    from runtime.hostinfo import versions as installed
 
-
-def versions() -> dict[str, str]:
-    from importlib.metadata import PackageNotFoundError, version
-
-    out = {"python": platform.python_version()}
-    for name in ("onnxruntime", "numpy", "tokenizers", "fastapi", "uvicorn", "httpx"):
-        try:
-            out[name] = version(name)
-        except PackageNotFoundError:
-            out[name] = "missing"
-    return out
+    return installed(("onnxruntime", "numpy", "tokenizers", "fastapi", "uvicorn", "httpx"))
 
 
 def git_commit() -> str:
@@ -244,7 +229,7 @@ def main(argv: list[str] | None = None) -> int:
     result = {
         "command": "nice -n 5 python " + " ".join([os.path.relpath(__file__, REPO)] + (argv if argv is not None else sys.argv[1:])),
         "server_commands": server_cmds,
-        "machine": {"cpu": cpu_model(), "cores": os.cpu_count(), "platform": platform.platform(),
+        "machine": {"cpu": hostinfo.cpu_model(), "cores": os.cpu_count(), "platform": platform.platform(),
                 "loadavg_1m_at_start": load_at_start},
         "versions": versions(), "git_commit": git_commit(), "date_utc": time.strftime("%Y-%m-%d %H:%M", time.gmtime()),
         "model": {"dir": args.model_dir, "sha256": manifest["files"].get(info["model_file"], {}).get("sha256"),

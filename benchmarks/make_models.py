@@ -38,10 +38,11 @@ def log(msg: str) -> None:
 
 
 def host_preset() -> str:
-    flags = Path("/proc/cpuinfo").read_text()
-    if "avx512_vnni" in flags or "avx512vnni" in flags:
+    from runtime.hostinfo import cpu_flags, has_cpu_flag
+
+    if has_cpu_flag("avx512_vnni", "avx512vnni"):
         return "avx512_vnni"
-    if "avx512" in flags:
+    if cpu_flags(("avx512",)):
         return "avx512"
     return "avx2"
 

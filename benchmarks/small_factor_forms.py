@@ -1,12 +1,12 @@
 """Micro-benchmark: forms of a small left factor product W (m x k) @ X (N, k, p), 1 thread (speed_followup.md)."""
-import numpy as np, onnxruntime as ort, time
+import numpy as np, time
+from runtime.predictor import create_session
 from onnx import helper, TensorProto, numpy_helper
 def sess(nodes, inits, shape_out):
     g = helper.make_graph(nodes, 'g', [helper.make_tensor_value_info('x', TensorProto.FLOAT, [128, K, P])],
         [helper.make_tensor_value_info('y', TensorProto.FLOAT, None)], initializer=inits)
     m = helper.make_model(g, opset_imports=[helper.make_opsetid('', 20)])
-    so = ort.SessionOptions(); so.intra_op_num_threads = 1
-    return ort.InferenceSession(m.SerializeToString(), so, providers=['CPUExecutionProvider'])
+    return create_session(m.SerializeToString(), threads=1)
 res = {}
 for K, M, P in [(2, 16, 192), (16, 2, 192)]:
     w = np.random.randn(M, K).astype(np.float32)

@@ -27,15 +27,13 @@ from kronedge.bench_core import environment, make_inputs, percentiles  # noqa: E
 
 
 def session(path: str, threads: int, spinning: bool, pin: bool):
-    import onnxruntime as ort
+    from runtime.predictor import create_session
 
-    from runtime.predictor import session_options
-
-    so = session_options(threads, allow_spinning=spinning)
+    entries = {}
     if pin and threads > 1:
         # one entry per worker thread (threads - 1); logical processors are 1-based in ORT's syntax
-        so.add_session_config_entry("session.intra_op_thread_affinities", ";".join(str(i + 2) for i in range(threads - 1)))
-    return ort.InferenceSession(str(Path(path) / "model.onnx"), sess_options=so, providers=["CPUExecutionProvider"])
+        entries["session.intra_op_thread_affinities"] = ";".join(str(i + 2) for i in range(threads - 1))
+    return create_session(Path(path) / "model.onnx", threads, allow_spinning=spinning, config_entries=entries)
 
 
 def main() -> int:

@@ -28,28 +28,12 @@ def marker(start: bool) -> None:
 
 
 def make_session(path: str, threads: int, disabled_optimizers=None, profile_prefix=None):
-    """An ORT session with the runtime's own session options (what `Predictor` ships), so the benchmark
-    measures what a device runs; a local copy of those options where the runtime is not importable."""
-    import onnxruntime as ort
+    """An ORT session from the runtime's own factory (what `Predictor` ships), so the benchmark measures
+    what a device runs. The runtime is importable wherever this runs: the guest gets the checkout on its path."""
+    from runtime.predictor import create_session
 
-    try:
-        from runtime.predictor import session_options
-
-        opts = session_options(int(threads))
-    except ImportError:
-        opts = ort.SessionOptions()
-        opts.intra_op_num_threads = int(threads)
-        opts.inter_op_num_threads = 1
-        opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        opts.enable_cpu_mem_arena = False
-        opts.enable_mem_pattern = False
-        opts.log_severity_level = 3
-    if profile_prefix:
-        opts.enable_profiling = True
-        opts.profile_file_prefix = profile_prefix
-    kwargs = {"disabled_optimizers": list(disabled_optimizers)} if disabled_optimizers else {}
-    return ort.InferenceSession(path, sess_options=opts, providers=["CPUExecutionProvider"], **kwargs)
+    return create_session(path, int(threads), disabled_optimizers=disabled_optimizers or (),
+                          profile_prefix=profile_prefix)
 
 
 def make_inputs(session, batch: int, seq: int, vocab: int = 1000, seed: int = 0) -> dict:
@@ -150,17 +134,10 @@ def environment() -> dict:
 
     import onnxruntime as ort
 
-    cpu = platform.machine()
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.lower().startswith(("model name", "cpu part")):
-                    cpu = line.split(":", 1)[1].strip()
-                    break
-    except OSError:
-        pass
+    from runtime.hostinfo import cpu_model
+
     return {"onnxruntime": ort.__version__, "numpy": np.__version__, "python": platform.python_version(),
-            "machine": platform.machine(), "cpu": cpu, "provider": "CPUExecutionProvider",
+            "machine": platform.machine(), "cpu": cpu_model(), "provider": "CPUExecutionProvider",
             "logical_cpus": os.cpu_count()}
 
 

@@ -32,6 +32,8 @@ import tempfile
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
+from runtime import hostinfo
+
 from . import bench_core
 
 MODEL_FILE_CANDIDATES = ("model.onnx", "model_quantized.onnx", "model_optimized.onnx", "model.ort")
@@ -220,27 +222,6 @@ def describe_model(path: str | os.PathLike, name: Optional[str] = None, seq: int
                      vocab=graph_vocab or _vocab_size(model_dir, manifest), manifest=manifest)
 
 
-def host_cpu() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
-def host_flags() -> list[str]:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("flags"):
-                flags = line.split(":", 1)[1].split()
-                return sorted(f for f in flags if f.startswith(("avx", "amx", "fma", "sse4")))
-    except OSError:
-        pass
-    return []
-
-
 def _guest_result(stdout: str) -> dict:
     for line in reversed(stdout.splitlines()):
         if line.startswith("KRONEDGE_RESULT "):
@@ -337,7 +318,7 @@ def run_bench(model_dirs: Sequence[str | os.PathLike], *, seqs: Sequence[int] = 
         env_info, row_results = measured["environment"], measured["rows"]
     else:
         env_info = bench_core.environment()
-        env_info["cpu"] = host_cpu()
+        env_info["cpu"] = hostinfo.cpu_model()
         row_results = []
         for row in grid:
             log(f"measuring {len(infos)} models at threads={row['threads']} batch={row['batch']} seq={row['seq']}")
@@ -390,7 +371,7 @@ def run_bench(model_dirs: Sequence[str | os.PathLike], *, seqs: Sequence[int] = 
         "schema": SCHEMA,
         "created_utc": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
         "command": " ".join(sys.argv) if sys.argv and "kronedge" in sys.argv[0] else None,
-        "machine": {"host_cpu": host_cpu(), "host_flags": host_flags(), "logical_cpus": os.cpu_count(),
+        "machine": {"host_cpu": hostinfo.cpu_model(), "host_flags": hostinfo.cpu_flags(hostinfo.KERNEL_FLAG_PREFIXES), "logical_cpus": os.cpu_count(),
                     "platform": platform.platform(), "load_avg_at_start": load_at_start,
                     "load_avg_at_end": list(os.getloadavg()),
                     "target": target, "emulated_cpu": cpu if emulated else None, "qemu": qemu_ver},

@@ -83,7 +83,8 @@ def session_options(threads: int | None = None, graph_optimization: str = "all",
 
 def create_session(model: str | os.PathLike | bytes, threads: int | None = None, graph_optimization: str = "all",
                    optimized_model_path: str | os.PathLike | None = None, allow_spinning: bool = True,
-                   disabled_optimizers: Sequence[str] = (), profile_prefix: str | None = None):
+                   disabled_optimizers: Sequence[str] = (), profile_prefix: str | None = None,
+                   config_entries: dict[str, str] | None = None):
     """The one way this project opens an ONNX Runtime session (runtime, exporter, validation, benches).
 
     Args:
@@ -91,6 +92,7 @@ def create_session(model: str | os.PathLike | bytes, threads: int | None = None,
         threads, graph_optimization, optimized_model_path, allow_spinning: see :func:`session_options`.
         disabled_optimizers: ORT optimiser names to skip, e.g. ["SkipLayerNormFusion"].
         profile_prefix: turn on ORT's profiler, writing ``<prefix>_<date>.json``.
+        config_entries: extra ORT session config entries, e.g. {"session.intra_op_thread_affinities": "2"}.
 
     Raises:
         ModelDirError: ORT cannot load the file (truncated, corrupt, unknown op); one line naming it.
@@ -102,6 +104,8 @@ def create_session(model: str | os.PathLike | bytes, threads: int | None = None,
     if profile_prefix:
         so.enable_profiling = True
         so.profile_file_prefix = str(profile_prefix)
+    for key, value in (config_entries or {}).items():
+        so.add_session_config_entry(key, str(value))
     kwargs = {"disabled_optimizers": list(disabled_optimizers)} if disabled_optimizers else {}
     source = model if isinstance(model, bytes) else str(model)
     load_errors = tuple(getattr(ort_state, name) for name in _ORT_LOAD_ERRORS if hasattr(ort_state, name))
