@@ -4,9 +4,13 @@
 #
 # Build for x86 servers and ARM boards (Graviton, Raspberry Pi 4/5 with a 64-bit OS) in one go:
 #   docker buildx build --platform linux/amd64,linux/arm64 -t kronedge-serve:latest .
-# Run with the exported model mounted read-only at /model:
-#   docker run --rm -p 8080:8080 -v "$PWD/runs/kb21-int8:/model:ro" \
-#       -e KRONEDGE_API_TOKEN="$(python -c 'import secrets; print(secrets.token_urlsafe(32))')" kronedge-serve
+# Run with the exported model mounted read-only at /model (the token is what clients send as
+# `Authorization: Bearer ...`; keep it):
+#   export KRONEDGE_API_TOKEN="$(python -c 'import secrets; print(secrets.token_urlsafe(32))')"
+#   docker run --rm -p 8080:8080 -v "$PWD/runs/kb21-int8:/model:ro" -e KRONEDGE_API_TOKEN kronedge-serve
+# The server runs as uid 10001, so the model directory must be readable by others: `kronedge export` gives
+# it the mode your umask allows (with the usual 022 it is); after exporting under umask 077, run
+# `chmod -R o+rX DIR` or pass `--user "$(id -u)"`.
 # Or bake a model into the image. runs/ is in .dockerignore (models stay out of the default context),
 # so pass the directory as a named build context; it replaces the empty `model` stage below:
 #   docker buildx build --platform linux/amd64,linux/arm64 --build-context model=runs/kb21-int8 -t kronedge-kb21 .

@@ -40,8 +40,10 @@ IMAGE_UID = 10001  # the Dockerfile's ARG UID
 START_TIMEOUT_S = 120
 
 
-def _podman(*args: str, timeout: float = 120, check: bool = True) -> subprocess.CompletedProcess:
-    proc = subprocess.run([*PODMAN, *args], capture_output=True, text=True, timeout=timeout)
+def _podman(*args: str, timeout: float = 120, check: bool = True,
+            env: dict | None = None) -> subprocess.CompletedProcess:
+    proc = subprocess.run([*PODMAN, *args], capture_output=True, text=True, timeout=timeout,
+                          env={**os.environ, **(env or {})})
     if check and proc.returncode != 0:
         raise AssertionError(f"podman {' '.join(args[:2])} failed ({proc.returncode}): {proc.stderr[-3000:]}")
     return proc
@@ -119,7 +121,8 @@ class Server:
     def start(self, image: str, model_dir: Path) -> None:
         start = time.monotonic()
         _podman("run", "-d", "--name", self.name, *LIMITS, "-p", f"127.0.0.1:{self.port}:8080",
-                "-v", f"{model_dir}:/model:ro", "-e", f"KRONEDGE_API_TOKEN={self.token}", image)
+                "-v", f"{model_dir}:/model:ro", "-e", "KRONEDGE_API_TOKEN", image,
+                env={"KRONEDGE_API_TOKEN": self.token})
         self.cold_start_s = self._wait_healthy(start)
 
     def _wait_healthy(self, start: float) -> float:
@@ -156,6 +159,12 @@ def server(image, model_dir):
         yield srv
     finally:
         srv.close()
+
+
+def test_header_documents_the_run_tested_here():
+    header = [line for line in (REPO / "Dockerfile").read_text().splitlines() if line.startswith("#")]
+    run = next(line for line in header if "docker run" in line)
+    assert ":/model:ro" in run and "-e KRONEDGE_API_TOKEN" in run and "-p 8080:8080" in run, run
 
 
 def test_image_is_the_runtime_only(image):
