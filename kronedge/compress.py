@@ -58,6 +58,17 @@ def check_options(config: CompressConfig, out, run_dir: Path, resume: bool) -> N
         plan_teacher(config.teacher, config.kron_config())
 
 
+def retention_warning(result: CompressResult, min_retention: float) -> str | None:
+    """The warning for a student that keeps less than ``min_retention`` of its teacher (None when it keeps enough)."""
+    if result.retained >= min_retention:
+        return None
+    p = result.primary_metric
+    return (f"the student keeps only {100 * result.retained:.1f}% of the teacher's {p} "
+            f"({result.student_metrics[p]:.4f} vs {result.teacher_metrics[p]:.4f}), below the "
+            f"{100 * min_retention:.0f}% this recipe aims for: check it on your data before use; more stage-2 steps "
+            "(--min-steps, --stage2-epochs) or a lower --compression usually help")
+
+
 class CompressRun:
     """One run of the pipeline: each step is a method and what it makes is kept in attributes."""
 
@@ -207,13 +218,10 @@ class CompressRun:
         logger.info(f"[compress] student {c.task} dev {p} = {student_metrics[p]:.4f} (teacher "
                     f"{self.teacher_metrics[p]:.4f}, {100 * result.retained:.1f}% of it) at "
                     f"{result.compression:.2f}x fewer embedding+encoder params")
-        if not result.retained >= c.min_retention:
-            result.warnings.append(
-                f"the student keeps only {100 * result.retained:.1f}% of the teacher's {p} ({student_metrics[p]:.4f} "
-                f"vs {self.teacher_metrics[p]:.4f}), below the {100 * c.min_retention:.0f}% this recipe aims for: "
-                "check it on your data before use; more stage-2 steps (--min-steps, --stage2-epochs) or a lower "
-                "--compression usually help")
-            logger.warning(f"[compress] WARNING: {result.warnings[-1]}")
+        warning = retention_warning(result, c.min_retention)
+        if warning:
+            result.warnings.append(warning)
+            logger.warning(f"[compress] WARNING: {warning}")
         return result
 
     def save(self, result: CompressResult) -> None:

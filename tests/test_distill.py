@@ -346,3 +346,144 @@ def test_persisted_configs_carry_a_version():
     with pytest.raises(TrainingError, match="newer kronedge"):
         TrainConfig.from_dict({**saved, "version": TrainConfig.VERSION + 1})
     assert CompressConfig().to_dict()["version"] == CompressConfig.VERSION
+
+
+# -- recipes that scale with the data ---------------------------------------------------------------
+
+
+def test_min_steps_adds_epochs_to_small_data_only():
+    config = TrainConfig(epochs=1, min_steps=600, max_epochs=10)
+    assert config.planned_epochs(188) == 4 and 4 * 188 >= 600  # ~6k examples in batches of 32
+    assert config.planned_epochs(30) == 10  # tiny data: capped at max_epochs
+    assert config.planned_epochs(625) == 1 and config.planned_epochs(2105) == 1  # big data: not inflated
+    assert TrainConfig(epochs=3, min_steps=600).planned_epochs(2105) == 3  # never fewer than asked
+    assert TrainConfig(epochs=1).planned_epochs(5) == 1  # off by default
+
+
+def test_trainer_reaches_the_minimum_steps_on_small_data(tmp_path):
+    data = _toy_data()  # 6 batches of 8 per epoch
+
+    def step(m, b):
+        return m(**b).loss, {}
+
+    config = TrainConfig(epochs=1, batch_size=8, lr=1e-3, precision="fp32", min_steps=20)
+    result = train_loop(tiny_bert(0), data, step, config, tmp_path / "small")
+    assert result.epochs_planned == 4 and result.steps == 24 >= 20
+    big = TrainConfig(epochs=1, batch_size=8, lr=1e-3, precision="fp32", min_steps=4)
+    assert train_loop(tiny_bert(0), data, step, big, tmp_path / "big").steps == 6
+
+
+def test_early_stopping_stops_after_patience_and_keeps_the_best(tmp_path):
+    data = _toy_data()
+    scores = iter([0.5, 0.7, 0.6, 0.65, 0.9, 0.95])  # best at the 2nd evaluation, then two worse ones
+    seen = []
+
+    def score(m):
+        seen.append(copy.deepcopy(m.state_dict()))
+        return {"score": next(scores)}
+
+    config = TrainConfig(epochs=6, batch_size=8, lr=1e-3, precision="fp32", patience=2)
+    model = tiny_bert(0)
+    result = train_loop(model, data, lambda m, b: (m(**b).loss, {}), config, tmp_path / "run", eval_fn=score,
+                        primary_metric="score")
+    assert result.stopped_early and len(result.history) == 4 and result.steps == 24
+    assert result.best_metrics == {"score": 0.7}
+    for key, value in seen[1].items():  # the model ends at the best epoch's weights
+        torch.testing.assert_close(model.state_dict()[key], value, msg=key)
+    assert read_progress(tmp_path / "run")["stopped_early"]
+    never = TrainConfig(epochs=3, batch_size=8, lr=1e-3, precision="fp32")
+    scores = iter([0.5, 0.4, 0.3])
+    assert not train_loop(tiny_bert(0), data, lambda m, b: (m(**b).loss, {}), never, tmp_path / "never",
+                          eval_fn=lambda m: {"score": next(scores)}, primary_metric="score").stopped_early
+
+
+@pytest.mark.parametrize("task,labels,metrics,near", [
+    ("sst2", [0] * 60 + [1] * 40, {"accuracy": 0.62}, True),   # majority 0.60, margin ~0.098
+    ("sst2", [0] * 60 + [1] * 40, {"accuracy": 0.75}, False),
+    ("rte", [0] * 146 + [1] * 131, {"accuracy": 0.545}, True),  # the measured RTE teacher: near chance
+    ("cola", [0] * 322 + [1] * 721, {"matthews": 0.03}, True),
+    ("cola", [0] * 322 + [1] * 721, {"matthews": 0.281}, False),  # the measured CoLA teacher
+])
+def test_near_chance_guard(task, labels, metrics, near):
+    from kronedge.evaluation import TeacherNearChanceError, chance_level, check_not_chance
+
+    chance = chance_level(task, labels)
+    assert chance.level == (0.0 if task == "cola" else max(labels.count(0), labels.count(1)) / len(labels))
+    if near:
+        with pytest.raises(TeacherNearChanceError, match="chance"):
+            check_not_chance(task, metrics, labels)
+    else:
+        check_not_chance(task, metrics, labels)
+
+
+def _saved_teacher(path, seed=0):
+    from helpers import tiny_bert as shared_tiny_bert, tokenizer_dir
+
+    from kronedge.artifact import copy_tokenizer
+
+    shared_tiny_bert(seed=seed).save_pretrained(path)
+    copy_tokenizer(tokenizer_dir(), path)
+    return path
+
+
+def test_compress_stops_on_a_near_chance_teacher_before_distilling(tmp_path, monkeypatch):
+    from typer.testing import CliRunner
+
+    from kronedge.cli import app
+
+    monkeypatch.chdir(tmp_path)
+    teacher = _saved_teacher(tmp_path / "teacher")  # random weights: about a constant guess on SST-2
+    result = CliRunner().invoke(app, ["compress", "--teacher", str(teacher), "--compression", "4", "--out", "art",
+                                      "--run-dir", "run", "--precision", "fp32"])
+    assert result.exit_code == 1
+    assert "of chance" in result.output and "Traceback" not in result.output
+    assert not (tmp_path / "run" / "stage1").exists() and not (tmp_path / "art").exists()
+
+
+@pytest.mark.parametrize("extra,match", [
+    (["--method", "svd", "--out", "art"], "svd baseline has no artifact format"),
+    (["--compression", "1000"], "the most this selection allows"),  # refused before the teacher fine-tune
+    (["--patience", "-1"], "patience"),
+    (["--min-retention", "2"], "min_retention"),
+])
+def test_compress_checks_options_before_training(tmp_path, monkeypatch, extra, match):
+    from typer.testing import CliRunner
+
+    from kronedge.cli import app
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "tiny.json").write_text(json.dumps(TINY))
+    args = ["compress", "--teacher", f"random:{tmp_path / 'tiny.json'}", "--run-dir", "run"]
+    if "--compression" not in extra:
+        args += ["--compression", "4"]
+    result = CliRunner().invoke(app, args + extra)
+    text = " ".join(result.output.split())  # rich wraps long lines
+    assert result.exit_code == 1 and match in text and "Traceback" not in text
+    assert not (tmp_path / "runs").exists() and not (tmp_path / "run" / "stage1").exists()
+
+
+def test_resume_refuses_another_recipe_but_not_another_checkpoint_cadence():
+    from kronedge.compress import CompressConfig
+
+    saved = CompressConfig().to_dict()
+    assert CompressConfig(checkpoint_seconds=0).same_recipe(saved)
+    assert not CompressConfig(min_steps=100).same_recipe(saved)
+
+
+def test_retention_warning_reaches_the_model_card():
+    from kronedge.compress import CompressConfig, CompressResult, retention_warning
+    from kronedge.model_card import model_card
+
+    result = CompressResult(None, "t", {"matthews": 0.28}, {"matthews": 0.13}, {"matthews": 0.0}, "matthews", 10, 2, 5.0)
+    warning = retention_warning(result, 0.9)
+    assert "46.4%" in warning and "90%" in warning
+    assert retention_warning(CompressResult(None, "t", {"matthews": 0.28}, {"matthews": 0.27}, {}, "matthews", 10, 2,
+                                            5.0), 0.9) is None
+    recipe = {"task": "cola", "compression": 5.0, "teacher": "t", "teacher_finetuned": "t", "params_teacher": 10,
+              "params_student": 2, "metrics": {"teacher": {"matthews": 0.28}, "student": {"matthews": 0.13},
+                                               "student_before_training": {"matthews": 0.0}, "primary": "matthews",
+                                               "examples": 1043},
+              "compress_config": CompressConfig(task="cola").to_dict(), "training": {"seconds": {}, "precision": "fp32"},
+              "versions": {}, "warnings": [warning]}
+    assert f"**Warning:** {warning}" in model_card(recipe)
+    assert "Warning" not in model_card({**recipe, "warnings": []})
