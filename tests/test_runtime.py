@@ -284,16 +284,17 @@ def test_corrupt_files_are_refused_with_a_named_error(informative_export_fp32, t
 
 @pytest.mark.parametrize("case", sorted(CORRUPTIONS))
 def test_corrupt_files_are_one_line_at_the_entry_points(informative_export_fp32, tmp_path, case):
-    """`kronedge eval DIR` and `python -m runtime.serve DIR` say one line and exit 1, no traceback."""
+    """`kronedge eval DIR`, `kronedge serve DIR` and `python -m runtime.serve DIR` say one line and exit 1."""
     from typer.testing import CliRunner
 
     from kronedge.cli import app
 
     d = _copy(informative_export_fp32, tmp_path / "m")
     CORRUPTIONS[case][0](d)
-    result = CliRunner().invoke(app, ["eval", str(d), "--task", "sst2", "--limit", "4"], env={"COLUMNS": "400"})
-    assert result.exit_code == 1, result.output
-    assert "Traceback" not in result.output and len(result.output.strip().splitlines()) == 1, result.output
+    for args in (["eval", str(d), "--task", "sst2", "--limit", "4"], ["serve", str(d), "--port", "0"]):
+        result = CliRunner().invoke(app, args, env={"COLUMNS": "400"})
+        assert result.exit_code == 1, result.output
+        assert "Traceback" not in result.output and len(result.output.strip().splitlines()) == 1, result.output
     server = subprocess.run([sys.executable, "-m", "runtime.serve", str(d), "--port", "0"], cwd=ROOT,
                             capture_output=True, text=True, timeout=120)
     assert server.returncode == 1, server.stderr
