@@ -1,2 +1,3 @@
-"""The torch-free runtime: `runtime.predictor.Predictor` (numpy + onnxruntime + tokenizers) and
-`runtime.serve` (FastAPI + uvicorn). Importing this package must never pull in torch or transformers."""
+"""The torch-free runtime: `runtime.contract` (the exported directory's format, written once),
+`runtime.predictor.Predictor` (numpy + onnxruntime + tokenizers), `runtime.hostinfo` (CPU and versions)
+and `runtime.serve` (FastAPI + uvicorn). Importing this package must never pull in torch or transformers."""
