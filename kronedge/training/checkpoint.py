@@ -98,6 +98,24 @@ class RunLog:
             path.write_text("".join(line + "\n" for line in rows))
 
 
+class RunningLoss:
+    """Loss sums between two log lines, kept on the device: a float() per step would make the host
+    wait for the GPU every step."""
+
+    def __init__(self):
+        self.loss, self.parts, self.n = 0.0, {}, 0
+
+    def add(self, loss: torch.Tensor, parts: dict) -> None:
+        self.loss = self.loss + loss.detach()
+        self.n += 1
+        for k, v in parts.items():
+            self.parts[k] = self.parts.get(k, 0.0) + (v.detach() if torch.is_tensor(v) else v)
+
+    def means(self) -> dict:
+        n = max(1, self.n)
+        return {"loss": float(self.loss) / n, **{k: float(v) / n for k, v in self.parts.items()}}
+
+
 def rng_state() -> dict:
     import numpy as np
 

@@ -2,18 +2,17 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import torch
+
+from runtime.hostinfo import has_cpu_flag, versions as hostinfo_versions
+
+
+TRAINING_DISTS = ("kronedge", "torch", "transformers", "accelerate")
 
 
 def cpu_has_bf16() -> bool:
     """True when the CPU executes bf16 natively (avx512_bf16 or AMX); emulated bf16 is slower than fp32."""
-    try:
-        flags = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return False
-    return " avx512_bf16" in flags or " amx_bf16" in flags
+    return has_cpu_flag("avx512_bf16", "amx_bf16")
 
 
 def choose_precision(requested: str, device: torch.device) -> tuple[str, str]:
@@ -39,11 +38,4 @@ def seed_everything(seed: int) -> None:
 
 def versions() -> dict:
     """The versions that decide a training result, recorded next to every trained model."""
-    import platform
-
-    import transformers
-
-    from .. import __version__
-
-    return {"kronedge": __version__, "torch": torch.__version__, "transformers": transformers.__version__,
-            "python": platform.python_version()}
+    return hostinfo_versions(TRAINING_DISTS)

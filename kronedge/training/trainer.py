@@ -18,8 +18,8 @@ from torch import nn
 from ..artifact import write_json_atomic
 from .batching import Encoded, bucket_batches, collate
 from .budget import BudgetPlan, TimeBudget
-from .checkpoint import (LOG_FILE, Progress, RunLog, TrainResult, load_best, load_checkpoint, mark_done, read_progress, save_best,
-                         save_checkpoint)
+from .checkpoint import (LOG_FILE, Progress, RunLog, RunningLoss, TrainResult, load_best, load_checkpoint, mark_done,
+                         read_progress, save_best, save_checkpoint)
 from .config import TrainConfig
 from .distributed import agree
 from .hardware import choose_precision, seed_everything
@@ -29,24 +29,6 @@ logger = logging.getLogger(__name__)
 
 StepFn = Callable[[nn.Module, dict], tuple[torch.Tensor, dict]]
 EvalFn = Callable[[nn.Module], dict]
-
-
-class _Running:
-    """Loss sums between two log lines, kept on the device: a float() per step would make the host
-    wait for the GPU every step."""
-
-    def __init__(self):
-        self.loss, self.parts, self.n = 0.0, {}, 0
-
-    def add(self, loss: torch.Tensor, parts: dict) -> None:
-        self.loss = self.loss + loss.detach()
-        self.n += 1
-        for k, v in parts.items():
-            self.parts[k] = self.parts.get(k, 0.0) + (v.detach() if torch.is_tensor(v) else v)
-
-    def means(self) -> dict:
-        n = max(1, self.n)
-        return {"loss": float(self.loss) / n, **{k: float(v) / n for k, v in self.parts.items()}}
 
 
 class Trainer:
@@ -176,7 +158,7 @@ class Trainer:
 
     def run_epoch(self) -> None:
         batches = self.epoch_batches(self.progress.epoch)
-        self.running = _Running()
+        self.running = RunningLoss()
         while self.progress.batch < len(batches):
             if self.train_step(batches[self.progress.batch]) and self.after_update():
                 break
@@ -235,7 +217,7 @@ class Trainer:
                         "lr": self.scheduler.get_last_lr()[0], "examples_per_s": round(rate, 1),
                         "elapsed_s": round(time.perf_counter() - self.t0, 1)})
         self.bar.set_postfix(loss=f"{means['loss']:.4f}", ex_s=f"{rate:.0f}")
-        self.running = _Running()
+        self.running = RunningLoss()
 
     def end_epoch(self) -> None:
         """Evaluate (keeping the best, maybe stopping early), re-plan the budget, checkpoint."""
