@@ -180,7 +180,12 @@ def main(argv=None) -> None:
     parser.add_argument("--rank", type=int, default=1)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--precision", default="auto")
-    parser.add_argument("--time-budget", type=float, default=None, help="minutes for both KD stages of each row")
+    parser.add_argument("--time-budget", type=float, default=None,
+                        help="minutes for each row's training (a teacher fine-tune included, as for kronedge compress)")
+    parser.add_argument("--min-steps", type=int, default=600,
+                        help="teacher fine-tune and stage 2 train at least this many steps (0 = off: fixed epochs)")
+    parser.add_argument("--patience", type=int, default=2, help="early stop after this many epochs without a "
+                        "better dev score (0 = never)")
     parser.add_argument("--budget", default="benchmark",
                         help="name of this budget; rows are keyed by (task, method, compression, budget, seed)")
     parser.add_argument("--loss-weights", default="", help="KD loss weights as for kronedge compress, e.g. attention=0.1")
@@ -245,7 +250,8 @@ def main(argv=None) -> None:
             teacher_command = f"kronedge eval {args.teacher} --task {task}"
         else:
             # compress's teacher recipe (more epochs on small data, early stopping) with this task's budget.
-            tconf = default_teacher_config(epochs=td["teacher_epochs"], lr=td["teacher_lr"], max_length=td["max_length"])
+            tconf = default_teacher_config(epochs=td["teacher_epochs"], lr=td["teacher_lr"], max_length=td["max_length"],
+                                           min_steps=args.min_steps or None, patience=args.patience or None)
             ft = finetune(args.teacher, task, config=tconf)
             teacher_value, teacher_seconds, teacher_examples = ft.metrics[spec.primary_metric], ft.seconds, ft.train_examples
             # With compress's own teacher recipe (1 epoch, lr 5e-5, 128 tokens) the spec resolves to the same
@@ -253,13 +259,15 @@ def main(argv=None) -> None:
             same_recipe = (td["teacher_epochs"], td["teacher_lr"], td["max_length"]) == (1, 5e-5, 128)
             teacher_spec = args.teacher if same_recipe else str(ft.path)
             teacher_command = (f"kronedge finetune {args.teacher} --task {task} --epochs {td['teacher_epochs']} "
-                               f"--lr {td['teacher_lr']} --max-length {td['max_length']}")
+                               f"--lr {td['teacher_lr']} --max-length {td['max_length']} --min-steps {args.min_steps} "
+                               f"--patience {args.patience}")
         teacher_path = Path(teacher_spec) if ft is None else ft.path
         recipe_text = {"stage1_examples": args.stage1_examples or "all", "stage1_epochs": args.stage1_epochs,
                        "corpus": args.corpus or "wikitext-2", "stage2_examples": args.stage2_examples or "all",
                        "stage2_epochs_max": stage2_epochs, "stage1_lr": args.stage1_lr, "stage2_lr": args.stage2_lr,
                        "batch_size": args.batch_size, "rank": args.rank, "precision": args.precision,
-                       "time_budget_min": args.time_budget, "loss_weights": weights or "all 1"}
+                       "time_budget_min": args.time_budget, "loss_weights": weights or "all 1",
+                       "min_steps": args.min_steps or None, "patience": args.patience or None}
         extra = {} if args.budget == "benchmark" else {"machine": here, "versions": versions, "recipe": recipe_text}
         if not have(task, "teacher", None):
             params = core_params(load_teacher(str(teacher_path), head="sequence-classification",
@@ -281,7 +289,8 @@ def main(argv=None) -> None:
                                         stage1_lr=args.stage1_lr, stage2_lr=args.stage2_lr, stage2_epochs=stage2_epochs,
                                         batch_size=args.batch_size, max_length=td["max_length"], seed=args.seed,
                                         precision=args.precision, loss_weights=weights,
-                                        time_budget_s=args.time_budget * 60 if args.time_budget else None, **recipe)
+                                        time_budget_s=args.time_budget * 60 if args.time_budget else None,
+                                        min_steps=args.min_steps or None, patience=args.patience or None, **recipe)
                 print(f"[bench] {task} {method} {compression}x ({args.budget}, seed {args.seed}) ...", flush=True)
                 t = time.perf_counter()
                 run_dir = args.runs / f"{task}-{compression:g}x-{method}" if args.budget == "benchmark" else \
@@ -296,7 +305,9 @@ def main(argv=None) -> None:
                            "--stage1-epochs": args.stage1_epochs if args.stage1_epochs != 1 else None,
                            "--batch-size": args.batch_size if args.batch_size != 32 else None,
                            "--seed": args.seed or None, "--precision": None if args.precision == "auto" else args.precision,
-                           "--time-budget": args.time_budget}
+                           "--time-budget": args.time_budget,
+                           "--min-steps": args.min_steps if args.min_steps != 600 else None,
+                           "--patience": args.patience if args.patience != 2 else None}
                 more = " ".join(f"{k} {v:g}" if isinstance(v, float) else f"{k} {v}" for k, v in options.items() if v is not None)
                 try:
                     shown_dir = run_dir.relative_to(ROOT)
