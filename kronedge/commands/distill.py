@@ -85,6 +85,8 @@ def register(app, friendly_errors) -> None:
                                       "and stage 2 reach this many optimizer steps (0 = off)."),
         patience: int = typer.Option(2, help="Stop the teacher fine-tune and stage 2 after this many epochs without a "
                                      "better dev score (0 = never)."),
+        stage1_min_steps: int = typer.Option(0, help="The same floor for stage 1, whose data (the corpus) does not "
+                                             "depend on the task (0 = off: --stage1-epochs)."),
         teacher_check: bool = typer.Option(True, "--teacher-check/--no-teacher-check",
                                            help="Stop when the teacher scores near chance on dev."),
         min_retention: float = typer.Option(0.9, help="Warn when the student keeps less than this share of the "
@@ -111,7 +113,7 @@ def register(app, friendly_errors) -> None:
             teacher_train_limit=teacher_train_limit, batch_size=batch_size, max_length=max_length,
             temperature=temperature, layer_map=layer_map, loss_weights=_weights(loss_weights), seed=seed, precision=precision,
             time_budget_s=time_budget * 60 if time_budget else None, data_dir=str(data_dir) if data_dir else None,
-            min_steps=min_steps or None, patience=patience or None, check_teacher=teacher_check,
+            min_steps=min_steps or None, stage1_min_steps=stage1_min_steps or None, patience=patience or None, check_teacher=teacher_check,
             min_retention=min_retention, checkpoint_seconds=checkpoint_every)
         show_progress()
         if method == "svd" and out_dir is None:
