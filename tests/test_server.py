@@ -191,11 +191,14 @@ def test_item_errors_name_the_item(client):
     assert err["message"] == "texts[1] has 60 characters; the limit is 50"
 
 
-def test_deep_nesting_under_the_size_limit_is_400_not_500(export_dir, shared_predictor):
+def test_deep_nesting_and_huge_numbers_under_the_size_limit_are_400_not_500(export_dir, shared_predictor):
     app = create_app(ServeConfig(str(export_dir), max_body_bytes=1 << 20), predictor=shared_predictor)
     with TestClient(app, raise_server_exceptions=False) as c:
         r = c.post("/v1/classify", content=b"[" * 200_000 + b"]" * 200_000, headers=JSON)
-    assert r.status_code == 400 and r.json()["error"]["code"] == "invalid_json"
+        assert r.status_code == 400 and r.json()["error"]["code"] == "invalid_json"
+        # json.loads raises a plain ValueError past Python's int_max_str_digits (4300): still the client's 400
+        r = c.post("/v1/classify", content=b'{"texts": [' + b"9" * 5000 + b"]}", headers=JSON)
+        assert r.status_code == 400 and r.json()["error"]["code"] == "invalid_json"
 
 
 def test_chunked_body_over_limit_is_413(client):
@@ -579,18 +582,23 @@ def raw_post(base: str, size: int, chunked: bool = False, expect_continue: bool 
                 sent += n
             if chunked:
                 s.sendall(b"0\r\n\r\n")
-        data = b""
-        while b"\r\n\r\n" not in data:
-            more = s.recv(65536)
-            assert more, f"connection closed before an answer: {data!r}"
-            data += more
-        head_bytes, body = data.split(b"\r\n\r\n", 1)
-        lines = head_bytes.decode().split("\r\n")
-        headers = {k.lower(): v.strip() for k, v in (line.split(":", 1) for line in lines[1:])}
-        while len(body) < int(headers.get("content-length", 0)):
-            more = s.recv(65536)
-            assert more, "connection closed inside the answer"
-            body += more
+        return read_answer(s)
+
+
+def read_answer(s: socket.socket):
+    """(status, headers, JSON body) of one HTTP answer on ``s``."""
+    data = b""
+    while b"\r\n\r\n" not in data:
+        more = s.recv(65536)
+        assert more, f"connection closed before an answer: {data!r}"
+        data += more
+    head_bytes, body = data.split(b"\r\n\r\n", 1)
+    lines = head_bytes.decode().split("\r\n")
+    headers = {k.lower(): v.strip() for k, v in (line.split(":", 1) for line in lines[1:])}
+    while len(body) < int(headers.get("content-length", 0)):
+        more = s.recv(65536)
+        assert more, "connection closed inside the answer"
+        body += more
     return int(lines[0].split()[1]), headers, json.loads(body)
 
 
@@ -607,6 +615,18 @@ def test_oversize_body_gets_a_413_the_client_reads(live, size, chunked):
     status, headers, body = raw_post(live, size, chunked=chunked)
     assert status == 413 and body["error"]["code"] == "body_too_large", body
     assert httpx.get(f"{live}/healthz", timeout=10).status_code == 200
+
+
+def test_trickled_body_gets_408_at_the_deadline(export_dir, shared_predictor):
+    config = ServeConfig(str(export_dir), timeout_s=0.5)
+    with live_server(create_app(config, predictor=shared_predictor), config) as base:
+        host, port = base.removeprefix("http://").split(":")
+        with socket.create_connection((host, int(port)), timeout=30) as s:
+            s.sendall(b"POST /v1/classify HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                      b"Content-Length: 100\r\n\r\n{\"texts\": [")  # and nothing more
+            status, headers, body = read_answer(s)
+        assert status == 408 and body["error"]["code"] == "body_timeout" and headers["connection"] == "close"
+        assert httpx.get(f"{base}/healthz", timeout=10).status_code == 200
 
 
 def test_oversize_body_with_httpx(live):

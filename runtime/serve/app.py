@@ -148,7 +148,12 @@ def create_app(config: ServeConfig, predictor: Optional["Predictor"] = None, tok
         """Classify up to max_texts texts (or pairs); each result has the label, its score and all scores."""
         start = time.perf_counter()
         deadline = request.state.started + config.timeout_s
-        body = await read_json_body(request, config.max_body_bytes, config.drain_bytes, config.timeout_s)
+        try:  # the deadline covers the upload too: a client that trickles its body cannot hold a connection
+            body = await asyncio.wait_for(read_json_body(request, config.max_body_bytes, config.drain_bytes,
+                                                         config.timeout_s), max(deadline - time.monotonic(), 1e-3))
+        except asyncio.TimeoutError:
+            raise ApiError(408, "body_timeout", f"the body did not arrive within {config.timeout_s} s",
+                           headers={"Connection": "close"}) from None
         items = parse_classify(body, pair_input, config.max_texts, config.max_chars)
         request.state.n_inputs = len(items)
         if config.log_text:

@@ -83,6 +83,8 @@ async def read_json_body(request: Request, limit: int, drain_bytes: int, drain_s
         raise ApiError(400, "invalid_json", f"body is not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}") from None
     except RecursionError:
         raise ApiError(400, "invalid_json", "body is nested too deeply") from None
+    except ValueError as exc:  # e.g. an integer literal past Python's int_max_str_digits
+        raise ApiError(400, "invalid_json", f"body is not valid JSON: {exc}"[:200]) from None
 
 
 async def _refuse_oversize(request: Request, stream: AsyncIterator[bytes], message: str, declared: Optional[int],
@@ -235,7 +237,8 @@ class ErrorBody(BaseModel):
 
 
 ERROR_RESPONSES = {status: {"model": ErrorBody, "description": text} for status, text in {
-    400: "Body is not UTF-8 or not JSON.", 401: "Missing or wrong bearer token.", 413: "Body too large.",
+    400: "Body is not UTF-8 or not JSON.", 401: "Missing or wrong bearer token.",
+    408: "The body did not arrive before the request's deadline.", 413: "Body too large.",
     415: "Content-Type is not application/json.", 422: "Valid JSON, but not a valid request (see message).",
     503: "Cannot be answered before the deadline (queue full or predicted wait too long); retry after Retry-After seconds.",
     504: "The model was still running this request at the deadline.",
