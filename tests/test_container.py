@@ -58,15 +58,20 @@ def _unavailable() -> str | None:
     return None
 
 
-@pytest.fixture(scope="module")
-def image() -> str:
-    """The runtime image, built from the working tree's Dockerfile (cached layers make a rebuild quick)."""
+def _require_podman() -> None:
+    """Skip without podman or the stand-in base; under CI=true fail instead."""
     reason = _unavailable()
     if reason:
         message = f"container tests cannot run: {reason}; run `bash {SETUP}` as root"
         if os.environ.get("CI", "").lower() == "true":
             pytest.fail(f"{message} (CI=true: the image must be built in CI, not skipped)")
         pytest.skip(message)
+
+
+@pytest.fixture(scope="module")
+def image() -> str:
+    """The runtime image, built from the working tree's Dockerfile (cached layers make a rebuild quick)."""
+    _require_podman()
     start = time.monotonic()
     _podman("build", "--network", "host", *LIMITS, "--format", "docker",  # docker format keeps HEALTHCHECK
             "--build-arg", f"PYTHON_IMAGE={BASE_IMAGE}", "-t", IMAGE, "-f", "Dockerfile", str(REPO), timeout=900)
@@ -159,6 +164,15 @@ def server(image, model_dir):
         yield srv
     finally:
         srv.close()
+
+
+@pytest.mark.parametrize("ci", ["true", ""])
+def test_without_podman_ci_fails_and_a_local_run_skips(monkeypatch, ci):
+    monkeypatch.setattr(sys.modules[__name__], "_unavailable", lambda: "podman is not installed")
+    monkeypatch.setenv("CI", ci)
+    expected = pytest.fail.Exception if ci else pytest.skip.Exception
+    with pytest.raises(expected, match="podman is not installed"):
+        _require_podman()
 
 
 def test_header_documents_the_run_tested_here():

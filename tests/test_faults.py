@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 import os
+import selectors
 import signal
 import stat
 import subprocess
@@ -21,6 +22,7 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 MAX_LENGTH = 32
+CHILD_TIMEOUT_S = 300  # imports torch and exports: seconds, unless the machine is very busy
 
 
 @pytest.fixture(scope="module")
@@ -112,6 +114,10 @@ def _kill_mid_write(hook: str, *args: str) -> None:
     child = subprocess.Popen([sys.executable, "-c", _CHILD, hook, *args], stdout=subprocess.PIPE,
                              stderr=subprocess.PIPE, text=True, env=env, cwd=REPO)
     try:
+        ready = selectors.DefaultSelector()
+        ready.register(child.stdout, selectors.EVENT_READ)
+        if not ready.select(timeout=CHILD_TIMEOUT_S):
+            pytest.fail(f"the child did not reach {hook} within {CHILD_TIMEOUT_S} s")
         line = child.stdout.readline()
         if line.strip() != "WRITING":
             child.wait(timeout=60)
