@@ -37,12 +37,16 @@ def make_session(path: str, threads: int, disabled_optimizers=None, profile_pref
 
 
 def make_inputs(session, batch: int, seq: int, vocab: int = 1000, seed: int = 0) -> dict:
-    """Deterministic BERT-style inputs for whatever int64 inputs the graph declares."""
+    """Deterministic BERT-style inputs for whatever int64 inputs the graph declares; a float input (the
+    GEMM probe's) gets standard normal values of its declared shape, symbolic dims read as ``batch``."""
     rng = np.random.default_rng(seed)
     feeds = {}
     for inp in session.get_inputs():
         name = inp.name
-        if "mask" in name:
+        if inp.type == "tensor(float)":
+            shape = [d if isinstance(d, int) else batch for d in inp.shape]
+            feeds[name] = rng.standard_normal(shape).astype(np.float32)
+        elif "mask" in name:
             feeds[name] = np.ones((batch, seq), dtype=np.int64)
         elif "type" in name or "segment" in name:
             feeds[name] = np.zeros((batch, seq), dtype=np.int64)

@@ -1,12 +1,16 @@
-"""`kronedge bench`: latency/size/memory of exported models side by side, on this machine or an emulated Pi CPU."""
+"""`kronedge bench`: latency/size/memory/compute floor of exported models side by side, on this machine or an
+emulated Pi CPU. Defaults and help come from :class:`kronedge.benchmark.config.BenchConfig`."""
 
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import List, Optional
 
 import typer
+
+from ..benchmark.config import default_of, help_of
 
 
 def _ints(text: str, what: str) -> list[int]:
@@ -19,6 +23,18 @@ def _ints(text: str, what: str) -> list[int]:
     return values
 
 
+def _csv(values) -> str:
+    return ",".join(str(v) for v in values)
+
+
+def _write(path: Path, text: str) -> None:
+    """Write atomically: a reader never sees half a report."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
 def register(app, friendly_errors) -> None:
     """Add this module's commands to ``app``; wrap each with ``friendly_errors``."""
 
@@ -26,25 +42,30 @@ def register(app, friendly_errors) -> None:
     @friendly_errors
     def bench(
         model_dirs: List[Path] = typer.Argument(..., help="Exported model directories (or .onnx files). The first is the baseline for ratios."),
-        seq: str = typer.Option("128", help="Sequence lengths, comma-separated, e.g. 32,128."),
-        batch: str = typer.Option("1", help="Batch sizes, comma-separated, e.g. 1,8."),
-        threads: str = typer.Option("1", help="ORT intra-op threads, comma-separated, e.g. 1,2 (1 is the most stable on a shared box)."),
-        warmup: int = typer.Option(3, help="Warm-up runs per model before measuring."),
-        iters: int = typer.Option(20, help="Measured runs per model (interleaved across models)."),
+        seq: str = typer.Option(_csv(default_of("seqs")), help=help_of("seqs")),
+        batch: str = typer.Option(_csv(default_of("batches")), help=help_of("batches")),
+        threads: str = typer.Option(_csv(default_of("threads")), help=help_of("threads")),
+        warmup: int = typer.Option(default_of("warmup"), help=help_of("warmup")),
+        iters: int = typer.Option(default_of("iters"), help=help_of("iters")),
         name: Optional[List[str]] = typer.Option(None, "--name", help="Label for each model, in order (repeat the option)."),
         as_json: bool = typer.Option(False, "--json", help="Print the full report as JSON on stdout (tables go to stderr)."),
         output: Optional[Path] = typer.Option(None, "--output", "-o", help="Also write the JSON report to this file."),
         markdown: Optional[Path] = typer.Option(None, help="Write a Markdown report to this file."),
         plot: Optional[Path] = typer.Option(None, help="Write a PNG plot (latency vs file size) to this file."),
-        target: str = typer.Option("host", help="host (this machine) or arm64 (emulated under QEMU user mode; wall times are EMULATED)."),
-        cpu: Optional[str] = typer.Option(None, help="With --target arm64: cortex-a53 (Pi 3), cortex-a72 (Pi 4, default) or cortex-a76 (Pi 5)."),
-        instructions: bool = typer.Option(False, help="With --target arm64: count guest instructions of one inference per model (TCG plugin; needs qemu-user and gcc)."),
-        rss: bool = typer.Option(True, help="Measure peak RSS in a fresh process per model and shape (host only)."),
-        disable_optimizer: Optional[List[str]] = typer.Option(None, "--disable-optimizer", help="ORT optimizer to skip, e.g. SkipLayerNormFusion (repeatable)."),
+        target: str = typer.Option(default_of("target"), help=help_of("target")),
+        cpu: Optional[str] = typer.Option(default_of("cpu"), help=help_of("cpu")),
+        instructions: bool = typer.Option(default_of("instructions"), help=help_of("instructions")),
+        rss: bool = typer.Option(default_of("rss"), help=help_of("rss")),
+        disable_optimizer: Optional[List[str]] = typer.Option(None, "--disable-optimizer", help=help_of("disabled_optimizers")),
+        floor: bool = typer.Option(default_of("floor"), help=help_of("floor")),
+        probe_size: int = typer.Option(default_of("probe_size"), help=help_of("probe_size")),
+        profile: bool = typer.Option(default_of("profile"), help=help_of("profile")),
+        profile_runs: int = typer.Option(default_of("profile_runs"), help=help_of("profile_runs")),
     ):
-        """Benchmark exported models: warm-up, interleaved runs, p50/p90/p99, throughput, peak RSS, size, params, FLOPs.
+        """Benchmark exported models: warm-up, interleaved runs, p50/p90/p99, throughput, peak RSS, size, params,
+        GEMM FLOPs, compute floor; --profile adds ORT's per-op-type breakdown.
 
-        Example: kronedge bench runs/dense-fp32 runs/kb21-int8 --seq 128 --batch 1 --threads 2 --json
+        Example: kronedge bench runs/dense-fp32 runs/kb21-int8 --seq 32,128 --threads 1 --profile --json
         """
         from rich.console import Console
 
@@ -58,15 +79,15 @@ def register(app, friendly_errors) -> None:
             [str(p) for p in model_dirs], seqs=_ints(seq, "seq"), batches=_ints(batch, "batch"),
             threads=_ints(threads, "threads"), warmup=warmup, iters=iters, target=target, cpu=cpu,
             instructions=instructions, rss=rss and target == "host", names=name or None,
-            disabled_optimizers=disable_optimizer or (), log=lambda msg: err.print(f"[dim]{msg}[/]", highlight=False))
+            disabled_optimizers=tuple(disable_optimizer or ()), floor=floor and target == "host",
+            probe_size=probe_size, profile=profile, profile_runs=profile_runs,
+            log=lambda msg: err.print(f"[dim]{msg}[/]", highlight=False))
         print_table(report, err if as_json else Console(width=None if err.is_terminal else 160))
         text = json.dumps(report, indent=2)
         if output:
-            output.parent.mkdir(parents=True, exist_ok=True)
-            output.write_text(text + "\n")
+            _write(output, text + "\n")
         if markdown:
-            markdown.parent.mkdir(parents=True, exist_ok=True)
-            markdown.write_text(to_markdown(report) + "\n")
+            _write(markdown, to_markdown(report) + "\n")
         if plot:
             make_plot(report, plot)
         if as_json:
