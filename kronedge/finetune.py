@@ -9,21 +9,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .artifact import RECIPE_FILE, write_json_atomic
+from .recipe import DEFAULT_TASK, DEFAULT_TEACHER, default_teacher_config
 from .training import TrainConfig, settings_key
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_TEACHER = "builtin:minilm"
-DEFAULT_TASK = "sst2"
 TEACHER_CACHE = Path("runs") / "teachers"
 FINETUNE_FILE = "finetune.json"
-
-
-def default_teacher_config(**changes) -> TrainConfig:
-    """The teacher recipe: one epoch of big data; small data gets up to 10 epochs until 600 optimizer
-    steps, stopping after 2 evaluations without a better dev score."""
-    return TrainConfig(**{"epochs": 1, "lr": 5e-5, "batch_size": 32, "max_length": 128, "min_steps": 600,
-                          "patience": 2, **changes})
 
 
 @dataclass

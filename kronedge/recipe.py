@@ -6,13 +6,19 @@ import json
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
-from .finetune import DEFAULT_TASK, DEFAULT_TEACHER, default_teacher_config
-from .students import METHODS
-from .training import TrainConfig, TrainingError
-from .training.config import free_field, result_settings
+from .training.config import TrainConfig, TrainingError, free_field, result_settings
 
+DEFAULT_TEACHER = "builtin:minilm"
+DEFAULT_TASK = "sst2"
 DEFAULT_COMPRESSION = 5.5  # the planner lands on ~5.1x for MiniLM: >= 5x fewer parameters
 LOSSES = ("embedding", "attention", "hidden", "logits", "supervised")
+
+
+def default_teacher_config(**changes) -> TrainConfig:
+    """The teacher recipe: one epoch of big data; small data gets up to 10 epochs until 600 optimizer
+    steps, stopping after 2 evaluations without a better dev score."""
+    return TrainConfig(**{"epochs": 1, "lr": 5e-5, "batch_size": 32, "max_length": 128, "min_steps": 600,
+                          "patience": 2, **changes})
 
 
 @dataclass
@@ -90,6 +96,8 @@ class CompressConfig:
     checkpoint_seconds: float = free_field(default=300.0)
 
     def __post_init__(self):
+        from .students import METHODS
+
         if self.method not in METHODS:
             raise TrainingError(f"method must be one of {tuple(METHODS)}, not {self.method!r}")
         if (self.compression is None) == (self.preset is None):

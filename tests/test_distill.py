@@ -487,3 +487,26 @@ def test_retention_warning_reaches_the_model_card():
               "versions": {}, "warnings": [warning]}
     assert f"**Warning:** {warning}" in model_card(recipe)
     assert "Warning" not in model_card({**recipe, "warnings": []})
+
+
+def test_cli_defaults_are_the_config_defaults():
+    import typer.main
+
+    from kronedge.cli import app
+    from kronedge.commands.distill import _weights
+    from kronedge.compress import CompressConfig
+    from kronedge.finetune import default_teacher_config
+
+    commands = typer.main.get_command(app).commands
+    shown = {p.name: p.default for p in commands["compress"].params}
+    config = CompressConfig()
+    for name in ("teacher", "task", "rank", "method", "stage1_examples", "stage1_epochs", "stage1_lr", "stage2_examples",
+                 "stage2_epochs", "stage2_lr", "batch_size", "max_length", "temperature", "layer_map", "seed",
+                 "precision", "min_steps", "patience", "min_retention"):
+        assert shown[name] == getattr(config, name), name
+    assert _weights(shown["loss_weights"]) == config.loss_weights
+    assert shown["checkpoint_every"] == config.checkpoint_seconds and shown["teacher_check"] == config.check_teacher
+    shown = {p.name: p.default for p in commands["finetune"].params}
+    teacher = default_teacher_config()
+    for name in ("epochs", "lr", "batch_size", "max_length", "seed", "precision", "min_steps", "patience"):
+        assert shown[name] == getattr(teacher, name), name

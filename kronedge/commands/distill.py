@@ -10,6 +10,13 @@ from typing import Optional
 
 import typer
 
+from ..recipe import DEFAULT_COMPRESSION, CompressConfig, default_teacher_config
+
+# The defaults every option shows come from the config classes, written once there.
+D = CompressConfig
+T = default_teacher_config()
+DEFAULT_LOSS_WEIGHTS = ",".join(f"{k}={v:g}" for k, v in CompressConfig.__dataclass_fields__["loss_weights"]
+                                .default_factory().items())
 TEACHER_HELP = ("Teacher spec: builtin:minilm (packaged all-MiniLM-L6-v2), a local model or artifact directory, "
                 "random:NAME|PATH.json, or a hub id. Fine-tuned first when it has no head for the task.")
 
@@ -50,51 +57,51 @@ def register(app, friendly_errors) -> None:
     @app.command()
     @friendly_errors
     def compress(
-        teacher: str = typer.Option("builtin:minilm", help=TEACHER_HELP),
-        task: str = typer.Option("sst2", help="GLUE task: cola sst2 mrpc stsb qqp mnli mnli-mm qnli rte wnli."),
+        teacher: str = typer.Option(D.teacher, help=TEACHER_HELP),
+        task: str = typer.Option(D.task, help="GLUE task: cola sst2 mrpc stsb qqp mnli mnli-mm qnli rte wnli."),
         out_dir: Optional[Path] = typer.Option(None, "--out", help="Artifact directory (default: artifacts/kronedge-TASK)."),
         run_dir: Optional[Path] = typer.Option(None, help="Run directory (logs, checkpoints) (default: runs/compress-TASK)."),
-        compression: Optional[float] = typer.Option(None, help=COMPRESSION_HELP + " (default: 5.5, i.e. >= 5x)"),
+        compression: Optional[float] = typer.Option(None, help=COMPRESSION_HELP + f" (default: {DEFAULT_COMPRESSION}, i.e. >= 5x)"),
         preset: Optional[str] = typer.Option(None, help=PRESET_HELP),
-        rank: int = typer.Option(1, help="Kronecker sums per layer."),
+        rank: int = typer.Option(D.rank, help="Kronecker sums per layer."),
         embedding_k: Optional[int] = typer.Option(None, help="Width k of the shared embedding factor."),
-        method: str = typer.Option("kronecker", help="kronecker | svd (truncated SVD, equal params) | dense-small."),
-        stage1: bool = typer.Option(True, "--stage1/--no-stage1", help="General KD on unlabelled text."),
-        kd: bool = typer.Option(True, "--kd/--no-kd", help="Stage 2 with every KD loss; --no-kd: labels only."),
+        method: str = typer.Option(D.method, help="kronecker | svd (truncated SVD, equal params) | dense-small."),
+        stage1: bool = typer.Option(D.stage1, "--stage1/--no-stage1", help="General KD on unlabelled text."),
+        kd: bool = typer.Option(D.stage2_kd, "--kd/--no-kd", help="Stage 2 with every KD loss; --no-kd: labels only."),
         corpus: Optional[str] = typer.Option(None, help="Text file for stage 1, or wikitext-2 (shipped validation "
                                              "split, the default) or wikitext-2-all (validation + test)."),
-        stage1_examples: Optional[int] = typer.Option(2000, help="Text chunks for stage 1 (0 = all)."),
-        stage1_epochs: int = typer.Option(1, help="Epochs of stage 1."),
-        stage1_lr: float = typer.Option(5e-4, help="Peak learning rate of stage 1."),
-        stage2_examples: Optional[int] = typer.Option(20000, help="Training examples for stage 2 (0 = all)."),
-        stage2_epochs: int = typer.Option(1, help="Epochs of stage 2."),
-        stage2_lr: float = typer.Option(5e-4, help="Peak learning rate of stage 2."),
+        stage1_examples: Optional[int] = typer.Option(D.stage1_examples, help="Text chunks for stage 1 (0 = all)."),
+        stage1_epochs: int = typer.Option(D.stage1_epochs, help="Epochs of stage 1 (at least)."),
+        stage1_lr: float = typer.Option(D.stage1_lr, help="Peak learning rate of stage 1."),
+        stage2_examples: Optional[int] = typer.Option(D.stage2_examples, help="Training examples for stage 2 (0 = all)."),
+        stage2_epochs: int = typer.Option(D.stage2_epochs, help="Epochs of stage 2 (at least)."),
+        stage2_lr: float = typer.Option(D.stage2_lr, help="Peak learning rate of stage 2."),
         teacher_train_limit: Optional[int] = typer.Option(None, help="Examples for the teacher fine-tune (default all)."),
-        batch_size: int = typer.Option(32, help="Batch size."),
-        max_length: int = typer.Option(128, help="Tokens per example in stage 2 and evaluation."),
-        temperature: float = typer.Option(1.0, help="Logit-KD temperature."),
-        layer_map: str = typer.Option("one-to-one", help="one-to-one | uniform (shallower student)."),
-        loss_weights: str = typer.Option("attention=0.1", help="KD loss weights, e.g. attention=0.1,hidden=1 "
+        batch_size: int = typer.Option(D.batch_size, help="Batch size."),
+        max_length: int = typer.Option(D.max_length, help="Tokens per example in stage 2 and evaluation."),
+        temperature: float = typer.Option(D.temperature, help="Logit-KD temperature."),
+        layer_map: str = typer.Option(D.layer_map, help="one-to-one | uniform (shallower student)."),
+        loss_weights: str = typer.Option(DEFAULT_LOSS_WEIGHTS, help="KD loss weights, e.g. attention=0.1,hidden=1 "
                                          "(embedding, attention, hidden, logits, supervised; unnamed ones are 1)."),
-        seed: int = typer.Option(0, help="Seed."),
-        precision: str = typer.Option("auto", help="auto (bf16 where the hardware has it) | bf16 | fp32."),
+        seed: int = typer.Option(D.seed, help="Seed."),
+        precision: str = typer.Option(D.precision, help="auto (bf16 where the hardware has it) | bf16 | fp32."),
         time_budget: Optional[float] = typer.Option(None, help="Minutes for the training: epochs are trimmed to what "
                                                     "fits (a teacher fine-tune gets at most a third, stage 1 at most "
                                                     "a third of the rest)."),
-        min_steps: int = typer.Option(600, help="Small data trains more epochs (at most 10) until the teacher fine-tune "
+        min_steps: int = typer.Option(D.min_steps, help=f"Small data trains more epochs (at most {D.max_epochs}) until the teacher fine-tune "
                                       "and stage 2 reach this many optimizer steps (0 = off)."),
-        patience: int = typer.Option(2, help="Stop the teacher fine-tune and stage 2 after this many epochs without a "
+        patience: int = typer.Option(D.patience, help="Stop the teacher fine-tune and stage 2 after this many epochs without a "
                                      "better dev score (0 = never)."),
-        stage1_min_steps: int = typer.Option(0, help="The same floor for stage 1, whose data (the corpus) does not "
+        stage1_min_steps: int = typer.Option(D.stage1_min_steps or 0, help="The same floor for stage 1, whose data (the corpus) does not "
                                              "depend on the task (0 = off: --stage1-epochs)."),
-        teacher_check: bool = typer.Option(True, "--teacher-check/--no-teacher-check",
+        teacher_check: bool = typer.Option(D.check_teacher, "--teacher-check/--no-teacher-check",
                                            help="Stop when the teacher scores near chance on dev."),
-        min_retention: float = typer.Option(0.9, help="Warn when the student keeps less than this share of the "
+        min_retention: float = typer.Option(D.min_retention, help="Warn when the student keeps less than this share of the "
                                             "teacher's dev score."),
         data_dir: Optional[Path] = typer.Option(None, help="GLUE root for tasks that do not ship (holds MRPC/, ...)."),
         threads: Optional[int] = typer.Option(None, help="torch threads (default: torch's choice)."),
         resume: bool = typer.Option(False, "--resume", help="Continue an interrupted run from its checkpoints."),
-        checkpoint_every: float = typer.Option(300.0, help="Seconds between resumable checkpoints within an epoch "
+        checkpoint_every: float = typer.Option(D.checkpoint_seconds, help="Seconds between resumable checkpoints within an epoch "
                                                "(0: after every optimizer step); one is also written at every "
                                                "epoch end."),
         as_json: bool = typer.Option(False, "--json", help="Print the result as one JSON object."),
@@ -103,18 +110,18 @@ def register(app, friendly_errors) -> None:
 
         With no arguments: SST-2, builtin:minilm, ~5x, offline, about 20 minutes on a 2-core CPU.
         """
-        from ..compress import CompressConfig, compress as run
+        from ..compress import compress as run
 
         config = CompressConfig(
-            teacher=teacher, task=task, compression=(compression if compression is not None or preset else 5.5),
+            teacher=teacher, task=task, compression=(compression if compression is not None or preset else DEFAULT_COMPRESSION),
             preset=preset, rank=rank, embedding_k=embedding_k, method=method, stage1=stage1, stage2_kd=kd,
             corpus=corpus, stage1_examples=stage1_examples or None, stage1_epochs=stage1_epochs, stage1_lr=stage1_lr,
             stage2_examples=stage2_examples or None, stage2_epochs=stage2_epochs, stage2_lr=stage2_lr,
             teacher_train_limit=teacher_train_limit, batch_size=batch_size, max_length=max_length,
             temperature=temperature, layer_map=layer_map, loss_weights=_weights(loss_weights), seed=seed, precision=precision,
             time_budget_s=time_budget * 60 if time_budget else None, data_dir=str(data_dir) if data_dir else None,
-            min_steps=min_steps or None, stage1_min_steps=stage1_min_steps or None, patience=patience or None, check_teacher=teacher_check,
-            min_retention=min_retention, checkpoint_seconds=checkpoint_every)
+            min_steps=min_steps or None, stage1_min_steps=stage1_min_steps or None, patience=patience or None,
+            check_teacher=teacher_check, min_retention=min_retention, checkpoint_seconds=checkpoint_every)
         show_progress()
         if method == "svd" and out_dir is None:
             artifact = None
@@ -140,26 +147,26 @@ def register(app, friendly_errors) -> None:
     @app.command()
     @friendly_errors
     def finetune(
-        teacher: str = typer.Argument("builtin:minilm", help=TEACHER_HELP),
-        task: str = typer.Option("sst2", help="GLUE task."),
+        teacher: str = typer.Argument(D.teacher, help=TEACHER_HELP),
+        task: str = typer.Option(D.task, help="GLUE task."),
         out_dir: Optional[Path] = typer.Option(None, "--out", help="Output directory (default: runs/teachers/TASK-HASH, reused when finished)."),
-        epochs: int = typer.Option(1, help="Epochs (at least; see --min-steps)."),
-        min_steps: int = typer.Option(600, help="Small data trains more epochs (at most 10) until this many optimizer "
+        epochs: int = typer.Option(T.epochs, help="Epochs (at least; see --min-steps)."),
+        min_steps: int = typer.Option(T.min_steps, help=f"Small data trains more epochs (at most {T.max_epochs}) until this many optimizer "
                                       "steps (0 = off)."),
-        patience: int = typer.Option(2, help="Stop after this many epochs without a better dev score (0 = never)."),
-        lr: float = typer.Option(5e-5, help="Peak learning rate."),
-        batch_size: int = typer.Option(32, help="Batch size."),
-        max_length: int = typer.Option(128, help="Tokens per example."),
+        patience: int = typer.Option(T.patience, help="Stop after this many epochs without a better dev score (0 = never)."),
+        lr: float = typer.Option(T.lr, help="Peak learning rate."),
+        batch_size: int = typer.Option(T.batch_size, help="Batch size."),
+        max_length: int = typer.Option(T.max_length, help="Tokens per example."),
         train_limit: Optional[int] = typer.Option(None, help="Use a seeded subset of this many training examples."),
-        seed: int = typer.Option(0, help="Seed."),
-        precision: str = typer.Option("auto", help="auto | bf16 | fp32."),
+        seed: int = typer.Option(T.seed, help="Seed."),
+        precision: str = typer.Option(T.precision, help="auto | bf16 | fp32."),
         data_dir: Optional[Path] = typer.Option(None, help="GLUE root for tasks that do not ship."),
         threads: Optional[int] = typer.Option(None, help="torch threads."),
         resume: bool = typer.Option(False, "--resume", help="Continue an interrupted run."),
         as_json: bool = typer.Option(False, "--json", help="Print the result as JSON."),
     ):
         """Fine-tune a teacher with a new classification head on a GLUE task (cached)."""
-        from ..finetune import default_teacher_config, finetune as run
+        from ..finetune import finetune as run
 
         config = default_teacher_config(epochs=epochs, lr=lr, batch_size=batch_size, max_length=max_length, seed=seed,
                                         precision=precision, min_steps=min_steps or None, patience=patience or None)

@@ -3,20 +3,34 @@
   config       TrainConfig (persisted with a version), TrainingError
   hardware     native bf16, precision choice, seeding, library versions
   batching     Encoded examples, tokenisation, length-bucketed batches, padding
-  checkpoint   resumable state on disk (atomic), Progress, best weights
+  checkpoint   the run directory's files: resumable state (atomic), Progress, log, best weights, TrainResult
   budget       TimeBudget: calibration, fitting and re-planning in whole epochs
   distributed  rank-0 files, barriers, decisions agreed by every process
-  trainer      Trainer (run / train_step / end_epoch ...), TrainResult, train_loop
+  trainer      Trainer (run / train_step / end_epoch ...), train_loop
 """
 
-from .batching import Encoded, bucket_batches, collate, encode, load_tokenizer
-from .budget import TimeBudget
-from .checkpoint import Progress, read_progress
-from .config import TrainConfig, TrainingError, settings_key
-from .distributed import is_main_process, wait_for_everyone
-from .hardware import choose_precision, cpu_has_bf16, seed_everything, versions
-from .trainer import Trainer, TrainResult, train_loop
+import importlib
 
-__all__ = ["Encoded", "Progress", "TimeBudget", "TrainConfig", "TrainResult", "Trainer", "TrainingError",
-           "bucket_batches", "choose_precision", "collate", "cpu_has_bf16", "encode", "is_main_process",
-           "load_tokenizer", "read_progress", "seed_everything", "settings_key", "train_loop", "versions", "wait_for_everyone"]
+# name -> submodule. Loaded on first use, so that the configs (torch-free) import without torch and
+# `kronedge --help` stays fast.
+_EXPORTS = {
+    "Encoded": "batching", "bucket_batches": "batching", "collate": "batching", "encode": "batching",
+    "load_tokenizer": "batching", "TimeBudget": "budget", "Progress": "checkpoint", "read_progress": "checkpoint",
+    "TrainResult": "checkpoint", "TrainConfig": "config", "TrainingError": "config", "settings_key": "config",
+    "is_main_process": "distributed", "wait_for_everyone": "distributed", "choose_precision": "hardware",
+    "cpu_has_bf16": "hardware", "seed_everything": "hardware", "versions": "hardware", "Trainer": "trainer",
+    "train_loop": "trainer",
+}
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str):
+    if name not in _EXPORTS:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{_EXPORTS[name]}", __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__():
+    return __all__
