@@ -510,3 +510,17 @@ def test_cli_defaults_are_the_config_defaults():
     teacher = default_teacher_config()
     for name in ("epochs", "lr", "batch_size", "max_length", "seed", "precision", "min_steps", "patience"):
         assert shown[name] == getattr(teacher, name), name
+
+
+def test_time_budget_shares_cover_the_teacher_fine_tune(tmp_path):
+    from kronedge.compress import CompressConfig, CompressRun
+
+    run = CompressRun(CompressConfig(time_budget_s=900.0), None, tmp_path)
+    assert run.budget("teacher") == 300.0
+    run.seconds["teacher_finetune"] = 300.0
+    assert run.budget("stage1") == 200.0
+    run.seconds["stage1"] = 250.0
+    assert run.budget("stage2") == 350.0
+    run.seconds.update(teacher_finetune=2000.0, stage1=0.0)  # an overrun teacher still leaves stage 2 a fifth
+    assert run.budget("stage1") == 60.0 and run.budget("stage2") == 180.0
+    assert CompressRun(CompressConfig(), None, tmp_path).budget("stage2") is None
