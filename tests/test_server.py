@@ -30,7 +30,7 @@ from hypothesis import strategies as st
 from runtime.predictor import Predictor
 from runtime.serve import ServeConfig, ServeConfigError, create_app, is_loopback, main, resolve_token, token_matches
 from runtime.serve.app import uvicorn_settings
-from runtime.serve.batcher import Batcher, Overloaded
+from runtime.serve.batcher import Batcher, Overloaded, ServiceTime
 from runtime.serve.config import cli_options
 
 TOKEN = "s3cret-token-0123456789"
@@ -388,6 +388,23 @@ def test_batcher_drops_jobs_that_expired_in_the_queue():
     assert first == [{"x": "a"}] and on_time == [{"x": "c"}]
     assert isinstance(late, Overloaded) and late.reason == "expired"
     assert calls == [["a"], ["c"]] and batcher.dropped == 1
+
+
+def test_service_time_learns_the_fixed_and_per_text_cost():
+    service = ServiceTime()
+    assert service.estimate(100, 64) == 0.0  # nothing measured: no prediction
+    service.observe(0.13, 8)  # one size only: seconds per text
+    assert service.line() is None and service.estimate(16, 64) == pytest.approx(0.26)
+    for _ in range(20):
+        for n in (1, 4, 16, 64):
+            service.observe(0.05 + 0.01 * n, n)
+    fixed, per_text = service.line()
+    assert fixed == pytest.approx(0.05, abs=2e-3) and per_text == pytest.approx(0.01, abs=2e-4)
+    # 130 texts in batches of at most 64: two full batches and one of 2, each paying the fixed cost once.
+    assert service.estimate(130, 64) == pytest.approx(2 * (0.05 + 0.64) + (0.05 + 0.02), rel=0.02)
+    steady = service.margin
+    service.observe(2 * (0.05 + 0.01 * 64), 64)  # the machine got busy: twice the predicted time
+    assert steady < 1.3 and service.margin > steady + 0.15  # predictions are padded until they are right again
 
 
 def test_burst_gets_200_or_503_never_504(export_dir, shared_predictor, probe_texts):

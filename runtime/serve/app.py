@@ -113,20 +113,24 @@ def create_app(config: ServeConfig, predictor: Optional["Predictor"] = None, tok
     """
     from contextlib import asynccontextmanager
 
-    seed = None
+    timed = None
     if predictor is None:
         predictor = load_predictor(config)
-        seed = time_model(predictor, min(config.max_batch_texts, 8))
+        n = min(config.max_batch_texts, 8)
+        timed = (time_model(predictor, n), n)
     summary = predictor.summary()
     pair_input = summary["pair_input"]
     batcher = Batcher(predictor.predict, config.queue_size, config.max_batch_texts, config.workers)
-    batcher.service.seconds_per_text = seed  # admission control can predict waits from the first request on
+    if timed is not None:
+        batcher.service.observe(*timed)  # admission control can predict waits from the first request on
     metrics = Metrics(
         gauges={"kronedge_queue_depth": ("Requests waiting for the model.", lambda: batcher.depth),
                 "kronedge_workers_busy": ("Workers running the model now.", lambda: batcher.busy),
                 "kronedge_workers": ("Model workers.", lambda: config.workers),
                 "kronedge_seconds_per_text": ("Measured model seconds per text (admission control's estimate).",
-                                              lambda: batcher.service.seconds_per_text or 0.0)},
+                                              lambda: batcher.service.seconds_per_text or 0.0),
+                "kronedge_admission_margin": ("Factor on predicted waits before they meet a deadline.",
+                                              lambda: batcher.service.margin)},
         info={"task": summary.get("task") or "", "model_file": summary.get("model_file") or "",
               "sha256": (summary.get("sha256") or "")[:16], "onnxruntime": summary["runtime"]["onnxruntime"]})
 
@@ -217,12 +221,12 @@ WARMUP_TEXT = "a short review of a film, about as long as a typical request, wit
 
 
 def time_model(predictor: "Predictor", texts: int) -> float:
-    """Measured seconds per text of one warm batch of ``texts`` inputs."""
+    """Measured seconds of one warm batch of ``texts`` inputs."""
     summary = predictor.summary()
     sample = (WARMUP_TEXT, WARMUP_TEXT) if summary["pair_input"] else WARMUP_TEXT
     start = time.perf_counter()
     predictor.predict([sample] * texts)
-    return (time.perf_counter() - start) / texts
+    return time.perf_counter() - start
 
 
 def _configure_logging() -> None:

@@ -5,7 +5,7 @@ Worker threads own the model. Each takes every waiting request it can in one go 
 so concurrent clients share ORT runs and length buckets.
 
 A request is only worth queueing if it can be answered before its deadline. `submit` predicts the
-wait (texts ahead of it x the measured seconds per text / workers) and refuses at once with
+wait (the texts ahead of it, served in batches whose time is measured, / workers) and refuses at once with
 `Overloaded` when that exceeds the time left, so a burst gets 503s straight away instead of 504s
 after queueing to no purpose. A queued request whose deadline has passed is dropped without running
 the model.
@@ -23,9 +23,10 @@ from typing import Any, Callable, Optional
 log = logging.getLogger(__name__)
 
 QUEUED, RUNNING, DONE, CANCELLED = "queued", "running", "done", "cancelled"
-# Predicted times are stretched by this much before they are compared with a deadline: refusing a
-# little early costs a retry, starting work that then overruns costs the work and a 504.
+# Predicted times are stretched by at least this much before they are compared with a deadline:
+# refusing a little early costs a retry, admitting work that then overruns costs the work and a 504.
 SAFETY = 1.25
+ERROR_BASE_S = 0.1
 
 
 class Overloaded(Exception):
@@ -41,26 +42,72 @@ class Overloaded(Exception):
 
 
 class ServiceTime:
-    """Exponentially weighted mean of model seconds per text, over finished batches.
+    """How long the model takes for a batch of n texts, learnt from finished batches.
 
-    Per text, not per batch: requests of 1 and of 32 texts share the queue. Small batches carry the
-    fixed cost of a run, so the figure errs high for big ones, which errs towards 503 over 504.
+    A line ``t(n) = fixed + per_text * n`` fitted by exponentially weighted least squares, because a
+    run has a fixed cost and the queue is served in batches of up to ``max_batch_texts``: charging every
+    text the per-text cost of small batches would overstate a burst of full ones. Until batches of
+    different sizes have been seen (or when the fit is not a rising line) it falls back to the weighted
+    mean of seconds per text, which errs high for big batches, towards 503 over 504.
     """
 
     def __init__(self, alpha: float = 0.2):
         assert 0 < alpha <= 1, alpha
         self.alpha = alpha
-        self.seconds_per_text: Optional[float] = None  # None until the first batch finishes: admit all
+        self.seconds_per_text: Optional[float] = None  # None until the first batch finishes (or a seed)
+        self._moments: Optional[list[float]] = None  # weighted means of n, t, n*n, n*t
+        # Weighted mean of |actual - predicted| / predicted: how far to trust the line. On a shared
+        # machine the same batch can take twice as long from one second to the next.
+        self.relative_error = 0.0
+
+    @property
+    def margin(self) -> float:
+        """Factor on predicted times before they meet a deadline: SAFETY, widened by the recent error
+        of the predictions (as TCP pads its round-trip estimate by its deviation)."""
+        return SAFETY + 2 * self.relative_error
 
     def observe(self, seconds: float, texts: int) -> None:
-        sample = seconds / max(texts, 1)
-        if self.seconds_per_text is None:
-            self.seconds_per_text = sample
+        n = max(texts, 1)
+        predicted = self.batch(n)
+        if predicted > 0:
+            # Over at least ERROR_BASE_S: a few ms of scheduler noise on a tiny batch is no sign that a
+            # queue of full batches will overrun.
+            error = abs(seconds - predicted) / max(predicted, ERROR_BASE_S)
+            self.relative_error += self.alpha * (error - self.relative_error)
+        sample = [n, seconds, n * n, n * seconds]
+        if self._moments is None:
+            self._moments = sample
         else:
-            self.seconds_per_text += self.alpha * (sample - self.seconds_per_text)
+            self._moments = [m + self.alpha * (x - m) for m, x in zip(self._moments, sample)]
+        per_text = seconds / n
+        self.seconds_per_text = per_text if self.seconds_per_text is None else (
+            self.seconds_per_text + self.alpha * (per_text - self.seconds_per_text))
 
-    def estimate(self, texts: int) -> float:
+    def line(self) -> Optional[tuple[float, float]]:
+        """(fixed seconds, seconds per text), or None while the batches seen cannot pin a line down."""
+        if self._moments is None:
+            return None
+        mn, mt, mnn, mnt = self._moments
+        var = mnn - mn * mn
+        if var < 0.25:  # batch sizes have hardly varied
+            return None
+        slope = (mnt - mn * mt) / var
+        fixed = mt - slope * mn
+        return (fixed, slope) if slope > 0 and fixed >= 0 else None
+
+    def batch(self, texts: int) -> float:
+        """Seconds for one batch of ``texts`` texts (0 before anything has been measured)."""
+        fit = self.line()
+        if fit is not None:
+            return fit[0] + fit[1] * texts
         return 0.0 if self.seconds_per_text is None else texts * self.seconds_per_text
+
+    def estimate(self, texts: int, max_batch_texts: int) -> float:
+        """Seconds to serve ``texts`` texts in batches of up to ``max_batch_texts``."""
+        if texts <= 0:
+            return 0.0
+        full, rest = divmod(texts, max_batch_texts)
+        return full * self.batch(max_batch_texts) + (self.batch(rest) if rest else 0.0)
 
 
 class Job:
@@ -130,7 +177,8 @@ class Batcher:
     def predicted_wait(self, texts: int) -> float:
         """Seconds until a request of ``texts`` texts submitted now would be answered (0 before any
         batch has been measured). Call with the lock held or accept a slightly stale figure."""
-        return SAFETY * self.service.estimate(self.waiting_texts + self.running_texts + texts) / self.workers
+        ahead = self.waiting_texts + self.running_texts + texts
+        return self.service.margin * self.service.estimate(ahead, self.max_batch_texts) / self.workers
 
     def submit(self, inputs: list, deadline: float) -> Job:
         """Queue ``inputs`` to be answered by ``deadline`` (monotonic seconds); raises `Overloaded` at once
