@@ -71,7 +71,9 @@ def register(app, friendly_errors) -> None:
 
         from ..benchmark import plot as make_plot
         from ..benchmark import print_table, run_bench, to_markdown
+        from .distill import show_progress
 
+        show_progress()  # the bench's progress lines are INFO records of kronedge.benchmark
         err = Console(stderr=True)
         if not err.is_terminal:
             err = Console(stderr=True, width=160)
@@ -80,8 +82,7 @@ def register(app, friendly_errors) -> None:
             threads=_ints(threads, "threads"), warmup=warmup, iters=iters, target=target, cpu=cpu,
             instructions=instructions, rss=rss and target == "host", names=name or None,
             disabled_optimizers=tuple(disable_optimizer or ()), floor=floor and target == "host",
-            probe_size=probe_size, profile=profile, profile_runs=profile_runs,
-            log=lambda msg: err.print(f"[dim]{msg}[/]", highlight=False))
+            probe_size=probe_size, profile=profile, profile_runs=profile_runs)
         print_table(report, err if as_json else Console(width=None if err.is_terminal else 160))
         text = json.dumps(report, indent=2)
         if output:
