@@ -278,3 +278,19 @@ def test_cli_bench_profile_on_arm64_is_one_line(models):
     result = CliRunner().invoke(app, ["bench", str(models[0]), "--target", "arm64", "--profile"])
     assert result.exit_code == 1
     assert "--profile runs on the host only" in result.output and "Traceback" not in result.output
+
+
+def test_gemm_flops_of_kronecker_exports(informative_export_fp32, informative_export_int8):
+    """The exporter's own graphs (Kronecker factor products, ONNX Attention, int8 per target): every GEMM
+    node gets a shape, and quantizing moves FLOPs between precisions without changing their total."""
+    fp32_model = onnx.load(str(informative_export_fp32 / "model.onnx"))
+    int8_model = onnx.load(str(informative_export_int8 / "model.onnx"))
+    for seq in (8, 32):
+        fp32, int8 = count_gemm_flops(fp32_model, 2, seq), count_gemm_flops(int8_model, 2, seq)
+        assert fp32.complete and int8.complete, (fp32.uncounted, int8.uncounted)
+        assert fp32.int8 == 0 and int8.int8 > 0
+        assert int8.total == pytest.approx(fp32.total)
+        gemms = sum(1 for n in fp32_model.graph.node if n.op_type in ("MatMul", "Gemm", "Attention"))
+        assert sum(fp32.nodes.values()) == gemms
+    # Attention's core grows with seq^2, the linears with seq: FLOPs at seq 32 are more than 4x those at 8.
+    assert count_gemm_flops(fp32_model, 1, 32).total > 4 * count_gemm_flops(fp32_model, 1, 8).total
