@@ -104,6 +104,49 @@ def _install_access_middleware(app: FastAPI, config: ServeConfig, metrics: Metri
         return response
 
 
+class ClassifyEndpoint:
+    """POST /v1/classify: read the body, validate it, admit it to the batcher, wait for its batch."""
+
+    def __init__(self, config: ServeConfig, batcher: Batcher, metrics: Metrics, summary: dict):
+        self.config, self.batcher, self.metrics, self.summary = config, batcher, metrics, summary
+
+    async def classify(self, request: Request):
+        """Classify up to max_texts texts (or pairs); each result has the label, its score and all scores."""
+        start = time.perf_counter()
+        deadline = request.state.started + self.config.timeout_s
+        body = await self._read(request, deadline)
+        items = parse_classify(body, self.summary["pair_input"], self.config.max_texts, self.config.max_chars)
+        request.state.n_inputs = len(items)
+        if self.config.log_text:
+            request.state.texts = items
+        results = await self._run(items, deadline)
+        inference_ms = results[0]["latency_ms"] if results else 0.0
+        return {"results": [{k: r[k] for k in ("label", "score", "scores")} for r in results],
+                "model": self.summary.get("task"), "latency_ms": round((time.perf_counter() - start) * 1e3, 3),
+                "inference_ms": round(inference_ms, 3), "request_id": request.state.request_id}
+
+    async def _read(self, request: Request, deadline: float):
+        c = self.config
+        try:  # the deadline covers the upload too: a client that trickles its body cannot hold a connection
+            return await asyncio.wait_for(read_json_body(request, c.max_body_bytes, c.drain_bytes, c.timeout_s),
+                                          max(deadline - time.monotonic(), 1e-3))
+        except asyncio.TimeoutError:
+            raise ApiError(408, "body_timeout", f"the body did not arrive within {c.timeout_s} s",
+                           headers={"Connection": "close"}) from None
+
+    async def _run(self, items: list, deadline: float) -> list:
+        try:
+            job = self.batcher.submit(items, deadline)
+            return await asyncio.wait_for(job.future, max(deadline - time.monotonic(), 0.0))
+        except Overloaded as exc:
+            raise overloaded_error(exc, self.config, self.metrics) from None
+        except asyncio.TimeoutError:
+            if self.batcher.cancel(job):  # still queued: it never runs, and the client may retry
+                raise overloaded_error(Overloaded("expired", "the deadline passed while the request waited",
+                                                  self.batcher.predicted_wait(0)), self.config, self.metrics) from None
+            raise ApiError(504, "timeout", f"not answered within {self.config.timeout_s} s") from None
+
+
 def create_app(config: ServeConfig, predictor: Optional["Predictor"] = None, token: Optional[str] = None) -> FastAPI:
     """Build the app. ``predictor`` may be passed in (tests wrap it); ``token`` None means no auth here
     (use `resolve_token` to apply the loopback rule first, as `serve` does).
@@ -119,7 +162,6 @@ def create_app(config: ServeConfig, predictor: Optional["Predictor"] = None, tok
         n = min(config.max_batch_texts, 8)
         timed = (time_model(predictor, n), n)
     summary = predictor.summary()
-    pair_input = summary["pair_input"]
     batcher = Batcher(predictor.predict, config.queue_size, config.max_batch_texts, config.workers)
     if timed is not None:
         batcher.service.observe(*timed)  # admission control can predict waits from the first request on
@@ -145,37 +187,16 @@ def create_app(config: ServeConfig, predictor: Optional["Predictor"] = None, tok
     _install_error_handlers(app)
     _install_access_middleware(app, config, metrics, token)
 
-    @app.post("/v1/classify", response_model=ClassifyResponse, responses=ERROR_RESPONSES,
-              openapi_extra={"requestBody": {"required": True, "content": {
-                  "application/json": {"schema": ClassifyRequest.model_json_schema()}}}})
-    async def classify(request: Request):
-        """Classify up to max_texts texts (or pairs); each result has the label, its score and all scores."""
-        start = time.perf_counter()
-        deadline = request.state.started + config.timeout_s
-        try:  # the deadline covers the upload too: a client that trickles its body cannot hold a connection
-            body = await asyncio.wait_for(read_json_body(request, config.max_body_bytes, config.drain_bytes,
-                                                         config.timeout_s), max(deadline - time.monotonic(), 1e-3))
-        except asyncio.TimeoutError:
-            raise ApiError(408, "body_timeout", f"the body did not arrive within {config.timeout_s} s",
-                           headers={"Connection": "close"}) from None
-        items = parse_classify(body, pair_input, config.max_texts, config.max_chars)
-        request.state.n_inputs = len(items)
-        if config.log_text:
-            request.state.texts = items
-        try:
-            job = batcher.submit(items, deadline)
-            results = await asyncio.wait_for(job.future, max(deadline - time.monotonic(), 0.0))
-        except Overloaded as exc:
-            raise overloaded_error(exc, config, metrics) from None
-        except asyncio.TimeoutError:
-            if batcher.cancel(job):  # still queued: it never runs, and the client may retry
-                raise overloaded_error(Overloaded("expired", "the deadline passed while the request waited",
-                                                  batcher.predicted_wait(0)), config, metrics) from None
-            raise ApiError(504, "timeout", f"not answered within {config.timeout_s} s") from None
-        inference_ms = results[0]["latency_ms"] if results else 0.0
-        return {"results": [{k: r[k] for k in ("label", "score", "scores")} for r in results],
-                "model": summary.get("task"), "latency_ms": round((time.perf_counter() - start) * 1e3, 3),
-                "inference_ms": round(inference_ms, 3), "request_id": request.state.request_id}
+    classify = ClassifyEndpoint(config, batcher, metrics, summary)
+    app.post("/v1/classify", response_model=ClassifyResponse, responses=ERROR_RESPONSES,
+             openapi_extra={"requestBody": {"required": True, "content": {
+                 "application/json": {"schema": ClassifyRequest.model_json_schema()}}}})(classify.classify)
+    _add_probe_routes(app, config, batcher, metrics, summary)
+    return app
+
+
+def _add_probe_routes(app: FastAPI, config: ServeConfig, batcher: Batcher, metrics: Metrics, summary: dict) -> None:
+    """GET /v1/model, /healthz, /readyz and /metrics."""
 
     @app.get("/v1/model")
     async def model_info():
@@ -201,8 +222,6 @@ def create_app(config: ServeConfig, predictor: Optional["Predictor"] = None, tok
     async def metrics_endpoint():
         """Prometheus text format."""
         return Response(metrics.render(), media_type=CONTENT_TYPE)
-
-    return app
 
 
 def load_predictor(config: ServeConfig) -> "Predictor":
