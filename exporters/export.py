@@ -8,7 +8,7 @@ The steps, each its own function so tests and the bench can call them one by one
   4. :func:`exporters.quantize.quantize`   a target preset (dynamic int8 or static QDQ), re-validated.
   5. ORT format, golden.npz, config.json, tokenizer.json and manifest.json, all in one atomic rename.
 
-The directory format is fixed in docs/INTERFACES.md (the runtime reads it).
+The directory format is runtime/contract.py's (the runtime reads it with the same module).
 """
 
 from __future__ import annotations

@@ -133,6 +133,36 @@ def test_gemm_flops_of_a_known_graph(kron_models, batch, seq):
     assert (int8.int8, int8.fp32) == (2 * weights, 2 * core)
 
 
+def contrib_attention_onnx(path: Path) -> Path:
+    """Gather -> com.microsoft Attention (2 heads, packed 12 x 36 QKV weight) -> mean: optimum's fused BERT form."""
+    rng = np.random.default_rng(0)
+    nodes = [helper.make_node("Gather", ["emb", "input_ids"], ["x"]),
+             helper.make_node("Attention", ["x", "wqkv", "bqkv"], ["ctx"], domain="com.microsoft", num_heads=2),
+             helper.make_node("ReduceMean", ["ctx", "ax1"], ["logits"], keepdims=0)]
+    inits = [_init(rng, "emb", (VOCAB, 12)), _init(rng, "wqkv", (12, 36)), _init(rng, "bqkv", (36,)),
+             numpy_helper.from_array(np.array([1], np.int64), "ax1")]
+    path = _save(path, nodes, inits, [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", 12])])
+    model = onnx.load(str(path / "model.onnx"))
+    model.opset_import.append(helper.make_opsetid("com.microsoft", 1))
+    onnx.save(model, str(path / "model.onnx"))
+    return path
+
+
+def test_gemm_flops_of_contrib_attention_and_qattention(tmp_path):
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    fp32 = contrib_attention_onnx(tmp_path / "attn")
+    (tmp_path / "q").mkdir()
+    quantize_dynamic(str(fp32 / "model.onnx"), str(tmp_path / "q" / "model.onnx"), weight_type=QuantType.QInt8,
+                     op_types_to_quantize=["Attention"])
+    batch, seq = 2, 5
+    projection, core = batch * seq * 12 * 36, 2 * batch * seq * seq * 12
+    counted = count_gemm_flops(onnx.load(str(fp32 / "model.onnx")), batch, seq)
+    assert counted.nodes == {"Attention": 1} and (counted.fp32, counted.int8) == (2 * (projection + core), 0)
+    q = count_gemm_flops(onnx.load(str(tmp_path / "q" / "model.onnx")), batch, seq)
+    assert q.nodes == {"QAttention": 1} and (q.int8, q.fp32) == (2 * projection, 2 * core)
+
+
 def test_gemm_flops_reports_what_it_cannot_count(kron_models):
     model = onnx.load(str(kron_models[0] / "model.onnx"))
     shape3 = next(i for i in model.graph.initializer if i.name == "shape3")
