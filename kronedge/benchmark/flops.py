@@ -105,13 +105,26 @@ def _div(dim, n: int):
 
 
 def _symbolic_inference(model):
-    """ORT's symbolic shape inference, with one fix: it sends every ``Attention`` node to its contrib-op
-    rule, which asserts on the ONNX-domain op (opset 23); for that op the per-node onnx inference it runs
-    first is kept. Private API of ``SymbolicShapeInference``; any failure falls back to onnx's inference."""
+    """ORT's symbolic shape inference with two additions: it sends every ``Attention`` node to its contrib-op
+    rule, which asserts on the ONNX-domain op (opset 23), and it has no rule for contrib ``QAttention``
+    (optimum's O2 + int8 BERT); both get their output shape here. Private API of ``SymbolicShapeInference``;
+    any failure falls back to onnx's inference."""
+    import onnx
     from onnx import helper
     from onnxruntime.tools.symbolic_shape_infer import SymbolicShapeInference
 
     class _Inference(SymbolicShapeInference):
+        def __init__(self, *args):
+            super().__init__(*args)
+            self.dispatcher_["QAttention"] = self._infer_QAttention  # optimum's fused int8 BERT: no rule in ORT
+
+        def _infer_QAttention(self, node):  # noqa: N802
+            # (B, S, hidden_in) x (hidden_in, q + k + v) -> (B, S, v)
+            x, w = self._get_shape(node, 0), self._get_shape(node, 1)
+            sizes = _attr(node, "qkv_hidden_sizes", []) or [_div(w[1], 3)] * 3
+            vi = helper.make_tensor_value_info(node.output[0], onnx.TensorProto.FLOAT, [x[0], x[1], sizes[2]])
+            self.known_vi_[node.output[0]].CopyFrom(vi)
+
         def _infer_Attention(self, node):  # noqa: N802 (ORT's naming)
             if node.domain == "com.microsoft":
                 return super()._infer_Attention(node)
