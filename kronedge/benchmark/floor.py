@@ -33,11 +33,6 @@ FLOOR_DEFINITION = (
     "models. fraction of floor = floor / p50 (1.0 = only GEMMs, at large-GEMM speed).")
 
 
-class _DropPreprocessHint(logging.Filter):
-    def filter(self, record: logging.LogRecord) -> bool:
-        return "pre-processing before quantization" not in record.getMessage()
-
-
 def probe_weight_type() -> str:
     """s8 weights where the CPU has a VNNI/AMX int8 dot product (the x86_64-vnni export preset), u8 on other
     x86 (VPMADDUBSW saturates u8 x s8), s8 on ARM."""
@@ -67,17 +62,22 @@ def build_probes(directory: Path, size: int = 1024) -> dict[str, Path]:
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, [size, size])], [weight])
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     model.ir_version = 8
+    # Fully static shapes: nothing for quant_pre_process to add, so quantize_dynamic need not ask for it.
+    helper.set_model_props(model, {"onnx.quant.pre_process": "onnxruntime.quant"})
     directory.mkdir(parents=True, exist_ok=True)
     fp32, int8 = directory / f"{PROBE_NAMES['fp32']}.onnx", directory / f"{PROBE_NAMES['int8']}.onnx"
     onnx.save(model, str(fp32))
     weight_type = QuantType.QInt8 if probe_weight_type() == "int8" else QuantType.QUInt8
-    hint = _DropPreprocessHint()  # quantize_dynamic asks for shape pre-processing a one-MatMul graph does not need
-    logging.getLogger().addFilter(hint)
+    root = logging.getLogger()
+    handlers = list(root.handlers)
     try:
         quantize_dynamic(str(fp32), str(int8), per_channel=True, weight_type=weight_type,
                          op_types_to_quantize=["MatMul"])
     finally:
-        logging.getLogger().removeFilter(hint)
+        # ORT's quantizer logs through the root logger's module functions, which install a stderr handler on
+        # first use; that handler would print every later kronedge log line a second time.
+        for handler in [h for h in root.handlers if h not in handlers]:
+            root.removeHandler(handler)
     return {"fp32": fp32, "int8": int8}
 
 
