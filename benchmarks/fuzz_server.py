@@ -440,8 +440,12 @@ async def burst(base: str, texts: list[str], n: int, per_request: int) -> dict:
 def scrape(base: str) -> dict:
     """The server's own counts from /metrics: requests by status, errors by code, 503s by reason."""
     text = httpx.get(f"{base}/metrics", timeout=10).text
-    out = {"status": collections.Counter(), "error": collections.Counter(), "overload": collections.Counter()}
+    out = {"status": collections.Counter(), "error": collections.Counter(), "overload": collections.Counter(),
+           "admission": {}}
     for line in text.splitlines():
+        m = re.match(r"kronedge_(seconds_per_text|predicted_full_batch_seconds|admission_margin) ([\d.e+-]+)$", line)
+        if m:
+            out["admission"][m[1]] = round(float(m[2]), 4)
         m = re.match(r'kronedge_requests_total\{.*status="(\d+)".*\} ([\d.e+]+)', line)
         if m:
             out["status"][m[1]] += int(float(m[2]))
@@ -483,12 +487,15 @@ def main(argv: Optional[list[str]] = None) -> int:
     p.add_argument("--seconds", type=float, default=600, help="stop the hostile phase after this long regardless")
     p.add_argument("--concurrency", type=int, default=8, help="hostile requests in flight at once")
     p.add_argument("--burst", default="64x32", help="REQUESTSxTEXTS of the concurrent burst")
+    p.add_argument("--bursts", type=int, default=2, help="bursts, one after the other (the first meets a server that has "
+                                                         "only seen small batches)")
     p.add_argument("--big-bodies", type=int, nargs="*", default=[10 << 20, 100 << 20], help="oversize bodies sent in full")
     p.add_argument("--timeout", type=float, default=15, help="client wait per hostile request (more than the server's "
                                                              "--timeout, so that its 408s are seen)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--server-args", default="", help="extra `python -m runtime.serve` flags, e.g. '--max-length 64'")
     p.add_argument("--out", default=str(REPO / "benchmarks" / "results" / "fuzz_server"), help="writes OUT.json and OUT.md")
+    p.add_argument("--note", default="", help="free text stored with the results (e.g. how the model was made)")
     args = p.parse_args(argv)
     m = re.fullmatch(r"(\d+)x(\d+)", args.burst)
     if not m:
@@ -507,7 +514,11 @@ def main(argv: Optional[list[str]] = None) -> int:
             fuzzer = Fuzzer(server.port, Cases(texts), args.seed, args.timeout)
             hostile_s = asyncio.run(fuzzer.run(args.requests, args.seconds, args.concurrency))
             big = [asyncio.run(big_body(server.port, size)) for size in args.big_bodies]
-            burst_result = asyncio.run(burst(server.base, texts, int(m[1]), int(m[2])))
+            bursts = []
+            for _ in range(args.bursts):
+                admission = scrape(server.base)["admission"]  # what the server predicts as the burst arrives
+                bursts.append({**asyncio.run(burst(server.base, texts, int(m[1]), int(m[2]))), "admission_before": admission})
+                time.sleep(1)
             alive = alive_check(server.base, texts[0])
             server_view = scrape(server.base) if alive.get("healthz") == 200 else {}
             alive["process_running"] = server.alive
@@ -515,14 +526,16 @@ def main(argv: Optional[list[str]] = None) -> int:
             exit_code = server.stop()
         stderr = server.stderr_path.read_text(errors="replace")
     client_hist = fuzzer.histogram()
+    burst_statuses = collections.Counter()
+    for b in bursts:
+        burst_statuses.update(b["statuses"])
     checks = {
         "hostile_requests_sent": fuzzer.sent >= 10_000 or fuzzer.sent == args.requests,
-        "no_5xx_but_503_client": not bad_5xx(client_hist) and not bad_5xx(burst_result["statuses"]),
+        "no_5xx_but_503_client": not bad_5xx(client_hist) and not bad_5xx(burst_statuses),
         "no_5xx_but_503_server_metrics": not bad_5xx(server_view.get("status", {})),
-        "no_504": "504" not in client_hist and "504" not in burst_result["statuses"]
-                  and "504" not in server_view.get("status", {}),
-        "burst_only_200_or_503": set(burst_result["statuses"]) <= {"200", "503"},
-        "every_503_has_retry_after": burst_result["every_503_has_retry_after"],
+        "no_504": "504" not in client_hist and "504" not in burst_statuses and "504" not in server_view.get("status", {}),
+        "burst_only_200_or_503": set(burst_statuses) <= {"200", "503"},
+        "every_503_has_retry_after": all(b["every_503_has_retry_after"] for b in bursts),
         "big_bodies_get_readable_413": all(b["readable_413"] for b in big),
         "server_alive_at_end": alive["alive"] and alive["process_running"],
         "no_traceback_in_server_log": "Traceback" not in stderr,
@@ -540,17 +553,17 @@ def main(argv: Optional[list[str]] = None) -> int:
                     "kinds": len(Cases.WEIGHTS), "histogram": client_hist,
                     "by_kind": {k: dict(sorted(v.items())) for k, v in sorted(fuzzer.by_kind.items())},
                     "unexpected": fuzzer.unexpected},
-        "big_bodies": big, "burst": burst_result, "alive": alive, "server_metrics": server_view,
+        "big_bodies": big, "bursts": bursts, "alive": alive, "server_metrics": server_view,
         "server_exit_code": exit_code, "server_stderr_lines": len(stderr.splitlines()),
         "server_stderr_sample": sorted(collections.Counter(_strip(line) for line in stderr.splitlines()).items(),
                                        key=lambda kv: -kv[1])[:8],
-        "checks": checks, "passed": all(checks.values()),
+        "checks": checks, "passed": all(checks.values()), "note": args.note,
     }
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     _write(out.with_suffix(".json"), json.dumps(result, indent=2) + "\n")
     _write(out.with_suffix(".md"), markdown(result))
-    print(json.dumps({"checks": checks, "histogram": client_hist, "burst": burst_result["statuses"]}, indent=1))
+    print(json.dumps({"checks": checks, "histogram": client_hist, "bursts": [b["statuses"] for b in bursts]}, indent=1))
     print(f"wrote {out.with_suffix('.json')} and {out.with_suffix('.md')}")
     return 0 if result["passed"] else 1
 
@@ -575,7 +588,7 @@ def _write(path: Path, text: str) -> None:
 
 
 def markdown(r: dict) -> str:
-    h, b = r["hostile"], r["burst"]
+    h = r["hostile"]
     fmt = lambda d: ", ".join(f"{k}: {v}" for k, v in d.items()) or "none"  # noqa: E731
     lines = [
         "# Hostile traffic against the kronedge server (loopback)", "",
@@ -586,7 +599,8 @@ def markdown(r: dict) -> str:
         "- versions: " + ", ".join(f"{k} {v}" for k, v in r["versions"].items()),
         f"- model: `{r['model']['dir']}` (task {r['model']['task']}, {r['model']['model_file']}, quantization "
         f"{r['model']['quantization']}, max_length {r['model']['max_length']}); limits {r['model']['limits']}",
-        f"- git {r['git_commit']}, {r['date_utc']} UTC", "",
+        f"- git {r['git_commit']}, {r['date_utc']} UTC",
+        *([f"- note: {r['note']}"] if r.get("note") else []), "",
         "## Checks", "",
         *[f"- {'PASS' if ok else 'FAIL'}: {name.replace('_', ' ')}" for name, ok in r["checks"].items()], "",
         f"## Hostile requests: {h['requests']} of {h['kinds']} kinds in {h['seconds']} s ({h['concurrency']} in flight, seed {h['seed']})", "",
@@ -602,13 +616,16 @@ def markdown(r: dict) -> str:
         "| bytes | outcome | error code | seconds | 413 read by the client |", "|---|---|---|---|---|",
         *[f"| {x['bytes']:,} | {x['outcome']} | {x['error_code']} | {x['seconds']} | {'yes' if x['readable_413'] else 'NO'} |"
           for x in r["big_bodies"]], "",
-        f"## Burst: {b['requests']} concurrent requests of {b['texts_per_request']} texts", "",
-        f"- statuses: {fmt(b['statuses'])} in {b['seconds']} s; every 503 carries Retry-After: "
-        f"{'yes' if b['every_503_has_retry_after'] else 'NO'} (values {b['retry_after_values']})",
-        f"- median seconds by status: {fmt(b['median_seconds_by_status'])}; max: {fmt(b['max_seconds_by_status'])}", "",
+        *[line for i, b in enumerate(r["bursts"], 1) for line in (
+            f"## Burst {i} of {len(r['bursts'])}: {b['requests']} concurrent requests of {b['texts_per_request']} texts", "",
+            f"- statuses: {fmt(b['statuses'])} in {b['seconds']} s; every 503 carries Retry-After: "
+            f"{'yes' if b['every_503_has_retry_after'] else 'NO'} (values {b['retry_after_values']})",
+            f"- median seconds by status: {fmt(b['median_seconds_by_status'])}; max: {fmt(b['max_seconds_by_status'])}",
+            f"- the server's admission estimate as it arrived: {fmt(b['admission_before'])}", "")],
         "## Server's own view (/metrics at the end, burst and checks included)", "",
         f"- requests by status: {fmt(r['server_metrics'].get('status', {}))}",
         f"- 503 by reason: {fmt(r['server_metrics'].get('overload', {}))}",
+        f"- admission estimate at the end: {fmt(r['server_metrics'].get('admission', {}))}",
         f"- errors by code: {fmt(r['server_metrics'].get('error', {}))}",
         f"- alive at the end: {fmt({k: v for k, v in r['alive'].items()})}; server exit code after SIGTERM {r['server_exit_code']}",
         f"- server stderr: {r['server_stderr_lines']} lines; most frequent: "

@@ -171,6 +171,8 @@ def create_app(config: ServeConfig, predictor: Optional["Predictor"] = None, tok
                 "kronedge_workers": ("Model workers.", lambda: config.workers),
                 "kronedge_seconds_per_text": ("Measured model seconds per text (admission control's estimate).",
                                               lambda: batcher.service.seconds_per_text or 0.0),
+                "kronedge_predicted_full_batch_seconds": ("Predicted model time of a batch of max_batch_texts texts.",
+                                                          lambda: batcher.service.batch(config.max_batch_texts)),
                 "kronedge_admission_margin": ("Factor on predicted waits before they meet a deadline.",
                                               lambda: batcher.service.margin)},
         info={"task": summary.get("task") or "", "model_file": summary.get("model_file") or "",
