@@ -255,7 +255,7 @@ def test_summarize_trace_skips_warmup_and_counts_distinct_nodes():
              run(200, 10), node(201, "a", "MatMul", 6000), node(202, "b", "MatMul", 2000), node(203, "c", "Add", 2000),
              run(300, 30), node(301, "a", "MatMul", 6000), node(302, "b", "MatMul", 2000), node(303, "c", "Add", 2000)]
     summary = summarize_trace(trace, warmup=1)
-    assert summary["runs"] == 2 and summary["nodes"] == 3
+    assert summary["runs"] == 2 and summary["nodes"] == 3 and summary["model_run_mean_ms"] == pytest.approx(0.02)
     assert summary["ops"][0] == {"op": "MatMul", "nodes": 2, "ms": pytest.approx(8.0), "share": pytest.approx(0.8)}
     assert summary["ops"][1]["op"] == "Add" and summary["ops"][1]["nodes"] == 1
     with pytest.raises(ValueError, match="none after 5 warm-up"):

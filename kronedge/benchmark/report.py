@@ -110,7 +110,7 @@ def _profile_md(rs: list[dict]) -> list[str]:
         if not p:
             continue
         lines += [f"Profile of **{r['model']}** ({p['runs']} runs, ORT profiler, graph after ORT's fusions): "
-                  f"{p['nodes']} nodes, kernel time {p['kernel_ms']:.2f} ms of {p['model_run_p50_ms']:.2f} ms per run",
+                  f"{p['nodes']} nodes, kernel time {p['kernel_ms']:.2f} ms of {p['model_run_mean_ms']:.2f} ms per run (means)",
                   "", "| op type | nodes | ms / inference | share of kernel time |", "|---|---|---|---|"]
         lines += [f"| {op['op']} | {op['nodes']} | {op['ms']:.3f} | {_fmt(op['share'] and 100 * op['share'], '.1f')}% |"
                   for op in p["ops"][:PROFILE_TOP]]
