@@ -15,8 +15,6 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
-
 from runtime.hostinfo import cpu_model
 from runtime.predictor import create_session
 

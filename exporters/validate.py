@@ -138,5 +138,6 @@ def check_ort_matches(out: str | os.PathLike, quantized: bool) -> dict:
     diff = float(np.abs(got - golden["logits"]).max())
     tolerance = 0.05 * float(np.abs(golden["logits"]).max() + 1e-6) if quantized else BertOnnxConfig.ATOL_FP32
     if not diff <= tolerance:
-        raise ValidationError(f"model.ort differs from model.onnx on the golden inputs: max |diff| {diff:.3g} > {tolerance:.3g}")
+        raise ValidationError(f"model.ort differs from model.onnx on the golden inputs: max |diff| {diff:.3g} > "
+                              f"{tolerance:.3g}")
     return {"max_abs_diff_vs_onnx": diff, "passed": True}

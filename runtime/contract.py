@@ -300,6 +300,7 @@ def load_golden(path: str | os.PathLike) -> dict[str, np.ndarray]:
         raise ModelDirError(f"{path} is not a readable golden file ({type(exc).__name__}: "
                             f"{str(exc).splitlines()[0] if str(exc) else 'corrupt'})") from None
     batch = arrays["input_ids"].shape[0] if arrays["input_ids"].ndim == 2 else -1
-    if batch < 1 or any(arrays[k].shape != arrays["input_ids"].shape for k in INPUTS) or arrays["logits"].shape[0] != batch:
+    same_shape = all(arrays[k].shape == arrays["input_ids"].shape for k in INPUTS)
+    if batch < 1 or not same_shape or arrays["logits"].shape[0] != batch:
         raise ModelDirError(f"{path}: inconsistent shapes {({k: v.shape for k, v in arrays.items()})}")
     return {**{k: arrays[k].astype(np.int64) for k in INPUTS}, "logits": arrays["logits"].astype(np.float64)}

@@ -7,7 +7,6 @@ it guards against. Every export takes a few seconds.
 """
 
 import json
-import os
 from collections import Counter
 from pathlib import Path
 
@@ -218,7 +217,8 @@ def _append_after_logits(graph, make_nodes):
 def _wrong_shape(graph):  # logits concatenated with themselves: (batch, 4)
     from onnx import helper
 
-    _append_after_logits(graph, lambda: ([helper.make_node("Concat", ["logits_raw", "logits_raw"], ["logits"], axis=1)], []))
+    concat = helper.make_node("Concat", ["logits_raw", "logits_raw"], ["logits"], axis=1)
+    _append_after_logits(graph, lambda: ([concat], []))
 
 
 def _constant(graph):  # every row the batch mean
@@ -435,7 +435,10 @@ def test_kron_small_left_rule_is_exact(reshape_to):
     assert counts["KronSmallLeft"] == 1
     assert Counter(n.op_type for n in out.graph.node)["Transpose"] == 0
     x = np.random.default_rng(1).standard_normal((5, 24)).astype(np.float32)
-    run = lambda m: create_session(m.SerializeToString()).run(None, {"x": x})[0]
+
+    def run(m):
+        return create_session(m.SerializeToString()).run(None, {"x": x})[0]
+
     np.testing.assert_allclose(run(out), run(model), rtol=1e-6, atol=1e-6)
 
 
