@@ -66,6 +66,12 @@ class KronConfig:
             ``compression`` decides.
         layer_shapes: explicit shapes per module name; what a saved artifact records.
         name: preset name, for messages and the recipe.
+        structure: "paper" (the fixed shapes above), "svd" (the rank-r SVD corner of the Kronecker
+            family at each layer's share of the budget) or "search" (per layer the split and number
+            of terms with the least reconstruction error, the first two included; needs the weights).
+        allocation: for "search": "global" moves parameters to the layers whose error falls most,
+            "uniform" gives every layer the same shrink.
+        max_flops_per_token: for "search": ceiling on one layer's FLOPs per token.
 
     Example:
         >>> KronConfig.kb21()            # the paper's KroneckerBERT21 on BERT_BASE
@@ -78,8 +84,21 @@ class KronConfig:
     role_shapes: dict[str, KronShape] = field(default_factory=dict)
     layer_shapes: dict[str, KronShape] = field(default_factory=dict)
     name: str | None = None
+    structure: str = "paper"
+    allocation: str = "global"
+    max_flops_per_token: int | None = None
 
     def __post_init__(self):
+        from .structure import ALLOCATIONS, STRUCTURES
+
+        if self.structure not in STRUCTURES:
+            raise ValueError(f"structure must be one of {', '.join(STRUCTURES)}, got {self.structure!r}")
+        if self.allocation not in ALLOCATIONS:
+            raise ValueError(f"allocation must be one of {', '.join(ALLOCATIONS)}, got {self.allocation!r}")
+        if self.structure != "paper" and self.compression is None and not self.layer_shapes:
+            raise ValueError(f"structure {self.structure!r} needs a target compression (or a preset that has one)")
+        if self.max_flops_per_token is not None and self.max_flops_per_token < 2:
+            raise ValueError(f"max_flops_per_token must be >= 2, got {self.max_flops_per_token}")
         if self.compression is None and not self.layer_shapes:
             raise ValueError("KronConfig needs a target: a preset (KronConfig.kb8(), .kb21()), "
                              "compression=X, or explicit layer_shapes")
@@ -147,6 +166,7 @@ class LayerPlan:
     dense_shape: tuple[int, int]  # (out, in) for a linear, (vocab, dim) for an embedding
     kron: KronShape
     tokens: int  # vectors this layer sees per sequence (for FLOPs)
+    errors: dict | None = None  # starting errors of the fitted factors, when the weights were at hand
 
     @property
     def params_before(self) -> int:
@@ -173,6 +193,8 @@ class LayerPlan:
             "a_shape": [self.kron.m1, self.kron.n1], "b_shape": [self.kron.m2, self.kron.n2], "rank": self.kron.rank,
             "params_before": self.params_before, "params_after": self.params_after,
             "flops_before": 2 * self.macs_before, "flops_after": 2 * self.macs_after,
+            "structure": "svd" if (self.kron.n1, self.kron.m2) == (1, 1) else "kronecker",
+            **({"errors": self.errors} if self.errors is not None else {}),
         }
 
 
@@ -207,6 +229,7 @@ class Plan:
     def to_dict(self) -> dict:
         return {
             "preset": self.config.name,
+            "structure": self.config.structure,
             "target_compression": self.config.compression,
             "params_teacher": self.params_teacher,
             "params_student": self.params_student,
@@ -310,7 +333,7 @@ def _attention_core_macs(model: nn.Module, seq_len: int) -> int:
 
 
 def plan_model(model: nn.Module, config: KronConfig, filter_fn: FilterFn | None = None,
-               seq_len: int = 128) -> Plan:
+               seq_len: int = 128, stats: dict | None = None, progress=None) -> Plan:
     """Factor shapes for every selected layer of ``model`` (which may live on the meta device).
 
     Args:
@@ -318,6 +341,9 @@ def plan_model(model: nn.Module, config: KronConfig, filter_fn: FilterFn | None 
         config: preset or target compression (see :class:`KronConfig`).
         filter_fn: ``(module, fqn) -> bool``; defaults to the paper's selection.
         seq_len: sequence length for the FLOP counts.
+        stats: calibration statistics (``kronedge.calibration.collect_input_stats``): the
+            search and the reported errors are then weighted by the layers' real inputs.
+        progress: called with each layer name as the structure search finishes it.
 
     Raises:
         NoMatchingLayersError: the filter selected nothing.
@@ -348,6 +374,8 @@ def plan_model(model: nn.Module, config: KronConfig, filter_fn: FilterFn | None 
     notes: list[str] = []
     if config.layer_shapes:
         shapes = dict(config.layer_shapes)
+    elif config.structure != "paper":
+        shapes = _structured_shapes(roles, config, params_teacher, stats, progress)
     else:
         shapes = _shapes_from_roles(roles, config, notes)
         if shapes is None:
@@ -363,7 +391,11 @@ def plan_model(model: nn.Module, config: KronConfig, filter_fn: FilterFn | None 
                             f"but the layer is {dense[0]}x{dense[1]}")
         if kind == "embedding" and (shape.m1, shape.n1 * shape.n2, shape.m2) != (dense[0], dense[1], 1):
             raise PlanError(f"{name}: embedding factors must be A {dense[0]}x(d/k) ⊗ B 1xk, got {shape}")
-        layers.append(LayerPlan(name, role, kind, dense, shape, _tokens(name, seq_len)))
+        errors = None
+        if stats is not None or config.structure == "search":
+            from .structure import fit_report
+            errors = fit_report(name, kind, module.weight, shape, stats).to_dict()
+        layers.append(LayerPlan(name, role, kind, dense, shape, _tokens(name, seq_len), errors))
 
     flops_rest = flops_teacher - sum(2 * l.macs_before for l in layers)
     return Plan(layers, params_teacher, flops_teacher, flops_rest, seq_len, config, notes)
@@ -449,3 +481,34 @@ def _shapes_for_compression(roles, config: KronConfig, params_teacher: int, note
         raise PlanError(f"cannot reach {config.compression}x with rank-{config.rank} Kronecker factors of these "
                         f"layers; the nearest plan gives {got:.2f}x. Ask for a compression near that.")
     return shapes
+
+
+def _uniform_budgets(roles, config: KronConfig, params_teacher: int) -> dict[str, int]:
+    """Each selected matrix's parameters when all are shrunk by the one factor that meets the target."""
+    target = params_teacher / config.compression
+    replaced = sum(math.prod(_dense_shape(m)) for _, m, _ in roles)
+    kept = params_teacher - replaced
+    if kept >= target:
+        raise PlanError(f"{config.compression}x needs <= {target / 1e6:.2f}M parameters, but the layers left dense "
+                        f"already hold {kept / 1e6:.2f}M; the most this selection allows is about {params_teacher / kept:.1f}x")
+    shrink = replaced / (target - kept)
+    return {name: int(math.prod(_dense_shape(m)) / shrink) for name, m, _ in roles}
+
+
+def _structured_shapes(roles, config: KronConfig, params_teacher: int, stats, progress) -> dict[str, KronShape]:
+    """Shapes for the "svd" and "search" structures at the same total budget as the target compression."""
+    from .structure import equal_param_rank, search_structure, svd_corner
+
+    budgets = _uniform_budgets(roles, config, params_teacher)
+    if config.structure == "svd":
+        return {name: svd_corner(*_dense_shape(m), equal_param_rank(budgets[name], *_dense_shape(m)))
+                for name, m, _ in roles}
+    if any(m.weight.is_meta for _, m, _ in roles):
+        raise PlanError("structure 'search' scores each layer's candidates against its weights; load the teacher's "
+                        "weights (not the meta device) to search")
+    layers = [(name, "embedding" if isinstance(m, nn.Embedding) else "linear", m.weight) for name, m, _ in roles]
+    max_macs = None if config.max_flops_per_token is None else config.max_flops_per_token // 2
+    try:
+        return search_structure(layers, budgets, config.allocation, stats, max_macs, progress)
+    except ValueError as exc:
+        raise PlanError(str(exc)) from None

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from typing import Literal
 
+import torch
 from torch import nn
 
+from .fitting import InputStats, WeightedProblem
 from .layers import KronShape, KroneckerEmbedding, KroneckerLinear
 from .planner import FilterFn, KronConfig, Plan, plan_model
 
@@ -16,8 +18,10 @@ _REPLACEMENTS: dict[type, type] = {nn.Linear: KroneckerLinear, nn.Embedding: Kro
 CONFIG_KEY = "kronecker_layout"
 
 
-def _build(dense: nn.Module, shape: KronShape, init: str) -> nn.Module:
+def _build(dense: nn.Module, shape: KronShape, init: str, stats: InputStats | None = None) -> nn.Module:
     new_type = _REPLACEMENTS[type(dense)]
+    if init == "nearest" and stats is not None:
+        return _weighted_fit(dense, shape, stats)
     if new_type is KroneckerEmbedding:
         if init == "nearest":
             return KroneckerEmbedding.from_dense(dense, k=shape.n2, rank=shape.rank)
@@ -30,8 +34,29 @@ def _build(dense: nn.Module, shape: KronShape, init: str) -> nn.Module:
     return KroneckerLinear(shape, bias=dense.bias is not None, device=w.device, dtype=w.dtype)
 
 
+def _weighted_fit(dense: nn.Module, shape: KronShape, stats: InputStats) -> nn.Module:
+    """The data-aware nearest Kronecker product (``kronedge.fitting``), in the layer's dtype."""
+    kind = "embedding" if isinstance(dense, nn.Embedding) else "linear"
+    a, b = WeightedProblem(dense.weight, stats, kind).fit(shape)
+    w = dense.weight
+    with torch.no_grad():
+        if kind == "embedding":
+            new = KroneckerEmbedding(shape.m1, shape.n1 * shape.n2, shape.n2, shape.rank, dense.padding_idx,
+                                     device=w.device, dtype=w.dtype)
+            new.a.copy_(a.permute(1, 2, 0))  # (r, v, d/k) -> (v, d/k, r)
+            new.b.copy_(b[:, 0, :])
+            return new
+        new = KroneckerLinear(shape, bias=dense.bias is not None, device=w.device, dtype=w.dtype)
+        new.a.copy_(a)
+        new.b.copy_(b)
+        if dense.bias is not None:
+            new.bias.copy_(dense.bias)
+    return new
+
+
 def kronize_(model: nn.Module, config: KronConfig, filter_fn: FilterFn | None = None,
-             init: Literal["nearest", "random"] = "nearest", seq_len: int = 128) -> Plan:
+             init: Literal["nearest", "random"] = "nearest", seq_len: int = 128,
+             stats: dict[str, InputStats] | None = None, progress=None) -> Plan:
     """Replace the selected Linear/Embedding layers of ``model`` by Kronecker layers, in place.
 
     Args:
@@ -42,6 +67,10 @@ def kronize_(model: nn.Module, config: KronConfig, filter_fn: FilterFn | None = 
         init: "nearest" initialises each factor pair from the dense weight by the nearest Kronecker
             product (SVD); "random" only allocates (used when loading saved weights).
         seq_len: sequence length for the plan's FLOP counts.
+        stats: calibration statistics per layer (``kronedge.calibration.collect_input_stats``):
+            the factors then minimise the error on the layers' real inputs, not ``||W - W_hat||``,
+            and ``config.structure == "search"`` ranks its candidates the same way.
+        progress: called with each layer name as the structure search finishes it.
 
     Returns:
         The :class:`Plan` that was applied.
@@ -52,13 +81,13 @@ def kronize_(model: nn.Module, config: KronConfig, filter_fn: FilterFn | None = 
         >>> round(plan.compression)
         21
     """
-    plan = plan_model(model, config, filter_fn, seq_len=seq_len)
+    plan = plan_model(model, config, filter_fn, seq_len=seq_len, stats=stats, progress=progress)
     modules = dict(model.named_modules())
     for layer in plan.layers:
         parent_name, _, attr = layer.name.rpartition(".")
         parent = modules[parent_name] if parent_name else model
         dense = getattr(parent, attr)
-        setattr(parent, attr, _build(dense, layer.kron, init))
+        setattr(parent, attr, _build(dense, layer.kron, init, (stats or {}).get(layer.name)))
 
     if hasattr(model, "config"):
         setattr(model.config, CONFIG_KEY, {l.name: {"kind": l.kind, "factors": l.kron.as_list()} for l in plan.layers})

@@ -1,0 +1,181 @@
+"""Data-aware Kronecker fits: the nearest Kronecker product under the norm the layer's inputs induce.
+
+A layer is judged by what it does to its inputs: ``||(W - W_hat) X||_F`` over activations X, i.e.
+``||(W - W_hat) S||_F`` with S = C^(1/2) and C = X X^T the input second-moment matrix. When C is
+itself a Kronecker product C1 ⊗ C2 (n1 x n1, n2 x n2), its root is S1 ⊗ S2 and
+(A ⊗ B)(S1 ⊗ S2) = (A S1) ⊗ (B S2), so the weighted problem is the plain one for W S followed by
+A = A' S1^-1, B = B' S2^-1: still closed-form. A general C is first approximated by its nearest
+Kronecker product; the SVD corner (n1 = 1) needs no approximation, so there the fit is exact.
+
+An embedding table E (v x d) is a linear map on one-hot tokens, so its C is the diagonal of token
+frequencies, acting on E's rows: the weighting goes on the left, (D1 ⊗ 1)^(1/2) E, again exact.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from .layers import KronShape, _rearrange, nearest_kronecker
+
+# Ridge added to every covariance, as a fraction of its mean eigenvalue: directions the calibration
+# text never excites keep a plain-Frobenius pull instead of an unbounded inverse.
+RIDGE = 1e-2
+# Share of the embedding weighting that is uniform over the vocabulary, so tokens absent from the
+# calibration text are still fitted.
+UNIFORM_TOKEN_SHARE = 0.5
+
+
+@dataclass
+class InputStats:
+    """What a layer's inputs look like: a second-moment matrix (linear) or token counts (embedding)."""
+
+    second_moment: torch.Tensor | None = None  # (n, n) float64, sum of x x^T over calibration tokens
+    token_counts: torch.Tensor | None = None  # (v,) float64
+    tokens: int = 0
+
+    def covariance(self) -> torch.Tensor:
+        assert self.second_moment is not None and self.tokens > 0, "no linear inputs were recorded"
+        return self.second_moment / self.tokens
+
+    def row_weights(self) -> torch.Tensor:
+        assert self.token_counts is not None, "no token counts were recorded"
+        freq = self.token_counts / self.token_counts.sum().clamp_min(1.0)
+        v = freq.numel()
+        return (1 - UNIFORM_TOKEN_SHARE) * freq + UNIFORM_TOKEN_SHARE / v
+
+
+def _seeded_lowrank_svd(matrix: torch.Tensor, q: int):
+    """Randomized SVD with a fixed seed, leaving the caller's RNG untouched (plans must be reproducible)."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        return torch.svd_lowrank(matrix, q=q, niter=4)
+
+
+def _ridged(c: torch.Tensor) -> torch.Tensor:
+    c = (c + c.T) / 2
+    return c + RIDGE * c.diagonal().mean().clamp_min(1e-12) * torch.eye(c.shape[0], dtype=c.dtype)
+
+
+def _sqrt_and_inverse(c: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    evals, evecs = torch.linalg.eigh(_ridged(c))
+    evals = evals.clamp_min(evals.max() * 1e-12)
+    root = evals.sqrt()
+    return (evecs * root) @ evecs.T, (evecs / root) @ evecs.T
+
+
+def kronecker_covariance(c: torch.Tensor, n1: int, n2: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Nearest C1 (n1 x n1) ⊗ C2 (n2 x n2) to a PSD matrix C, both factors PSD.
+
+    Van Loan & Pitsianis: for a symmetric positive definite C the rank-1 nearest Kronecker factors
+    are themselves symmetric definite up to a common sign, fixed here by the trace.
+    """
+    assert c.shape == (n1 * n2, n1 * n2), f"covariance {tuple(c.shape)} does not split as {n1} x {n2}"
+    if n1 == 1:
+        return torch.ones(1, 1, dtype=c.dtype), c
+    if n2 == 1:
+        return c, torch.ones(1, 1, dtype=c.dtype)
+    # rank 1 of the rearrangement: its leading singular pair (a full SVD would waste most of the work)
+    rearranged = _rearrange(c.to(torch.float64), KronShape(n1, n1, n2, n2, 1))
+    u, s, v = _seeded_lowrank_svd(rearranged, min(6, *rearranged.shape))
+    c1 = (u[:, 0] * s[0].sqrt()).reshape(n1, n1)
+    c2 = (v[:, 0] * s[0].sqrt()).reshape(n2, n2)
+    if torch.trace(c1) < 0:
+        c1, c2 = -c1, -c2
+    return (c1 + c1.T) / 2, (c2 + c2.T) / 2
+
+
+class WeightedProblem:
+    """One layer's weight and input statistics, with the square roots cached per input split."""
+
+    def __init__(self, weight: torch.Tensor, stats: InputStats | None, kind: str = "linear"):
+        self.weight = weight.detach().to(torch.float64)
+        self.stats = stats
+        self.kind = kind
+        self._roots: dict[tuple[int, int], tuple] = {}
+        self._transformed: dict[tuple[int, int], torch.Tensor] = {}
+        self._full_root = None
+        if stats is not None and kind == "embedding":
+            self._row_root = stats.row_weights().sqrt()
+
+    @property
+    def weighted(self) -> bool:
+        return self.stats is not None
+
+    def _split_roots(self, n1: int, n2: int):
+        if (n1, n2) not in self._roots:
+            c1, c2 = kronecker_covariance(self.stats.covariance(), n1, n2)
+            self._roots[(n1, n2)] = (*_sqrt_and_inverse(c1), *_sqrt_and_inverse(c2))
+        return self._roots[(n1, n2)]
+
+    def transformed(self, shape: KronShape) -> torch.Tensor:
+        """The matrix whose plain nearest Kronecker product solves the (approximately) weighted problem."""
+        w = self.weight
+        if not self.weighted:
+            return w
+        if self.kind == "embedding":
+            return w * self._row_root[:, None]
+        key = (shape.n1, shape.n2)  # W S depends only on how the input splits, not on m1
+        if key not in self._transformed:
+            s1, _, s2, _ = self._split_roots(shape.n1, shape.n2)
+            m = w.shape[0]
+            self._transformed[key] = torch.einsum("iab,ac,bd->icd", w.reshape(m, shape.n1, shape.n2), s1, s2).reshape(m, -1)
+        return self._transformed[key]
+
+    def error_curve(self, shape: KronShape, max_rank: int) -> torch.Tensor:
+        """Relative (weighted) squared error for ranks 1..max_rank of this factor shape, one SVD."""
+        r = _rearrange(self.transformed(shape), shape).to(torch.float32)
+        energy = (r.to(torch.float64) ** 2).sum()
+        if 4 * (max_rank + 8) < min(r.shape):
+            # Only the top singular values matter: a randomized range finder is exact enough to rank
+            # shapes and far cheaper than a full SVD of a balanced (sqrt(mn) x sqrt(mn)) rearrangement.
+            _, s, _ = _seeded_lowrank_svd(r, max_rank + 8)
+        else:
+            s = torch.linalg.svdvals(r)
+        kept = torch.cumsum(s[:max_rank].to(torch.float64) ** 2, 0)
+        return ((energy - kept) / energy.clamp_min(1e-30)).clamp_min(0.0)
+
+    def is_exact(self, shape: KronShape) -> bool:
+        """Whether :meth:`error_curve` is the true weighted error (no Kronecker approximation of C)."""
+        return not self.weighted or self.kind == "embedding" or shape.n1 == 1 or shape.n2 == 1
+
+    def fit(self, shape: KronShape) -> tuple[torch.Tensor, torch.Tensor]:
+        """Factors (rank, m1, n1), (rank, m2, n2) minimising the weighted error, in float64.
+
+        The plain fit is kept when it scores better under the true statistics (possible where C is
+        far from a Kronecker product), so the weighted fit never loses to the plain one.
+        """
+        plain = nearest_kronecker(self.weight, shape)
+        if not self.weighted:
+            return plain
+        a, b = nearest_kronecker(self.transformed(shape), shape)
+        if self.kind == "embedding":
+            a = a / self._row_root[None, :, None]  # embedding factors have m2 == 1
+        else:
+            _, s1_inv, _, s2_inv = self._split_roots(shape.n1, shape.n2)
+            a = a @ s1_inv
+            b = b @ s2_inv
+        weighted = (a, b)
+        return min((plain, weighted), key=lambda f: self.error(*f))
+
+    def error(self, a: torch.Tensor, b: torch.Tensor) -> float:
+        """Relative squared error of sum_r A_r ⊗ B_r under the true statistics (plain if none)."""
+        diff = self.weight - _dense(a, b)
+        if not self.weighted:
+            return float((diff ** 2).sum() / (self.weight ** 2).sum())
+        if self.kind == "embedding":
+            rw = self.stats.row_weights()[:, None]
+            return float((rw * diff ** 2).sum() / (rw * self.weight ** 2).sum())
+        c = self.stats.covariance()
+        return float(torch.einsum("ij,jk,ik->", diff, c, diff) / torch.einsum("ij,jk,ik->", self.weight, c, self.weight))
+
+    def plain_error(self, a: torch.Tensor, b: torch.Tensor) -> float:
+        return float(((self.weight - _dense(a, b)) ** 2).sum() / (self.weight ** 2).sum())
+
+
+def _dense(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """sum_r A_r ⊗ B_r in one contraction (``kron_dense`` allocates one full matrix per term)."""
+    r, m1, n1 = a.shape
+    _, m2, n2 = b.shape
+    return torch.einsum("rac,rbd->abcd", a.to(torch.float64), b.to(torch.float64)).reshape(m1 * m2, n1 * n2)

@@ -1,0 +1,205 @@
+"""Structure search: which sum of Kronecker products each layer gets under a parameter budget.
+
+The family W ~= sum_r A_r (m1 x n1) ⊗ B_r (m2 x n2) holds both ends of the usual comparison: the
+paper's shapes, and, with A (m x 1) and B (1 x n), a rank-r truncated SVD (the "SVD corner"). For
+each layer every factor split and every number of terms that fits is scored by one SVD of its
+rearrangement (the tail energy gives the error of every r at once), under the norm of the layer's
+real inputs when calibration statistics are given. A Lagrangian then picks one candidate per layer:
+minimise the summed relative error subject to the total parameter budget, so parameters go where
+the error falls most ("global"), or each layer keeps the same shrink ("uniform").
+
+Structures:
+  paper   the planner's fixed shapes (KronConfig presets / fewest-FLOPs shapes), one term
+  svd     the SVD corner at each layer's uniform budget
+  search  the best candidate per layer, SVD corner and the paper's shapes included
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from .fitting import InputStats, WeightedProblem
+from .layers import KronShape
+
+STRUCTURES = ("paper", "search", "svd")
+ALLOCATIONS = ("uniform", "global")
+
+
+@dataclass(frozen=True)
+class Candidate:
+    shape: KronShape
+    error: float  # relative squared error (weighted when statistics are given)
+
+    @property
+    def params(self) -> int:
+        return self.shape.params
+
+
+def _divisors(n: int) -> list[int]:
+    return [d for d in range(1, n + 1) if n % d == 0]
+
+
+def svd_corner(m: int, n: int, rank: int) -> KronShape:
+    """A (m x 1) ⊗ B (1 x n) summed r times: exactly a rank-r factorisation of an (m x n) matrix."""
+    return KronShape(m, 1, 1, n, max(1, min(rank, m, n)))
+
+
+def equal_param_rank(params: int, m: int, n: int) -> int:
+    """The largest rank whose (m + n) * r parameters fit ``params`` (at least 1)."""
+    return max(1, min(params // (m + n), min(m, n)))
+
+
+def base_shapes(kind: str, m: int, n: int) -> list[KronShape]:
+    """Every rank-1 factor split of an (m x n) weight; for an embedding, the (v x d/k) ⊗ (1 x k) ones."""
+    if kind == "embedding":
+        return [KronShape(m, n // k, 1, k) for k in _divisors(n) if k > 1]
+    return [KronShape(m1, n1, m // m1, n // n1) for m1 in _divisors(m) for n1 in _divisors(n)
+            if (m1, n1) not in ((1, 1), (m, n))]
+
+
+def per_token_macs(kind: str, shape: KronShape) -> int:
+    return shape.n1 * shape.n2 * shape.rank if kind == "embedding" else shape.macs
+
+
+def corner_macs(kind: str, m: int, n: int, params: int) -> int:
+    """Multiply-adds per token of the SVD corner holding ``params`` parameters."""
+    return per_token_macs(kind, svd_corner(m, n, equal_param_rank(params, m, n)) if kind == "linear"
+                          else KronShape(m, 1, 1, n, equal_param_rank(params, m, n)))
+
+
+def layer_candidates(problem: WeightedProblem, kind: str, max_params: int,
+                     max_macs: int | None = None) -> list[Candidate]:
+    """Every (split, rank) of one layer within ``max_params`` and ``max_macs`` per token, scored.
+
+    Without a ceiling, a candidate may cost no more multiply-adds than the SVD corner of the same
+    size: many-term balanced splits reach low errors only at dense-like FLOPs, which no edge user wants.
+    """
+    m, n = problem.weight.shape
+    if max_macs is None:
+        max_macs = corner_macs(kind, m, n, max_params)
+    out = []
+    for base in base_shapes(kind, m, n):
+        per_term = base.m1 * base.n1 + base.m2 * base.n2
+        top = min(max_params // per_term, base.m1 * base.n1, base.m2 * base.n2)
+        if max_macs is not None:
+            top = min(top, max_macs // max(1, per_token_macs(kind, base)))
+        if top < 1:
+            continue
+        curve = problem.error_curve(base, top)
+        for r in range(1, len(curve) + 1):
+            out.append(Candidate(KronShape(base.m1, base.n1, base.m2, base.n2, r), float(curve[r - 1])))
+    return out
+
+
+def _pareto(candidates: list[Candidate]) -> list[Candidate]:
+    """Candidates no other beats on both params and error, fewest params first."""
+    front, best = [], math.inf
+    for c in sorted(candidates, key=lambda c: (c.params, c.error, c.shape.macs)):
+        if c.error < best:
+            front.append(c)
+            best = c.error
+    return front
+
+
+def allocate(fronts: dict[str, list[Candidate]], budget: int) -> dict[str, Candidate]:
+    """One candidate per layer minimising the summed error with total params <= ``budget``.
+
+    Lagrangian relaxation: each layer takes argmin(error + lam * params); lam is bisected (in log
+    space) to the smallest value whose picks fit the budget.
+    """
+    def pick(lam: float) -> dict[str, Candidate]:
+        return {name: min(front, key=lambda c: (c.error + lam * c.params, c.params)) for name, front in fronts.items()}
+
+    def cost(choice) -> int:
+        return sum(c.params for c in choice.values())
+
+    cheapest = {name: front[0] for name, front in fronts.items()}
+    if cost(cheapest) > budget:
+        raise ValueError(f"even the smallest structures need {cost(cheapest):,} parameters, over the budget {budget:,}")
+    lo, hi = -30.0, 5.0  # log10 lam: lam = 1e5 always picks the cheapest
+    for _ in range(60):
+        mid = (lo + hi) / 2
+        if cost(pick(10 ** mid)) <= budget:
+            hi = mid
+        else:
+            lo = mid
+    return pick(10 ** hi)
+
+
+@dataclass
+class LayerChoice:
+    """What the search picked for one layer, with both starting errors of the fitted factors."""
+
+    shape: KronShape
+    error_plain: float  # ||W - W_hat||^2 / ||W||^2
+    error_weighted: float | None  # ||(W - W_hat) X||^2 / ||W X||^2 on the calibration inputs
+
+    def to_dict(self) -> dict:
+        return {"error_plain": round(self.error_plain, 6),
+                "error_weighted": None if self.error_weighted is None else round(self.error_weighted, 6)}
+
+
+def search_structure(layers: list[tuple[str, str, torch.Tensor]], budgets: dict[str, int], allocation: str = "global",
+                     stats: dict[str, InputStats] | None = None, max_macs: int | None = None,
+                     progress=None) -> dict[str, KronShape]:
+    """Searched factor shapes for ``layers`` = [(name, kind, weight)] under per-layer ``budgets``.
+
+    Args:
+        budgets: each layer's uniform share of the parameter budget; "global" allocation may move
+            parameters between layers but keeps their sum.
+        allocation: "global" or "uniform".
+        stats: calibration statistics per layer name (``kronedge.calibration``); None scores by
+            the plain Frobenius error.
+        max_macs: optional ceiling on multiply-adds per token per layer.
+    """
+    if allocation not in ALLOCATIONS:
+        raise ValueError(f"allocation must be one of {ALLOCATIONS}, got {allocation!r}")
+    stats = stats or {}
+    fronts, exact, problems = {}, {}, {}
+    for name, kind, weight in layers:
+        problem = problems[name] = WeightedProblem(weight, stats.get(name), kind)
+        cap = budgets[name] if allocation == "uniform" else 2 * budgets[name]
+        found = layer_candidates(problem, kind, cap, max_macs)
+        if not found:
+            raise ValueError(f"{name}: no Kronecker structure fits {cap:,} parameters"
+                             + (f" and {max_macs:,} multiply-adds per token" if max_macs else ""))
+        fronts[name] = _pareto(found)
+        exact[name] = _pareto([c for c in found if problem.is_exact(c.shape)])
+        if progress is not None:
+            progress(name)
+    if allocation == "uniform":
+        picks = {name: _pareto([c for c in front if c.params <= budgets[name]])[-1] for name, front in fronts.items()}
+        limits = budgets
+    else:
+        picks = allocate(fronts, sum(budgets.values()))
+        limits = {name: pick.params for name, pick in picks.items()}
+    return {name: _verified(problems[name], pick, exact[name], limits[name]).shape for name, pick in picks.items()}
+
+
+def _verified(problem: WeightedProblem, pick: Candidate, exact: list[Candidate], limit: int) -> Candidate:
+    """The pick, unless an exactly-scored candidate (the SVD corner) of no more params beats its true error.
+
+    A split's weighted score rests on a Kronecker approximation of the input covariance; the corner's
+    is exact. Checking the pick's real error keeps the search from ever starting worse than SVD.
+    """
+    if problem.is_exact(pick.shape):
+        return pick
+    true_error = problem.error(*problem.fit(pick.shape))
+    best_exact = min((c for c in exact if c.params <= limit), key=lambda c: c.error, default=None)
+    return best_exact if best_exact is not None and best_exact.error < true_error else pick
+
+
+def fit_report(name: str, kind: str, weight: torch.Tensor, shape: KronShape,
+               stats: dict[str, InputStats] | None) -> LayerChoice:
+    """Both starting errors of the factors :class:`WeightedProblem` fits for ``shape``."""
+    problem = WeightedProblem(weight, (stats or {}).get(name), kind)
+    a, b = problem.fit(shape)
+    return LayerChoice(shape, problem.plain_error(a, b), problem.error(a, b) if problem.weighted else None)
+
+
+def dense_weight(module: nn.Module) -> torch.Tensor:
+    return module.weight.detach()

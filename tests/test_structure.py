@@ -1,0 +1,192 @@
+"""Structure search and data-aware fits: the SVD corner, budgets, weighted errors, planner options."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from helpers import PROBE_TEXTS, tiny_bert, tokenizer_dir
+from kronedge.calibration import collect_input_stats
+from kronedge.fitting import InputStats, WeightedProblem, kronecker_covariance
+from kronedge.layers import KronShape, KroneckerEmbedding, KroneckerLinear, nearest_kronecker
+from kronedge.planner import KronConfig, PlanError, plan_model
+from kronedge.structure import Candidate, allocate, svd_corner
+from kronedge.surgery import kronize_
+
+
+def _truncated_svd(w: torch.Tensor, r: int) -> torch.Tensor:
+    u, s, vh = torch.linalg.svd(w.double(), full_matrices=False)
+    return (u[:, :r] * s[:r]) @ vh[:r]
+
+
+@pytest.mark.parametrize("m,n,r", [(12, 20, 3), (37, 8, 5), (6, 6, 1)])
+def test_svd_corner_is_truncated_svd(m, n, r):
+    torch.manual_seed(0)
+    dense = nn.Linear(n, m)
+    layer = KroneckerLinear.from_dense(dense, svd_corner(m, n, r))
+    expected = _truncated_svd(dense.weight.detach(), r)
+    torch.testing.assert_close(layer.to_dense().double(), expected, atol=1e-5, rtol=1e-5)
+    x = torch.randn(4, n)
+    torch.testing.assert_close(layer(x), x @ expected.float().T + dense.bias, atol=1e-5, rtol=1e-5)
+    if r > 1:  # not a coincidence of a full-rank fit: one rank less is measurably worse
+        worse = (_truncated_svd(dense.weight.detach(), r - 1) - dense.weight.double()).norm()
+        assert (layer.to_dense().double() - dense.weight.double()).norm() < worse - 1e-3
+
+
+def test_embedding_svd_corner_is_truncated_svd():
+    torch.manual_seed(0)
+    table = nn.Embedding(50, 12)
+    emb = KroneckerEmbedding.from_dense(table, k=12, rank=4)  # A 50x1 ⊗ B 1x12, four terms
+    torch.testing.assert_close(emb.to_dense().double(), _truncated_svd(table.weight.detach(), 4), atol=1e-5, rtol=1e-5)
+
+
+def _anisotropic_stats(n: int, seed: int = 0) -> InputStats:
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(4000, n, generator=g, dtype=torch.float64) * torch.logspace(1, -1, n, dtype=torch.float64)
+    return InputStats(second_moment=x.T @ x, tokens=x.shape[0])
+
+
+def test_weighted_corner_fit_is_the_weighted_optimum():
+    torch.manual_seed(0)
+    w = torch.randn(10, 16, dtype=torch.float64)
+    stats = _anisotropic_stats(16)
+    problem = WeightedProblem(w, stats)
+    shape = svd_corner(10, 16, 3)
+    a, b = problem.fit(shape)
+    plain = nearest_kronecker(w, shape)
+    # the weighted fit beats the plain (Frobenius-optimal) fit on the inputs' norm by a wide margin
+    assert problem.error(a, b) < 0.5 * problem.error(*plain)
+    # and it is the closed-form optimum [W S]_r S^-1 (up to the small ridge)
+    evals, evecs = torch.linalg.eigh(stats.covariance())
+    s = (evecs * evals.sqrt()) @ evecs.T
+    optimum = _truncated_svd(w @ s, 3) @ torch.linalg.inv(s)
+    assert problem.error(a, b) == pytest.approx(problem.error(optimum[None], torch.ones(1, 1, 1, dtype=torch.float64)), rel=0.05)
+
+
+def test_weighted_fit_never_loses_to_plain_on_a_general_split():
+    torch.manual_seed(1)
+    w = torch.randn(12, 24, dtype=torch.float64)
+    problem = WeightedProblem(w, _anisotropic_stats(24, seed=1))
+    for shape in (KronShape(3, 4, 4, 6, 1), KronShape(2, 6, 6, 4, 2)):
+        assert problem.error(*problem.fit(shape)) <= problem.error(*nearest_kronecker(w, shape)) + 1e-12
+
+
+def test_kronecker_covariance_recovers_a_kronecker_product():
+    torch.manual_seed(0)
+    p, q = torch.randn(3, 3, dtype=torch.float64), torch.randn(4, 4, dtype=torch.float64)
+    c1, c2 = p @ p.T + torch.eye(3), q @ q.T + torch.eye(4)
+    f1, f2 = kronecker_covariance(torch.kron(c1, c2), 3, 4)
+    torch.testing.assert_close(torch.kron(f1, f2), torch.kron(c1, c2))
+    assert torch.linalg.eigvalsh(f1).min() > 0 and torch.linalg.eigvalsh(f2).min() > 0
+
+
+def test_error_curve_matches_fitted_errors():
+    torch.manual_seed(0)
+    w = torch.randn(24, 30, dtype=torch.float64)
+    problem = WeightedProblem(w, None)
+    shape = KronShape(4, 5, 6, 6, 1)
+    curve = problem.error_curve(shape, 4)
+    for r in (1, 4):
+        fitted = KronShape(4, 5, 6, 6, r)
+        assert float(curve[r - 1]) == pytest.approx(problem.error(*problem.fit(fitted)), rel=1e-4)
+
+
+def test_allocation_meets_the_budget_and_prefers_steep_layers():
+    # layer "steep" loses a lot of error per parameter, layer "flat" almost none: parameters go to "steep"
+    steep = [Candidate(KronShape(10, 1, 1, 10, r), 1.0 / r) for r in range(1, 10)]
+    flat = [Candidate(KronShape(10, 1, 1, 10, r), 0.5 - 0.001 * r) for r in range(1, 10)]
+    picks = allocate({"steep": steep, "flat": flat}, budget=200)
+    assert sum(c.params for c in picks.values()) <= 200
+    assert picks["steep"].shape.rank > picks["flat"].shape.rank
+    with pytest.raises(ValueError, match="over the budget"):
+        allocate({"steep": steep}, budget=10)
+
+
+class _SmallVocab:
+    """The packaged tokenizer with ids folded into a small vocabulary, so a search over the embedding
+    table stays a matter of seconds."""
+
+    def __init__(self, vocab: int):
+        from transformers import AutoTokenizer
+
+        self.inner, self.vocab = AutoTokenizer.from_pretrained(tokenizer_dir()), vocab
+
+    def __call__(self, *texts, **kwargs):
+        enc = self.inner(*texts, **kwargs)
+        enc["input_ids"] = enc["input_ids"] % self.vocab
+        return enc
+
+
+SMALL_VOCAB = 500
+
+
+@pytest.fixture(scope="module")
+def teacher_and_stats():
+    model = tiny_bert(seed=0, vocab_size=SMALL_VOCAB)
+    stats = collect_input_stats(model, _SmallVocab(SMALL_VOCAB), list(PROBE_TEXTS) * 3)
+    return model, stats
+
+
+def test_calibration_records_every_selected_layer(teacher_and_stats):
+    model, stats = teacher_and_stats
+    linears = [n for n, m in model.named_modules() if isinstance(m, nn.Linear) and "encoder" in n]
+    assert set(linears) <= set(stats) and "bert.embeddings.word_embeddings" in stats
+    assert all(stats[n].tokens > 3 * len(PROBE_TEXTS) for n in linears)
+    counts = stats["bert.embeddings.word_embeddings"].token_counts
+    assert counts.sum() == stats["bert.embeddings.word_embeddings"].tokens and (counts > 0).sum() > 20
+
+
+@pytest.mark.parametrize("allocation", ["uniform", "global"])
+def test_search_stays_within_budget(teacher_and_stats, allocation):
+    model, stats = teacher_and_stats
+    config = KronConfig(compression=4, structure="search", allocation=allocation)
+    plan = plan_model(model, config, stats=stats)
+    assert plan.params_student <= model.num_parameters() / 4 * 1.01
+    if allocation == "uniform":
+        from kronedge.planner import _targets, _uniform_budgets, layer_role
+
+        roles = [(n, m, layer_role(n)) for n, m in _targets(model, None)]
+        budgets = _uniform_budgets(roles, config, plan.params_teacher)
+        for layer in plan.layers:
+            assert layer.params_after <= budgets[layer.name], layer.name
+
+
+def test_searched_start_is_no_worse_than_svd_on_every_layer(teacher_and_stats):
+    model, stats = teacher_and_stats
+    searched = plan_model(model, KronConfig(compression=4, structure="search", allocation="uniform"), stats=stats)
+    svd = plan_model(model, KronConfig(compression=4, structure="svd"), stats=stats)
+    for mine, theirs in zip(searched.layers, svd.layers):
+        assert mine.name == theirs.name
+        assert mine.errors["error_weighted"] <= theirs.errors["error_weighted"] + 1e-9, mine.name
+
+
+def test_search_needs_weights_and_a_known_structure():
+    with pytest.raises(ValueError, match="structure must be one of"):
+        KronConfig(compression=4, structure="tucker")
+    with pytest.raises(PlanError, match="weights"):
+        with torch.device("meta"):
+            model = tiny_bert(seed=0)
+        plan_model(model, KronConfig(compression=4, structure="search"))
+
+
+def test_structure_round_trips_through_the_recorded_layout(teacher_and_stats):
+    import copy
+
+    from kronedge.surgery import layout_config
+
+    teacher, stats = teacher_and_stats
+    student = copy.deepcopy(teacher)
+    plan = kronize_(student, KronConfig(compression=4, structure="search"), stats=stats)
+    recorded = layout_config(student.config)
+    assert recorded.layer_shapes == plan.layer_shapes
+    rebuilt = tiny_bert(seed=3, vocab_size=SMALL_VOCAB)
+    kronize_(rebuilt, recorded, init="random")
+    rebuilt.load_state_dict(student.state_dict())
+    torch.testing.assert_close(torch.from_numpy(torch_logits_of(rebuilt)), torch.from_numpy(torch_logits_of(student)))
+
+
+def torch_logits_of(model):
+    ids = torch.arange(2, 40).reshape(2, 19) % SMALL_VOCAB
+    with torch.no_grad():
+        return model(input_ids=ids).logits.numpy()
