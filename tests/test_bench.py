@@ -177,7 +177,8 @@ def test_compute_floor_arithmetic():
     flops = GemmFlops(batch=1, seq=128, fp32=2e9, int8=4e9)
     floor = compute_floor(flops, {"fp32": 100.0, "int8": 400.0}, p50_ms=60.0)
     assert floor.floor_ms == pytest.approx(20.0 + 10.0)
-    assert floor.fraction == pytest.approx(0.5)
+    assert floor.fraction == pytest.approx(0.5) and "above 1" not in floor.note
+    assert "above 1" in compute_floor(flops, {"fp32": 100.0, "int8": 400.0}, p50_ms=20.0).note
     unknown = compute_floor(GemmFlops(batch=1, seq=8, uncounted=["n1"]), {"fp32": 1.0, "int8": 1.0}, 1.0)
     assert unknown.floor_ms is None and "1 GEMM nodes" in unknown.note
     assert compute_floor(None, {}, 1.0).floor_ms is None

@@ -114,4 +114,8 @@ def compute_floor(flops: Optional[GemmFlops], rates: dict[str, float], p50_ms: f
         work = getattr(flops, prec)
         if work:
             ms += work / (rates[prec] * 1e9) * 1e3
-    return Floor(ms, ms / p50_ms if p50_ms > 0 else None, "GEMM FLOPs / probe GEMM rate")
+    fraction = ms / p50_ms if p50_ms > 0 else None
+    note = "GEMM FLOPs / probe GEMM rate"
+    if fraction is not None and fraction > 1:  # only GEMMs yet faster than a large GEMM: the probe ran slow
+        note += "; above 1: the probe measured slower than this model's GEMMs ran (a busy machine?)"
+    return Floor(ms, fraction, note)
