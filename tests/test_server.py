@@ -390,6 +390,28 @@ def test_batcher_drops_jobs_that_expired_in_the_queue():
     assert calls == [["a"], ["c"]] and batcher.dropped == 1
 
 
+def test_model_slower_than_estimated_gets_503_not_504(export_dir, shared_predictor):
+    """The estimate says 10 ms per text but the model takes 300 ms: all four requests are admitted, and
+    as the worker learns the real cost it answers the one that can no longer finish 503 instead of
+    running it into a 504."""
+    model = SlowPredictor(shared_predictor, seconds_per_text=0.3)
+    app = create_app(ServeConfig(str(export_dir), timeout_s=1.0, max_batch_texts=1), predictor=model)
+    app.state.batcher.service.seconds_per_text = 0.01
+
+    async def scenario():
+        async with _asgi_client(app) as c:
+            return await asyncio.gather(*(c.post("/v1/classify", json={"texts": [t]}) for t in "abcd"))
+
+    try:
+        answers = asyncio.run(scenario())
+    finally:
+        app.state.batcher.close()
+    statuses = sorted(r.status_code for r in answers)
+    assert 504 not in statuses and statuses[0] == 200 and statuses[-1] == 503, statuses
+    reasons = {r.json()["error"]["details"]["reason"] for r in answers if r.status_code == 503}
+    assert reasons <= {"would_overrun", "expired"} and len(model.texts) == statuses.count(200)
+
+
 def test_service_time_learns_the_fixed_and_per_text_cost():
     service = ServiceTime()
     assert service.estimate(100, 64) == 0.0  # nothing measured: no prediction

@@ -7,8 +7,9 @@ so concurrent clients share ORT runs and length buckets.
 A request is only worth queueing if it can be answered before its deadline. `submit` predicts the
 wait (the texts ahead of it, served in batches whose time is measured, / workers) and refuses at once with
 `Overloaded` when that exceeds the time left, so a burst gets 503s straight away instead of 504s
-after queueing to no purpose. A queued request whose deadline has passed is dropped without running
-the model.
+after queueing to no purpose. A queued request whose deadline has passed, or that the estimate (as it
+stands when a worker picks the request up) says cannot finish in time, is dropped without running the
+model.
 """
 
 from __future__ import annotations
@@ -33,7 +34,8 @@ class Overloaded(Exception):
     """The request cannot be served in time; answered as 503 with Retry-After.
 
     ``reason`` is one of ``queue_full``, ``predicted_wait``, ``expired`` (dropped from the queue at its
-    deadline) or ``shutting_down``; ``retry_after_s`` is the predicted time until it would be admitted.
+    deadline), ``would_overrun`` (dropped from the queue: it could no longer finish in time) or
+    ``shutting_down``; ``retry_after_s`` is the predicted time until it would be admitted.
     """
 
     def __init__(self, reason: str, message: str, retry_after_s: float = 0.0):
@@ -113,11 +115,12 @@ class ServiceTime:
 class Job:
     """One request's inputs, its deadline (``time.monotonic()`` seconds) and the future it is answered on."""
 
-    __slots__ = ("inputs", "deadline", "future", "loop", "state")
+    __slots__ = ("inputs", "deadline", "future", "loop", "state", "probe")
 
     def __init__(self, inputs: list, deadline: float, loop: asyncio.AbstractEventLoop):
         self.inputs, self.deadline, self.loop, self.state = inputs, deadline, loop, QUEUED
         self.future: asyncio.Future = loop.create_future()
+        self.probe = False  # admitted by an idle server whatever the estimate said: it always runs
 
     def deliver(self, result: Any = None, error: Optional[BaseException] = None) -> None:
         """Answer from a worker thread; a request that already went away is ignored."""
@@ -203,6 +206,7 @@ class Batcher:
             if wait > left and not idle:
                 raise Overloaded("predicted_wait", f"predicted wait {wait:.2f} s exceeds the {max(left, 0):.2f} s left",
                                  wait - left)
+            job.probe = idle
             self._queue.append(job)
             self.waiting_texts += len(inputs)
             self._cond.notify()
@@ -234,8 +238,9 @@ class Batcher:
             thread.join(timeout)
 
     def _take(self) -> Optional[list[Job]]:
-        """The next batch: waiting jobs up to max_batch_texts texts, minus those whose deadline has
-        passed (answered `Overloaded("expired")`). None when stopping."""
+        """The next batch: waiting jobs up to max_batch_texts texts, minus those whose deadline has passed
+        (answered `Overloaded("expired")`) or that the current estimate says cannot finish in time
+        (`Overloaded("would_overrun")`: a 503 now instead of a 504 after the work). None when stopping."""
         with self._cond:
             while not self._queue and not self._stop:
                 self._cond.wait(0.5)
@@ -248,24 +253,33 @@ class Batcher:
                 jobs.append(job)
                 texts += len(job.inputs)
             self.waiting_texts -= texts
-            # Only a deadline that has passed drops a job here, not a predicted overrun: with a stale,
-            # too-high estimate the worker would otherwise drop everything and never measure again.
+            # The estimate may have grown since admission (the machine got busy): re-check with it. A
+            # probe always runs, or a stale, too-high estimate would drop everything and never be measured again.
             now = time.monotonic()
-            keep, expired = [], []
+            run_s = self.service.margin * self.service.batch(texts)
+            keep, expired, overrun = [], [], []
             for job in jobs:
-                (keep if job.deadline > now else expired).append(job)
-            for job in expired:
+                if job.deadline <= now:
+                    expired.append(job)
+                elif job.deadline - now < run_s and not job.probe:
+                    overrun.append(job)
+                else:
+                    keep.append(job)
+            for job in expired + overrun:
                 job.state = CANCELLED
             for job in keep:
                 job.state = RUNNING
-            self.dropped += len(expired)
+            self.dropped += len(expired) + len(overrun)
             self.running_texts += sum(len(job.inputs) for job in keep)
             if keep:
                 self.busy += 1
                 self.model_calls += 1
+        wait = self.predicted_wait(0)
         for job in expired:
-            job.deliver(error=Overloaded("expired", "the request's deadline passed while it waited for the model",
-                                         self.predicted_wait(0)))
+            job.deliver(error=Overloaded("expired", "the request's deadline passed while it waited for the model", wait))
+        for job in overrun:
+            job.deliver(error=Overloaded("would_overrun", "the model is slower than when the request was admitted; "
+                                         "it could not finish before its deadline", wait))
         return keep
 
     def _run(self) -> None:
