@@ -25,6 +25,7 @@ import os
 import platform
 import random
 import re
+import shlex
 import signal
 import socket
 import subprocess
@@ -541,7 +542,7 @@ def main(argv: Optional[list[str]] = None) -> int:
         "no_traceback_in_server_log": "Traceback" not in stderr,
     }
     result = {
-        "command": "nice -n 5 python " + " ".join([os.path.relpath(__file__, REPO)] + (argv if argv is not None else sys.argv[1:])),
+        "command": "nice -n 5 python " + shlex.join([os.path.relpath(__file__, REPO)] + (argv if argv is not None else sys.argv[1:])),
         "server_command": "python " + " ".join(server.cmd[1:]),
         "machine": {"cpu": hostinfo.cpu_model(), "cores": os.cpu_count(), "platform": platform.platform(),
                     "loadavg_1m_at_start": load_at_start, "loadavg_1m_at_end": round(os.getloadavg()[0], 2)},
