@@ -78,7 +78,7 @@ def measure(models: list[dict], batch: int, seq: int, threads: int, warmup: int,
         feeds.append(make_inputs(sess, batch, seq, m.get("vocab", 1000)))
         results.append({"name": m["name"], "load_ms": load_ms, "times": []})
     for _ in range(warmup):
-        for sess, feed in zip(sessions, feeds):
+        for sess, feed in zip(sessions, feeds, strict=True):
             sess.run(None, feed)
     n = len(sessions)
     for r in range(iters):

@@ -83,7 +83,8 @@ def chain_onnx(path: Path, matmuls: int = 3) -> Path:
     nodes, inits, x = [helper.make_node("Gather", ["emb", "input_ids"], ["x0"])], [_init(rng, "emb", (VOCAB, 8))], "x0"
     for i in range(matmuls):
         inits.append(_init(rng, f"w{i}", (8, 8)))
-        nodes += [helper.make_node("MatMul", [x, f"w{i}"], [f"m{i}"]), helper.make_node("Tanh", [f"m{i}"], [f"x{i + 1}"])]
+        nodes += [helper.make_node("MatMul", [x, f"w{i}"], [f"m{i}"]),
+                  helper.make_node("Tanh", [f"m{i}"], [f"x{i + 1}"])]
         x = f"x{i + 1}"
     nodes.append(helper.make_node("ReduceMean", [x, "ax1"], ["logits"], keepdims=0))
     inits.append(numpy_helper.from_array(np.array([1], np.int64), "ax1"))
@@ -214,7 +215,8 @@ def test_floor_fields_follow_the_graph_and_the_probe(kron_models):
                        probe_size=PROBE, rss=False)
     assert "GEMM FLOPs" in report["floor"]["definition"] and report["floor"]["probe_size"] == PROBE
     for row in report["rows"]:
-        assert row["gemm_flops"] == 2 * sum(kron_attention_macs(row["batch"], row["seq"]))  # per row: FLOPs at that row's (batch, seq)
+        # per row: the FLOPs at that row's (batch, seq)
+        assert row["gemm_flops"] == 2 * sum(kron_attention_macs(row["batch"], row["seq"]))
         rates = row["gemm_rate_gflops"]
         assert rates == {p: report["floor"]["probes"][f"threads=1,batch=1,seq={row['seq']}"][p]["gflops"]
                          for p in ("fp32", "int8")}

@@ -61,7 +61,8 @@ class BenchConfig:
             if self.cpu not in ARM_CPUS:
                 raise BenchError(f"--cpu must be one of {', '.join(ARM_CPUS)}, got {self.cpu!r}")
             if self.profile:
-                raise BenchError("--profile runs on the host only: ORT's profile of an emulated run is not the device's")
+                raise BenchError("--profile runs on the host only: ORT's profile of an emulated run is not the "
+                                 "device's")
             # Emulated wall times say nothing about a Pi's GEMM rate: no floor there.
             self.floor = False
             self.rss = False

@@ -43,7 +43,8 @@ class ModelInfo:
         return self._gemm[(batch, seq)]
 
     def to_dict(self) -> dict:
-        d = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name not in ("manifest", "graph", "_gemm")}
+        skip = ("manifest", "graph", "_gemm")
+        d = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name not in skip}
         d["gemm_flops"] = {f"batch={b},seq={s}": g.to_dict() for (b, s), g in self._gemm.items()}
         return d
 
@@ -138,7 +139,8 @@ def describe_model(path: str | os.PathLike, name: Optional[str] = None, seq: int
     path = Path(path).resolve()
     model_file = resolve_model_file(path)
     model_dir = model_file.parent
-    manifest = json.loads((model_dir / "manifest.json").read_text()) if (model_dir / "manifest.json").is_file() else None
+    manifest_file = model_dir / "manifest.json"
+    manifest = json.loads(manifest_file.read_text()) if manifest_file.is_file() else None
     graph, params, vocab, int8 = None, None, None, False
     if model_file.suffix == ".onnx":
         import onnx

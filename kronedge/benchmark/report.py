@@ -44,9 +44,9 @@ def _quant_text(q) -> str:
 
 
 def _floor_cells(r: dict) -> list[str]:
-    g = r.get("gemm_flops")
+    g, fraction = r.get("gemm_flops"), r.get("floor_fraction")
     return [_fmt(g and g / 1e9, ".3f"), _fmt(r.get("compute_floor_ms"), ".2f"),
-            _fmt(r.get("floor_fraction") and 100 * r["floor_fraction"], ".1f") + ("%" if r.get("floor_fraction") else "")]
+            _fmt(fraction and 100 * fraction, ".1f") + ("%" if fraction else "")]
 
 
 def _measured_cells(r: dict, has_insn: bool, has_floor: bool) -> list[str]:
@@ -110,7 +110,8 @@ def _profile_md(rs: list[dict]) -> list[str]:
         if not p:
             continue
         lines += [f"Profile of **{r['model']}** ({p['runs']} runs, ORT profiler, graph after ORT's fusions): "
-                  f"{p['nodes']} nodes, kernel time {p['kernel_ms']:.2f} ms of {p['model_run_mean_ms']:.2f} ms per run (means)",
+                  f"{p['nodes']} nodes, kernel time {p['kernel_ms']:.2f} ms of {p['model_run_mean_ms']:.2f} ms "
+                  "per run (means)",
                   "", "| op type | nodes | ms / inference | share of kernel time |", "|---|---|---|---|"]
         lines += [f"| {op['op']} | {op['nodes']} | {op['ms']:.3f} | {_fmt(op['share'] and 100 * op['share'], '.1f')}% |"
                   for op in p["ops"][:PROFILE_TOP]]

@@ -66,7 +66,7 @@ class Bench:
             with tempfile.TemporaryDirectory(prefix="kronedge-probe-") as tmp:
                 cells = self._measure_host(Path(tmp))
         for cell in cells:
-            for info, stats in zip(self.models, cell["models"]):
+            for info, stats in zip(self.models, cell["models"], strict=True):
                 self.rows.append(self._row(info, cell, stats))
         if self.config.rss:
             self._add_rss()
@@ -93,7 +93,7 @@ class Bench:
             n = len(self.models)
             cells.append({**cell, "models": stats[:n]})
             if probes:
-                by_prec = {prec: s for prec, s in zip(("fp32", "int8"), stats[n:])}
+                by_prec = dict(zip(("fp32", "int8"), stats[n:], strict=True))
                 rates = floor.rates_from_probe(by_prec, cfg.probe_size)
                 self.probes[report.group_key(cell)] = {
                     prec: {"p50_ms": by_prec[prec]["p50_ms"], "gflops": rates.get(prec)} for prec in by_prec}
@@ -178,7 +178,8 @@ class Bench:
             "schema": SCHEMA,
             "created_utc": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
             "command": " ".join(sys.argv) if sys.argv and "kronedge" in sys.argv[0] else None,
-            "machine": {"host_cpu": hostinfo.cpu_model(), "host_flags": hostinfo.cpu_flags(hostinfo.KERNEL_FLAG_PREFIXES),
+            "machine": {"host_cpu": hostinfo.cpu_model(),
+                        "host_flags": hostinfo.cpu_flags(hostinfo.KERNEL_FLAG_PREFIXES),
                         "logical_cpus": os.cpu_count(), "platform": platform.platform(),
                         "load_avg_at_start": self.load_at_start, "load_avg_at_end": list(os.getloadavg()),
                         "target": cfg.target, "emulated_cpu": cfg.cpu if cfg.emulated else None,

@@ -41,14 +41,17 @@ def register(app, friendly_errors) -> None:
     @app.command()
     @friendly_errors
     def bench(
-        model_dirs: List[Path] = typer.Argument(..., help="Exported model directories (or .onnx files). The first is the baseline for ratios."),
+        model_dirs: List[Path] = typer.Argument(..., help="Exported model directories (or .onnx files). The first is "
+                                                          "the baseline for ratios."),
         seq: str = typer.Option(_csv(default_of("seqs")), help=help_of("seqs")),
         batch: str = typer.Option(_csv(default_of("batches")), help=help_of("batches")),
         threads: str = typer.Option(_csv(default_of("threads")), help=help_of("threads")),
         warmup: int = typer.Option(default_of("warmup"), help=help_of("warmup")),
         iters: int = typer.Option(default_of("iters"), help=help_of("iters")),
-        name: Optional[List[str]] = typer.Option(None, "--name", help="Label for each model, in order (repeat the option)."),
-        as_json: bool = typer.Option(False, "--json", help="Print the full report as JSON on stdout (tables go to stderr)."),
+        name: Optional[List[str]] = typer.Option(None, "--name", help="Label for each model, in order (repeat the "
+                                                                      "option)."),
+        as_json: bool = typer.Option(False, "--json", help="Print the full report as JSON on stdout (tables go to "
+                                                           "stderr)."),
         output: Optional[Path] = typer.Option(None, "--output", "-o", help="Also write the JSON report to this file."),
         markdown: Optional[Path] = typer.Option(None, help="Write a Markdown report to this file."),
         plot: Optional[Path] = typer.Option(None, help="Write a PNG plot (latency vs file size) to this file."),
@@ -56,7 +59,8 @@ def register(app, friendly_errors) -> None:
         cpu: Optional[str] = typer.Option(default_of("cpu"), help=help_of("cpu")),
         instructions: bool = typer.Option(default_of("instructions"), help=help_of("instructions")),
         rss: bool = typer.Option(default_of("rss"), help=help_of("rss")),
-        disable_optimizer: Optional[List[str]] = typer.Option(None, "--disable-optimizer", help=help_of("disabled_optimizers")),
+        disable_optimizer: Optional[List[str]] = typer.Option(None, "--disable-optimizer",
+                                                              help=help_of("disabled_optimizers")),
         floor: bool = typer.Option(default_of("floor"), help=help_of("floor")),
         probe_size: int = typer.Option(default_of("probe_size"), help=help_of("probe_size")),
         profile: bool = typer.Option(default_of("profile"), help=help_of("profile")),
