@@ -245,6 +245,7 @@ def test_profile_counts_nodes_per_op_type(tmp_path):
     assert ops["MatMul"]["nodes"] == 3 and ops["Tanh"]["nodes"] == 3 and ops["Gather"]["nodes"] == 1
     assert summary["nodes"] == 8 and summary["runs"] == 3
     assert sum(op["share"] for op in summary["ops"]) == pytest.approx(1.0)
+    assert summary["gemm_share"] == pytest.approx(ops["MatMul"]["share"])
 
 
 def test_summarize_trace_skips_warmup_and_counts_distinct_nodes():
@@ -261,6 +262,7 @@ def test_summarize_trace_skips_warmup_and_counts_distinct_nodes():
     assert summary["runs"] == 2 and summary["nodes"] == 3 and summary["model_run_mean_ms"] == pytest.approx(0.02)
     assert summary["ops"][0] == {"op": "MatMul", "nodes": 2, "ms": pytest.approx(8.0), "share": pytest.approx(0.8)}
     assert summary["ops"][1]["op"] == "Add" and summary["ops"][1]["nodes"] == 1
+    assert summary["gemm_share"] == pytest.approx(0.8) and summary["attention_share"] == 0
     with pytest.raises(ValueError, match="none after 5 warm-up"):
         summarize_trace(trace, warmup=5)
 

@@ -16,6 +16,14 @@ import tempfile
 from pathlib import Path
 
 from .. import bench_core
+from .flops import ATTENTION_OPS, FP_GEMMS, INT8_GEMMS
+
+# Kernels that are GEMMs once ORT has fused the graph (the file's MatMul + Transpose may run as FusedMatMul).
+GEMM_KERNELS = frozenset(FP_GEMMS + INT8_GEMMS + ("FusedGemm", "MatMulNBits"))
+
+
+def _share(ops: list[dict], kinds) -> float:
+    return sum(op["share"] or 0 for op in ops if op["op"] in kinds)
 
 
 def summarize_trace(trace: list[dict], warmup: int) -> dict:
@@ -40,7 +48,8 @@ def summarize_trace(trace: list[dict], warmup: int) -> dict:
     run_ms = sorted(e["dur"] / 1e3 for e in measured)
     return {"runs": len(measured), "model_run_p50_ms": run_ms[len(run_ms) // 2],
             "model_run_mean_ms": sum(run_ms) / len(run_ms), "kernel_ms": total,
-            "nodes": sum(op["nodes"] for op in ops), "ops": ops}
+            "nodes": sum(op["nodes"] for op in ops), "gemm_share": _share(ops, GEMM_KERNELS),
+            "attention_share": _share(ops, ATTENTION_OPS), "ops": ops}
 
 
 def profile_model(path: str, vocab: int, batch: int, seq: int, threads: int, runs: int = 10, warmup: int = 3,

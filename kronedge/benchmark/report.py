@@ -111,7 +111,8 @@ def _profile_md(rs: list[dict]) -> list[str]:
             continue
         lines += [f"Profile of **{r['model']}** ({p['runs']} runs, ORT profiler, graph after ORT's fusions): "
                   f"{p['nodes']} nodes, kernel time {p['kernel_ms']:.2f} ms of {p['model_run_mean_ms']:.2f} ms "
-                  "per run (means)",
+                  f"per run (means); GEMM kernels {100 * p['gemm_share']:.0f}%, attention ops "
+                  f"{100 * p['attention_share']:.0f}% of kernel time",
                   "", "| op type | nodes | ms / inference | share of kernel time |", "|---|---|---|---|"]
         lines += [f"| {op['op']} | {op['nodes']} | {op['ms']:.3f} | {_fmt(op['share'] and 100 * op['share'], '.1f')}% |"
                   for op in p["ops"][:PROFILE_TOP]]
