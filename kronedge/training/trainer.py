@@ -146,9 +146,10 @@ class Trainer:
     def restore(self, saved: dict) -> None:
         """Continue exactly where the checkpoint stopped: weights, optimizer, schedule, RNG, position."""
         unwrapped = {k: self.accelerator.unwrap_model(m) for k, m in self.modules.items()}
-        # The schedule's total (a time budget may have moved it) comes back with the scheduler's state.
         load_checkpoint(self.run_dir, unwrapped, self.optimizer, self.scheduler, self.device)
         self.progress = Progress.from_dict(saved)
+        # The schedule's end as the interrupted session planned it (a time budget may have moved it).
+        self.schedule.total = self.progress.total_steps or self.schedule.total
         self.prior_examples = self.progress.examples
         self.resumed_from = self.progress.step
         if self.main:
