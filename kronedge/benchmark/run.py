@@ -80,10 +80,8 @@ class Bench:
     def _measure_host(self, scratch: Path) -> list[dict]:
         cfg = self.config
         self.environment = bench_core.environment()
-        probes = []
-        if cfg.floor:
-            paths = floor.build_probes(scratch, cfg.probe_size)
-            probes = [{"name": floor.PROBE_NAMES[prec], "path": str(p), "vocab": 1} for prec, p in paths.items()]
+        paths = floor.build_probes(scratch, cfg.probe_size) if cfg.floor else {}
+        probes = [{"name": floor.PROBE_NAMES[prec], "path": str(p), "vocab": 1} for prec, p in paths.items()]
         cells = []
         for cell in cfg.grid():
             self.say(f"measuring {len(self.models)} models at threads={cell['threads']} batch={cell['batch']} "
@@ -93,7 +91,7 @@ class Bench:
             n = len(self.models)
             cells.append({**cell, "models": stats[:n]})
             if probes:
-                by_prec = dict(zip(("fp32", "int8"), stats[n:], strict=True))
+                by_prec = dict(zip(paths, stats[n:], strict=True))
                 rates = floor.rates_from_probe(by_prec, cfg.probe_size)
                 self.probes[report.group_key(cell)] = {
                     prec: {"p50_ms": by_prec[prec]["p50_ms"], "gflops": rates.get(prec)} for prec in by_prec}
