@@ -45,6 +45,8 @@ def optimum_baseline(model: str, out_dir: str | os.PathLike, target: str = "x86_
     from kronedge.artifact import atomic_directory
 
     from .export import _golden_texts, _task_data, _write_golden, _write_tokenizer, load_source
+    from runtime.hostinfo import versions as installed_versions
+
     from .manifest import Manifest, file_table, versions
 
     if quantize not in ("none", "int8"):
@@ -96,7 +98,7 @@ def optimum_baseline(model: str, out_dir: str | os.PathLike, target: str = "x86_
             pair_input=bool(task_data.spec.is_pair) if task_data is not None else False,
             max_length=max_length, opset=_opset(out / "model.onnx"), target=target, profile="optimum",
             quantization=quant_config, files=file_table(out), validation={"optimum": "main_export validation"},
-            versions=versions() | {"optimum": _version("optimum"), "optimum-onnx": _version("optimum-onnx")},
+            versions=versions() | installed_versions(("optimum", "optimum-onnx")),
             source=source | {"steps": steps},
         ).write(out / "manifest.json")
     return Path(out_dir)
@@ -118,15 +120,6 @@ def _opset(path: Path) -> int:
 
     graph = onnx.load(path, load_external_data=False)
     return next(o.version for o in graph.opset_import if o.domain in ("", "ai.onnx"))
-
-
-def _version(dist: str) -> str | None:
-    import importlib.metadata as md
-
-    try:
-        return md.version(dist)
-    except md.PackageNotFoundError:
-        return None
 
 
 def _jsonable(values: dict) -> dict:

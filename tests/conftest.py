@@ -66,6 +66,20 @@ def informative_export_fp32(informative_artifact, probe_texts, tmp_path_factory)
 
 
 @pytest.fixture(scope="session")
+def informative_pair_export(informative_export_fp32, tmp_path_factory):
+    """The fp32 export declared as a pair task (RTE-like labels): only the manifest changes."""
+    import shutil
+
+    from runtime.contract import MANIFEST_FILE, Manifest
+
+    dst = shutil.copytree(informative_export_fp32, tmp_path_factory.mktemp("informative") / "pair")
+    manifest = Manifest.load(dst / MANIFEST_FILE).to_dict()
+    manifest.update(task="rte", pair_input=True, labels=["entailment", "not_entailment"])
+    Manifest.from_dict(manifest).write(dst / MANIFEST_FILE)
+    return dst
+
+
+@pytest.fixture(scope="session")
 def informative_export_int8(informative_artifact, probe_texts, tmp_path_factory):
     """The same artifact exported for arm64 with dynamic int8 (validated against torch by SQNR at export)."""
     return _checked_export(informative_artifact, tmp_path_factory.mktemp("informative") / "int8", probe_texts,

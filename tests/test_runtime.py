@@ -37,16 +37,6 @@ def build_tiny_export(out_dir: Path, max_length: int = MAX_LENGTH, quantize: str
     return out_dir
 
 
-def make_pair_variant(src: Path, dst: Path) -> Path:
-    """The same graph declared as a pair task (RTE-like): only the manifest changes."""
-    if not (dst / "manifest.json").is_file():
-        shutil.copytree(src, dst, dirs_exist_ok=True)
-        manifest = json.loads((dst / "manifest.json").read_text())
-        manifest.update(task="rte", pair_input=True, labels=["entailment", "not_entailment"])
-        (dst / "manifest.json").write_text(json.dumps(manifest))
-    return dst
-
-
 @pytest.fixture(scope="module")
 def texts(probe_texts):
     """Probe sentences and the awkward ones (too long, empty, non-ASCII, one word), interleaved so that
@@ -60,8 +50,8 @@ def reference(informative_model, texts):
 
 
 @pytest.fixture(scope="module")
-def pair_export(informative_export_fp32, tmp_path_factory):
-    return make_pair_variant(informative_export_fp32, tmp_path_factory.mktemp("pair") / "export")
+def pair_export(informative_pair_export):
+    return informative_pair_export
 
 
 @pytest.fixture(scope="module")
