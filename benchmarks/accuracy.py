@@ -338,7 +338,7 @@ def main(argv=None) -> None:
     if args.default_run is not None:
         result = json.loads((args.default_run / "result.json").read_text())
         used = json.loads((args.default_run / "compress_config.json").read_text())
-        rows[:] = [r for r in rows if r.get("budget") != "default"]
+        rows[:] = [r for r in rows if r.get("budget") != "default" or r["task"] != used["task"]]
         rows.append({
             "task": used["task"], "method": "kronecker-kd", "budget": "default", "params": result["params_student"],
             "compression": result["compression"], "target_compression": used["compression"],
@@ -347,7 +347,9 @@ def main(argv=None) -> None:
             "value_before_training": result["init_metrics"][result["primary_metric"]],
             "train_seconds": result["train_seconds"], "seconds": result["seconds"], "precision": result["precision"],
             "command": "kronedge compress  # the built-in default recipe: " + json.dumps(
-                {k: used[k] for k in ("stage1_examples", "stage2_examples", "stage1_lr", "stage2_lr", "loss_weights")}),
+                {k: used.get(k) for k in ("stage1_examples", "stage2_examples", "stage1_lr", "stage2_lr", "loss_weights",
+                                          "min_steps", "patience", "time_budget_s")}),
+            "warnings": result.get("warnings", []),
         })
     save()
 
