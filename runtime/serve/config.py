@@ -8,11 +8,13 @@ CLI imports this module while building ``kronedge --help``.
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import typing
 from dataclasses import dataclass, field
-from typing import Any, Optional
+from typing import TYPE_CHECKING, Any, Optional
+
+if TYPE_CHECKING:
+    import argparse
 
 TOKEN_ENV = "KRONEDGE_API_TOKEN"
 
@@ -115,6 +117,8 @@ def cli_options() -> list[CliOption]:
 
 def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     """Declare every `ServeConfig` option on ``parser`` (``python -m runtime.serve``)."""
+    import argparse  # here: `kronedge --help` imports this module and never needs argparse
+
     for opt in cli_options():
         if opt.positional:
             parser.add_argument(opt.dest, help=opt.help)
