@@ -88,4 +88,17 @@ def collect_input_stats(model: nn.Module, tokenizer, texts: list, filter_fn: Fil
         for handle in handles:
             handle.remove()
         model.train(was_training)
-    return stats
+    return _shared(stats)
+
+
+def _shared(stats: dict[str, InputStats]) -> dict[str, InputStats]:
+    """One object for layers that saw identical inputs (Q, K, V), so their cached roots are computed once."""
+    seen: list[InputStats] = []
+    out = {}
+    for name, entry in stats.items():
+        twin = next((s for s in seen if entry.second_moment is not None and s.second_moment is not None
+                     and s.tokens == entry.tokens and torch.equal(s.second_moment, entry.second_moment)), None)
+        if twin is None:
+            seen.append(entry)
+        out[name] = twin or entry
+    return out

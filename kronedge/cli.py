@@ -6,6 +6,7 @@ Heavy libraries (torch, transformers, onnxruntime) are imported inside the comma
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import importlib
 import json
@@ -32,6 +33,13 @@ TEACHER_HELP = ("Model spec: builtin:minilm (packaged all-MiniLM-L6-v2), random:
                 "a local directory, or a Hugging Face hub id.")
 PRESET_HELP = "Paper preset: kb8 (KroneckerBERT8, 14.3M params on BERT_BASE) or kb21 (KroneckerBERT21, 5.2M)."
 COMPRESSION_HELP = "Target compression (teacher params / student params), e.g. 5. Alternative to --preset."
+STRUCTURE_HELP = ("paper: the planner's fixed Kronecker shapes; svd: the rank-r SVD corner of the Kronecker family; "
+                  "search: per layer the split and number of terms with the least error (loads the weights).")
+ALLOCATION_HELP = "With --structure search: global moves parameters to the layers whose error falls most; uniform keeps one shrink."
+MAX_FLOPS_HELP = ("With --structure search: ceiling on one layer's FLOPs per token "
+                  "(default: no more than the SVD corner of the same size).")
+CALIBRATION_HELP = ("Text whose teacher activations weight the fit and the errors: a GLUE task (sst2, cola, rte), "
+                    "wikitext-2, or a text file. Makes the factors minimise the error on real inputs.")
 
 
 def friendly_errors(fn):
@@ -70,14 +78,19 @@ def _print_plan(plan) -> None:
     table = Table(title=f"Kronecker plan ({plan.config.name or f'{plan.config.compression}x target'})")
     table.add_column("layer", no_wrap=True)
     table.add_column("factors", no_wrap=True)
-    for col in ("params", "MFLOPs"):
+    with_errors = any(layer.errors for layer in plan.layers)
+    for col in ("params", "MFLOPs") + (("error", "on inputs") if with_errors else ()):
         table.add_column(col, justify="right", no_wrap=True)
     for layer in plan.layers:
         # "bert.encoder.layer.3.attention.self.query" -> "3.attention.self.query": keeps rows narrow
         name = layer.name.split("encoder.layer.")[-1]
+        errors = layer.errors or {}
+        weighted = errors.get("error_weighted")
         table.add_row(name, f"{'x'.join(map(str, layer.dense_shape))} -> {layer.kron}",
                       f"{layer.params_before:,} -> {layer.params_after:,}",
-                      f"{2 * layer.macs_before / 1e6:.1f} -> {2 * layer.macs_after / 1e6:.2f}")
+                      f"{2 * layer.macs_before / 1e6:.1f} -> {2 * layer.macs_after / 1e6:.2f}",
+                      *((f"{errors.get('error_plain', 0):.3f}", "-" if weighted is None else f"{weighted:.3f}")
+                        if with_errors else ()))
     out.print(table)
     for note in plan.notes:
         out.print(f"[yellow]note:[/] {note}")
@@ -89,6 +102,13 @@ def _print_plan(plan) -> None:
     )
 
 
+@contextlib.contextmanager
+def _layer_progress(what: str):
+    """A spinner on stderr that names the layer the structure search has just finished."""
+    with console.status(f"{what}...") as status:
+        yield lambda name: status.update(f"{what}: {name}")
+
+
 @app.command()
 @friendly_errors
 def plan(
@@ -97,13 +117,21 @@ def plan(
     compression: Optional[float] = typer.Option(None, help=COMPRESSION_HELP),
     rank: int = typer.Option(1, help="Kronecker sums per layer (more sums: more params, better fit)."),
     embedding_k: Optional[int] = typer.Option(None, help="Width k of the shared embedding factor (divides hidden size)."),
+    structure: str = typer.Option("paper", help=STRUCTURE_HELP),
+    allocation: str = typer.Option("global", help=ALLOCATION_HELP),
+    max_flops_per_token: Optional[int] = typer.Option(None, help=MAX_FLOPS_HELP),
+    calibration: Optional[str] = typer.Option(None, help=CALIBRATION_HELP),
     seq_len: int = typer.Option(128, help="Sequence length for FLOP counts."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object instead of a table."),
 ):
-    """Dry run: every layer's factor shapes, params and FLOPs before/after. Loads no weights."""
+    """Dry run: every layer's factor shapes, params and FLOPs before/after (and, with weights, the
+    starting errors: relative ||W - W_hat||^2 and the same on the calibration inputs). Loads no weights
+    unless --structure search or --calibration needs them."""
     from .pipeline import kron_config, plan_teacher
 
-    result = plan_teacher(teacher, kron_config(preset, compression, rank, embedding_k), seq_len=seq_len)
+    config = kron_config(preset, compression, rank, embedding_k, structure, allocation, max_flops_per_token)
+    with _layer_progress("searching structures" if structure == "search" else "planning") as progress:
+        result = plan_teacher(teacher, config, seq_len=seq_len, calibration=calibration, progress=progress)
     if as_json:
         print(json.dumps(result.to_dict(), indent=2))
     else:
@@ -119,15 +147,20 @@ def kronize(
     compression: Optional[float] = typer.Option(None, help=COMPRESSION_HELP),
     rank: int = typer.Option(1, help="Kronecker sums per layer."),
     embedding_k: Optional[int] = typer.Option(None, help="Width k of the shared embedding factor."),
+    structure: str = typer.Option("paper", help=STRUCTURE_HELP),
+    allocation: str = typer.Option("global", help=ALLOCATION_HELP),
+    max_flops_per_token: Optional[int] = typer.Option(None, help=MAX_FLOPS_HELP),
+    calibration: Optional[str] = typer.Option(None, help=CALIBRATION_HELP),
     num_labels: int = typer.Option(2, help="Labels of the classification head."),
     seed: int = typer.Option(0, help="Seed for random weights and new heads."),
 ):
     """Surgery + nearest-Kronecker (SVD) initialisation, no training; saves an artifact."""
     from .pipeline import kron_config, kronize_teacher
 
-    config = kron_config(preset, compression, rank, embedding_k)
-    with console.status("kronizing (SVD of every layer)..."):
-        path, result = kronize_teacher(teacher, config, out_dir, num_labels=num_labels, seed=seed)
+    config = kron_config(preset, compression, rank, embedding_k, structure, allocation, max_flops_per_token)
+    with _layer_progress("kronizing (SVD of every layer)") as progress:
+        path, result = kronize_teacher(teacher, config, out_dir, num_labels=num_labels, seed=seed,
+                                       calibration=calibration, progress=progress)
     out.print(f"wrote {path}: {result.params_teacher / 1e6:.2f}M -> {result.params_student / 1e6:.2f}M params "
               f"({result.compression:.2f}x)")
 

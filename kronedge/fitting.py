@@ -13,7 +13,7 @@ frequencies, acting on E's rows: the weighting goes on the left, (D1 ⊗ 1)^(1/2
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 
@@ -25,6 +25,8 @@ RIDGE = 1e-2
 # Share of the embedding weighting that is uniform over the vocabulary, so tokens absent from the
 # calibration text are still fitted.
 UNIFORM_TOKEN_SHARE = 0.5
+# Power-iteration steps for the Kronecker approximation of a covariance.
+POWER_STEPS = 8
 
 
 @dataclass
@@ -34,6 +36,9 @@ class InputStats:
     second_moment: torch.Tensor | None = None  # (n, n) float64, sum of x x^T over calibration tokens
     token_counts: torch.Tensor | None = None  # (v,) float64
     tokens: int = 0
+    # square roots of the Kronecker-approximated covariance per input split, shared by every layer
+    # fed the same statistics (Q, K and V see one input)
+    roots: dict = field(default_factory=dict, repr=False, compare=False)
 
     def covariance(self) -> torch.Tensor:
         assert self.second_moment is not None and self.tokens > 0, "no linear inputs were recorded"
@@ -76,11 +81,13 @@ def kronecker_covariance(c: torch.Tensor, n1: int, n2: int) -> tuple[torch.Tenso
         return torch.ones(1, 1, dtype=c.dtype), c
     if n2 == 1:
         return c, torch.ones(1, 1, dtype=c.dtype)
-    # rank 1 of the rearrangement: its leading singular pair (a full SVD would waste most of the work)
-    rearranged = _rearrange(c.to(torch.float64), KronShape(n1, n1, n2, n2, 1))
-    u, s, v = _seeded_lowrank_svd(rearranged, min(6, *rearranged.shape))
-    c1 = (u[:, 0] * s[0].sqrt()).reshape(n1, n1)
-    c2 = (v[:, 0] * s[0].sqrt()).reshape(n2, n2)
+    # Power iteration on the rearrangement from the partial traces (c2 = I gives c1 = Tr_2 C), which
+    # are already close for a covariance; each step is one contraction over C, no SVD.
+    blocks = c.to(torch.float64).reshape(n1, n2, n1, n2)
+    c2 = torch.eye(n2, dtype=torch.float64)
+    for _ in range(POWER_STEPS):
+        c1 = torch.einsum("aibj,ij->ab", blocks, c2) / (c2 * c2).sum()
+        c2 = torch.einsum("aibj,ab->ij", blocks, c1) / (c1 * c1).sum()
     if torch.trace(c1) < 0:
         c1, c2 = -c1, -c2
     return (c1 + c1.T) / 2, (c2 + c2.T) / 2
@@ -93,7 +100,6 @@ class WeightedProblem:
         self.weight = weight.detach().to(torch.float64)
         self.stats = stats
         self.kind = kind
-        self._roots: dict[tuple[int, int], tuple] = {}
         self._transformed: dict[tuple[int, int], torch.Tensor] = {}
         self._full_root = None
         if stats is not None and kind == "embedding":
@@ -104,10 +110,11 @@ class WeightedProblem:
         return self.stats is not None
 
     def _split_roots(self, n1: int, n2: int):
-        if (n1, n2) not in self._roots:
+        roots = self.stats.roots
+        if (n1, n2) not in roots:
             c1, c2 = kronecker_covariance(self.stats.covariance(), n1, n2)
-            self._roots[(n1, n2)] = (*_sqrt_and_inverse(c1), *_sqrt_and_inverse(c2))
-        return self._roots[(n1, n2)]
+            roots[(n1, n2)] = (*_sqrt_and_inverse(c1), *_sqrt_and_inverse(c2))
+        return roots[(n1, n2)]
 
     def transformed(self, shape: KronShape) -> torch.Tensor:
         """The matrix whose plain nearest Kronecker product solves the (approximately) weighted problem."""

@@ -8,34 +8,61 @@ from .planner import KronConfig, Plan
 
 
 def kron_config(preset: str | None = None, compression: float | None = None, rank: int = 1,
-                embedding_k: int | None = None) -> KronConfig:
-    """One KronConfig from the CLI's choices: a preset, or a target compression."""
+                embedding_k: int | None = None, structure: str = "paper", allocation: str = "global",
+                max_flops_per_token: int | None = None) -> KronConfig:
+    """One KronConfig from the CLI's choices: a preset, or a target compression, and a structure."""
     if (preset is None) == (compression is None):
         raise ValueError("give exactly one of --preset (kb8, kb21) or --compression X")
+    search = {"structure": structure, "allocation": allocation, "max_flops_per_token": max_flops_per_token}
     if preset is not None:
         config = KronConfig.preset(preset)
-        if rank != 1 or embedding_k is not None:
-            values = config.to_dict() | {"rank": rank, "embedding_k": embedding_k or config.embedding_k}
+        if rank != 1 or embedding_k is not None or structure != "paper":
+            values = config.to_dict() | {"rank": rank, "embedding_k": embedding_k or config.embedding_k} | search
             config = KronConfig.from_dict(values)
         return config
-    return KronConfig(compression=compression, rank=rank, embedding_k=embedding_k)
+    return KronConfig(compression=compression, rank=rank, embedding_k=embedding_k, **search)
 
 
-def plan_teacher(teacher: str, config: KronConfig, seq_len: int = 128) -> Plan:
-    """Plan the compression of a teacher without loading its weights (meta device).
+def needs_weights(config: KronConfig, calibration: str | None) -> bool:
+    """Whether planning must load the teacher's weights (a search, or errors on calibration text)."""
+    return config.structure == "search" or calibration is not None
+
+
+def teacher_stats(model, tokenizer_dir, calibration: str | None, limit: int | None = None) -> dict | None:
+    """Calibration statistics of ``model`` on ``calibration`` text (a GLUE task, a corpus or a file), or None."""
+    if calibration is None:
+        return None
+    from transformers import AutoTokenizer
+
+    from .calibration import DEFAULT_CALIBRATION_TEXTS, calibration_texts, collect_input_stats
+
+    texts = calibration_texts(calibration, limit=limit or DEFAULT_CALIBRATION_TEXTS)
+    return collect_input_stats(model, AutoTokenizer.from_pretrained(tokenizer_dir), texts)
+
+
+def plan_teacher(teacher: str, config: KronConfig, seq_len: int = 128, calibration: str | None = None,
+                 progress=None) -> Plan:
+    """Plan the compression of a teacher; weights are loaded only when the plan needs them.
+
+    Args:
+        calibration: text whose activations weight the errors (a GLUE task name, ``wikitext-2`` or
+            a file); with it every layer reports its starting error on those inputs.
 
     Example:
         >>> plan_teacher("random:bert-base-uncased", KronConfig.kb21()).params_student
+        >>> plan_teacher("builtin:minilm", KronConfig(compression=5, structure="search"), calibration="sst2")
     """
     from .planner import plan_model
     from .teachers import load_teacher
 
-    model = load_teacher(teacher, head="base", meta=True).model
-    return plan_model(model, config, seq_len=seq_len)
+    loaded = load_teacher(teacher, head="base", meta=not needs_weights(config, calibration))
+    stats = teacher_stats(loaded.model, loaded.tokenizer_dir, calibration)
+    return plan_model(loaded.model, config, seq_len=seq_len, stats=stats, progress=progress)
 
 
 def kronize_teacher(teacher: str, config: KronConfig, out: str | Path, num_labels: int = 2,
-                    head: str = "sequence-classification", seed: int = 0) -> tuple[Path, Plan]:
+                    head: str = "sequence-classification", seed: int = 0,
+                    calibration: str | None = None, progress=None) -> tuple[Path, Plan]:
     """Surgery plus nearest-Kronecker initialisation, no training; saved as an artifact.
 
     Example:
@@ -46,12 +73,14 @@ def kronize_teacher(teacher: str, config: KronConfig, out: str | Path, num_label
     from .teachers import load_teacher
 
     loaded = load_teacher(teacher, head=head, num_labels=num_labels if head != "base" else None, seed=seed)
-    plan = kronize_(loaded.model, config)
+    stats = teacher_stats(loaded.model, loaded.tokenizer_dir, calibration)
+    plan = kronize_(loaded.model, config, stats=stats, progress=progress)
     loaded.model.eval()
     recipe = {
         "teacher": teacher,
         "teacher_pretrained": loaded.pretrained,
         "kron_config": config.to_dict(),
+        "calibration": calibration,
         "params_teacher": plan.params_teacher,
         "params_student": plan.params_student,
         "compression": round(plan.compression, 3),
