@@ -391,25 +391,30 @@ def test_batcher_drops_jobs_that_expired_in_the_queue():
 
 
 def test_model_slower_than_estimated_gets_503_not_504(export_dir, shared_predictor):
-    """The estimate says 10 ms per text but the model takes 300 ms: all four requests are admitted, and
-    as the worker learns the real cost it answers the one that can no longer finish 503 instead of
-    running it into a 504."""
+    """The estimate says 10 ms per text but the model takes 300 ms: a (1 text), b (1) and c (3) are all
+    admitted; by the time a worker reaches c (0.6 s in, 0.4 s left, 0.9 s of work) it has learnt the
+    real cost and answers c 503 at once instead of running it into a 504."""
     model = SlowPredictor(shared_predictor, seconds_per_text=0.3)
-    app = create_app(ServeConfig(str(export_dir), timeout_s=1.0, max_batch_texts=1), predictor=model)
-    app.state.batcher.service.seconds_per_text = 0.01
+    app = create_app(ServeConfig(str(export_dir), timeout_s=1.0, max_batch_texts=3), predictor=model)
+    batcher = app.state.batcher
+    batcher.service.seconds_per_text = 0.01
 
     async def scenario():
         async with _asgi_client(app) as c:
-            return await asyncio.gather(*(c.post("/v1/classify", json={"texts": [t]}) for t in "abcd"))
+            a = asyncio.create_task(c.post("/v1/classify", json={"texts": ["a"]}))
+            await _wait_for(lambda: batcher.running_texts == 1, "a to run")
+            b = asyncio.create_task(c.post("/v1/classify", json={"texts": ["b"]}))
+            await _wait_for(lambda: batcher.waiting_texts == 1, "b to queue")
+            late = asyncio.create_task(c.post("/v1/classify", json={"texts": ["c1", "c2", "c3"]}))
+            return await a, await b, await late
 
     try:
-        answers = asyncio.run(scenario())
+        a, b, late = asyncio.run(scenario())
     finally:
-        app.state.batcher.close()
-    statuses = sorted(r.status_code for r in answers)
-    assert 504 not in statuses and statuses[0] == 200 and statuses[-1] == 503, statuses
-    reasons = {r.json()["error"]["details"]["reason"] for r in answers if r.status_code == 503}
-    assert reasons <= {"would_overrun", "expired"} and len(model.texts) == statuses.count(200)
+        batcher.close()
+    assert a.status_code == b.status_code == 200
+    assert late.status_code == 503 and late.json()["error"]["details"]["reason"] == "would_overrun", late.text
+    assert model.texts == ["a", "b"]  # c never ran
 
 
 def test_service_time_learns_the_fixed_and_per_text_cost():
