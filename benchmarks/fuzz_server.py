@@ -632,6 +632,12 @@ def markdown(r: dict) -> str:
         f"- server stderr: {r['server_stderr_lines']} lines; most frequent: "
         + "; ".join(f"`{line}` x{n}" for line, n in r["server_stderr_sample"][:4]), "",
     ]
+    if r.get("other_runs"):
+        lines += ["## Other runs of the same command (same model, same seed; the machine's load differs)", "",
+                  "| git | UTC | load avg (1 min) | bursts (statuses) | 503 by reason | checks | note |", "|---|---|---|---|---|---|---|"]
+        lines += [f"| {o['git']} | {o['date_utc']} | {o['loadavg']} | {' / '.join(fmt(b) for b in o['bursts'])} | "
+                  f"{fmt(o['overload'])} | {o['checks']} | {o['note']} |" for o in r["other_runs"]]
+        lines.append("")
     return "\n".join(lines)
 
 
