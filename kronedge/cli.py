@@ -38,6 +38,8 @@ STRUCTURE_HELP = ("paper: the planner's fixed Kronecker shapes; svd: the rank-r 
 ALLOCATION_HELP = "With --structure search: global moves parameters to the layers whose error falls most; uniform keeps one shrink."
 MAX_FLOPS_HELP = ("With --structure search: ceiling on one layer's FLOPs per token "
                   "(default: no more than the SVD corner of the same size).")
+LAYERS_HELP = ("Keep this many encoder layers (teacher layers uniformly spaced, distilled with the uniform layer map); "
+               "fewer layers cut latency more than fewer parameters do. Compression still counts against the full teacher.")
 CALIBRATION_HELP = ("Text whose teacher activations weight the fit and the errors: a GLUE task (sst2, cola, rte), "
                     "wikitext-2, or a text file. Makes the factors minimise the error on real inputs.")
 
@@ -121,6 +123,7 @@ def plan(
     allocation: str = typer.Option("global", help=ALLOCATION_HELP),
     max_flops_per_token: Optional[int] = typer.Option(None, help=MAX_FLOPS_HELP),
     calibration: Optional[str] = typer.Option(None, help=CALIBRATION_HELP),
+    layers: Optional[int] = typer.Option(None, help=LAYERS_HELP),
     seq_len: int = typer.Option(128, help="Sequence length for FLOP counts."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object instead of a table."),
 ):
@@ -131,7 +134,8 @@ def plan(
 
     config = kron_config(preset, compression, rank, embedding_k, structure, allocation, max_flops_per_token)
     with _layer_progress("searching structures" if structure == "search" else "planning") as progress:
-        result = plan_teacher(teacher, config, seq_len=seq_len, calibration=calibration, progress=progress)
+        result = plan_teacher(teacher, config, seq_len=seq_len, calibration=calibration, progress=progress,
+                              layers=layers)
     if as_json:
         print(json.dumps(result.to_dict(), indent=2))
     else:
@@ -151,6 +155,7 @@ def kronize(
     allocation: str = typer.Option("global", help=ALLOCATION_HELP),
     max_flops_per_token: Optional[int] = typer.Option(None, help=MAX_FLOPS_HELP),
     calibration: Optional[str] = typer.Option(None, help=CALIBRATION_HELP),
+    layers: Optional[int] = typer.Option(None, help=LAYERS_HELP),
     num_labels: int = typer.Option(2, help="Labels of the classification head."),
     seed: int = typer.Option(0, help="Seed for random weights and new heads."),
 ):
@@ -160,7 +165,7 @@ def kronize(
     config = kron_config(preset, compression, rank, embedding_k, structure, allocation, max_flops_per_token)
     with _layer_progress("kronizing (SVD of every layer)") as progress:
         path, result = kronize_teacher(teacher, config, out_dir, num_labels=num_labels, seed=seed,
-                                       calibration=calibration, progress=progress)
+                                       calibration=calibration, progress=progress, layers=layers)
     out.print(f"wrote {path}: {result.params_teacher / 1e6:.2f}M -> {result.params_student / 1e6:.2f}M params "
               f"({result.compression:.2f}x)")
 

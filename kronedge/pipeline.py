@@ -23,6 +23,27 @@ def kron_config(preset: str | None = None, compression: float | None = None, ran
     return KronConfig(compression=compression, rank=rank, embedding_k=embedding_k, **search)
 
 
+def shallower(model, config: KronConfig, layers: int | None) -> KronConfig:
+    """Keep ``layers`` encoder layers of ``model`` (in place) and re-aim ``config`` so that the
+    compression stays measured against the full teacher, as a user comparing sizes expects."""
+    if layers is None:
+        return config
+    from dataclasses import replace
+
+    from .surgery import keep_layers_
+
+    original = sum(p.numel() for p in model.parameters())
+    keep_layers_(model, layers)
+    reduced = sum(p.numel() for p in model.parameters())
+    if config.role_shapes and config.structure == "paper":
+        return config  # a preset's shapes are fixed; fewer layers simply compress further
+    remaining = config.compression * reduced / original
+    if remaining <= 1.05:
+        raise ValueError(f"{layers} layers alone give {original / reduced:.1f}x; ask for a compression above that, "
+                         "or keep more layers")
+    return replace(config, compression=remaining)
+
+
 def needs_weights(config: KronConfig, calibration: str | None) -> bool:
     """Whether planning must load the teacher's weights (a search, or errors on calibration text)."""
     return config.structure == "search" or calibration is not None
@@ -41,12 +62,14 @@ def teacher_stats(model, tokenizer_dir, calibration: str | None, limit: int | No
 
 
 def plan_teacher(teacher: str, config: KronConfig, seq_len: int = 128, calibration: str | None = None,
-                 progress=None) -> Plan:
+                 progress=None, layers: int | None = None) -> Plan:
     """Plan the compression of a teacher; weights are loaded only when the plan needs them.
 
     Args:
         calibration: text whose activations weight the errors (a GLUE task name, ``wikitext-2`` or
             a file); with it every layer reports its starting error on those inputs.
+        layers: keep this many encoder layers (uniformly spaced); the compression still counts
+            against the full teacher.
 
     Example:
         >>> plan_teacher("random:bert-base-uncased", KronConfig.kb21()).params_student
@@ -56,13 +79,19 @@ def plan_teacher(teacher: str, config: KronConfig, seq_len: int = 128, calibrati
     from .teachers import load_teacher
 
     loaded = load_teacher(teacher, head="base", meta=not needs_weights(config, calibration))
+    full = sum(p.numel() for p in loaded.model.parameters())
+    config = shallower(loaded.model, config, layers)
     stats = teacher_stats(loaded.model, loaded.tokenizer_dir, calibration)
-    return plan_model(loaded.model, config, seq_len=seq_len, stats=stats, progress=progress)
+    plan = plan_model(loaded.model, config, seq_len=seq_len, stats=stats, progress=progress)
+    if layers is not None:
+        plan.notes.append(f"{layers} layers kept; {full / plan.params_student:.2f}x against the full teacher "
+                          f"({full / 1e6:.2f}M params)")
+    return plan
 
 
 def kronize_teacher(teacher: str, config: KronConfig, out: str | Path, num_labels: int = 2,
                     head: str = "sequence-classification", seed: int = 0,
-                    calibration: str | None = None, progress=None) -> tuple[Path, Plan]:
+                    calibration: str | None = None, progress=None, layers: int | None = None) -> tuple[Path, Plan]:
     """Surgery plus nearest-Kronecker initialisation, no training; saved as an artifact.
 
     Example:
@@ -73,6 +102,8 @@ def kronize_teacher(teacher: str, config: KronConfig, out: str | Path, num_label
     from .teachers import load_teacher
 
     loaded = load_teacher(teacher, head=head, num_labels=num_labels if head != "base" else None, seed=seed)
+    full = sum(p.numel() for p in loaded.model.parameters())
+    config = shallower(loaded.model, config, layers)
     stats = teacher_stats(loaded.model, loaded.tokenizer_dir, calibration)
     plan = kronize_(loaded.model, config, stats=stats, progress=progress)
     loaded.model.eval()
@@ -83,7 +114,8 @@ def kronize_teacher(teacher: str, config: KronConfig, out: str | Path, num_label
         "calibration": calibration,
         "params_teacher": plan.params_teacher,
         "params_student": plan.params_student,
-        "compression": round(plan.compression, 3),
+        "compression": round(full / plan.params_student, 3),
+        "layers_kept": layers,
         "flops_teacher": plan.flops_teacher,
         "flops_student": plan.flops_student,
         "training": None,

@@ -100,3 +100,26 @@ def layout_config(model_config) -> KronConfig | None:
     if not layout:
         return None
     return KronConfig(layer_shapes={name: KronShape.from_list(entry["factors"]) for name, entry in layout.items()})
+
+
+def keep_layers_(model: nn.Module, layers: int) -> list[int]:
+    """Keep ``layers`` of the encoder's layers, uniformly spaced, in place; returns the teacher indices kept.
+
+    Student layer j is the teacher's layer ``(j + 1) * L // layers - 1`` (the last of each group, as
+    TinyBERT maps layers), the same map ``DistillConfig(layer_map="uniform")`` distils against, so
+    every kept layer starts as the very teacher layer it is later taught to imitate.
+
+    Example:
+        >>> keep_layers_(model, 3)   # 6-layer MiniLM -> teacher layers [1, 3, 5]
+    """
+    from .distill import bert_of, layer_mapping
+
+    encoder = bert_of(model).encoder
+    total = len(encoder.layer)
+    if not 1 <= layers <= total:
+        raise ValueError(f"--layers must be between 1 and the teacher's {total} layers, got {layers}")
+    kept = layer_mapping(layers, total, "uniform")
+    encoder.layer = nn.ModuleList(encoder.layer[i] for i in kept)
+    if hasattr(model, "config"):
+        model.config.num_hidden_layers = layers
+    return kept

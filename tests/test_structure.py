@@ -190,3 +190,33 @@ def torch_logits_of(model):
     ids = torch.arange(2, 40).reshape(2, 19) % SMALL_VOCAB
     with torch.no_grad():
         return model(input_ids=ids).logits.numpy()
+
+
+def test_keep_layers_takes_the_layers_the_uniform_kd_map_names():
+    from kronedge.distill import layer_mapping
+    from kronedge.surgery import keep_layers_
+
+    teacher = tiny_bert(seed=0, vocab_size=SMALL_VOCAB, num_hidden_layers=6)
+    student = tiny_bert(seed=0, vocab_size=SMALL_VOCAB, num_hidden_layers=6)
+    kept = keep_layers_(student, 3)
+    assert kept == [1, 3, 5] == layer_mapping(3, 6, "uniform")
+    assert student.config.num_hidden_layers == 3 and len(student.bert.encoder.layer) == 3
+    for j, i in enumerate(kept):
+        torch.testing.assert_close(student.bert.encoder.layer[j].output.dense.weight,
+                                   teacher.bert.encoder.layer[i].output.dense.weight)
+    with pytest.raises(ValueError, match="between 1 and"):
+        keep_layers_(student, 4)
+
+
+def test_layers_option_counts_compression_against_the_full_teacher(tmp_path):
+    from helpers import tiny_spec
+
+    from kronedge.pipeline import plan_teacher
+
+    spec = tiny_spec(tmp_path, vocab_size=SMALL_VOCAB, num_hidden_layers=4, hidden_size=96, intermediate_size=192)
+    full = plan_teacher(spec, KronConfig(compression=3, structure="svd"))
+    shallow = plan_teacher(spec, KronConfig(compression=3, structure="svd"), layers=2)
+    assert len([l for l in shallow.layers if l.role == "ffn_up"]) == 2
+    assert full.params_teacher / shallow.params_student == pytest.approx(3, rel=0.05)
+    with pytest.raises(ValueError, match="layers alone give"):
+        plan_teacher(spec, KronConfig(compression=1.2, structure="svd"), layers=1)
