@@ -573,7 +573,7 @@ def test_int8_server_answers_match_the_int8_predictor(informative_export_int8, p
     """The int8 model served: per text, the label and scores of the same int8 model run alone.
 
     Dynamic int8 picks activation scales per model run, so a text batched with others can move
-    slightly: labels must agree and scores stay within 0.02 (fp32 is held to 1e-4 above)."""
+    slightly: labels must agree and scores stay within 5e-3 (fp32 is held to 1e-4 above)."""
     predictor = Predictor(informative_export_int8, threads=1)
     config = ServeConfig(str(informative_export_int8), max_batch_texts=32, timeout_s=60)
     requests = _mixed_requests(probe_texts, 12)
@@ -581,7 +581,7 @@ def test_int8_server_answers_match_the_int8_predictor(informative_export_int8, p
         answers = [c.post("/v1/classify", json={"texts": t}) for t in requests]
     for texts, r in zip(requests, answers):
         assert r.status_code == 200, r.text
-        assert_same_answers(r.json()["results"], alone(predictor, texts), atol=0.02)
+        assert_same_answers(r.json()["results"], alone(predictor, texts), atol=5e-3)
 
 
 # ---- oversize bodies on a real socket ------------------------------------------------------------------
