@@ -164,7 +164,10 @@ def merge(parts: list[Path], out: Path) -> None:
 
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--tasks", nargs="+", default=["sst2", "rte"])
+    parser.add_argument("--tasks", nargs="*", default=["sst2", "rte"],
+                        help="tasks to measure (none: only --default-run / --finding)")
+    parser.add_argument("--finding", action="append", default=[],
+                        help="a finding to add under the tables (with the command that measured it)")
     parser.add_argument("--compressions", nargs="+", type=float, default=[5.5, 10.0])
     parser.add_argument("--methods", nargs="+", default=METHODS, choices=METHODS)
     parser.add_argument("--teacher", default="builtin:minilm",
@@ -227,7 +230,7 @@ def main(argv=None) -> None:
     here, versions = machine(), _versions()
     meta = {"teacher": args.teacher, "commands": commands, "versions": previous.get("versions", versions),
             "machine": previous.get("machine", here), "budgets": previous.get("budgets", budgets),
-            "findings": previous.get("findings", [])}
+            "findings": previous.get("findings", []) + [f for f in args.finding if f not in previous.get("findings", [])]}
 
     def save():
         write_json_atomic(args.out, {**meta, "rows": rows})
