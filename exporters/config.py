@@ -54,6 +54,9 @@ class ExportOptions:
         per_channel: quantize weights per output channel (default: the target preset decides).
         sqnr_floor_db: the int8 logits must keep this signal-to-noise ratio (dB) against PyTorch on
             real sentences; the task metric (``kronedge eval``) is the final judge.
+        name: the model's name, e.g. "tickets-kb21"; default: the artifact's directory name (the output
+            directory's for a teacher spec). The runtime and the server answer with NAME@MODEL_VERSION.
+        model_version: e.g. "1.2.0"; default: the first 12 hex digits of model.onnx's sha256.
         validate: run validation (fails loudly); only tests of the export machinery turn it off.
         ort_format: also write model.ort and its required-operators config.
     """
@@ -70,6 +73,8 @@ class ExportOptions:
     validate: bool = True
     ort_format: bool = True
     calibration_size: int = 128
+    name: str | None = None
+    model_version: str | None = None
     extra: dict = field(default_factory=dict)
 
     def __post_init__(self):
@@ -81,5 +86,24 @@ class ExportOptions:
             raise ValueError(f"unknown profile {self.profile!r}; choose one of {list(PROFILES)}")
         if not (isinstance(self.max_length, int) and 8 <= self.max_length <= 4096):
             raise ValueError(f"max_length must be an integer in [8, 4096], got {self.max_length!r}")
+        for problem in (self.name is not None and contract.name_problem(self.name),
+                        self.model_version is not None and contract.version_problem(self.model_version)):
+            if problem:
+                raise ValueError(problem)
         if self.quantize == "int8-static" and not self.task:
             raise ValueError("--quantize int8-static calibrates on real task sentences: give --task (e.g. sst2)")
+
+
+def split_name(text: str | None) -> tuple[str | None, str | None]:
+    """``--name NAME[@VERSION]`` -> (name, version); either part may be absent ("@2" keeps the default name).
+
+    Example:
+        >>> split_name("tickets-kb21@1.2.0")
+        ('tickets-kb21', '1.2.0')
+    """
+    if text is None:
+        return None, None
+    name, at, version = text.partition("@")
+    if at and not version:
+        raise ValueError(f"--name {text!r} ends with '@': give NAME@VERSION, or NAME alone for a hash version")
+    return name or None, version or None

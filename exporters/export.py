@@ -29,6 +29,7 @@ from runtime.contract import GOLDEN_FILE, MANIFEST_FILE, OUTPUTS, TOKENIZER_FILE
 from runtime.predictor import create_session
 
 from .config import BertOnnxConfig, ExportOptions
+from .identity import TaskInfo, resolve_task
 
 SAMPLE_SENTENCES = (
     "a charming and often affecting journey.",
@@ -147,7 +148,9 @@ def load_source(model_spec: str | os.PathLike, num_labels: int | None = None):
         recipe = read_recipe(path)
         source = {"kind": "kronedge-artifact", "path": str(path.resolve()), "teacher": recipe.get("teacher"),
                   "kron_config": recipe.get("kron_config"), "params": recipe.get("params_student"),
-                  "training": recipe.get("training")}
+                  "training": recipe.get("training"),
+                  # what the head answers (exporters.identity.resolve_task reads these three)
+                  "task": recipe.get("task"), "labels": recipe.get("labels"), "task_spec": recipe.get("task_spec")}
         tokenizer_dir = path
     elif looks_like_path and not path.exists():
         raise ArtifactError(f"model directory {path} not found")
@@ -198,11 +201,16 @@ def export_model(model, out_dir: str | os.PathLike, target: str = "x86_64", quan
         source = {"kind": "torch-module", "class": type(model).__name__,
                   "params_total": int(sum(p.numel() for p in model.parameters()))}
     _check_fits(torch_model, opts, task_data)
+    info = resolve_task(torch_model.config, source, task_data.spec if task_data is not None else None)
     if not (Path(tokenizer_dir) / "tokenizer.json").is_file():
         raise ValueError(f"{tokenizer_dir} has no tokenizer.json (the runtime needs the fast tokenizer file)")
+    # Without --name the model is called after the artifact it was made from (the output directory for a
+    # teacher spec): exports of one artifact for several targets share the name and differ in version.
+    name_dir = source["path"] if source.get("kind") == "kronedge-artifact" else out_dir
 
     with atomic_directory(out_dir) as tmp, tempfile.TemporaryDirectory(prefix="kronedge-export-") as work:
-        _export_into(torch_model, Path(tmp), Path(work), Path(tokenizer_dir), opts, task_data, source)
+        _export_into(torch_model, Path(tmp), Path(work), Path(tokenizer_dir), opts, task_data, source, info,
+                     name_dir)
     return Path(out_dir)
 
 
@@ -225,7 +233,8 @@ def _check_fits(model, opts: ExportOptions, task_data) -> None:
                          f"has {config.num_labels}")
 
 
-def _export_into(model, out: Path, work: Path, tokenizer_dir: Path, opts: ExportOptions, task_data, source: dict) -> None:
+def _export_into(model, out: Path, work: Path, tokenizer_dir: Path, opts: ExportOptions, task_data, source: dict,
+                 info: TaskInfo, name_dir) -> None:
     import onnx
 
     from . import passes
@@ -265,7 +274,7 @@ def _export_into(model, out: Path, work: Path, tokenizer_dir: Path, opts: Export
 
     os.replace(final, out / "model.onnx")
     _write_tokenizer(tokenizer_dir, out, opts.max_length)
-    _write_hf_config(model, out, task_data)
+    _write_hf_config(model, out, info)
     texts = _golden_texts(task_data)
     _write_golden(out, texts, opts.max_length)
 
@@ -275,7 +284,7 @@ def _export_into(model, out: Path, work: Path, tokenizer_dir: Path, opts: Export
         ort_info = convert_to_ort(out / "model.onnx", out, opts.target)
         if opts.validate:
             validation["ort_format"] = {**check_ort_matches(out, opts.quantize != "none"), **ort_info}
-    build_manifest(out, model, opts, preset, counts, validation, source, task_data).write(out / MANIFEST_FILE)
+    build_manifest(out, model, opts, preset, counts, validation, source, info, name_dir).write(out / MANIFEST_FILE)
 
 
 def _write_tokenizer(tokenizer_dir: Path, out: Path, max_length: int) -> None:
@@ -298,17 +307,17 @@ def _write_tokenizer(tokenizer_dir: Path, out: Path, max_length: int) -> None:
         cfg_path.write_text(json.dumps(cfg, indent=2) + "\n")
 
 
-def _write_hf_config(model, out: Path, task_data) -> None:
-    """config.json next to model.onnx, so optimum's ORTModelForSequenceClassification loads the folder."""
+def _write_hf_config(model, out: Path, info: TaskInfo) -> None:
+    """config.json next to model.onnx, so optimum's ORTModelForSequenceClassification loads the folder; its
+    id2label holds the names the manifest records, so a transformers pipeline answers with them too."""
     config = model.config.to_dict()
     config.pop("kronecker_layout", None)  # the ONNX graph already encodes the factors
     config.pop("_attn_implementation_autoset", None)
     config["architectures"] = ["BertForSequenceClassification"]
-    if task_data is not None:
-        names = list(task_data.spec.label_names)
-        config["id2label"] = {str(i): name for i, name in enumerate(names)}
-        config["label2id"] = {name: i for i, name in enumerate(names)}
-        config["problem_type"] = "regression" if task_data.spec.is_regression else "single_label_classification"
+    if not info.is_regression:
+        config["id2label"] = {str(i): name for i, name in enumerate(info.labels)}
+        config["label2id"] = {name: i for i, name in enumerate(info.labels)}
+    config["problem_type"] = info.problem_type
     (out / "config.json").write_text(json.dumps(config, indent=2, default=str) + "\n")
 
 

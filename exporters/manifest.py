@@ -29,30 +29,29 @@ def onnx_opsets(path: Path) -> tuple[int, dict[str, int]]:
 
 
 def build_manifest(out: Path, model, opts, preset, pass_counts: dict, validation: dict, source: dict,
-                   task_data) -> Manifest:
+                   info, name_dir) -> Manifest:
+    """The manifest of the files in ``out``; ``info`` is :func:`exporters.identity.resolve_task`'s answer,
+    ``name_dir`` the directory the model is named after when ``opts.name`` is None."""
     import onnx
+
+    from .identity import model_identity
 
     graph = onnx.load(out / "model.onnx", load_external_data=False)
     opset, opsets = onnx_opsets(out / "model.onnx")
     config = model.config
-    if task_data is not None:
-        labels = [] if task_data.spec.is_regression else list(task_data.spec.label_names)
-        problem = "regression" if task_data.spec.is_regression else "single_label_classification"
-        pair = bool(task_data.spec.is_pair)
-    else:
-        labels = [config.id2label[i] for i in range(config.num_labels)]
-        problem = "regression" if config.num_labels == 1 else "single_label_classification"
-        pair = False
+    files = file_table(out)
+    name, version = model_identity(opts.name, opts.model_version, name_dir, files)
     ops: dict[str, int] = {}
     for node in graph.graph.node:
         key = node.op_type if node.domain in ("", "ai.onnx") else f"{node.domain}.{node.op_type}"
         ops[key] = ops.get(key, 0) + 1
     return Manifest(
-        task=task_data.spec.name if task_data is not None else None,
-        labels=labels, problem_type=problem, pair_input=pair, max_length=opts.max_length,
+        name=name, model_version=version, task=info.task, data_file=info.data_file,
+        labels=list(info.labels), problem_type=info.problem_type, pair_input=info.pair_input,
+        max_length=opts.max_length,
         inputs=list(INPUTS), outputs=list(OUTPUTS), opset=opset, target=opts.target, profile=opts.profile,
         quantization=preset.to_dict() if preset is not None else None,
-        files=file_table(out), validation=validation,
+        files=files, validation=validation,
         graph={"passes": pass_counts, "op_counts": dict(sorted(ops.items())), "opsets": opsets},
         model={"hidden_size": config.hidden_size, "layers": config.num_hidden_layers,
                "heads": config.num_attention_heads, "vocab_size": config.vocab_size,
@@ -61,5 +60,5 @@ def build_manifest(out: Path, model, opts, preset, pass_counts: dict, validation
         # written by (and loads in) the exporting ORT's format version or newer.
         requires={"onnxruntime": ">=1.23" if opset >= 23 else ">=1.17"},
         versions=versions(),
-        source=source,
+        source=source | {"labels_from": info.origin},
     )

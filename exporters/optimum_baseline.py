@@ -47,6 +47,7 @@ def optimum_baseline(model: str, out_dir: str | os.PathLike, target: str = "x86_
     from .export import _golden_texts, _task_data, _write_golden, _write_tokenizer, load_source
     from runtime.hostinfo import versions as installed_versions
 
+    from .identity import model_identity, resolve_task
     from .manifest import Manifest, file_table, versions
 
     if quantize not in ("none", "int8"):
@@ -54,6 +55,7 @@ def optimum_baseline(model: str, out_dir: str | os.PathLike, target: str = "x86_
     opts = ExportOptions(target=target, quantize=quantize, max_length=max_length, task=task, vnni=vnni)
     task_data = _task_data(task)
     torch_model, tokenizer_dir, source = load_source(model, task_data.spec.num_labels if task_data else None)
+    info = resolve_task(torch_model.config, source, task_data.spec if task_data is not None else None)
     if getattr(torch_model.config, "kronecker_layout", None):
         raise ValueError("optimum cannot match Kronecker layers; use `kronedge export` for kronedge artifacts")
 
@@ -90,14 +92,12 @@ def optimum_baseline(model: str, out_dir: str | os.PathLike, target: str = "x86_
         shutil.copy2(onnx_dir / "config.json", out / "config.json")
         _write_tokenizer(tokenizer_dir, out, max_length)
         _write_golden(out, _golden_texts(task_data), max_length)
-        config = torch_model.config
-        labels = (list(task_data.spec.label_names) if task_data is not None
-                  else [config.id2label[i] for i in range(config.num_labels)])
+        files = file_table(out)
+        name, version = model_identity(None, None, out_dir, files)
         Manifest(
-            task=task, labels=labels, problem_type="single_label_classification",
-            pair_input=bool(task_data.spec.is_pair) if task_data is not None else False,
-            max_length=max_length, opset=_opset(out / "model.onnx"), target=target, profile="optimum",
-            quantization=quant_config, files=file_table(out), validation={"optimum": "main_export validation"},
+            name=name, model_version=version, task=info.task, data_file=info.data_file, labels=list(info.labels),
+            problem_type=info.problem_type, pair_input=info.pair_input, max_length=max_length, opset=_opset(out / "model.onnx"), target=target, profile="optimum",
+            quantization=quant_config, files=files, validation={"optimum": "main_export validation"},
             versions=versions() | installed_versions(("optimum", "optimum-onnx")),
             source=source | {"steps": steps},
         ).write(out / "manifest.json")

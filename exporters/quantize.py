@@ -19,7 +19,9 @@ Add ``static=True`` for QDQ with activations calibrated on real task sentences (
 
 from __future__ import annotations
 
+import logging
 import os
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
@@ -98,6 +100,34 @@ def small_inner_matmuls(model, max_inner: int) -> list[str]:
     return names
 
 
+class _DropPreprocessHint(logging.Filter):
+    """ORT's quantizer logs "Please consider (to run) pre-processing before quantization" on the root logger
+    for every graph without quant_pre_process's metadata tag. That pre-processing is symbolic shape inference
+    plus ORT's graph optimisation, which would write ORT-only fusions into a graph the exporter keeps portable
+    (the static path runs it with both skipped); the advice does not apply here, and a user cannot act on it."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = str(record.msg)
+        return not (message.startswith("Please consider") and "pre-processing before quantization" in message)
+
+
+@contextmanager
+def quiet_preprocess_hint():
+    """Drop only that hint, only while the quantizer runs. ``logging.warning`` on a root logger without
+    handlers also installs a stderr handler (``basicConfig``); one installed during the call is removed
+    again, so later warnings of unrelated libraries are not printed because of us either."""
+    root = logging.getLogger()
+    hint_filter = _DropPreprocessHint()
+    handlers = list(root.handlers)
+    root.addFilter(hint_filter)
+    try:
+        yield
+    finally:
+        root.removeFilter(hint_filter)
+        for handler in [h for h in root.handlers if h not in handlers]:
+            root.removeHandler(handler)
+
+
 class _FeedReader:
     """CalibrationDataReader over a list of input dicts."""
 
@@ -130,9 +160,10 @@ def quantize(model_in: str | os.PathLike, model_out: str | os.PathLike, preset: 
     model_out = Path(model_out)
     exclude = small_inner_matmuls(onnx.load(str(model_in)), preset.float_max_inner)
     if not preset.is_static:
-        quantize_dynamic(str(model_in), str(model_out), op_types_to_quantize=list(preset.op_types),
-                         per_channel=preset.per_channel, reduce_range=preset.reduce_range,
-                         weight_type=qtype[preset.weight_type], nodes_to_exclude=exclude, extra_options=extra)
+        with quiet_preprocess_hint():
+            quantize_dynamic(str(model_in), str(model_out), op_types_to_quantize=list(preset.op_types),
+                             per_channel=preset.per_channel, reduce_range=preset.reduce_range,
+                             weight_type=qtype[preset.weight_type], nodes_to_exclude=exclude, extra_options=extra)
         return model_out
     if not calibration:
         raise ValueError("static int8 needs calibration sentences (give --task)")
@@ -143,13 +174,14 @@ def quantize(model_in: str | os.PathLike, model_out: str | os.PathLike, preset: 
     with tempfile.TemporaryDirectory() as tmp:
         prepped = Path(tmp) / "prepped.onnx"
         quant_pre_process(str(model_in), str(prepped), skip_optimization=True, skip_symbolic_shape=True)
-        quantize_static(str(prepped), str(model_out), _FeedReader(calibration),
-                        quant_format=QuantFormat.QDQ if preset.quant_format == "QDQ" else QuantFormat.QOperator,
-                        op_types_to_quantize=list(preset.op_types), per_channel=preset.per_channel,
-                        reduce_range=preset.reduce_range, activation_type=qtype[preset.activation_type],
-                        weight_type=qtype[preset.weight_type], nodes_to_exclude=exclude,
-                        calibrate_method={"minmax": CalibrationMethod.MinMax,
-                                          "entropy": CalibrationMethod.Entropy,
-                                          "percentile": CalibrationMethod.Percentile}[preset.calibration_method],
-                        extra_options=extra | {"WeightSymmetric": True, "ActivationSymmetric": False})
+        with quiet_preprocess_hint():
+            quantize_static(str(prepped), str(model_out), _FeedReader(calibration),
+                            quant_format=QuantFormat.QDQ if preset.quant_format == "QDQ" else QuantFormat.QOperator,
+                            op_types_to_quantize=list(preset.op_types), per_channel=preset.per_channel,
+                            reduce_range=preset.reduce_range, activation_type=qtype[preset.activation_type],
+                            weight_type=qtype[preset.weight_type], nodes_to_exclude=exclude,
+                            calibrate_method={"minmax": CalibrationMethod.MinMax,
+                                              "entropy": CalibrationMethod.Entropy,
+                                              "percentile": CalibrationMethod.Percentile}[preset.calibration_method],
+                            extra_options=extra | {"WeightSymmetric": True, "ActivationSymmetric": False})
     return model_out

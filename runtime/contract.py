@@ -18,6 +18,7 @@ import hashlib
 import json
 import math
 import os
+import re
 import tempfile
 import zipfile
 from dataclasses import dataclass, field, fields
@@ -41,6 +42,13 @@ GOLDEN_KEYS = INPUTS + OUTPUTS
 PROBLEM_TYPES = ("single_label_classification", "regression")
 # Keys a manifest must carry (written since format 1); the others have defaults.
 REQUIRED_KEYS = ("labels", "problem_type", "pair_input", "max_length", "inputs", "outputs", "files")
+
+# A model's identity, NAME@VERSION, is what the Predictor, /v1/model and every /v1/classify answer name, so a
+# client can tell which model answered. Both parts are URL- and filename-safe; VERSION may carry "+" (semver
+# build metadata). Without --name an export is named after its directory and versioned by a short model hash.
+NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+VERSION_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]{0,63}")
+SHORT_HASH_CHARS = 12
 
 # A golden check on another CPU (ARM kernels, other ISA) is judged by signal-to-noise, not atol: int8 graphs
 # take different integer kernels there without being wrong. A constant or shuffled output scores < 10 dB.
@@ -82,6 +90,43 @@ def file_table(directory: str | os.PathLike) -> dict[str, dict]:
             for p in sorted(directory.iterdir()) if p.is_file() and p.name != MANIFEST_FILE}
 
 
+def model_id(name: str, version: str) -> str:
+    """The identity string of a model: ``"tickets-kb21@1.2.0"``."""
+    return f"{name}@{version}"
+
+
+def name_problem(name: object) -> str | None:
+    """Why ``name`` is not a valid model name (None when it is)."""
+    if not isinstance(name, str) or not NAME_RE.fullmatch(name):
+        return (f"model name {name!r} must be 1-64 letters, digits, '.', '_' or '-', starting with a letter or "
+                "digit")
+    return None
+
+
+def version_problem(version: object) -> str | None:
+    """Why ``version`` is not a valid model version (None when it is)."""
+    if not isinstance(version, str) or not VERSION_RE.fullmatch(version):
+        return (f"model version {version!r} must be 1-64 letters, digits, '.', '_', '+' or '-', starting with a "
+                "letter or digit")
+    return None
+
+
+def default_name(directory_name: str) -> str:
+    """A valid model name made from a directory's name (characters a name cannot hold become '-')."""
+    name = re.sub(r"[^A-Za-z0-9._-]+", "-", directory_name).strip("-._")[:64]
+    return name or "model"
+
+
+def default_version(files: dict[str, dict]) -> str | None:
+    """The first SHORT_HASH_CHARS hex digits of the model file's sha256 (model.onnx, else model.ort): the same
+    graph gives the same version, any change of weights, quantisation or graph a new one."""
+    for name in MODEL_FILES:
+        digest = (files.get(name) or {}).get("sha256")
+        if isinstance(digest, str) and digest:
+            return digest[:SHORT_HASH_CHARS]
+    return None
+
+
 def version_tuple(text: str) -> tuple[int, ...]:
     """Leading release numbers of a version string: "1.24.0rc1" -> (1, 24, 0), "2.13.0+cpu" -> (2, 13, 0).
 
@@ -106,7 +151,7 @@ def version_tuple(text: str) -> tuple[int, ...]:
 class Manifest:
     """manifest.json, checked on construction (so a bad one fails the writer as well as the reader).
 
-    The first nine fields are what the runtime relies on; the rest describe where the model came from and
+    The first twelve fields are what the runtime relies on and shows; the rest describe where the model came from and
     how it was judged, and are written by the exporter and shown by ``Predictor.summary``. Keys this
     version does not know are kept in ``extra`` and written back unchanged.
 
@@ -118,6 +163,9 @@ class Manifest:
     labels: list[str]
     max_length: int
     task: str | None = None
+    data_file: str | None = None  # the training file's name (no directory) of a task from a user's own files
+    name: str | None = None  # the model's identity NAME@MODEL_VERSION (see NAME_RE); None in older exports
+    model_version: str | None = None
     problem_type: str = "single_label_classification"
     pair_input: bool = False
     inputs: list[str] = field(default_factory=lambda: list(INPUTS))
@@ -154,6 +202,13 @@ class Manifest:
         """The whole document as a dict (what ``to_dict`` writes)."""
         return self.to_dict()
 
+    def identity(self, directory_name: str) -> tuple[str, str]:
+        """(name, version) of the model: the manifest's, or for an export written before they were recorded,
+        the same defaults an export without ``--name`` gets (the directory's name, the model file's short hash).
+        """
+        name = self.name or default_name(directory_name)
+        return name, self.model_version or default_version(self.files) or "unversioned"
+
     @property
     def num_outputs(self) -> int:
         return 1 if self.is_regression else len(self.labels)
@@ -180,13 +235,20 @@ class Manifest:
             out.append("files must map file names to {sha256, bytes}")
         if not isinstance(self.pair_input, bool):
             out.append(f"pair_input must be true or false, got {self.pair_input!r}")
+        for key in ("task", "data_file"):
+            if getattr(self, key) is not None and not isinstance(getattr(self, key), str):
+                out.append(f"{key} must be a string or null, got {getattr(self, key)!r}")
+        if self.name is not None and name_problem(self.name):
+            out.append(name_problem(self.name))
+        if self.model_version is not None and version_problem(self.model_version):
+            out.append(version_problem(self.model_version))
         return out
 
     # ---- (de)serialisation -----------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
         """The JSON object, keys in the documented order, unknown keys (``extra``) last."""
         out = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "extra"}
-        order = ["format", "task", "labels", "problem_type", "pair_input", "max_length", "inputs", "outputs"]
+        order = ["format", "name", "model_version", "task", "data_file", "labels", "problem_type", "pair_input", "max_length", "inputs", "outputs"]
         ordered = {key: out.pop(key) for key in order}
         return {**ordered, **out, **self.extra}
 

@@ -21,7 +21,8 @@ from typing import Any, Sequence, Union
 import numpy as np
 
 from .contract import (GOLDEN_FILE, GOLDEN_MIN_SQNR_DB, INPUTS, MANIFEST_FILE, MODEL_FILES, OUTPUTS,
-                       TOKENIZER_FILE, Manifest, ModelDirError, check_requires, load_golden, sqnr, verify_files)
+                       TOKENIZER_FILE, Manifest, ModelDirError, check_requires, load_golden, model_id, sqnr,
+                       verify_files)
 
 GRAPH_OPT_LEVELS = ("disabled", "basic", "extended", "all")
 
@@ -175,6 +176,8 @@ class Predictor:
             raise ValueError(f"max_length must be in [2, {self.manifest.max_length}] (the export's limit), got {max_length}")
         self.model_file = model_file
         self.threads = threads
+        # Named in every answer so a client can tell which model answered (NAME@VERSION).
+        self.name, self.model_version = self.manifest.identity(self.model_dir.resolve().name)
 
         try:
             self.tokenizer = Tokenizer.from_file(str(self.model_dir / TOKENIZER_FILE))
@@ -207,7 +210,17 @@ class Predictor:
 
     @property
     def labels(self) -> list[str]:
+        """Label names in logit-column order; [] for a regression model."""
         return self.manifest.labels
+
+    @property
+    def task(self) -> str | None:
+        return self.manifest.task
+
+    @property
+    def model_id(self) -> str:
+        """``NAME@VERSION``, e.g. "tickets-kb21@1.2.0" (see runtime.contract.model_id)."""
+        return model_id(self.name, self.model_version)
 
     def summary(self) -> dict[str, Any]:
         """What a client or operator needs to know about the loaded model (no hashes of other files)."""
@@ -215,7 +228,8 @@ class Predictor:
 
         m = self.manifest
         return {
-            "format": m.format, "task": m.task, "labels": self.labels,
+            "model": self.model_id, "name": self.name, "version": self.model_version,
+            "format": m.format, "task": m.task, "data_file": m.data_file, "labels": self.labels,
             "problem_type": m.problem_type, "pair_input": m.pair_input,
             "max_length": self.max_length, "target": m.target, "profile": m.profile,
             "opset": m.opset, "quantization": m.quantization,

@@ -30,32 +30,48 @@ def register(app, friendly_errors) -> None:
         no_vnni: bool = typer.Option(False, "--no-vnni", help="x86_64 without AVX-512/AVX VNNI: u8/u8 weights."),
         sqnr_floor: float = typer.Option(20.0, help="int8 only: minimum SQNR (dB) of the logits vs PyTorch on real "
                                                     "sentences, else the export fails."),
+        name: Optional[str] = typer.Option(None, "--name", metavar="NAME[@VERSION]",
+                                           help="The model's name and version, answered by /v1/model and every "
+                                                "/v1/classify (e.g. tickets-kb21@1.2.0). Default: the artifact's "
+                                                "directory name @ a short hash of model.onnx."),
     ):
         """Export to ONNX, fuse the attention core, validate against PyTorch, quantize, write the ORT format."""
         from rich.console import Console
 
+        from exporters.config import split_name
         from exporters.export import export_model
 
+        model_name, model_version = split_name(name)
         console = Console(stderr=True)
         with console.status(f"exporting {model} ({target}, {quantize}, {profile})..."):
             path = export_model(model, out_dir, target=target, quantize=quantize, profile=profile, task=task,
                                 max_length=max_length,
                                 data_dir=str(data_dir) if data_dir else None, vnni=not no_vnni,
-                                sqnr_floor_db=sqnr_floor)
-        _summary(path)
+                                sqnr_floor_db=sqnr_floor, name=model_name, model_version=model_version)
+        typer.echo(summary_text(path))
 
 
-def _summary(path: Path) -> None:
-    import json
+def summary_text(path: Path) -> str:
+    """What `kronedge export` prints: plain lines (no wrapping, no Python reprs), so a pipe or a log reads it."""
+    from runtime.contract import MANIFEST_FILE, Manifest, model_id
 
-    from rich.console import Console
-
-    manifest = json.loads((path / "manifest.json").read_text())
-    files = manifest["files"]
-    val = manifest["validation"]
-    parts = [f"model.onnx {files['model.onnx']['bytes'] / 1e6:.2f} MB", f"opset {manifest['opset']}"]
+    manifest = Manifest.load(path / MANIFEST_FILE)
+    val = manifest.validation
+    parts = [f"model.onnx {manifest.files['model.onnx']['bytes'] / 1e6:.2f} MB", f"opset {manifest.opset}"]
     if "fp32" in val:
         parts.append(f"fp32 max|diff| {val['fp32']['max_abs_diff']:.1e}")
     if "int8" in val:
         parts.append(f"int8 SQNR >= {val['int8']['min_sqnr_db']} dB")
-    Console().print(f"wrote {path}: " + ", ".join(parts))
+    if manifest.is_regression:
+        answers = "a value (regression, no labels)"
+    else:
+        answers = "labels " + ", ".join(manifest.labels)
+        if manifest.source.get("labels_from") == "generic":
+            answers += " (nothing names them: export with --task, or a model whose config names its labels)"
+    task = manifest.task or "not recorded"
+    if manifest.data_file:
+        task += f" (from {manifest.data_file})"
+    name, version = manifest.identity(path.name)
+    return "\n".join([f"wrote {path}: " + ", ".join(parts),
+                      f"  model {model_id(name, version)}", f"  task  {task}",
+                      f"  input {'text pairs' if manifest.pair_input else 'single texts'}, {answers}"])
