@@ -52,7 +52,7 @@ def friendly_errors(fn):
         try:
             return fn(*args, **kwargs)
         except (ValueError, FileNotFoundError, PermissionError, NotADirectoryError, IsADirectoryError) as exc:
-            console.print(f"[bold red]error:[/] {exc}", highlight=False)
+            console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)  # one line in a pipe or log
             raise typer.Exit(1) from None
         except KeyboardInterrupt:
             console.print("[yellow]interrupted[/]")
