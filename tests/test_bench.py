@@ -329,3 +329,14 @@ def test_gemm_flops_of_kronecker_exports(informative_export_fp32, informative_ex
         assert sum(fp32.nodes.values()) == gemms
     # Attention's core grows with seq^2, the linears with seq: FLOPs at seq 32 are more than 4x those at 8.
     assert count_gemm_flops(fp32_model, 1, 32).total > 4 * count_gemm_flops(fp32_model, 1, 8).total
+
+
+def test_bench_options_import_light():
+    """The CLI reads BenchConfig for `kronedge bench --help`: that must not pull in numpy or onnxruntime."""
+    import subprocess
+    import sys
+
+    code = ("import sys; import kronedge.cli, kronedge.commands.bench; from kronedge.benchmark import BenchConfig; "
+            "heavy = [m for m in ('numpy', 'onnxruntime', 'onnx') if m in sys.modules]; assert not heavy, heavy")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-500:]
