@@ -108,7 +108,7 @@ def test_classify_texts_matches_torch(export_dir, shared_predictor, probe_texts,
     got = [[item["scores"]["negative"], item["scores"]["positive"]] for item in body["results"]]
     np.testing.assert_allclose(got, probs, atol=FP32_ATOL)
     np.testing.assert_allclose([item["score"] for item in body["results"]], probs.max(-1), atol=FP32_ATOL)
-    assert body["model"] == (shared_predictor.summary().get("task")) and body["latency_ms"] >= body["inference_ms"] > 0
+    assert body["model"] == shared_predictor.summary()["model"] and body["latency_ms"] >= body["inference_ms"] > 0
     assert r.headers["x-request-id"] == body["request_id"]
 
 

@@ -122,7 +122,7 @@ class ClassifyEndpoint:
         results = await self._run(items, deadline)
         inference_ms = results[0]["latency_ms"] if results else 0.0
         return {"results": [{k: r[k] for k in ("label", "score", "scores")} for r in results],
-                "model": self.summary.get("task"), "latency_ms": round((time.perf_counter() - start) * 1e3, 3),
+                "model": self.summary.get("model"), "task": self.summary.get("task"), "latency_ms": round((time.perf_counter() - start) * 1e3, 3),
                 "inference_ms": round(inference_ms, 3), "request_id": request.state.request_id}
 
     async def _read(self, request: Request, deadline: float):
@@ -175,7 +175,7 @@ def create_app(config: ServeConfig, predictor: Optional["Predictor"] = None, tok
                                                           lambda: batcher.service.batch(config.max_batch_texts)),
                 "kronedge_admission_margin": ("Factor on predicted waits before they meet a deadline.",
                                               lambda: batcher.service.margin)},
-        info={"task": summary.get("task") or "", "model_file": summary.get("model_file") or "",
+        info={"model": summary.get("model") or "", "task": summary.get("task") or "", "model_file": summary.get("model_file") or "",
               "sha256": (summary.get("sha256") or "")[:16], "onnxruntime": summary["runtime"]["onnxruntime"]})
 
     @asynccontextmanager
@@ -202,7 +202,7 @@ def _add_probe_routes(app: FastAPI, config: ServeConfig, batcher: Batcher, metri
 
     @app.get("/v1/model")
     async def model_info():
-        """What is loaded: task, labels, input kind, max length, quantization, versions, limits."""
+        """What is loaded: model (NAME@VERSION), task, labels, input kind, max length, quantization, versions, limits."""
         return {**summary, "limits": {"max_texts": config.max_texts, "max_chars": config.max_chars,
                                       "max_body_bytes": config.max_body_bytes, "timeout_s": config.timeout_s,
                                       "queue_size": config.queue_size, "workers": config.workers,

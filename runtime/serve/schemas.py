@@ -219,7 +219,8 @@ class Prediction(BaseModel):
 
 class ClassifyResponse(BaseModel):
     results: list[Prediction]
-    model: Optional[str] = Field(None, description="The model's task name.")
+    model: Optional[str] = Field(None, description="The model that answered, NAME@VERSION (as in GET /v1/model).")
+    task: Optional[str] = Field(None, description="Its task: a GLUE task or the name of the user's data set.")
     latency_ms: float = Field(..., description="Server time for this request, queueing included.")
     inference_ms: float = Field(..., description="Tokenisation + ONNX Runtime time of the batch it ran in.")
     request_id: str
