@@ -350,8 +350,8 @@ def main(argv=None) -> None:
             "value_before_training": result["init_metrics"][result["primary_metric"]],
             "train_seconds": result["train_seconds"], "seconds": result["seconds"], "precision": result["precision"],
             "command": "kronedge compress  # the built-in default recipe: " + json.dumps(
-                {k: used.get(k) for k in ("stage1_examples", "stage2_examples", "stage1_lr", "stage2_lr", "loss_weights",
-                                          "min_steps", "patience", "time_budget_s")}),
+                {k: used.get(k) for k in ("teacher", "stage1_examples", "stage2_examples", "stage1_lr", "stage2_lr",
+                                          "loss_weights", "min_steps", "patience", "time_budget_s")}),
             "warnings": result.get("warnings", []),
         })
     save()
