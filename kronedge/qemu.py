@@ -199,7 +199,7 @@ class Env:
                     shutil.rmtree(link)
                 link.symlink_to(os.path.relpath(entry, view))
         (view / "proc").mkdir(exist_ok=True)
-        text = _cpuinfo_text(cpu)
+        text = cpuinfo_text(cpu)
         cpuinfo = view / "proc" / "cpuinfo"
         if not cpuinfo.exists() or cpuinfo.read_text() != text:
             tmp = cpuinfo.with_suffix(f".tmp{os.getpid()}")
@@ -217,7 +217,9 @@ def _n_host_cpus() -> int:
         return os.cpu_count() or 1
 
 
-def _cpuinfo_text(cpu: str) -> str:
+def cpuinfo_text(cpu: str) -> str:
+    """An arm64 /proc/cpuinfo for ``cpu``: QEMU user mode passes the host's x86 one through, which ORT's
+    CPU detection cannot parse (also mounted over /proc/cpuinfo in the arm64 container test)."""
     info = _CPUINFO[cpu]
     blocks = []
     for i in range(_n_host_cpus()):

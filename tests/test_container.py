@@ -38,6 +38,8 @@ PODMAN = ["podman", "--runtime", "runc"]  # crun refuses these hosts' hybrid cgr
 LIMITS = ["--ulimit", "nofile=1024:1024", "--ulimit", "nproc=1024:1024"]  # podman's defaults exceed the hard limits
 IMAGE_UID = 10001  # the Dockerfile's ARG UID
 START_TIMEOUT_S = 120
+ARM64 = os.environ.get("KRONEDGE_CONTAINER_ARM64") == "1"  # opt-in: the arm64 image under QEMU takes minutes
+ARM64_CPU = "cortex-a72"  # Raspberry Pi 4; never QEMU's default "max" (features no Pi has)
 
 
 def _podman(*args: str, timeout: float = 120, check: bool = True,
@@ -123,15 +125,15 @@ class Server:
         self.url = f"http://127.0.0.1:{self.port}"
         self.cold_start_s = None
 
-    def start(self, image: str, model_dir: Path) -> None:
+    def start(self, image: str, model_dir: Path, extra: tuple[str, ...] = (), timeout: float = START_TIMEOUT_S) -> None:
         start = time.monotonic()
-        _podman("run", "-d", "--name", self.name, *LIMITS, "-p", f"127.0.0.1:{self.port}:8080",
+        _podman("run", "-d", "--name", self.name, *LIMITS, *extra, "-p", f"127.0.0.1:{self.port}:8080",
                 "-v", f"{model_dir}:/model:ro", "-e", "KRONEDGE_API_TOKEN", image,
                 env={"KRONEDGE_API_TOKEN": self.token})
-        self.cold_start_s = self._wait_healthy(start)
+        self.cold_start_s = self._wait_healthy(start, timeout)
 
-    def _wait_healthy(self, start: float) -> float:
-        while time.monotonic() - start < START_TIMEOUT_S:
+    def _wait_healthy(self, start: float, timeout: float) -> float:
+        while time.monotonic() - start < timeout:
             try:
                 status, _ = _get(f"{self.url}/healthz", timeout=2)
                 if status == 200:
@@ -142,7 +144,7 @@ class Server:
             if state != "true":
                 raise AssertionError(f"the container exited before answering /healthz: {self.logs()}")
             time.sleep(0.2)
-        raise AssertionError(f"no /healthz answer within {START_TIMEOUT_S} s: {self.logs()}")
+        raise AssertionError(f"no /healthz answer within {timeout} s: {self.logs()}")
 
     def logs(self) -> str:
         proc = _podman("logs", self.name, check=False)
@@ -255,3 +257,44 @@ def test_refuses_all_interfaces_without_a_token(image, model_dir):
     errors = [line for line in output.splitlines() if line.startswith("error:")]
     assert len(errors) == 1 and "token" in errors[0].lower(), output[-2000:]
     assert "Traceback" not in output
+
+
+@pytest.mark.skipif(not ARM64, reason="the arm64 image under QEMU takes minutes: run `bash tests/container/setup.sh "
+                    "--arm64`, then set KRONEDGE_CONTAINER_ARM64=1")
+def test_arm64_image_under_qemu_answers_like_the_host(model_dir, probe_texts, tmp_path):
+    """The same Dockerfile built for linux/arm64 and run under QEMU user mode (binfmt_misc), as on a Pi 4."""
+    from kronedge.qemu import cpuinfo_text
+    from runtime.contract import sqnr
+    from runtime.predictor import Predictor
+
+    base = f"{BASE_IMAGE}-arm64"
+    if _podman("image", "exists", base, check=False).returncode != 0:
+        pytest.fail(f"{base} does not exist: run `bash {SETUP} --arm64` as root")
+    image = f"{IMAGE}-arm64"
+    _podman("build", "--platform", "linux/arm64", "--network", "host", *LIMITS, "--format", "docker",
+            "--build-arg", f"PYTHON_IMAGE={base}", "-t", image, "-f", "Dockerfile", str(REPO), timeout=1800)
+    assert json.loads(_podman("image", "inspect", image).stdout)[0]["Architecture"] == "arm64"
+    # QEMU passes the host's x86 /proc/cpuinfo through and defaults to CPU "max": give it a Pi 4's.
+    cpuinfo = tmp_path / "cpuinfo"
+    cpuinfo.write_text(cpuinfo_text(ARM64_CPU))
+    cpuinfo.chmod(0o644)
+    srv = Server()
+    try:
+        srv.start(image, model_dir, ("-v", f"{cpuinfo}:/proc/cpuinfo:ro", "-e", f"QEMU_CPU={ARM64_CPU}"), timeout=600)
+        print(f"arm64 under QEMU ({ARM64_CPU}): cold start {srv.cold_start_s:.1f} s (emulated)")
+        machine = srv.exec("python", "-c", "import platform; print(platform.machine())")
+        assert machine.stdout.strip() == "aarch64", machine.stdout + machine.stderr
+        status, body = _get(f"{srv.url}/v1/classify", srv.token, {"texts": probe_texts}, timeout=300)
+        assert status == 200, body
+        host = Predictor(model_dir, threads=1).predict(probe_texts)
+        assert [r["label"] for r in body["results"]] == [r["label"] for r in host]
+        labels = list(host[0]["scores"])
+        # int8 takes other kernels on ARM: compare log-probabilities (logits up to a per-row shift) by SQNR,
+        # with the device tests' floor.
+        got = np.log([[r["scores"][k] for k in labels] for r in body["results"]])
+        want = np.log([[r["scores"][k] for k in labels] for r in host])
+        assert sqnr(want, got) >= 25.0
+        uid = srv.exec("sh", "-c", "grep ^Uid: /proc/1/status").stdout.split()[1:]
+        assert uid == [str(IMAGE_UID)] * 4
+    finally:
+        srv.close()
