@@ -140,6 +140,7 @@ def save_artifact(model, out_dir: str | os.PathLike, tokenizer_dir: str | os.Pat
     from .teachers import head_of
 
     recipe = {"kronedge_version": __version__, "head": head_of(model), **recipe}
+    _name_labels(model.config, recipe.get("labels"))
     with atomic_directory(out_dir) as tmp:
         model.config.save_pretrained(tmp)
         state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
@@ -150,6 +151,19 @@ def save_artifact(model, out_dir: str | os.PathLike, tokenizer_dir: str | os.Pat
         if model_card:
             (tmp / "README.md").write_text(model_card)
     return Path(out_dir)
+
+
+def _name_labels(config, labels) -> None:
+    """Give a head transformers named LABEL_0, LABEL_1, ... the recipe's label names, so config.json (and
+    whatever reads it: the exporter, a transformers pipeline) answers with the user's labels. Real names
+    already in the config are left alone; the exporter reports a conflict between the two."""
+    n = getattr(config, "num_labels", 0)
+    current = [str((getattr(config, "id2label", None) or {}).get(i, f"LABEL_{i}")) for i in range(n)]
+    if (not labels or len(labels) != n or len(set(labels)) != n
+            or current != [f"LABEL_{i}" for i in range(n)]):
+        return
+    config.id2label = {i: str(name) for i, name in enumerate(labels)}
+    config.label2id = {str(name): i for i, name in enumerate(labels)}
 
 
 def read_recipe(path: str | os.PathLike) -> dict:

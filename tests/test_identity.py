@@ -74,6 +74,14 @@ def tickets_client(tickets_cli):
         yield client
 
 
+def test_artifact_config_names_the_labels(tickets_artifact, tmp_path):
+    """save_artifact gives an unnamed head (LABEL_i) the recipe's names; real names in the config stay."""
+    config = json.loads((tickets_artifact / "config.json").read_text())
+    assert config["id2label"] == {"0": "billing", "1": "bug", "2": "praise"}
+    named = _save(helpers.tiny_bert(), tmp_path / "named", {"task": "x", "labels": ["neg", "pos"]})
+    assert json.loads((named / "config.json").read_text())["id2label"] == {"0": "negative", "1": "positive"}
+
+
 # ---- the exported directory -----------------------------------------------------------------------------
 def test_manifest_carries_labels_task_and_identity(tickets_cli):
     out, _, _ = tickets_cli
