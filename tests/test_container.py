@@ -77,6 +77,9 @@ def image() -> str:
     start = time.monotonic()
     _podman("build", "--network", "host", *LIMITS, "--format", "docker",  # docker format keeps HEALTHCHECK
             "--build-arg", f"PYTHON_IMAGE={BASE_IMAGE}", "-t", IMAGE, "-f", "Dockerfile", str(REPO), timeout=900)
+    # Each source change leaves the previous image and build stage behind as untagged layers; keep a
+    # day of them as build cache, so a CI machine that keeps its storage does not fill its disk.
+    _podman("image", "prune", "-f", "--filter", "until=24h", check=False)
     size = json.loads(_podman("image", "inspect", IMAGE).stdout)[0]["Size"]
     print(f"image {IMAGE} built in {time.monotonic() - start:.0f} s, {size / 1e6:.0f} MB")
     return IMAGE
