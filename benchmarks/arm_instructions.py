@@ -13,12 +13,14 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
+import os
 import sys
 import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+os.environ.setdefault("KRONEDGE_QEMU_CACHE", str(ROOT / "device_tests" / ".cache"))  # the checkout's userland
 
 from kronedge.benchmark import run_bench  # noqa: E402
 

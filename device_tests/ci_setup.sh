@@ -34,4 +34,6 @@ if [ "${#need[@]}" -gt 0 ]; then
     util-linux ca-certificates >/dev/null
 fi
 
+# The checkout keeps its cache beside the device tests (device_tests/conftest.py reads the same place).
+export KRONEDGE_QEMU_CACHE="${KRONEDGE_QEMU_CACHE:-$PWD/device_tests/.cache}"
 python -m kronedge.qemu --plugin --check

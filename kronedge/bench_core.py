@@ -15,7 +15,7 @@ import time
 
 import numpy as np
 
-MAGIC_START = 0x6B726F6E0001  # same as kronedge.qemu / device_tests/plugin/insncount.c
+MAGIC_START = 0x6B726F6E0001  # same as kronedge.qemu / kronedge/plugins/insncount.c
 MAGIC_STOP = 0x6B726F6E0002
 
 

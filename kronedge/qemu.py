@@ -1,6 +1,6 @@
 """Run Python on emulated Raspberry Pi CPUs: an arm64 Debian userland under QEMU user mode.
 
-Recipe (see ../shared/notes/arm64-qemu.md, all steps checked on bookworm x86-64):
+Recipe (every step checked on bookworm x86-64; the device tests in the repository run it):
 
 1. ``apt-get install qemu-user-static`` (and ``qemu-user`` + ``gcc`` for instruction counts) on the host.
 2. An arm64 userland without debootstrap: a *private* apt state (own sources list, status file, lists and
@@ -15,11 +15,13 @@ Recipe (see ../shared/notes/arm64-qemu.md, all steps checked on bookworm x86-64)
    redirects the guest's /proc/cpuinfo there). Runs on different CPU models can then go in parallel.
 6. Always ``-cpu cortex-a53|cortex-a72|cortex-a76``: QEMU's default ``max`` has SVE2/SME/i8mm that no Pi has.
 
-Everything is cached under ``device_tests/.cache`` (or ``$KRONEDGE_QEMU_CACHE``) and the setup is
-idempotent: a second call only checks stamps.
+Everything is cached under ``$KRONEDGE_QEMU_CACHE`` (default ``~/.cache/kronedge/qemu``; the checkout's
+device tests and ``ci_setup.sh`` point it at ``device_tests/.cache``) and the setup is idempotent: a second
+call only checks stamps.
 
-The instruction counter is ``device_tests/plugin/insncount.c``, a TCG plugin built against bookworm's
-non-static ``qemu-user`` with ``qemu-plugin.h`` taken from the qemu source package. The guest marks the
+The instruction counter is ``kronedge/plugins/insncount.c`` (package data, so an installed kronedge builds it
+too), a TCG plugin built against bookworm's non-static ``qemu-user`` with ``qemu-plugin.h`` taken from the
+qemu source package. The guest marks the
 region to count with :func:`marker` (an ``lseek(-1, MAGIC)`` that fails harmlessly); only the marking
 thread is counted. Counts are repeatable when environment, arguments, working directory, stdio kind,
 PYTHONHASHSEED and address layout (``setarch -R`` + QEMU ``-R``) are fixed, which :func:`run_python` does.
@@ -32,6 +34,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import importlib.metadata
+import importlib.resources
 import json
 import os
 import platform
@@ -44,8 +47,12 @@ import tempfile
 from pathlib import Path
 from typing import Optional, Sequence
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-PLUGIN_SOURCE = REPO_ROOT / "device_tests" / "plugin" / "insncount.c"
+from .errors import KronedgeError
+
+# The TCG plugin's C source ships inside the package (pyproject package-data).
+PLUGIN_SOURCE = importlib.resources.files("kronedge") / "plugins" / "insncount.c"
+# Packages the guest imports from the host (bench_core's runtime), staged without the host's site-packages.
+GUEST_PACKAGES_PY = ("runtime",)
 
 # Raspberry Pi boards and the QEMU CPU model that matches each.
 PI_CPUS = {"cortex-a53": "Raspberry Pi 3 / Zero 2 W", "cortex-a72": "Raspberry Pi 4", "cortex-a76": "Raspberry Pi 5"}
@@ -61,7 +68,7 @@ _CPUINFO = {
                                 "asimdrdm lrcpc dcpop asimddp"),
 }
 
-# Marker syscall: lseek(-1, MAGIC, SEEK_SET); must match device_tests/plugin/insncount.c.
+# Marker syscall: lseek(-1, MAGIC, SEEK_SET); must match kronedge/plugins/insncount.c.
 MAGIC_START = 0x6B726F6E0001
 MAGIC_STOP = 0x6B726F6E0002
 
@@ -70,7 +77,7 @@ WHEELS = ("numpy", "onnxruntime", "tokenizers")
 RESERVED_VA = "0x1000000000"  # QEMU -R: fixed guest address space, so addresses (and counts) repeat
 
 
-class QemuError(RuntimeError):
+class QemuError(KronedgeError, RuntimeError):
     """The emulated environment cannot be set up or a guest run failed."""
 
 
@@ -92,12 +99,11 @@ def host_supported() -> tuple[bool, str]:
 
 
 def cache_dir() -> Path:
+    """``$KRONEDGE_QEMU_CACHE``, else ``$XDG_CACHE_HOME/kronedge/qemu`` (``~/.cache/kronedge/qemu``)."""
     env = os.environ.get("KRONEDGE_QEMU_CACHE")
     if env:
         return Path(env)
-    if (REPO_ROOT / "device_tests").is_dir():
-        return REPO_ROOT / "device_tests" / ".cache"
-    return Path.home() / ".cache" / "kronedge" / "qemu"
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "kronedge" / "qemu"
 
 
 def _run(cmd: Sequence[str], **kw) -> subprocess.CompletedProcess:
@@ -187,7 +193,7 @@ class Env:
     def view(self, cpu: str) -> Path:
         """Directory for ``-L``: the rootfs with this CPU model's fake /proc/cpuinfo."""
         if cpu not in _CPUINFO:
-            raise ValueError(f"unknown CPU model {cpu!r}; choose one of {', '.join(_CPUINFO)} (never QEMU's 'max')")
+            raise QemuError(f"unknown CPU model {cpu!r}; choose one of {', '.join(_CPUINFO)} (never QEMU's 'max')")
         view = self.cache / "views" / cpu
         view.mkdir(parents=True, exist_ok=True)
         for entry in self.rootfs.iterdir():
@@ -326,7 +332,7 @@ def check_guest_matches_host(env: "Env", cpu: str = "cortex-a72") -> dict[str, s
               if guest.get(name) != host[name]]
     if differ:
         raise QemuError(f"the arm64 guest does not run the host's versions ({'; '.join(differ)}): delete "
-                        f"{env.rootfs} (or {env.cache / 'rootfs.stamp'}) and run device_tests/ci_setup.sh")
+                        f"{env.rootfs} (or {env.cache / 'rootfs.stamp'}) and run python -m kronedge.qemu --check")
     return guest
 
 
@@ -365,7 +371,7 @@ def _qemu_header(cache: Path, log) -> Path:
 
 
 def build_plugin(cache: Optional[Path] = None, log=print) -> Path:
-    """Build device_tests/plugin/insncount.c into CACHE/insncount.so (rebuilt when the source changes)."""
+    """Build the packaged insncount.c into CACHE/insncount.so (rebuilt when the source changes)."""
     cache = cache or cache_dir()
     cache.mkdir(parents=True, exist_ok=True)
     if shutil.which("qemu-aarch64") is None:
@@ -380,7 +386,8 @@ def build_plugin(cache: Optional[Path] = None, log=print) -> Path:
         return so
     inc = _qemu_header(cache, log)
     log("building insncount.so")
-    _run(["gcc", "-O2", "-shared", "-fPIC", "-Wall", "-I", str(inc), "-o", str(so), str(PLUGIN_SOURCE)])
+    with importlib.resources.as_file(PLUGIN_SOURCE) as c_file:  # a real file even from a zipped install
+        _run(["gcc", "-O2", "-shared", "-fPIC", "-Wall", "-I", str(inc), "-o", str(so), str(c_file)])
     _write_stamp(stamp, key)
     return so
 
@@ -397,11 +404,45 @@ def ensure(plugin: bool = False, cache: Optional[Path] = None, log=None) -> Env:
     qemu_dyn = shutil.which("qemu-aarch64")
     if not qemu_static and not qemu_dyn:
         raise QemuError("QEMU user mode is not installed: apt-get install qemu-user-static "
-                        "(or run device_tests/ci_setup.sh)")
+                        "(in a checkout: bash device_tests/ci_setup.sh)")
     rootfs = _build_rootfs(cache, log)
     so = build_plugin(cache, log) if plugin else None
     return Env(cache=cache, rootfs=rootfs, qemu_static=qemu_static, qemu_plugin_host=qemu_dyn, plugin=so,
                versions=_host_versions())
+
+
+def guest_pythonpath(env: Env, packages: Sequence[str] = GUEST_PACKAGES_PY) -> Path:
+    """A directory holding only these packages' Python files, for the guest's PYTHONPATH.
+
+    Never the host's site-packages: its x86-64 numpy would shadow the guest's aarch64 one. The directory is
+    named by a hash of the files (runs of different code never share one) and appears atomically.
+    """
+    files: dict[str, bytes] = {}
+    for name in packages:
+        _python_files(importlib.resources.files(name), name, files)
+    digest = hashlib.sha256(json.dumps({k: hashlib.sha256(v).hexdigest() for k, v in sorted(files.items())})
+                            .encode()).hexdigest()[:16]
+    target = env.cache / "guest-python" / digest
+    if target.is_dir():
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=".staging-", dir=target.parent))
+    for rel, data in files.items():
+        (tmp / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tmp / rel).write_bytes(data)
+    try:
+        os.replace(tmp, target)
+    except OSError:  # another run staged the same files first
+        shutil.rmtree(tmp, ignore_errors=True)
+    return target
+
+
+def _python_files(node, rel: str, out: dict[str, bytes]) -> None:
+    for entry in node.iterdir():
+        if entry.is_dir() and entry.name != "__pycache__":
+            _python_files(entry, f"{rel}/{entry.name}", out)
+        elif entry.is_file() and entry.name.endswith(".py"):
+            out[f"{rel}/{entry.name}"] = entry.read_bytes()
 
 
 def qemu_version(binary: str) -> str:
@@ -430,7 +471,7 @@ def run_python(env: Env, cpu: str, script: str | Path, args: Sequence[str] = (),
     instruction count of every region the guest marked with :func:`marker`.
     """
     if cpu not in _CPUINFO:
-        raise ValueError(f"unknown CPU model {cpu!r}; choose one of {', '.join(_CPUINFO)} (never QEMU's 'max')")
+        raise QemuError(f"unknown CPU model {cpu!r}; choose one of {', '.join(_CPUINFO)} (never QEMU's 'max')")
     view = env.view(cpu)
     guest_env = {
         "PATH": "/usr/bin:/bin",

@@ -12,13 +12,12 @@ from pathlib import Path
 from typing import Optional
 
 from .. import bench_core
+from ..errors import KronedgeError
 
 RESULT_PREFIX = "KRONEDGE_RESULT "
-# The checkout (or site-packages) root that holds both kronedge/ and runtime/: the guest's PYTHONPATH.
-PACKAGE_ROOT = Path(bench_core.__file__).resolve().parents[1]
 
 
-class BenchProcessError(RuntimeError):
+class BenchProcessError(KronedgeError, RuntimeError):
     """A benchmark process (host or emulated) failed; the message carries the tail of its stderr."""
 
 
@@ -52,7 +51,7 @@ def run_guest(qenv, cpu: str, spec: dict, count: bool = False, timeout: Optional
         json.dump(spec, f)
     try:
         res = qemu.run_python(qenv, cpu, Path(bench_core.__file__), [f.name], count=count,
-                              pythonpath=[str(PACKAGE_ROOT)], timeout=timeout)
+                              pythonpath=[qemu.guest_pythonpath(qenv)], timeout=timeout)
     finally:
         os.unlink(f.name)
     if res.returncode != 0:
