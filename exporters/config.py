@@ -9,10 +9,15 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from runtime import contract
+from runtime.errors import KronedgeError
 
 TARGETS = ("x86_64", "arm64")
 QUANTIZE_MODES = ("none", "int8", "int8-static")
 PROFILES = ("portable", "ort")
+
+
+class ExportError(KronedgeError, ValueError):
+    """An export the user asked for cannot be made as asked (options, model, task); one line says why."""
 
 
 class BertOnnxConfig:
@@ -79,19 +84,19 @@ class ExportOptions:
 
     def __post_init__(self):
         if self.target not in TARGETS:
-            raise ValueError(f"unknown target {self.target!r}; choose one of {list(TARGETS)}")
+            raise ExportError(f"unknown target {self.target!r}; choose one of {list(TARGETS)}")
         if self.quantize not in QUANTIZE_MODES:
-            raise ValueError(f"unknown quantization {self.quantize!r}; choose one of {list(QUANTIZE_MODES)}")
+            raise ExportError(f"unknown quantization {self.quantize!r}; choose one of {list(QUANTIZE_MODES)}")
         if self.profile not in PROFILES:
-            raise ValueError(f"unknown profile {self.profile!r}; choose one of {list(PROFILES)}")
+            raise ExportError(f"unknown profile {self.profile!r}; choose one of {list(PROFILES)}")
         if not (isinstance(self.max_length, int) and 8 <= self.max_length <= 4096):
-            raise ValueError(f"max_length must be an integer in [8, 4096], got {self.max_length!r}")
+            raise ExportError(f"max_length must be an integer in [8, 4096], got {self.max_length!r}")
         for problem in (self.name is not None and contract.name_problem(self.name),
                         self.model_version is not None and contract.version_problem(self.model_version)):
             if problem:
-                raise ValueError(problem)
+                raise ExportError(problem)
         if self.quantize == "int8-static" and not self.task:
-            raise ValueError("--quantize int8-static calibrates on real task sentences: give --task (e.g. sst2)")
+            raise ExportError("--quantize int8-static calibrates on real task sentences: give --task (e.g. sst2)")
 
 
 def split_name(text: str | None) -> tuple[str | None, str | None]:
@@ -105,5 +110,5 @@ def split_name(text: str | None) -> tuple[str | None, str | None]:
         return None, None
     name, at, version = text.partition("@")
     if at and not version:
-        raise ValueError(f"--name {text!r} ends with '@': give NAME@VERSION, or NAME alone for a hash version")
+        raise ExportError(f"--name {text!r} ends with '@': give NAME@VERSION, or NAME alone for a hash version")
     return name or None, version or None

@@ -10,6 +10,8 @@ from __future__ import annotations
 import os
 import time
 
+from .config import ExportError
+
 
 def evaluate_exported(model_dir: str | os.PathLike, task: str, data_dir: str | os.PathLike | None = None,
                       limit: int | None = None, model_file: str = "model.onnx", threads: int | None = None,
@@ -38,10 +40,10 @@ def evaluate_exported(model_dir: str | os.PathLike, task: str, data_dir: str | o
     data = load_task(task, split="dev", data_dir=data_dir)
     if data.spec.is_regression != predictor.manifest.is_regression or (
             not data.spec.is_regression and predictor.manifest.num_outputs != data.spec.num_labels):
-        raise ValueError(f"{model_dir} outputs {predictor.manifest.num_outputs} logits but {task} has "
+        raise ExportError(f"{model_dir} outputs {predictor.manifest.num_outputs} logits but {task} has "
                          f"{data.spec.num_labels} labels")
     if bool(data.spec.is_pair) != predictor.manifest.pair_input:
-        raise ValueError(f"{task} is a {'pair' if data.spec.is_pair else 'single-text'} task but {model_dir} was "
+        raise ExportError(f"{task} is a {'pair' if data.spec.is_pair else 'single-text'} task but {model_dir} was "
                          f"exported for {'pairs' if predictor.manifest.pair_input else 'single texts'}")
     texts, labels = list(data.texts), list(data.labels)
     if limit is not None:

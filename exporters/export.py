@@ -28,7 +28,7 @@ import torch
 from runtime.contract import GOLDEN_FILE, MANIFEST_FILE, OUTPUTS, TOKENIZER_FILE
 from runtime.predictor import create_session
 
-from .config import BertOnnxConfig, ExportOptions
+from .config import BertOnnxConfig, ExportError, ExportOptions
 from .identity import TaskInfo, resolve_task
 
 SAMPLE_SENTENCES = (
@@ -56,7 +56,7 @@ def export_mode(model):
     for module in model.modules():
         if isinstance(module, BertSelfAttention):
             if getattr(module, "position_embedding_type", "absolute") != "absolute":
-                raise ValueError(f"export supports absolute position embeddings only, got {module.position_embedding_type!r}")
+                raise ExportError(f"export supports absolute position embeddings only, got {module.position_embedding_type!r}")
             patched.append(module)
             module.forward = types.MethodType(_eager_attention_forward, module)
         if hasattr(module, "attn_implementation"):
@@ -159,7 +159,7 @@ def load_source(model_spec: str | os.PathLike, num_labels: int | None = None):
         model, tokenizer_dir = teacher.model, teacher.tokenizer_dir
         source = {"kind": "teacher", "spec": spec, "pretrained": teacher.pretrained}
     if head_of(model) != "sequence-classification":
-        raise ValueError(f"{spec} has a {head_of(model)!r} head; export needs a sequence-classification model "
+        raise ExportError(f"{spec} has a {head_of(model)!r} head; export needs a sequence-classification model "
                          f"(kronize or distil it with a classification head)")
     source["params_total"] = int(sum(p.numel() for p in model.parameters()))
     return model.eval(), Path(tokenizer_dir), source
@@ -203,7 +203,7 @@ def export_model(model, out_dir: str | os.PathLike, target: str = "x86_64", quan
     _check_fits(torch_model, opts, task_data)
     info = resolve_task(torch_model.config, source, task_data.spec if task_data is not None else None)
     if not (Path(tokenizer_dir) / "tokenizer.json").is_file():
-        raise ValueError(f"{tokenizer_dir} has no tokenizer.json (the runtime needs the fast tokenizer file)")
+        raise ExportError(f"{tokenizer_dir} has no tokenizer.json (the runtime needs the fast tokenizer file)")
     # Without --name the model is called after the artifact it was made from (the output directory for a
     # teacher spec): exports of one artifact for several targets share the name and differ in version.
     name_dir = source["path"] if source.get("kind") == "kronedge-artifact" else out_dir
@@ -220,16 +220,16 @@ def _task_data(task: str | None, data_dir=None):
     try:
         from kronedge.data import load_task
     except ImportError as exc:  # the data part is optional for a bare export
-        raise ValueError(f"--task {task} needs kronedge.data (the GLUE loaders): {exc}") from exc
+        raise ExportError(f"--task {task} needs kronedge.data (the GLUE loaders): {exc}") from exc
     return load_task(task, split="dev", data_dir=data_dir)
 
 
 def _check_fits(model, opts: ExportOptions, task_data) -> None:
     config = model.config
     if opts.max_length > config.max_position_embeddings:
-        raise ValueError(f"max_length {opts.max_length} exceeds the model's {config.max_position_embeddings} positions")
+        raise ExportError(f"max_length {opts.max_length} exceeds the model's {config.max_position_embeddings} positions")
     if task_data is not None and task_data.spec.num_labels != config.num_labels:
-        raise ValueError(f"task {task_data.spec.name} has {task_data.spec.num_labels} labels but the model's head "
+        raise ExportError(f"task {task_data.spec.name} has {task_data.spec.num_labels} labels but the model's head "
                          f"has {config.num_labels}")
 
 

@@ -22,6 +22,8 @@ from pathlib import Path
 
 from runtime import contract
 
+from .config import ExportError
+
 CLASSIFICATION = "single_label_classification"
 REGRESSION = "regression"
 
@@ -58,14 +60,14 @@ class TaskInfo:
 
     def __post_init__(self):
         if self.problem_type not in contract.PROBLEM_TYPES:
-            raise ValueError(f"problem type {self.problem_type!r} is not one of {contract.PROBLEM_TYPES}")
+            raise ExportError(f"problem type {self.problem_type!r} is not one of {contract.PROBLEM_TYPES}")
         if self.problem_type == REGRESSION and self.labels:
-            raise ValueError(f"a regression model has no labels, got {list(self.labels)}")
+            raise ExportError(f"a regression model has no labels, got {list(self.labels)}")
         if self.problem_type == CLASSIFICATION:
             if len(self.labels) < 2:
-                raise ValueError(f"a classifier needs at least two label names, got {list(self.labels)}")
+                raise ExportError(f"a classifier needs at least two label names, got {list(self.labels)}")
             if len(set(self.labels)) != len(self.labels):
-                raise ValueError(f"label names repeat: {list(self.labels)}")
+                raise ExportError(f"label names repeat: {list(self.labels)}")
 
     @property
     def is_regression(self) -> bool:
@@ -83,7 +85,7 @@ def _from_spec(spec, origin: str) -> TaskInfo:
 def _from_spec_dict(raw: dict, where: str) -> TaskInfo:
     """A recipe's ``task_spec`` (``TaskSpec.to_dict()``), read by its documented keys only."""
     if not isinstance(raw, dict):
-        raise ValueError(f"{where}: task_spec must be an object, got {type(raw).__name__}")
+        raise ExportError(f"{where}: task_spec must be an object, got {type(raw).__name__}")
     problem = raw.get("problem_type") or (REGRESSION if raw.get("is_regression") else CLASSIFICATION)
     labels = () if problem == REGRESSION else tuple(str(n) for n in raw.get("label_names") or ())
     data_file = raw.get("data_file")
@@ -142,7 +144,7 @@ def resolve_task(config, source: dict | None = None, task_spec=None) -> TaskInfo
     named = [c for c in candidates if not c.is_regression and not is_generic(c.labels)]
     for other in named[1:]:
         if other.labels != named[0].labels:
-            raise ValueError(f"the label names of {named[0].origin} {list(named[0].labels)} differ from those of "
+            raise ExportError(f"the label names of {named[0].origin} {list(named[0].labels)} differ from those of "
                              f"{other.origin} {list(other.labels)}; the head was trained for one of them")
     if regression:
         labels, origin = (), candidates[0].origin if candidates else "config.json"
@@ -161,9 +163,9 @@ def resolve_task(config, source: dict | None = None, task_spec=None) -> TaskInfo
 def _check_fits_head(info: TaskInfo, num_labels: int) -> None:
     if info.is_regression:
         if num_labels != 1:
-            raise ValueError(f"{info.origin} says regression but the model's head has {num_labels} outputs")
+            raise ExportError(f"{info.origin} says regression but the model's head has {num_labels} outputs")
     elif len(info.labels) != num_labels:
-        raise ValueError(f"{info.origin} names {len(info.labels)} labels {list(info.labels)} but the model's head "
+        raise ExportError(f"{info.origin} names {len(info.labels)} labels {list(info.labels)} but the model's head "
                          f"has {num_labels} outputs")
 
 

@@ -17,7 +17,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from .config import ExportOptions
+from .config import ExportError, ExportOptions
 
 OPTIMUM_PRESETS = {"arm64": "arm64", "x86_64": "avx512_vnni", "x86_64-novnni": "avx2"}
 
@@ -51,13 +51,13 @@ def optimum_baseline(model: str, out_dir: str | os.PathLike, target: str = "x86_
     from .manifest import Manifest, file_table, versions
 
     if quantize not in ("none", "int8"):
-        raise ValueError(f"optimum baselines support --quantize none|int8 (dynamic), got {quantize!r}")
+        raise ExportError(f"optimum baselines support --quantize none|int8 (dynamic), got {quantize!r}")
     opts = ExportOptions(target=target, quantize=quantize, max_length=max_length, task=task, vnni=vnni)
     task_data = _task_data(task)
     torch_model, tokenizer_dir, source = load_source(model, task_data.spec.num_labels if task_data else None)
     info = resolve_task(torch_model.config, source, task_data.spec if task_data is not None else None)
     if getattr(torch_model.config, "kronecker_layout", None):
-        raise ValueError("optimum cannot match Kronecker layers; use `kronedge export` for kronedge artifacts")
+        raise ExportError("optimum cannot match Kronecker layers; use `kronedge export` for kronedge artifacts")
 
     with atomic_directory(out_dir) as out, tempfile.TemporaryDirectory(prefix="kronedge-optimum-") as work:
         work = Path(work)

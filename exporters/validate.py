@@ -17,10 +17,10 @@ import numpy as np
 from runtime.contract import GOLDEN_FILE, INPUTS, OUTPUTS, load_golden, sqnr
 from runtime.predictor import create_session
 
-from .config import BertOnnxConfig
+from .config import BertOnnxConfig, ExportError
 
 
-class ValidationError(ValueError):
+class ValidationError(ExportError):
     """The exported graph does not behave like the PyTorch model; the message says where and by how much."""
 
 

@@ -21,13 +21,14 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
 
+from .errors import KronedgeError
 from .teachers import TOKENIZER_FILES
 
 RECIPE_FILE = "kronedge.json"
 WEIGHTS_FILE = "model.safetensors"
 
 
-class ArtifactError(ValueError):
+class ArtifactError(KronedgeError, ValueError):
     """A missing, incomplete or corrupt artifact; the message names the file."""
 
 

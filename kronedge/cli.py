@@ -7,6 +7,7 @@ Heavy libraries (torch, transformers, onnxruntime) are imported inside the comma
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import functools
 import importlib
 import json
@@ -17,6 +18,7 @@ import typer
 from rich.console import Console
 
 from . import __version__
+from .errors import KronedgeError
 
 app = typer.Typer(
     name="kronedge",
@@ -45,13 +47,17 @@ CALIBRATION_HELP = ("Text whose teacher activations weight the fit and the error
 
 
 def friendly_errors(fn):
-    """Turn the library's expected errors into one red line and exit code 1, not a traceback."""
+    """Turn the errors a user can fix (:class:`KronedgeError`, and ``OSError``: a missing file, no permission)
+    into one red line and exit code 1; anything else is a bug and keeps its traceback, and ``--debug``
+    shows the traceback for these too."""
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
         try:
             return fn(*args, **kwargs)
-        except (ValueError, FileNotFoundError, PermissionError, NotADirectoryError, IsADirectoryError) as exc:
+        except (KronedgeError, OSError) as exc:
+            if options.debug:
+                raise
             console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)  # one line in a pipe or log
             raise typer.Exit(1) from None
         except KeyboardInterrupt:
@@ -59,6 +65,17 @@ def friendly_errors(fn):
             raise typer.Exit(130) from None
 
     return wrapper
+
+
+@dataclasses.dataclass
+class CliOptions:
+    """The options given before the command (``kronedge --debug plan ...``); the app callback sets them on
+    every invocation, before the command runs."""
+
+    debug: bool = False
+
+
+options = CliOptions()
 
 
 def _version(value: bool):
@@ -70,8 +87,10 @@ def _version(value: bool):
 @app.callback()
 def main_callback(
     version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Print the version and exit."),
+    debug: bool = typer.Option(False, "--debug", help="Show the full traceback of an error, also of one a user can fix."),
 ):
     """KroneckerBERT from teacher to device: plan, kronize, compress, export, bench, serve."""
+    options.debug = debug
 
 
 def _print_plan(plan) -> None:

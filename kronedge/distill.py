@@ -22,6 +22,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .training.config import TrainingError
+
 
 @dataclass
 class DistillConfig:
@@ -55,13 +57,13 @@ class DistillConfig:
         weights = {k: getattr(self, k) for k in ("embedding", "attention", "hidden", "logits", "supervised")}
         bad = {k: v for k, v in weights.items() if not (isinstance(v, (int, float)) and v >= 0 and math.isfinite(v))}
         if bad:
-            raise ValueError(f"loss weights must be finite and >= 0, got {bad}")
+            raise TrainingError(f"loss weights must be finite and >= 0, got {bad}")
         if not any(weights.values()):
-            raise ValueError("every loss weight is 0: nothing to train; set at least one (e.g. supervised=1)")
+            raise TrainingError("every loss weight is 0: nothing to train; set at least one (e.g. supervised=1)")
         if not self.temperature > 0:
-            raise ValueError(f"temperature must be > 0, got {self.temperature}")
+            raise TrainingError(f"temperature must be > 0, got {self.temperature}")
         if self.layer_map not in ("one-to-one", "uniform"):
-            raise ValueError(f"layer_map must be 'one-to-one' or 'uniform', not {self.layer_map!r}")
+            raise TrainingError(f"layer_map must be 'one-to-one' or 'uniform', not {self.layer_map!r}")
 
     @classmethod
     def general(cls, **kw) -> "DistillConfig":
@@ -105,11 +107,11 @@ def layer_mapping(student_layers: int, teacher_layers: int, mode: str = "one-to-
     """
     if mode == "one-to-one":
         if student_layers != teacher_layers:
-            raise ValueError(f"one-to-one mapping needs equal depth; the student has {student_layers} layers and "
+            raise TrainingError(f"one-to-one mapping needs equal depth; the student has {student_layers} layers and "
                              f"the teacher {teacher_layers}: use layer_map='uniform'")
         return list(range(student_layers))
     if student_layers > teacher_layers:
-        raise ValueError(f"a uniform mapping needs a student no deeper than the teacher ({student_layers} > {teacher_layers})")
+        raise TrainingError(f"a uniform mapping needs a student no deeper than the teacher ({student_layers} > {teacher_layers})")
     return [(j + 1) * teacher_layers // student_layers - 1 for j in range(student_layers)]
 
 
@@ -208,7 +210,7 @@ class Distiller(nn.Module):
         self.project = (nn.Linear(ss.hidden_size, ts.hidden_size, bias=False)
                         if ss.hidden_size != ts.hidden_size else nn.Identity())
         if config.logits and not hasattr(teacher, "classifier"):
-            raise ValueError("logit distillation needs a teacher with a classification head; "
+            raise TrainingError("logit distillation needs a teacher with a classification head; "
                              "fine-tune it first (kronedge finetune) or set logits=0")
         if not self.same_heads and config.attention:
             warnings.warn(f"student has {ss.num_attention_heads} heads, teacher {ts.num_attention_heads}: "

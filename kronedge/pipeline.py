@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .planner import KronConfig, Plan
+from .planner import KronConfig, Plan, PlanError
 
 
 def kron_config(preset: str | None = None, compression: float | None = None, rank: int = 1,
@@ -12,7 +12,7 @@ def kron_config(preset: str | None = None, compression: float | None = None, ran
                 max_flops_per_token: int | None = None) -> KronConfig:
     """One KronConfig from the CLI's choices: a preset, or a target compression, and a structure."""
     if (preset is None) == (compression is None):
-        raise ValueError("give exactly one of --preset (kb8, kb21) or --compression X")
+        raise PlanError("give exactly one of --preset (kb8, kb21) or --compression X")
     search = {"structure": structure, "allocation": allocation, "max_flops_per_token": max_flops_per_token}
     if preset is not None:
         config = KronConfig.preset(preset)
@@ -39,7 +39,7 @@ def shallower(model, config: KronConfig, layers: int | None) -> KronConfig:
         return config  # a preset's shapes are fixed; fewer layers simply compress further
     remaining = config.compression * reduced / original
     if remaining <= 1.05:
-        raise ValueError(f"{layers} layers alone give {original / reduced:.1f}x; ask for a compression above that, "
+        raise PlanError(f"{layers} layers alone give {original / reduced:.1f}x; ask for a compression above that, "
                          "or keep more layers")
     return replace(config, compression=remaining)
 

@@ -14,6 +14,7 @@ from typing import Callable
 
 from torch import nn
 
+from .errors import KronedgeError
 from .layers import KronShape
 
 FilterFn = Callable[[nn.Module, str], bool]
@@ -31,7 +32,7 @@ _ROLE_PATTERNS = (
 _PER_SEQUENCE = re.compile(r"(^|\.)(pooler\.dense|classifier)$")
 
 
-class PlanError(ValueError):
+class PlanError(KronedgeError, ValueError):
     """A compression request that cannot be met; the message says what to ask for instead."""
 
 
@@ -92,25 +93,25 @@ class KronConfig:
         from .structure import ALLOCATIONS, STRUCTURES
 
         if self.structure not in STRUCTURES:
-            raise ValueError(f"structure must be one of {', '.join(STRUCTURES)}, got {self.structure!r}")
+            raise PlanError(f"structure must be one of {', '.join(STRUCTURES)}, got {self.structure!r}")
         if self.allocation not in ALLOCATIONS:
-            raise ValueError(f"allocation must be one of {', '.join(ALLOCATIONS)}, got {self.allocation!r}")
+            raise PlanError(f"allocation must be one of {', '.join(ALLOCATIONS)}, got {self.allocation!r}")
         if self.structure != "paper" and self.compression is None and not self.layer_shapes:
-            raise ValueError(f"structure {self.structure!r} needs a target compression (or a preset that has one)")
+            raise PlanError(f"structure {self.structure!r} needs a target compression (or a preset that has one)")
         if self.max_flops_per_token is not None and self.max_flops_per_token < 2:
-            raise ValueError(f"max_flops_per_token must be >= 2, got {self.max_flops_per_token}")
+            raise PlanError(f"max_flops_per_token must be >= 2, got {self.max_flops_per_token}")
         if self.compression is None and not self.layer_shapes:
-            raise ValueError("KronConfig needs a target: a preset (KronConfig.kb8(), .kb21()), "
+            raise PlanError("KronConfig needs a target: a preset (KronConfig.kb8(), .kb21()), "
                              "compression=X, or explicit layer_shapes")
         if self.compression is not None and not (isinstance(self.compression, (int, float)) and self.compression > 1):
-            raise ValueError(f"compression must be a number > 1 (e.g. 5 for 5x fewer parameters), got {self.compression!r}")
+            raise PlanError(f"compression must be a number > 1 (e.g. 5 for 5x fewer parameters), got {self.compression!r}")
         if self.rank < 1:
-            raise ValueError(f"rank must be >= 1, got {self.rank}")
+            raise PlanError(f"rank must be >= 1, got {self.rank}")
         if self.embedding_k is not None and self.embedding_k < 1:
-            raise ValueError(f"embedding_k must be >= 1, got {self.embedding_k}")
+            raise PlanError(f"embedding_k must be >= 1, got {self.embedding_k}")
         unknown = set(self.role_shapes) - {"attention", "ffn_up", "ffn_down"}
         if unknown:
-            raise ValueError(f"unknown roles {sorted(unknown)}; use attention, ffn_up, ffn_down")
+            raise PlanError(f"unknown roles {sorted(unknown)}; use attention, ffn_up, ffn_down")
 
     @classmethod
     def kb8(cls) -> "KronConfig":
@@ -141,7 +142,7 @@ class KronConfig:
     def preset(cls, name: str) -> "KronConfig":
         factories = {"kb8": cls.kb8, "kb21": cls.kb21}
         if name not in factories:
-            raise ValueError(f"unknown preset {name!r}; choose one of {sorted(factories)} or give --compression")
+            raise PlanError(f"unknown preset {name!r}; choose one of {sorted(factories)} or give --compression")
         return factories[name]()
 
     def to_dict(self) -> dict:

@@ -9,7 +9,7 @@ from torch import nn
 
 from .fitting import InputStats, WeightedProblem
 from .layers import KronShape, KroneckerEmbedding, KroneckerLinear
-from .planner import FilterFn, KronConfig, Plan, plan_model
+from .planner import FilterFn, KronConfig, Plan, PlanError, plan_model
 
 # Which Kronecker layer replaces which dense layer (peft's layers_mapping).
 _REPLACEMENTS: dict[type, type] = {nn.Linear: KroneckerLinear, nn.Embedding: KroneckerEmbedding}
@@ -117,7 +117,7 @@ def keep_layers_(model: nn.Module, layers: int) -> list[int]:
     encoder = bert_of(model).encoder
     total = len(encoder.layer)
     if not 1 <= layers <= total:
-        raise ValueError(f"--layers must be between 1 and the teacher's {total} layers, got {layers}")
+        raise PlanError(f"--layers must be between 1 and the teacher's {total} layers, got {layers}")
     kept = layer_mapping(layers, total, "uniform")
     encoder.layer = nn.ModuleList(encoder.layer[i] for i in kept)
     if hasattr(model, "config"):

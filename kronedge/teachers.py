@@ -14,6 +14,8 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from .errors import KronedgeError
+
 # Built-in shapes, so `random:` needs no download. Values are the public configs of those models.
 BUILTIN_CONFIGS: dict[str, dict] = {
     "bert-base-uncased": dict(vocab_size=30522, hidden_size=768, num_hidden_layers=12, num_attention_heads=12,
@@ -32,7 +34,7 @@ TOKENIZER_FILES = ("tokenizer.json", "vocab.txt", "tokenizer_config.json", "spec
 HEADS = ("base", "sequence-classification", "token-classification", "question-answering", "multiple-choice")
 
 
-class TeacherError(ValueError):
+class TeacherError(KronedgeError, ValueError):
     """A model spec that cannot be resolved; the message says why and what to try."""
 
 

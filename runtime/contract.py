@@ -27,6 +27,8 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from .errors import KronedgeError
+
 FORMAT_VERSION = 1
 FORMAT = f"kronedge-onnx/{FORMAT_VERSION}"
 
@@ -55,7 +57,7 @@ SHORT_HASH_CHARS = 12
 GOLDEN_MIN_SQNR_DB = 25.0
 
 
-class ModelDirError(ValueError):
+class ModelDirError(KronedgeError, ValueError):
     """The exported directory cannot be used: a file is missing, truncated or corrupt, the manifest is not
     valid, or a file's hash does not match. The message is one line that names the file."""
 

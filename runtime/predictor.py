@@ -23,6 +23,7 @@ import numpy as np
 from .contract import (GOLDEN_FILE, GOLDEN_MIN_SQNR_DB, INPUTS, MANIFEST_FILE, MODEL_FILES, OUTPUTS,
                        TOKENIZER_FILE, Manifest, ModelDirError, check_requires, load_golden, model_id, sqnr,
                        verify_files)
+from .errors import KronedgeError
 
 GRAPH_OPT_LEVELS = ("disabled", "basic", "extended", "all")
 
@@ -33,6 +34,10 @@ Inputs = Union[Sequence[Text], Sequence[Pair]]
 # The ORT load errors (InvalidProtobuf, InvalidGraph, Fail, ...) derive from Exception only; a model file
 # ORT cannot load is the user's to fix, so it becomes a ModelDirError naming the file.
 _ORT_LOAD_ERRORS = ("InvalidProtobuf", "InvalidGraph", "Fail", "NoSuchFile", "InvalidArgument", "NotImplemented")
+
+
+class PredictorOptionError(KronedgeError, ValueError):
+    """A Predictor or session option out of range (threads, max_length beyond the export's, ...)."""
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:
@@ -56,9 +61,9 @@ def session_options(threads: int | None = None, graph_optimization: str = "all",
     import onnxruntime as ort
 
     if graph_optimization not in GRAPH_OPT_LEVELS:
-        raise ValueError(f"graph_optimization must be one of {GRAPH_OPT_LEVELS}, got {graph_optimization!r}")
+        raise PredictorOptionError(f"graph_optimization must be one of {GRAPH_OPT_LEVELS}, got {graph_optimization!r}")
     if threads is not None and threads < 1:
-        raise ValueError(f"threads must be >= 1, got {threads}")
+        raise PredictorOptionError(f"threads must be >= 1, got {threads}")
     so = ort.SessionOptions()
     so.graph_optimization_level = {
         "disabled": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
@@ -156,7 +161,7 @@ class Predictor:
             if model_file is None:
                 raise ModelDirError(f"{self.model_dir} has neither model.onnx nor model.ort")
         elif model_file not in MODEL_FILES:
-            raise ValueError(f"model_file must be one of {MODEL_FILES}, got {model_file!r}")
+            raise PredictorOptionError(f"model_file must be one of {MODEL_FILES}, got {model_file!r}")
         elif not (self.model_dir / model_file).is_file():
             raise ModelDirError(f"{self.model_dir / model_file} does not exist")
         if not (self.model_dir / TOKENIZER_FILE).is_file():
@@ -167,13 +172,13 @@ class Predictor:
             golden = [GOLDEN_FILE] if (self.model_dir / GOLDEN_FILE).is_file() else []
             verify_files(self.model_dir, self.manifest, [model_file, TOKENIZER_FILE, *golden])
         if max_batch < 1:
-            raise ValueError(f"max_batch must be >= 1, got {max_batch}")
+            raise PredictorOptionError(f"max_batch must be >= 1, got {max_batch}")
         if max_padding < 0:
-            raise ValueError(f"max_padding must be >= 0, got {max_padding}")
+            raise PredictorOptionError(f"max_padding must be >= 0, got {max_padding}")
         self.max_batch, self.max_padding = max_batch, max_padding
         self.max_length = self.manifest.max_length if max_length is None else max_length
         if not 2 <= self.max_length <= self.manifest.max_length:
-            raise ValueError(f"max_length must be in [2, {self.manifest.max_length}] (the export's limit), got {max_length}")
+            raise PredictorOptionError(f"max_length must be in [2, {self.manifest.max_length}] (the export's limit), got {max_length}")
         self.model_file = model_file
         self.threads = threads
         # Named in every answer so a client can tell which model answered (NAME@VERSION).

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import onnx
 
+from ..config import ExportError
 from .attention_mha import MultiHeadAttentionRule
 from .attention_onnx import OnnxAttentionRule
 from .gemm_to_matmul import GemmToMatMulAddRule
@@ -76,7 +77,7 @@ def optimize(model: onnx.ModelProto, profile: str, num_heads: int, head_size: in
     optimized = ir.to_proto(ir_model)
     fused = counts.get("OnnxAttention", 0) + counts.get("MultiHeadAttention", 0)
     if expect_attention is not None and profile != "none" and fused != expect_attention:
-        raise ValueError(f"fused {fused} attention cores, expected {expect_attention} (one per layer); "
+        raise ExportError(f"fused {fused} attention cores, expected {expect_attention} (one per layer); "
                          f"the exported attention does not have the eager BERT pattern")
     return optimized, counts
 

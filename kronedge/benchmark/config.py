@@ -7,11 +7,13 @@ import dataclasses
 from dataclasses import field
 from typing import Optional
 
+from ..errors import KronedgeError
+
 TARGETS = ("host", "arm64")
 ARM_CPUS = ("cortex-a53", "cortex-a72", "cortex-a76")
 
 
-class BenchError(ValueError):
+class BenchError(KronedgeError, ValueError):
     """A bench option or input the user can fix; the CLI prints it as one line."""
 
 

@@ -10,16 +10,16 @@ from typing import List, Optional
 
 import typer
 
-from ..benchmark.config import default_of, help_of
+from ..benchmark.config import BenchError, default_of, help_of
 
 
 def _ints(text: str, what: str) -> list[int]:
     try:
         values = [int(v) for v in text.split(",") if v.strip()]
     except ValueError:
-        raise ValueError(f"--{what} takes comma-separated integers, e.g. 32,128 (got {text!r})") from None
+        raise BenchError(f"--{what} takes comma-separated integers, e.g. 32,128 (got {text!r})") from None
     if not values or any(v < 1 for v in values):
-        raise ValueError(f"--{what} takes positive integers (got {text!r})")
+        raise BenchError(f"--{what} takes positive integers (got {text!r})")
     return values
 
 

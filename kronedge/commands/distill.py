@@ -10,7 +10,9 @@ from typing import Optional
 
 import typer
 
+from ..errors import UsageError
 from ..recipe import DEFAULT_COMPRESSION, CompressConfig, default_teacher_config
+from ..training.config import TrainingError
 
 # The defaults every option shows come from the config classes, written once there.
 D = CompressConfig
@@ -29,9 +31,9 @@ def _weights(text: str | None) -> dict:
         try:
             out[name.strip()] = float(value)
         except ValueError:
-            raise ValueError(f"--loss-weights: {item!r} is not NAME=NUMBER") from None
+            raise TrainingError(f"--loss-weights: {item!r} is not NAME=NUMBER") from None
         if not sep:
-            raise ValueError(f"--loss-weights: {item!r} is not NAME=NUMBER")
+            raise TrainingError(f"--loss-weights: {item!r} is not NAME=NUMBER")
     return out
 
 
@@ -193,10 +195,11 @@ def register(app, friendly_errors) -> None:
         """Score a model on a GLUE dev set (torch for artifacts, ONNX Runtime for exported models)."""
         if (model_dir / "manifest.json").is_file():
             from exporters.evaluate import evaluate_exported
+            from runtime.contract import Manifest
 
-            task = task or json.loads((model_dir / "manifest.json").read_text()).get("task")
+            task = task or Manifest.load(model_dir / "manifest.json").task
             if not task:
-                raise ValueError(f"{model_dir}/manifest.json names no task: pass --task")
+                raise UsageError(f"{model_dir}/manifest.json names no task: pass --task")
             result = evaluate_exported(model_dir, task, data_dir=data_dir, limit=limit)
         else:
             from ..evaluation import evaluate_artifact

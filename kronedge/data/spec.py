@@ -11,17 +11,18 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from ..errors import KronedgeError
 from .metrics import METRICS
 
 
-class DataError(ValueError):
+class DataError(KronedgeError, ValueError):
     """A data file that cannot be read; the message names the file and the line."""
 
 
 class DataFileError(DataError):
     """A user's own data file (``--train``/``--validation``) that cannot be used as given.
 
-    A :class:`ValueError`, so the CLI's ``friendly_errors`` prints it as one line with exit code 1.
+    A :class:`~kronedge.errors.KronedgeError`, so the CLI prints it as one line with exit code 1.
     """
 
 
@@ -70,9 +71,9 @@ class TaskSpec:
 
     def __post_init__(self):
         if self.is_pair != (len(self.text_columns) == 2):
-            raise ValueError(f"{self.name}: a pair task needs two text columns, a single-sentence task one")
+            raise DataError(f"{self.name}: a pair task needs two text columns, a single-sentence task one")
         if not self.is_regression and len(self.raw_labels) != self.num_labels:
-            raise ValueError(f"{self.name}: raw_labels must list one raw label per class")
+            raise DataError(f"{self.name}: raw_labels must list one raw label per class")
         if not self.metrics:
             # GLUE's convention: accuracy for every classification task, plus its own primary metric.
             derived = ("pearson", "spearman") if self.is_regression else \
@@ -80,9 +81,9 @@ class TaskSpec:
             object.__setattr__(self, "metrics", derived)
         unknown = [m for m in self.metrics if m not in METRICS]
         if unknown:
-            raise ValueError(f"{self.name}: unknown metrics {unknown}; choose from {sorted(METRICS)}")
+            raise DataError(f"{self.name}: unknown metrics {unknown}; choose from {sorted(METRICS)}")
         if self.primary_metric not in self.metrics:
-            raise ValueError(f"{self.name}: primary metric {self.primary_metric!r} is not among {list(self.metrics)}")
+            raise DataError(f"{self.name}: primary metric {self.primary_metric!r} is not among {list(self.metrics)}")
 
     @property
     def problem_type(self) -> str:

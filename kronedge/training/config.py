@@ -7,8 +7,10 @@ import json
 import math
 from dataclasses import asdict, dataclass, field, fields
 
+from ..errors import KronedgeError
 
-class TrainingError(ValueError):
+
+class TrainingError(KronedgeError, ValueError):
     """A training setting, option combination or training outcome the user can fix; the message says how."""
 
 

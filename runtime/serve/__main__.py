@@ -6,8 +6,8 @@ import argparse
 import sys
 from typing import Optional
 
-from ..contract import ModelDirError
-from .config import ServeConfigError, add_arguments, from_namespace
+from ..errors import KronedgeError
+from .config import add_arguments, from_namespace
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -21,7 +21,7 @@ def main(argv: Optional[list[str]] = None) -> int:
         from .app import serve
 
         serve(from_namespace(vars(args)))
-    except (ServeConfigError, ModelDirError, OSError) as exc:  # the user's to fix: one line, exit 1
+    except (KronedgeError, OSError) as exc:  # the user's to fix: one line, exit 1
         print(f"error: {exc}", file=sys.stderr)
         return 1
     return 0

@@ -13,13 +13,15 @@ import typing
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Optional
 
+from ..errors import KronedgeError
+
 if TYPE_CHECKING:
     import argparse
 
 TOKEN_ENV = "KRONEDGE_API_TOKEN"
 
 
-class ServeConfigError(ValueError):
+class ServeConfigError(KronedgeError, ValueError):
     """A server setting or option combination a user can fix; the CLIs print it as one line."""
 
 

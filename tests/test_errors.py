@@ -1,0 +1,116 @@
+"""Named errors, caught narrowly: a user's error is one line, a bug keeps its traceback, --debug shows both.
+
+The commands are driven through ``kronedge bench ... --seq TEXT``: its option parser runs before any model
+is loaded, so the tests need no torch, no model and no export. Raising from that parser stands in for any
+error a library function raises inside a command.
+"""
+
+import importlib
+import subprocess
+import sys
+
+import pytest
+from typer.testing import CliRunner
+
+from kronedge.cli import app
+from kronedge.errors import KronedgeError
+from runtime.errors import KronedgeError as RuntimeKronedgeError
+
+runner = CliRunner()
+BAD_SEQ = ["bench", "no-such-model", "--seq", "abc"]
+
+# (module, class, the builtin its callers catch): every user-facing error is a KronedgeError and keeps it.
+ERRORS = [
+    ("kronedge.errors", "UsageError", ValueError),
+    ("kronedge.planner", "PlanError", ValueError),
+    ("kronedge.planner", "NoMatchingLayersError", ValueError),
+    ("kronedge.data.spec", "DataError", ValueError),
+    ("kronedge.data.spec", "DataFileError", ValueError),
+    ("kronedge.artifact", "ArtifactError", ValueError),
+    ("kronedge.teachers", "TeacherError", ValueError),
+    ("kronedge.training.config", "TrainingError", ValueError),
+    ("kronedge.evaluation", "TeacherNearChanceError", ValueError),
+    ("kronedge.benchmark.config", "BenchError", ValueError),
+    ("kronedge.benchmark.drivers", "BenchProcessError", RuntimeError),
+    ("kronedge.qemu", "QemuError", RuntimeError),
+    ("exporters.config", "ExportError", ValueError),
+    ("exporters.validate", "ValidationError", ValueError),
+    ("runtime.contract", "ModelDirError", ValueError),
+    ("runtime.predictor", "PredictorOptionError", ValueError),
+    ("runtime.serve.config", "ServeConfigError", ValueError),
+]
+
+
+def _raise_from_the_parser(monkeypatch, exc: BaseException) -> None:
+    def parse(text, what):
+        raise exc
+
+    monkeypatch.setattr(importlib.import_module("kronedge.commands.bench"), "_ints", parse)
+
+
+def test_one_base_shared_by_the_runtime_and_the_toolchain():
+    assert KronedgeError is RuntimeKronedgeError
+
+
+@pytest.mark.parametrize("module, name, builtin", ERRORS, ids=[e[1] for e in ERRORS])
+def test_every_user_facing_error_is_a_kronedge_error(module, name, builtin):
+    cls = getattr(importlib.import_module(module), name)
+    assert issubclass(cls, KronedgeError) and issubclass(cls, builtin)
+
+
+def test_a_user_error_is_one_line():
+    result = runner.invoke(app, BAD_SEQ, env={"COLUMNS": "400"})
+    assert result.exit_code == 1, result.output
+    assert result.output.strip().splitlines() == ["error: --seq takes comma-separated integers, e.g. 32,128 "
+                                                  "(got 'abc')"]
+
+
+@pytest.mark.parametrize("module, name", [("kronedge.qemu", "QemuError"), ("runtime.contract", "ModelDirError"),
+                                          ("kronedge.planner", "PlanError"),
+                                          ("runtime.serve.config", "ServeConfigError")])
+def test_named_errors_raised_inside_a_command_are_one_line(monkeypatch, module, name):
+    _raise_from_the_parser(monkeypatch, getattr(importlib.import_module(module), name)("fix this: do that"))
+    result = runner.invoke(app, BAD_SEQ)
+    assert result.exit_code == 1 and result.output.strip() == "error: fix this: do that"
+
+
+def test_a_missing_file_is_one_line(monkeypatch):
+    _raise_from_the_parser(monkeypatch, FileNotFoundError(2, "No such file or directory", "nope.json"))
+    result = runner.invoke(app, BAD_SEQ)
+    assert result.exit_code == 1 and "nope.json" in result.output and len(result.output.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("exc", [ValueError("a bug, not the user's"), RuntimeError("a bug"), KeyError("bug")])
+def test_an_unexpected_exception_is_not_hidden(monkeypatch, exc):
+    """A plain ValueError is a bug (or an error nobody named yet): it must reach the traceback printer."""
+    _raise_from_the_parser(monkeypatch, exc)
+    result = runner.invoke(app, BAD_SEQ)
+    assert result.exception is exc and "error:" not in result.output
+
+
+def test_debug_lets_a_user_error_through():
+    result = runner.invoke(app, ["--debug", *BAD_SEQ])
+    assert type(result.exception).__name__ == "BenchError" and "error:" not in result.output
+
+
+def test_debug_prints_the_traceback():
+    """The real entry point: without --debug one line, with it Python's traceback naming the raise site."""
+    cmd = [sys.executable, "-m", "kronedge.cli"]
+    plain = subprocess.run(cmd + BAD_SEQ, capture_output=True, text=True, timeout=120)
+    debug = subprocess.run(cmd + ["--debug", *BAD_SEQ], capture_output=True, text=True, timeout=120)
+    assert plain.returncode == 1 and "Traceback" not in plain.stderr and plain.stderr.startswith("error: ")
+    assert debug.returncode == 1 and "Traceback" in debug.stderr and "BenchError: --seq" in debug.stderr
+
+
+def test_python_m_runtime_serve_says_one_line(capsys, tmp_path):
+    from runtime.serve.__main__ import main
+
+    assert main([str(tmp_path / "nope")]) == 1
+    err = capsys.readouterr().err
+    assert err.strip() == f"error: {tmp_path / 'nope'} is not a directory"
+
+
+def test_the_bases_import_without_torch():
+    code = ("import sys; import runtime.errors, kronedge.errors; "
+            "assert 'torch' not in sys.modules and 'numpy' not in sys.modules, sorted(sys.modules)")
+    subprocess.run([sys.executable, "-c", code], check=True)
