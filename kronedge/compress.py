@@ -123,8 +123,8 @@ class CompressRun:
 
     def prepare_teacher(self) -> None:
         """A teacher with a head for the task (fine-tuned and cached when it has none), scored on dev."""
-        from .evaluation import check_not_chance, evaluate_model
         from .data import load_task
+        from .evaluation import TeacherNearChanceError, check_not_chance, evaluate_model
         from .teachers import load_teacher
         from .training import encode, load_tokenizer
 
@@ -145,8 +145,16 @@ class CompressRun:
         self.dev_enc = encode(self.tokenizer, self.dev.texts, self.dev.labels, c.max_length)
         self.teacher_metrics = evaluate_model(self.teacher, c.task, self.dev_enc)
         logger.info(f"[compress] teacher {c.task} dev {self.primary} = {self.teacher_metrics[self.primary]:.4f}")
-        if c.check_teacher:
+        if not c.check_teacher:
+            return
+        try:
             check_not_chance(c.task, self.teacher_metrics, self.dev.labels)
+        except TeacherNearChanceError as exc:
+            if c.time_budget_s and "teacher_finetune" in self.seconds:
+                raise TeacherNearChanceError(
+                    f"{exc}. Its fine-tune had a third of --time-budget: give more time, or fine-tune it once with "
+                    "`kronedge finetune` and pass that directory as --teacher") from None
+            raise
 
     def build_student(self) -> None:
         """Surgery on a copy of the teacher (nearest-Kronecker / truncated-SVD / sliced init)."""

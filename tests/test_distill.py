@@ -524,3 +524,19 @@ def test_time_budget_shares_cover_the_teacher_fine_tune(tmp_path):
     run.seconds.update(teacher_finetune=2000.0, stage1=0.0)  # an overrun teacher still leaves stage 2 a fifth
     assert run.budget("stage1") == 60.0 and run.budget("stage2") == 180.0
     assert CompressRun(CompressConfig(), None, tmp_path).budget("stage2") is None
+
+
+def test_near_chance_message_points_at_the_budget_when_it_cut_the_teacher(tmp_path, monkeypatch):
+    from typer.testing import CliRunner
+
+    from kronedge.cli import app
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "tiny.json").write_text(json.dumps(TINY))
+    args = ["compress", "--teacher", f"random:{tmp_path / 'tiny.json'}", "--compression", "4", "--teacher-train-limit",
+            "32", "--max-length", "32", "--min-steps", "2", "--precision", "fp32", "--run-dir", "run", "--out", "art",
+            "--time-budget", "0.5"]
+    result = CliRunner().invoke(app, args)
+    text = " ".join(result.output.split())
+    assert result.exit_code == 1 and "of chance" in text and "third of --time-budget" in text
+    assert not (tmp_path / "run" / "stage1").exists()
