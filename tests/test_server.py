@@ -853,6 +853,20 @@ def test_one_json_log_line_per_request_without_text(export_dir, shared_predictor
     assert json.loads(caplog.records[-1].getMessage())["texts"] == ["private words"]
 
 
+def test_a_failed_start_leaves_logging_alone(tmp_path):
+    """`serve` points the access log at stdout only while uvicorn runs: a start that fails (here: no
+    model) must not leave a handler behind that swallows the log records of whatever runs next."""
+    from runtime.serve.app import access_log, access_log_to_stdout, serve
+
+    before = (list(access_log.handlers), access_log.propagate, access_log.level)
+    with pytest.raises((ValueError, OSError)):
+        serve(ServeConfig(str(tmp_path)))
+    assert (list(access_log.handlers), access_log.propagate, access_log.level) == before
+    with access_log_to_stdout():
+        assert len(access_log.handlers) == len(before[0]) + 1 and not access_log.propagate
+    assert (list(access_log.handlers), access_log.propagate, access_log.level) == before
+
+
 # ---- fuzzing: no input may produce a 5xx ----------------------------------------------------------------
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats(allow_nan=True) | st.text(max_size=60),

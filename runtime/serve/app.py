@@ -9,6 +9,7 @@ import math
 import sys
 import time
 import uuid
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING, Optional
@@ -154,8 +155,6 @@ def create_app(config: ServeConfig, predictor: Optional["Predictor"] = None, tok
     Example:
         >>> app = create_app(ServeConfig("runs/kb21-int8", workers=2))   # doctest: +SKIP
     """
-    from contextlib import asynccontextmanager
-
     timed = None
     if predictor is None:
         predictor = load_predictor(config)
@@ -250,13 +249,25 @@ def time_model(predictor: "Predictor", texts: int) -> float:
     return time.perf_counter() - start
 
 
-def _configure_logging() -> None:
-    if not access_log.handlers:
-        handler = logging.StreamHandler(sys.stdout)
-        handler.setFormatter(logging.Formatter("%(message)s"))  # the message is already one JSON object
-        access_log.addHandler(handler)
-        access_log.setLevel(logging.INFO)
-        access_log.propagate = False
+@contextmanager
+def access_log_to_stdout():
+    """The access log as one JSON line per request on stdout while the server runs; the logger is left as
+    it was afterwards (a failed start inside a test or a notebook must not capture its logging)."""
+    if access_log.handlers:  # someone configured it already: leave theirs
+        yield
+        return
+    handler = logging.StreamHandler(sys.stdout)
+    handler.setFormatter(logging.Formatter("%(message)s"))  # the message is already one JSON object
+    level, propagate = access_log.level, access_log.propagate
+    access_log.addHandler(handler)
+    access_log.setLevel(logging.INFO)
+    access_log.propagate = False
+    try:
+        yield
+    finally:
+        access_log.removeHandler(handler)
+        access_log.setLevel(level)
+        access_log.propagate = propagate
 
 
 def uvicorn_settings(config: ServeConfig) -> dict:
@@ -274,9 +285,9 @@ def serve(config: ServeConfig) -> None:
     import uvicorn
 
     token = resolve_token(config)  # before loading the model: refuse fast
-    _configure_logging()
     app = create_app(config, token=token)
-    access_log.info(json.dumps({"ts": round(time.time(), 3), "event": "start", "host": config.host, "port": config.port,
-                                "auth": token is not None, "model_dir": str(config.model_dir),
-                                "config": {k: v for k, v in asdict(config).items() if k not in ("token_env",)}}))
-    uvicorn.run(app, host=config.host, port=config.port, **uvicorn_settings(config))
+    with access_log_to_stdout():
+        access_log.info(json.dumps({"ts": round(time.time(), 3), "event": "start", "host": config.host,
+                                    "port": config.port, "auth": token is not None, "model_dir": str(config.model_dir),
+                                    "config": {k: v for k, v in asdict(config).items() if k != "token_env"}}))
+        uvicorn.run(app, host=config.host, port=config.port, **uvicorn_settings(config))
