@@ -252,6 +252,28 @@ def test_labels_that_do_not_fit_the_head_are_an_error():
         resolve_task(_config(2), {"task_spec": {"name": "s", "is_regression": True}})
 
 
+@pytest.mark.parametrize("name, lines, labels, pair, regression", [
+    ("tickets.csv", ["text,label", "refund please,billing", "app crashes,bug", "love it,praise", "charged twice,billing"],
+     ("billing", "bug", "praise"), False, False),
+    ("nli.jsonl", ['{"premise": "a man sings", "hypothesis": "someone sings", "label": "yes"}',
+                   '{"premise": "it rains", "hypothesis": "it is dry", "label": "no"}'],
+     ("no", "yes"), True, False),
+    ("scores.csv", ["sentence,score", "fine,0.5", "great,4.25", "bad,1.0"], (), False, True),
+])
+def test_recipe_from_the_data_layers_spec(tmp_path, name, lines, labels, pair, regression):
+    """What `kronedge compress --train FILE` records (``TaskSpec.to_dict()`` of the data layer, built here from
+    a file) is what the export reads: names in the data layer's order, pair input, regression, the file name."""
+    from kronedge.data import DataFiles
+
+    path = tmp_path / name
+    path.write_text("\n".join(lines) + "\n")
+    spec = DataFiles(train=str(path)).spec()
+    recipe = {"task": spec.name, "labels": list(spec.label_names), "task_spec": spec.to_dict()}
+    info = resolve_task(_config(1 if regression else len(labels)), recipe)
+    assert info.labels == labels and info.pair_input == pair and info.is_regression == regression
+    assert info.task == spec.name and info.data_file == name
+
+
 def test_glue_task_at_export_names_the_labels():
     from kronedge.data import get_task
 
