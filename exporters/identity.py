@@ -30,7 +30,9 @@ REGRESSION = "regression"
 
 def generic_labels(n: int) -> tuple[str, ...]:
     """The names transformers gives an unnamed head: ``("LABEL_0", "LABEL_1", ...)``."""
-    return tuple(f"LABEL_{i}" for i in range(n))
+    from kronedge.artifact import generic_labels as names  # one definition, beside save_artifact's use of it
+
+    return tuple(names(n))
 
 
 def is_generic(labels) -> bool:
@@ -135,7 +137,8 @@ def resolve_task(config, source: dict | None = None, task_spec=None) -> TaskInfo
                                    problem_type=REGRESSION if regression else CLASSIFICATION,
                                    pair_input=bool(_glue_pair(source.get("task"))), origin="kronedge.json"))
     id2label = getattr(config, "id2label", None) or {}
-    config_names = tuple(str(id2label.get(i, id2label.get(str(i), f"LABEL_{i}"))) for i in range(n))
+    config_names = tuple(str(id2label.get(i, id2label.get(str(i), generic)))
+                         for i, generic in enumerate(generic_labels(n)))
     if not regression and len(set(config_names)) == n:
         candidates.append(TaskInfo(task=None, labels=config_names, origin="config.json"))
     for info in candidates:

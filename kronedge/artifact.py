@@ -154,14 +154,19 @@ def save_artifact(model, out_dir: str | os.PathLike, tokenizer_dir: str | os.Pat
     return Path(out_dir)
 
 
+def generic_labels(n: int) -> list[str]:
+    """The names transformers gives a head nobody named: ``["LABEL_0", "LABEL_1", ...]``."""
+    return [f"LABEL_{i}" for i in range(n)]
+
+
 def _name_labels(config, labels) -> None:
     """Give a head transformers named LABEL_0, LABEL_1, ... the recipe's label names, so config.json (and
     whatever reads it: the exporter, a transformers pipeline) answers with the user's labels. Real names
     already in the config are left alone; the exporter reports a conflict between the two."""
     n = getattr(config, "num_labels", 0)
-    current = [str((getattr(config, "id2label", None) or {}).get(i, f"LABEL_{i}")) for i in range(n)]
-    if (not labels or len(labels) != n or len(set(labels)) != n
-            or current != [f"LABEL_{i}" for i in range(n)]):
+    generic = generic_labels(n)
+    current = [str((getattr(config, "id2label", None) or {}).get(i, generic[i])) for i in range(n)]
+    if not labels or len(labels) != n or len(set(labels)) != n or current != generic:
         return
     config.id2label = {i: str(name) for i, name in enumerate(labels)}
     config.label2id = {str(name): i for i, name in enumerate(labels)}
