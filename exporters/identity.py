@@ -117,7 +117,7 @@ def resolve_task(config, source: dict | None = None, task_spec=None) -> TaskInfo
         task_spec: the TaskSpec of ``--task``, when given.
 
     Raises:
-        ValueError: two sources name the labels differently, or names do not fit the head (one line).
+        ExportError: two sources name the labels differently, or names do not fit the head (one line).
 
     Example:
         >>> resolve_task(model.config, {"task": "sst2", "labels": ["negative", "positive"]}).labels
@@ -148,7 +148,7 @@ def resolve_task(config, source: dict | None = None, task_spec=None) -> TaskInfo
     for other in named[1:]:
         if other.labels != named[0].labels:
             raise ExportError(f"the label names of {named[0].origin} {list(named[0].labels)} differ from those of "
-                             f"{other.origin} {list(other.labels)}; the head was trained for one of them")
+                              f"{other.origin} {list(other.labels)}; the head was trained for one of them")
     if regression:
         labels, origin = (), candidates[0].origin if candidates else "config.json"
     elif named:
@@ -169,7 +169,7 @@ def _check_fits_head(info: TaskInfo, num_labels: int) -> None:
             raise ExportError(f"{info.origin} says regression but the model's head has {num_labels} outputs")
     elif len(info.labels) != num_labels:
         raise ExportError(f"{info.origin} names {len(info.labels)} labels {list(info.labels)} but the model's head "
-                         f"has {num_labels} outputs")
+                          f"has {num_labels} outputs")
 
 
 def model_identity(name: str | None, version: str | None, default_dir: str | os.PathLike,
