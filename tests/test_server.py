@@ -30,7 +30,8 @@ from hypothesis import strategies as st
 from runtime.predictor import Predictor
 from runtime.serve import ServeConfig, ServeConfigError, create_app, is_loopback, main, resolve_token, token_matches
 from runtime.serve.app import uvicorn_settings
-from runtime.serve.batcher import Batcher, Overloaded, ServiceTime
+from runtime.serve.batcher import Batcher, Overloaded
+from runtime.serve.service_time import ServiceTime
 from runtime.serve.config import cli_options
 
 TOKEN = "s3cret-token-0123456789"

@@ -9,6 +9,7 @@ One module per job:
   - `config`: `ServeConfig`, every setting with its default and help, and both CLIs built from it.
   - `auth`: where the bearer token comes from, the loopback rule, the constant-time check.
   - `batcher`: the deadline-aware queue and the worker threads that batch requests across clients.
+  - `service_time`: the learnt cost of a batch that admission control predicts waits with.
   - `schemas`: body pre-checks (size, content type, UTF-8, JSON) and the pydantic request/response models.
   - `metrics`: Prometheus counters and histogram via `prometheus_client`.
   - `app`: `create_app` (routes, errors, access log) and `serve` (uvicorn).
