@@ -50,7 +50,11 @@ def check_options(config: CompressConfig, out, run_dir: Path, resume: bool) -> N
                             "rerun with the same options or use another --run-dir")
     from .data import get_task
 
-    get_task(config.task)  # an unknown task fails here, not after the teacher
+    spec = get_task(config.task)  # an unknown task fails here, not after the teacher
+    if config.unlabelled:
+        from .augment import read_unlabelled
+
+        read_unlabelled(config.unlabelled, spec.is_pair)  # a missing or malformed file too
     if not teacher_has_head(config.teacher, config.task):
         from .pipeline import plan_teacher
 
@@ -193,10 +197,22 @@ class CompressRun:
 
         c = self.config
         train = load_task(c.task, "train", c.data_dir).subset(c.stage2_examples, seed=c.seed)
-        enc = encode(self.tokenizer, train.texts, train.labels, c.max_length)
+        enc = encode(self.tokenizer, *self.stage2_texts(train), c.max_length)
         losses = (DistillConfig.task(**c.loss_weights, temperature=c.temperature, layer_map=c.layer_map)
                   if c.stage2_kd else DistillConfig.no_kd(layer_map=c.layer_map))
         self._stage("stage2", enc, losses, c.train_config(2, self.budget("stage2")), primary=self.primary)
+
+    def stage2_texts(self, train) -> tuple[list, list]:
+        """Stage 2's texts and labels: the training rows plus, with ``augment``/``unlabelled``, inputs
+        that only the teacher labels (rebuilt from the seed, so a resumed run gets the same set)."""
+        from .augment import read_unlabelled, stage2_examples
+
+        c = self.config
+        if not (c.augment or c.unlabelled):
+            return train.texts, train.labels
+        extra = read_unlabelled(c.unlabelled, self.spec.is_pair) if c.unlabelled else None
+        augment = c.augment_config(getattr(self.tokenizer, "mask_token", None) or "[MASK]")
+        return stage2_examples(train, augment, dev_texts=self.dev.texts, unlabelled=extra)
 
     def _stage(self, name: str, enc, losses, train_config, primary: str | None) -> None:
         from .distill import Distiller

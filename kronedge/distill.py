@@ -22,6 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .augment import NO_LABEL
 from .training.config import TrainingError
 
 
@@ -178,9 +179,18 @@ def logit_loss(student: torch.Tensor, teacher: torch.Tensor, temperature: float,
 
 
 def supervised_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Cross-entropy (MSE for regression) over the rows with a gold label.
+
+    Teacher-labelled inputs (:mod:`.augment`) carry NO_LABEL (NaN for regression) and do not count;
+    a batch of only those gives 0 (their targets are the teacher's, through the KD losses).
+    """
     if logits.shape[-1] == 1:
-        return F.mse_loss(logits.float().squeeze(-1), labels.float())
-    return F.cross_entropy(logits.float(), labels)
+        keep = ~torch.isnan(labels)
+        pred = logits.float().squeeze(-1)
+        return F.mse_loss(pred[keep], labels.float()[keep]) if keep.any() else pred.sum() * 0.0
+    if not (labels != NO_LABEL).any():
+        return logits.float().sum() * 0.0
+    return F.cross_entropy(logits.float(), labels, ignore_index=NO_LABEL)
 
 
 class Distiller(nn.Module):

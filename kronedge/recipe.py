@@ -52,6 +52,11 @@ class CompressConfig:
             this share of the teacher's primary metric.
         checkpoint_seconds: every training stage writes a resumable checkpoint at least this often
             (and at every epoch end); 0 writes one after every optimizer step.
+        augment: stage 2 adds this many teacher-labelled inputs per training row, made from the
+            task's own text (masking, replacement, span deletion, word dropout, re-pairing; see
+            :mod:`kronedge.augment`); 0 = off. They train through the KD losses only.
+        unlabelled: a file of in-domain texts without labels (one a line; pair tasks FIRST<TAB>SECOND),
+            added to stage 2 the same way (dev texts among them are dropped).
 
     Example:
         >>> CompressConfig(task="sst2", compression=5.5, stage1_examples=4000)
@@ -94,6 +99,8 @@ class CompressConfig:
     check_teacher: bool = True
     min_retention: float = 0.9
     checkpoint_seconds: float = free_field(default=300.0)
+    augment: int = 0
+    unlabelled: str | None = None
 
     def __post_init__(self):
         from .students import METHODS
@@ -114,6 +121,10 @@ class CompressConfig:
         DistillConfig(**self.loss_weights)  # checks the values
         if self.time_budget_s is not None and not self.time_budget_s > 0:
             raise TrainingError(f"time_budget_s must be > 0 seconds, got {self.time_budget_s}")
+        if (self.augment or self.unlabelled) and not self.stage2_kd:
+            raise TrainingError("augment/unlabelled inputs are labelled by the teacher, so they need the KD losses: "
+                                "drop --no-kd or set --augment 0")
+        self.augment_config()  # augment >= 0 checked now
         if not 0 <= self.min_retention <= 1:
             raise TrainingError(f"min_retention is a share of the teacher in [0, 1], got {self.min_retention}")
         for stage in (1, 2):
@@ -130,6 +141,11 @@ class CompressConfig:
         from .students import student_config
 
         return student_config(self.method, self.kron_config())
+
+    def augment_config(self, mask_token: str = "[MASK]"):
+        from .augment import AugmentConfig
+
+        return AugmentConfig(copies=self.augment, mask_token=mask_token, seed=self.seed)
 
     def teacher_config(self, time_budget_s: float | None = None) -> TrainConfig:
         return default_teacher_config(max_length=self.max_length, precision=self.precision, seed=self.seed,

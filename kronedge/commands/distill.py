@@ -100,6 +100,11 @@ def register(app, friendly_errors) -> None:
                                            help="Stop when the teacher scores near chance on dev."),
         min_retention: float = typer.Option(D.min_retention, help="Warn when the student keeps less than this share of the "
                                             "teacher's dev score."),
+        augment: int = typer.Option(D.augment, help="Stage 2 adds this many teacher-labelled inputs per training row, "
+                                    "made from the task's own text (masking, replacement, span deletion, re-pairing); "
+                                    "0 = off."),
+        unlabelled: Optional[Path] = typer.Option(None, help="In-domain texts without labels, one a line (pair tasks: "
+                                                  "FIRST<TAB>SECOND), labelled by the teacher in stage 2."),
         data_dir: Optional[Path] = typer.Option(None, help="GLUE root for tasks that do not ship (holds MRPC/, ...)."),
         threads: Optional[int] = typer.Option(None, help="torch threads (default: torch's choice)."),
         resume: bool = typer.Option(False, "--resume", help="Continue an interrupted run from its checkpoints."),
@@ -123,7 +128,8 @@ def register(app, friendly_errors) -> None:
             temperature=temperature, layer_map=layer_map, loss_weights=_weights(loss_weights), seed=seed, precision=precision,
             time_budget_s=time_budget * 60 if time_budget else None, data_dir=str(data_dir) if data_dir else None,
             min_steps=min_steps or None, stage1_min_steps=stage1_min_steps or None, patience=patience or None,
-            check_teacher=teacher_check, min_retention=min_retention, checkpoint_seconds=checkpoint_every)
+            check_teacher=teacher_check, min_retention=min_retention, checkpoint_seconds=checkpoint_every,
+            augment=augment, unlabelled=str(unlabelled) if unlabelled else None)
         show_progress()
         if method == "svd" and out_dir is None:
             artifact = None
