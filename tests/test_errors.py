@@ -61,8 +61,8 @@ def test_every_user_facing_error_is_a_kronedge_error(module, name, builtin):
 def test_a_user_error_is_one_line():
     result = runner.invoke(app, BAD_SEQ, env={"COLUMNS": "400"})
     assert result.exit_code == 1, result.output
-    assert result.output.strip().splitlines() == ["error: --seq takes comma-separated integers, e.g. 32,128 "
-                                                  "(got 'abc')"]
+    expected = "error: --seq takes comma-separated integers, e.g. 32,128 (got 'abc')"
+    assert result.output.strip().splitlines() == [expected]
 
 
 @pytest.mark.parametrize("module, name", [("kronedge.qemu", "QemuError"), ("runtime.contract", "ModelDirError"),
@@ -96,8 +96,8 @@ def test_debug_lets_a_user_error_through():
 def test_debug_prints_the_traceback():
     """The real entry point: without --debug one line, with it Python's traceback naming the raise site."""
     cmd = [sys.executable, "-m", "kronedge.cli"]
-    plain = subprocess.run(cmd + BAD_SEQ, capture_output=True, text=True, timeout=120)
-    debug = subprocess.run(cmd + ["--debug", *BAD_SEQ], capture_output=True, text=True, timeout=120)
+    plain = subprocess.run(cmd + BAD_SEQ, check=False, capture_output=True, text=True, timeout=120)
+    debug = subprocess.run(cmd + ["--debug", *BAD_SEQ], check=False, capture_output=True, text=True, timeout=120)
     assert plain.returncode == 1 and "Traceback" not in plain.stderr and plain.stderr.startswith("error: ")
     assert debug.returncode == 1 and "Traceback" in debug.stderr and "BenchError: --seq" in debug.stderr
 
