@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import time
@@ -107,7 +106,7 @@ def evaluate_artifact(path: str | os.PathLike, task: str | None = None, data_dir
     Example:
         >>> evaluate_artifact("artifacts/kronedge-sst2", "sst2")["accuracy"]
     """
-    from .artifact import RECIPE_FILE, load_artifact
+    from .artifact import RECIPE_FILE, load_artifact, read_recipe
     from .data import get_task, load_task
     from .teachers import load_teacher
     from .training import encode, load_tokenizer
@@ -115,7 +114,7 @@ def evaluate_artifact(path: str | os.PathLike, task: str | None = None, data_dir
     path = Path(path)
     if not path.is_dir():
         raise FileNotFoundError(f"{path} is not a directory")
-    recipe = json.loads((path / RECIPE_FILE).read_text()) if (path / RECIPE_FILE).is_file() else {}
+    recipe = read_recipe(path) if (path / RECIPE_FILE).is_file() else {}  # corrupt: one-line ArtifactError
     task = task or recipe.get("task")
     if task is None:
         raise TrainingError(f"{path} does not record its task: pass --task")

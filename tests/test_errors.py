@@ -114,3 +114,12 @@ def test_the_bases_import_without_torch():
     code = ("import sys; import runtime.errors, kronedge.errors; "
             "assert 'torch' not in sys.modules and 'numpy' not in sys.modules, sorted(sys.modules)")
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_eval_of_an_artifact_with_a_corrupt_recipe_is_one_line(tmp_path):
+    """JSON a user can break is read through the stage's reader, so a corrupt file is its named error."""
+    (tmp_path / "kronedge.json").write_text("{not json")
+    result = runner.invoke(app, ["eval", str(tmp_path)], env={"COLUMNS": "400"})
+    assert result.exit_code == 1, result.output
+    assert result.output.startswith(f"error: {tmp_path / 'kronedge.json'} is corrupt")
+    assert len(result.output.strip().splitlines()) == 1
