@@ -123,3 +123,11 @@ def test_eval_of_an_artifact_with_a_corrupt_recipe_is_one_line(tmp_path):
     assert result.exit_code == 1, result.output
     assert result.output.startswith(f"error: {tmp_path / 'kronedge.json'} is corrupt")
     assert len(result.output.strip().splitlines()) == 1
+
+
+def test_bench_of_a_directory_with_a_corrupt_manifest_is_one_line(tmp_path):
+    (tmp_path / "manifest.json").write_text("{not json")
+    (tmp_path / "model.onnx").write_bytes(b"")
+    result = runner.invoke(app, ["bench", str(tmp_path)], env={"COLUMNS": "400"})
+    assert result.exit_code == 1, result.output
+    assert result.output.startswith(f"error: {tmp_path / 'manifest.json'} is not valid JSON")

@@ -140,7 +140,12 @@ def describe_model(path: str | os.PathLike, name: Optional[str] = None, seq: int
     model_file = resolve_model_file(path)
     model_dir = model_file.parent
     manifest_file = model_dir / "manifest.json"
-    manifest = json.loads(manifest_file.read_text()) if manifest_file.is_file() else None
+    try:
+        manifest = json.loads(manifest_file.read_text()) if manifest_file.is_file() else None
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:  # the user's file: one line, not a traceback
+        from runtime.contract import ModelDirError
+
+        raise ModelDirError(f"{manifest_file} is not valid JSON: {exc}") from None
     graph, params, vocab, int8 = None, None, None, False
     if model_file.suffix == ".onnx":
         import onnx
