@@ -11,6 +11,7 @@ import json
 import logging
 import os
 import time
+from dataclasses import replace
 from pathlib import Path
 
 from .artifact import write_json_atomic
@@ -58,8 +59,12 @@ def check_options(config: CompressConfig, out, run_dir: Path, resume: bool) -> N
     if not teacher_has_head(config.teacher, config.task):
         from .pipeline import plan_teacher
 
-        # Plans on the meta device (no weights): an impossible compression fails before the fine-tune.
-        plan_teacher(config.teacher, config.kron_config())
+        # Plans on the meta device (no weights): an impossible compression fails before the fine-tune. A
+        # search needs the weights, so its budget is checked through the SVD corner at the same size.
+        kron = config.kron_config()
+        if kron.structure == "search":
+            kron = replace(kron, structure="svd")
+        plan_teacher(config.teacher, kron, layers=config.layers)
 
 
 def retention_warning(result: CompressResult, min_retention: float) -> str | None:
@@ -160,6 +165,22 @@ class CompressRun:
                     "`kronedge finetune` and pass that directory as --teacher") from None
             raise
 
+    def calibration_stats(self) -> dict | None:
+        """The teacher's input statistics on a strided sample of the task's training text, when the
+        recipe fits to data (``calibration``) or searches the structure."""
+        c = self.config
+        if not (c.calibration or c.structure == "search") or c.method != "kronecker":
+            return None
+        from .calibration import DEFAULT_CALIBRATION_TEXTS, collect_input_stats
+        from .data import load_task
+
+        texts = load_task(c.task, "train", c.data_dir).texts
+        sample = texts[:: max(1, len(texts) // DEFAULT_CALIBRATION_TEXTS)][:DEFAULT_CALIBRATION_TEXTS]
+        t = time.perf_counter()
+        stats = collect_input_stats(self.teacher, self.tokenizer, sample, max_length=c.max_length)
+        self.seconds["calibration"] = round(time.perf_counter() - t, 1)
+        return stats
+
     def build_student(self) -> None:
         """Surgery on a copy of the teacher (nearest-Kronecker / truncated-SVD / sliced init)."""
         from .evaluation import evaluate_model
@@ -168,7 +189,7 @@ class CompressRun:
 
         seed_everything(self.config.seed)
         t = time.perf_counter()
-        self.student, self.plan = build_student(self.teacher, self.config.student_config())
+        self.student, self.plan = build_student(self.teacher, self.config.student_config(self.calibration_stats()))
         self.params_teacher, self.params_student = core_params(self.teacher), core_params(self.student)
         self.seconds["surgery"] = round(time.perf_counter() - t, 1)
         self.init_metrics = evaluate_model(self.student, self.config.task, self.dev_enc)

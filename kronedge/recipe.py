@@ -57,6 +57,12 @@ class CompressConfig:
             :mod:`kronedge.augment`); 0 = off. They train through the KD losses only.
         unlabelled: a file of in-domain texts without labels (one a line; pair tasks FIRST<TAB>SECOND),
             added to stage 2 the same way (dev texts among them are dropped).
+        structure: "paper" | "svd" | "search" (see KronConfig): which member of the Kronecker family
+            each layer gets. allocation: for "search", "global" or "uniform".
+        calibration: fit the factors to the teacher's activations on the task's training text
+            (data-aware nearest Kronecker product) instead of to the bare weights.
+        layers: keep this many encoder layers (teacher layers uniformly spaced; the KD layer map
+            becomes "uniform"); the compression still counts against the full teacher.
 
     Example:
         >>> CompressConfig(task="sst2", compression=5.5, stage1_examples=4000)
@@ -101,6 +107,10 @@ class CompressConfig:
     checkpoint_seconds: float = free_field(default=300.0)
     augment: int = 0
     unlabelled: str | None = None
+    structure: str = "paper"
+    allocation: str = "global"
+    calibration: bool = False
+    layers: int | None = None
 
     def __post_init__(self):
         from .students import METHODS
@@ -131,16 +141,25 @@ class CompressConfig:
             self.train_config(stage)  # epochs, max_epochs, patience, lr: checked now, not after the teacher
         if self.method == "dense-small" and self.layer_map == "one-to-one":
             self.layer_map = "uniform"  # the dense-small student is shallower
+        if self.layers is not None:
+            if self.method != "kronecker":
+                raise TrainingError("layers applies to the kronecker method (dense-small has its own depth)")
+            self.layer_map = "uniform"
+        self.kron_config()  # structure and allocation are checked now
 
     def kron_config(self):
         from .pipeline import kron_config
 
-        return kron_config(self.preset, self.compression, self.rank, self.embedding_k)
+        try:
+            return kron_config(self.preset, self.compression, self.rank, self.embedding_k, self.structure,
+                               self.allocation)
+        except ValueError as exc:
+            raise TrainingError(str(exc)) from None
 
-    def student_config(self):
+    def student_config(self, stats: dict | None = None):
         from .students import student_config
 
-        return student_config(self.method, self.kron_config())
+        return student_config(self.method, self.kron_config(), stats=stats, layers=self.layers)
 
     def augment_config(self, mask_token: str = "[MASK]"):
         from .augment import AugmentConfig

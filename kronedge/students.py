@@ -10,7 +10,7 @@ is a new config class and one ``@register_student`` builder, not another branch 
 from __future__ import annotations
 
 import copy
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable
 
 from .planner import KronConfig
@@ -20,9 +20,14 @@ from .training import TrainingError
 @dataclass(frozen=True)
 class KroneckerStudent:
     """The paper's student: Q/K/V/O, both FFN maps and the word embeddings as Kronecker products
-    (``kronize_``), initialised by the nearest Kronecker product of the teacher's weights."""
+    (``kronize_``), initialised by the nearest Kronecker product of the teacher's weights.
+
+    ``stats``: calibration statistics (``kronedge.calibration``) for the data-aware fit and the
+    structure search; ``layers``: keep this many encoder layers first (``keep_layers_``)."""
 
     kron: KronConfig
+    stats: dict | None = field(default=None, compare=False, repr=False)
+    layers: int | None = None
     method = "kronecker"
 
 
@@ -74,10 +79,12 @@ def build_student(teacher, config):
 METHODS: dict[str, type] = {cls.method: cls for cls in (KroneckerStudent, SvdStudent, DenseSmallStudent)}
 
 
-def student_config(method: str, kron: KronConfig):
+def student_config(method: str, kron: KronConfig, stats: dict | None = None, layers: int | None = None):
     """The student config for a method name (``kronecker``, ``svd``, ``dense-small``)."""
     if method not in METHODS:
         raise TrainingError(f"unknown method {method!r}; choose one of {tuple(METHODS)}")
+    if method == "kronecker":
+        return KroneckerStudent(kron, stats=stats, layers=layers)
     return METHODS[method](kron)
 
 
@@ -85,8 +92,11 @@ def student_config(method: str, kron: KronConfig):
 def _kronecker(teacher, config: KroneckerStudent):
     from .surgery import kronize_
 
+    from .pipeline import shallower
+
     student = copy.deepcopy(teacher)
-    return student, kronize_(student, config.kron)
+    kron = shallower(student, config.kron, config.layers)
+    return student, kronize_(student, kron, stats=config.stats)
 
 
 @register_student(SvdStudent)

@@ -220,3 +220,34 @@ def test_layers_option_counts_compression_against_the_full_teacher(tmp_path):
     assert full.params_teacher / shallow.params_student == pytest.approx(3, rel=0.05)
     with pytest.raises(ValueError, match="layers alone give"):
         plan_teacher(spec, KronConfig(compression=1.2, structure="svd"), layers=1)
+
+
+@pytest.mark.slow
+def test_compress_with_searched_structure_calibration_and_fewer_layers(tmp_path, monkeypatch):
+    """`kronedge compress --structure search --calibration --layers 1`: the artifact records the searched
+    layout, one layer, and loads back to the same outputs."""
+    import json
+
+    from typer.testing import CliRunner
+
+    from helpers import tiny_spec
+    from kronedge.artifact import load_artifact
+    from kronedge.cli import app
+
+    monkeypatch.chdir(tmp_path)
+    spec = tiny_spec(tmp_path, num_hidden_layers=2)
+    args = ["compress", "--teacher", spec, "--compression", "4", "--teacher-train-limit", "64", "--stage1-examples",
+            "16", "--stage2-examples", "32", "--max-length", "32", "--out", "art", "--run-dir", "run",
+            "--precision", "fp32", "--no-teacher-check", "--structure", "search", "--calibration", "--layers", "1",
+            "--min-steps", "0", "--json"]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    assert "calibration" in report["seconds"]
+    model = load_artifact(tmp_path / "art")
+    assert model.config.num_hidden_layers == 1
+    layout = model.config.kronecker_layout
+    assert len([n for n in layout if ".intermediate." in n]) == 1
+    recipe = json.loads((tmp_path / "art" / "kronedge.json").read_text())
+    assert recipe["compress_config"]["structure"] == "search" and recipe["compress_config"]["layers"] == 1
+    assert recipe["compress_config"]["layer_map"] == "uniform"

@@ -68,6 +68,14 @@ def register(app, friendly_errors) -> None:
         rank: int = typer.Option(D.rank, help="Kronecker sums per layer."),
         embedding_k: Optional[int] = typer.Option(None, help="Width k of the shared embedding factor."),
         method: str = typer.Option(D.method, help="kronecker | svd (truncated SVD, equal params) | dense-small."),
+        structure: str = typer.Option(D.structure, help="paper | svd | search: the member of the Kronecker family "
+                                      "each layer gets (see `kronedge plan --help`)."),
+        allocation: str = typer.Option(D.allocation, help="With --structure search: global | uniform."),
+        calibration: bool = typer.Option(D.calibration, "--calibration/--no-calibration",
+                                         help="Fit the factors to the teacher's activations on the training text, "
+                                         "not to the bare weights."),
+        layers: Optional[int] = typer.Option(D.layers, help="Keep this many encoder layers (uniformly spaced teacher "
+                                             "layers, uniform KD map); compression counts against the full teacher."),
         stage1: bool = typer.Option(D.stage1, "--stage1/--no-stage1", help="General KD on unlabelled text."),
         kd: bool = typer.Option(D.stage2_kd, "--kd/--no-kd", help="Stage 2 with every KD loss; --no-kd: labels only."),
         corpus: Optional[str] = typer.Option(None, help="Text file for stage 1, or wikitext-2 (shipped validation "
@@ -129,7 +137,8 @@ def register(app, friendly_errors) -> None:
             time_budget_s=time_budget * 60 if time_budget else None, data_dir=str(data_dir) if data_dir else None,
             min_steps=min_steps or None, stage1_min_steps=stage1_min_steps or None, patience=patience or None,
             check_teacher=teacher_check, min_retention=min_retention, checkpoint_seconds=checkpoint_every,
-            augment=augment, unlabelled=str(unlabelled) if unlabelled else None)
+            augment=augment, unlabelled=str(unlabelled) if unlabelled else None,
+            structure=structure, allocation=allocation, calibration=calibration, layers=layers)
         show_progress()
         if method == "svd" and out_dir is None:
             artifact = None
