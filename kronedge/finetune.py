@@ -8,8 +8,9 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from .artifact import RECIPE_FILE, write_json_atomic
+from .artifact import RECIPE_FILE, read_recipe, write_json_atomic
 from .recipe import DEFAULT_TASK, DEFAULT_TEACHER, default_teacher_config
+from .teachers import TeacherError
 from .training import TrainConfig, settings_key
 
 logger = logging.getLogger(__name__)
@@ -37,10 +38,13 @@ def teacher_has_head(teacher: str, task: str) -> bool:
     if not path.is_dir() or not (path / "config.json").is_file():
         return False
     if (path / RECIPE_FILE).is_file():
-        recipe = json.loads((path / RECIPE_FILE).read_text())
+        recipe = read_recipe(path)  # corrupt: a one-line ArtifactError
         if recipe.get("head") != "sequence-classification":
             return False
-    config = json.loads((path / "config.json").read_text())
+    try:
+        config = json.loads((path / "config.json").read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise TeacherError(f"{path / 'config.json'} is not valid JSON: {exc}") from None
     archs = config.get("architectures") or []
     if (path / RECIPE_FILE).is_file():
         archs = archs or ["BertForSequenceClassification"]

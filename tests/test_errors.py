@@ -131,3 +131,24 @@ def test_bench_of_a_directory_with_a_corrupt_manifest_is_one_line(tmp_path):
     result = runner.invoke(app, ["bench", str(tmp_path)], env={"COLUMNS": "400"})
     assert result.exit_code == 1, result.output
     assert result.output.startswith(f"error: {tmp_path / 'manifest.json'} is not valid JSON")
+
+
+@pytest.mark.parametrize("broken", ["config.json", "kronedge.json"])
+def test_finetune_of_a_teacher_with_a_corrupt_json_is_one_line(tmp_path, broken):
+    (tmp_path / "config.json").write_text("{}")
+    (tmp_path / broken).write_text("{not json")
+    result = runner.invoke(app, ["finetune", str(tmp_path), "--task", "sst2"], env={"COLUMNS": "400"})
+    assert result.exit_code == 1, result.output
+    assert result.output.startswith("error: ") and str(tmp_path / broken) in result.output
+    assert len(result.output.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("broken", ["config.json", "kronedge.json"])
+def test_the_head_check_names_a_corrupt_json(tmp_path, broken):
+    """compress asks this before anything loads the teacher, so it must not raise a bare JSONDecodeError."""
+    from kronedge.finetune import teacher_has_head
+
+    (tmp_path / "config.json").write_text("{}")
+    (tmp_path / broken).write_text("{not json")
+    with pytest.raises(KronedgeError, match="kronedge.json is corrupt|config.json is not valid JSON"):
+        teacher_has_head(str(tmp_path), "sst2")
