@@ -63,6 +63,8 @@ class CompressConfig:
             (data-aware nearest Kronecker product) instead of to the bare weights.
         layers: keep this many encoder layers (teacher layers uniformly spaced; the KD layer map
             becomes "uniform"); the compression still counts against the full teacher.
+        source: a user's own data files as ``TaskSource.to_dict()`` (``--train``/``--validation``);
+            None: the GLUE ``task`` (with ``data_dir``). With files, ``task`` is the data set's name.
 
     Example:
         >>> CompressConfig(task="sst2", compression=5.5, stage1_examples=4000)
@@ -111,6 +113,7 @@ class CompressConfig:
     allocation: str = "global"
     calibration: bool = False
     layers: int | None = None
+    source: dict | None = None
 
     def __post_init__(self):
         from .students import METHODS
@@ -128,7 +131,9 @@ class CompressConfig:
         unknown = set(self.loss_weights) - set(LOSSES)
         if unknown:
             raise TrainingError(f"unknown loss weights {sorted(unknown)}; use {', '.join(LOSSES)}")
-        DistillConfig(**self.loss_weights)  # checks the values
+        # checks the weights, the temperature and the layer map now, not after the teacher's fine-tune
+        DistillConfig(**self.loss_weights, temperature=self.temperature,
+                      layer_map="uniform" if self.layers is not None or self.method == "dense-small" else self.layer_map)
         if self.time_budget_s is not None and not self.time_budget_s > 0:
             raise TrainingError(f"time_budget_s must be > 0 seconds, got {self.time_budget_s}")
         if (self.augment or self.unlabelled) and not self.stage2_kd:
@@ -146,6 +151,14 @@ class CompressConfig:
                 raise TrainingError("layers applies to the kronecker method (dense-small has its own depth)")
             self.layer_map = "uniform"
         self.kron_config()  # structure and allocation are checked now
+
+    def task_source(self):
+        """The :class:`~kronedge.data.TaskSource` the examples come from (files when ``source`` is set)."""
+        from .data import TaskSource
+
+        if self.source is not None:
+            return TaskSource.from_dict(self.source)
+        return TaskSource(task=self.task, data_dir=self.data_dir)
 
     def kron_config(self):
         from .pipeline import kron_config
