@@ -13,9 +13,9 @@ import time
 from .config import ExportError
 
 
-def evaluate_exported(model_dir: str | os.PathLike, task: str, data_dir: str | os.PathLike | None = None,
+def evaluate_exported(model_dir: str | os.PathLike, task, data_dir: str | os.PathLike | None = None,
                       limit: int | None = None, model_file: str = "model.onnx", threads: int | None = None,
-                      batch_size: int = 32) -> dict:
+                      batch_size: int = 32, data=None) -> dict:
     """The task metric of ``model_dir`` on real dev data.
 
     Args:
@@ -26,6 +26,8 @@ def evaluate_exported(model_dir: str | os.PathLike, task: str, data_dir: str | o
         model_file: "model.onnx" or "model.ort".
         threads: ORT intra-op threads (None: ORT's default).
         batch_size: most texts per model run (the Predictor's ``max_batch``).
+        data: a labelled split already read (``TaskData``, e.g. a user's ``--validation`` file mapped to
+            the manifest's labels); ``task`` is then its TaskSpec or name.
 
     Returns:
         ``{"task", "examples", <metrics...>, "seconds", "model_file"}``, e.g. ``{"accuracy": 0.88, ...}``.
@@ -37,7 +39,8 @@ def evaluate_exported(model_dir: str | os.PathLike, task: str, data_dir: str | o
     from runtime.predictor import Predictor
 
     predictor = Predictor(model_dir, threads=threads, model_file=model_file, max_batch=batch_size)
-    data = load_task(task, split="dev", data_dir=data_dir)
+    data = data if data is not None else load_task(task, split="dev", data_dir=data_dir)
+    task = data.spec.name
     if data.spec.is_regression != predictor.manifest.is_regression or (
             not data.spec.is_regression and predictor.manifest.num_outputs != data.spec.num_labels):
         raise ExportError(f"{model_dir} outputs {predictor.manifest.num_outputs} logits but {task} has "
@@ -54,6 +57,6 @@ def evaluate_exported(model_dir: str | os.PathLike, task: str, data_dir: str | o
     seconds = time.perf_counter() - start
 
     predictions = logits[:, 0] if data.spec.is_regression else logits.argmax(axis=1)
-    metrics = compute_metrics(task, predictions.tolist(), labels)
+    metrics = compute_metrics(data.spec, predictions.tolist(), labels)
     return {"task": task, "examples": len(texts), **{k: float(v) for k, v in metrics.items()},
             "seconds": round(seconds, 3), "model_file": model_file}

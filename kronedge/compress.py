@@ -15,7 +15,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from .artifact import write_json_atomic
-from .finetune import finetune, teacher_has_head
+from .finetune import finetune, require_both_files, teacher_head_spec
 from .recipe import CompressConfig, CompressResult
 from .training import TrainingError
 
@@ -41,22 +41,30 @@ def compress(config: CompressConfig | None = None, out: str | os.PathLike | None
     return CompressRun(config or CompressConfig(), out, run_dir, resume, threads).run()
 
 
-def check_options(config: CompressConfig, out, run_dir: Path, resume: bool) -> None:
-    """Refuse option combinations that cannot work before any training starts."""
+def check_options(config: CompressConfig, out, run_dir: Path, resume: bool, source=None):
+    """Refuse option combinations that cannot work before any training starts.
+
+    Returns:
+        (spec, head): the task's TaskSpec and whether the teacher's own head is used as is (then the
+        spec is in the teacher's label order). Data files are read through once here, so a bad row is
+        one error before anything is written.
+    """
     if out is not None and config.method == "svd":
         raise TrainingError("the svd baseline has no artifact format: run it without --out (library: out=None)")
     saved = run_dir / "compress_config.json"
     if resume and saved.is_file() and not config.same_recipe(json.loads(saved.read_text())):
         raise TrainingError(f"--resume: {run_dir} was started with a different recipe ({saved}); "
                             "rerun with the same options or use another --run-dir")
-    from .data import get_task
-
-    spec = get_task(config.task)  # an unknown task fails here, not after the teacher
+    source = source or config.task_source()
+    require_both_files(source, "compress")
+    source.check()  # an unknown task or a bad data file fails here, not after the teacher
+    spec = source.spec
     if config.unlabelled:
         from .augment import read_unlabelled
 
         read_unlabelled(config.unlabelled, spec.is_pair)  # a missing or malformed file too
-    if not teacher_has_head(config.teacher, config.task):
+    head_spec = teacher_head_spec(config.teacher, spec)  # a user's head with other labels: one error
+    if head_spec is None:
         from .pipeline import plan_teacher
 
         # Plans on the meta device (no weights): an impossible compression fails before the fine-tune. A
@@ -65,6 +73,7 @@ def check_options(config: CompressConfig, out, run_dir: Path, resume: bool) -> N
         if kron.structure == "search":
             kron = replace(kron, structure="svd")
         plan_teacher(config.teacher, kron, layers=config.layers)
+    return head_spec or spec, head_spec is not None
 
 
 def retention_warning(result: CompressResult, min_retention: float) -> str | None:
@@ -82,16 +91,14 @@ class CompressRun:
     """One run of the pipeline: each step is a method and what it makes is kept in attributes."""
 
     def __init__(self, config: CompressConfig, out, run_dir, resume: bool = False, threads: int | None = None):
-        from .data import get_task
-
         if threads:
             import torch
 
             torch.set_num_threads(threads)
         self.config, self.out, self.resume = config, Path(out) if out is not None else None, resume
         self.run_dir = Path(run_dir)
-        self.spec = get_task(config.task)
-        self.primary = self.spec.primary_metric
+        self.source = config.task_source()
+        self.spec, self.teacher_head = None, False  # set by run() once the data files are checked
         self.seconds: dict[str, float] = {}
         self.warnings: list[str] = []
         self.precision: str | None = None
@@ -99,7 +106,8 @@ class CompressRun:
     def run(self) -> CompressResult:
         from .training import is_main_process, wait_for_everyone
 
-        check_options(self.config, self.out, self.run_dir, self.resume)
+        self.spec, self.teacher_head = check_options(self.config, self.out, self.run_dir, self.resume, self.source)
+        self.primary = self.spec.primary_metric
         self.run_dir.mkdir(parents=True, exist_ok=True)
         if is_main_process():
             write_json_atomic(self.run_dir / "compress_config.json", self.config.to_dict())
@@ -132,17 +140,16 @@ class CompressRun:
 
     def prepare_teacher(self) -> None:
         """A teacher with a head for the task (fine-tuned and cached when it has none), scored on dev."""
-        from .data import load_task
         from .evaluation import TeacherNearChanceError, check_not_chance, evaluate_model
         from .teachers import load_teacher
         from .training import encode, load_tokenizer
 
-        c = self.config
-        if teacher_has_head(c.teacher, c.task):
+        c, task = self.config, self.spec.name
+        if self.teacher_head:
             self.teacher_path = Path(c.teacher)
         else:
-            logger.info(f"[compress] {c.teacher} has no {c.task} head: fine-tuning it first")
-            ft = finetune(c.teacher, c.task, data_dir=c.data_dir, train_limit=c.teacher_train_limit,
+            logger.info(f"[compress] {c.teacher} has no {task} head: fine-tuning it first")
+            ft = finetune(c.teacher, self.source, train_limit=c.teacher_train_limit,
                           config=c.teacher_config(self.budget("teacher")), resume=self.resume)
             self.teacher_path = ft.path
             self.seconds["teacher_finetune"] = 0.0 if ft.cached else round(ft.seconds, 1)
@@ -150,14 +157,14 @@ class CompressRun:
                                    num_labels=self.spec.num_labels)
         self.teacher = self.loaded.model.eval()
         self.tokenizer = load_tokenizer(self.loaded.tokenizer_dir)
-        self.dev = load_task(c.task, "dev", c.data_dir)
+        self.dev = self.source.load("dev", self.spec)
         self.dev_enc = encode(self.tokenizer, self.dev.texts, self.dev.labels, c.max_length)
-        self.teacher_metrics = evaluate_model(self.teacher, c.task, self.dev_enc)
-        logger.info(f"[compress] teacher {c.task} dev {self.primary} = {self.teacher_metrics[self.primary]:.4f}")
+        self.teacher_metrics = evaluate_model(self.teacher, self.spec, self.dev_enc)
+        logger.info(f"[compress] teacher {task} dev {self.primary} = {self.teacher_metrics[self.primary]:.4f}")
         if not c.check_teacher:
             return
         try:
-            check_not_chance(c.task, self.teacher_metrics, self.dev.labels)
+            check_not_chance(self.spec, self.teacher_metrics, self.dev.labels)
         except TeacherNearChanceError as exc:
             if c.time_budget_s and "teacher_finetune" in self.seconds:
                 raise TeacherNearChanceError(
@@ -172,9 +179,8 @@ class CompressRun:
         if not (c.calibration or c.structure == "search") or c.method != "kronecker":
             return None
         from .calibration import DEFAULT_CALIBRATION_TEXTS, collect_input_stats
-        from .data import load_task
 
-        texts = load_task(c.task, "train", c.data_dir).texts
+        texts = self.source.load("train", self.spec).texts
         sample = texts[:: max(1, len(texts) // DEFAULT_CALIBRATION_TEXTS)][:DEFAULT_CALIBRATION_TEXTS]
         t = time.perf_counter()
         stats = collect_input_stats(self.teacher, self.tokenizer, sample, max_length=c.max_length)
@@ -192,7 +198,7 @@ class CompressRun:
         self.student, self.plan = build_student(self.teacher, self.config.student_config(self.calibration_stats()))
         self.params_teacher, self.params_student = core_params(self.teacher), core_params(self.student)
         self.seconds["surgery"] = round(time.perf_counter() - t, 1)
-        self.init_metrics = evaluate_model(self.student, self.config.task, self.dev_enc)
+        self.init_metrics = evaluate_model(self.student, self.spec, self.dev_enc)
         logger.info(f"[compress] {self.config.method} student: {self.params_teacher / 1e6:.2f}M -> "
                     f"{self.params_student / 1e6:.2f}M embedding+encoder params "
                     f"({self.params_teacher / self.params_student:.2f}x); before training {self.primary} = "
@@ -212,12 +218,11 @@ class CompressRun:
 
     def stage2(self) -> None:
         """Task KD (or labels only for the no-KD ablation), keeping the best epoch on dev."""
-        from .data import load_task
         from .distill import DistillConfig
         from .training import encode
 
         c = self.config
-        train = load_task(c.task, "train", c.data_dir).subset(c.stage2_examples, seed=c.seed)
+        train = self.source.load("train", self.spec).subset(c.stage2_examples, seed=c.seed)
         enc = encode(self.tokenizer, *self.stage2_texts(train), c.max_length)
         losses = (DistillConfig.task(**c.loss_weights, temperature=c.temperature, layer_map=c.layer_map)
                   if c.stage2_kd else DistillConfig.no_kd(layer_map=c.layer_map))
@@ -244,7 +249,7 @@ class CompressRun:
         extra = {"projection": distiller.project} if any(True for _ in distiller.project.parameters()) else None
         logger.info(f"[{name}] {len(enc)} examples, losses {losses.to_dict()}")
         result = train_loop(self.student, enc, distiller, train_config, self.run_dir / name,
-                            eval_fn=lambda m: evaluate_model(m, self.config.task, self.dev_enc),
+                            eval_fn=lambda m: evaluate_model(m, self.spec, self.dev_enc),
                             primary_metric=primary, resume=self.resume, extra_modules=extra, desc=name)
         self.seconds[name] = round(result.seconds, 1)
         self.precision = result.precision
@@ -255,12 +260,12 @@ class CompressRun:
 
         c, p = self.config, self.primary
         self.student.eval()
-        student_metrics = evaluate_model(self.student, c.task, self.dev_enc)
+        student_metrics = evaluate_model(self.student, self.spec, self.dev_enc)
         self.seconds["total"] = round(time.perf_counter() - t0, 1)
         result = CompressResult(None, self.teacher_path, self.teacher_metrics, student_metrics, self.init_metrics, p,
                                 self.params_teacher, self.params_student,
                                 round(self.params_teacher / self.params_student, 3), self.seconds, self.precision)
-        logger.info(f"[compress] student {c.task} dev {p} = {student_metrics[p]:.4f} (teacher "
+        logger.info(f"[compress] student {self.spec.name} dev {p} = {student_metrics[p]:.4f} (teacher "
                     f"{self.teacher_metrics[p]:.4f}, {100 * result.retained:.1f}% of it) at "
                     f"{result.compression:.2f}x fewer embedding+encoder params")
         warning = retention_warning(result, c.min_retention)
@@ -276,8 +281,8 @@ class CompressRun:
 
         c, kronecker = self.config, self.config.method == "kronecker"
         recipe = {
-            "teacher": c.teacher, "teacher_finetuned": str(self.teacher_path), "task": c.task,
-            "labels": list(self.spec.label_names), "kron_config": self.plan.config.to_dict() if kronecker else None,
+            "teacher": c.teacher, "teacher_finetuned": str(self.teacher_path), "task": self.spec.name,
+            "labels": list(self.spec.label_names), "task_spec": self.spec.to_dict(), "kron_config": self.plan.config.to_dict() if kronecker else None,
             "compress_config": c.to_dict(), "params_teacher": self.params_teacher,
             "params_student": self.params_student, "compression": result.compression,
             "params_note": "embedding + encoder parameters (no pooler, no head)",

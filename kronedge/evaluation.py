@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import time
@@ -82,11 +83,13 @@ def chance_level(task: str, labels: list) -> Chance:
 
 def check_not_chance(task: str, metrics: dict, labels: list, who: str = "teacher") -> Chance:
     """Raise :class:`TeacherNearChanceError` when ``metrics`` sit within the margin of chance."""
+    from .data import get_task
+
     chance = chance_level(task, labels)
     value = metrics[chance.metric]
     if chance.near(value):
         raise TeacherNearChanceError(
-            f"the {who} scores {chance.metric} {value:.4f} on {task} dev, within {chance.margin:.3f} of chance "
+            f"the {who} scores {chance.metric} {value:.4f} on {get_task(task).name} dev, within {chance.margin:.3f} of chance "
             f"({chance.level:.4f}, a constant guess): a student distilled from it would learn nothing useful. "
             "Fine-tune it longer or with another learning rate (kronedge finetune --epochs ... --lr ...), use a "
             "stronger teacher, or pass --no-teacher-check to go on anyway")
@@ -94,14 +97,17 @@ def check_not_chance(task: str, metrics: dict, labels: list, who: str = "teacher
 
 
 def evaluate_artifact(path: str | os.PathLike, task: str | None = None, data_dir=None, limit: int | None = None,
-                      batch_size: int = 64, split: str = "dev") -> dict:
-    """Score a kronedge artifact (or any saved BERT classifier) on a GLUE split with torch.
+                      batch_size: int = 64, split: str = "dev", source=None) -> dict:
+    """Score a kronedge artifact (or any saved BERT classifier) on a GLUE split or a user's file with torch.
 
     Args:
         path: artifact directory.
         task: GLUE task (default: the one in the artifact's recipe).
         data_dir: GLUE root for tasks that do not ship.
         limit: score only the first ``limit`` examples.
+        source: a :class:`~kronedge.data.TaskSource` of data files (``--validation FILE``) instead of
+            ``task``; the file's labels are mapped by name to the model's (its recipe's ``task_spec``,
+            else its config's ``id2label``).
 
     Example:
         >>> evaluate_artifact("artifacts/kronedge-sst2", "sst2")["accuracy"]
@@ -115,20 +121,31 @@ def evaluate_artifact(path: str | os.PathLike, task: str | None = None, data_dir
     if not path.is_dir():
         raise FileNotFoundError(f"{path} is not a directory")
     recipe = read_recipe(path) if (path / RECIPE_FILE).is_file() else {}  # corrupt: one-line ArtifactError
-    task = task or recipe.get("task")
-    if task is None:
-        raise TrainingError(f"{path} does not record its task: pass --task")
-    spec = get_task(task)
+    if source is not None and source.files is not None:
+        task_spec = recipe.get("task_spec") or {}
+        config = json.loads((path / "config.json").read_text()) if not task_spec else {}
+        labels = task_spec.get("label_names") or [v for _, v in sorted(
+            (int(k), v) for k, v in (config.get("id2label") or {}).items())]
+        regression = task_spec.get("is_regression", config.get("problem_type") == "regression")
+        spec = source.model_spec(labels, regression, task_spec.get("name") or recipe.get("task"))
+        data = source.load(split, spec)  # a label outside the model's is an error naming file and line
+        task = spec.name
+    else:
+        task = task or (source.task if source is not None else None) or recipe.get("task")
+        if task is None:
+            raise TrainingError(f"{path} does not record its task: pass --task")
+        spec = get_task(task)
+        data = None
     if recipe:
         model = load_artifact(path)
     else:
         model = load_teacher(str(path), head="sequence-classification", num_labels=spec.num_labels).model.eval()
     tokenizer = load_tokenizer(path if (path / "tokenizer.json").exists() or (path / "vocab.txt").exists() else
                                load_teacher(str(path), meta=True).tokenizer_dir)
-    data = load_task(task, split, data_dir)
+    data = data if data is not None else load_task(task, split, data_dir)
     if limit is not None:
         data.texts, data.labels = data.texts[:limit], data.labels[:limit]
     t = time.perf_counter()
-    metrics = evaluate_model(model, task, encode(tokenizer, data.texts, data.labels), batch_size)
+    metrics = evaluate_model(model, spec, encode(tokenizer, data.texts, data.labels), batch_size)
     return {"task": task, "split": split, "examples": len(data), "primary_metric": spec.primary_metric,
             **metrics, "seconds": round(time.perf_counter() - t, 2), "backend": "torch", "path": str(path)}

@@ -29,18 +29,66 @@ class FinetuneResult:
     precision: str | None = None
 
 
-def teacher_has_head(teacher: str, task: str) -> bool:
-    """True when ``teacher`` is a local model with a sequence-classification head of the task's size."""
-    from .data import get_task
+def teacher_has_head(teacher: str, task) -> bool:
+    """True when ``teacher`` is a local model whose sequence-classification head serves the task as is
+    (``task``: a GLUE name or any TaskSpec; see :func:`teacher_head_spec`)."""
+    return teacher_head_spec(teacher, task) is not None
+
+
+def teacher_head_spec(teacher: str, task):
+    """The TaskSpec to distil with when ``teacher``'s own head is used as is; None when it needs a fine-tune.
+
+    A GLUE task (or a head nobody named, ``LABEL_i``) takes a head of the task's size. A user's own
+    files take any named head whose labels are the data's: the teacher's ``id2label`` order is kept
+    (the returned spec is reordered to it); other names are one :class:`DataFileError` listing which
+    differ, never a silent second fine-tune that would throw the user's head away.
+    """
+    from dataclasses import replace
+
+    from .artifact import generic_labels
+    from .data import DataFileError, check_labels, get_task
 
     spec = get_task(task)
-    path = Path(teacher)
+    config = _head_config(Path(teacher))
+    if config is None:
+        return None
+    id2label = config.get("id2label") or {}
+    try:
+        labels = [str(v) for _, v in sorted((int(k), v) for k, v in id2label.items())]
+    except (TypeError, ValueError):
+        raise TeacherError(f"{Path(teacher) / 'config.json'}: id2label keys must be integers, got {list(id2label)}") from None
+    size = len(labels) or config.get("num_labels", 2)
+    if spec.folder or not labels or labels == list(generic_labels(len(labels))):  # GLUE, or unnamed: by size
+        return spec if size == spec.num_labels else None
+    if spec.is_regression:
+        raise DataFileError(f"the teacher {teacher} has a classification head ({', '.join(labels)}) but "
+                            f"{spec.name} is a regression task: pass a teacher without a head, or a regression one")
+    if labels != list(spec.label_names) and sorted(labels) == sorted(spec.label_names):
+        raw = dict(zip(spec.label_names, spec.raw_labels))
+        return replace(spec, label_names=tuple(labels), raw_labels=tuple(raw[n] for n in labels))
+    check_labels(spec, labels, f"the teacher {teacher}")
+    return spec
+
+
+def require_both_files(source, command: str) -> None:
+    """Training needs both a training file (the examples, the label set) and a validation file (the score)."""
+    from .data import DataFileError
+
+    files = source.files
+    if files is not None and (files.train is None or files.validation is None):
+        missing = "--train FILE" if files.train is None else "--validation FILE"
+        raise DataFileError(f"{command} on your own data needs {missing} too: training uses --train, every score "
+                            "(best epoch, teacher check, the artifact's metrics) the --validation file")
+
+
+def _head_config(path: Path) -> dict | None:
+    """The config.json of a local model with a sequence-classification head (None: not local or no head)."""
     if not path.is_dir() or not (path / "config.json").is_file():
-        return False
+        return None
     if (path / RECIPE_FILE).is_file():
         recipe = read_recipe(path)  # corrupt: a one-line ArtifactError
         if recipe.get("head") != "sequence-classification":
-            return False
+            return None
     try:
         config = json.loads((path / "config.json").read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
@@ -48,8 +96,7 @@ def teacher_has_head(teacher: str, task: str) -> bool:
     archs = config.get("architectures") or []
     if (path / RECIPE_FILE).is_file():
         archs = archs or ["BertForSequenceClassification"]
-    labels = len(config.get("id2label") or {}) or config.get("num_labels", 2)
-    return any(a.endswith("ForSequenceClassification") for a in archs) and labels == spec.num_labels
+    return config if any(a.endswith("ForSequenceClassification") for a in archs) else None
 
 
 def finetune_cache_dir(teacher: str, task: str, train_limit: int | None, config: TrainConfig,
@@ -59,14 +106,14 @@ def finetune_cache_dir(teacher: str, task: str, train_limit: int | None, config:
     return Path(cache_root) / f"{task}-{key}"
 
 
-def finetune(teacher: str = DEFAULT_TEACHER, task: str = DEFAULT_TASK, out: str | os.PathLike | None = None,
+def finetune(teacher: str = DEFAULT_TEACHER, task=DEFAULT_TASK, out: str | os.PathLike | None = None,
              data_dir=None, train_limit: int | None = None, config: TrainConfig | None = None, resume: bool = False,
              threads: int | None = None, eval_limit: int | None = None) -> FinetuneResult:
-    """Fine-tune a teacher with a new classification head on a GLUE task (cached).
+    """Fine-tune a teacher with a new classification head on a GLUE task or a user's files (cached).
 
     Args:
         teacher: any teacher spec (``builtin:minilm``, a local dir, ``random:...``).
-        task: GLUE task name.
+        task: GLUE task name, or a :class:`~kronedge.data.TaskSource` (a user's ``--train``/``--validation``).
         out: output directory; default ``runs/teachers/<task>-<hash>``: a finished directory is
             reused, which is how ``compress`` and the benchmark share one fine-tuned teacher.
         data_dir: GLUE root for tasks that do not ship.
@@ -77,7 +124,7 @@ def finetune(teacher: str = DEFAULT_TEACHER, task: str = DEFAULT_TASK, out: str 
     Example:
         >>> finetune("builtin:minilm", "sst2").metrics["accuracy"]
     """
-    from .data import get_task, load_task
+    from .data import TaskSource
     from .evaluation import evaluate_model
     from .teachers import load_teacher
     from .training import encode, load_tokenizer, train_loop, versions, wait_for_everyone
@@ -87,14 +134,19 @@ def finetune(teacher: str = DEFAULT_TEACHER, task: str = DEFAULT_TASK, out: str 
 
         torch.set_num_threads(threads)
     config = config or default_teacher_config()
-    spec = get_task(task)
-    out = Path(out) if out is not None else finetune_cache_dir(teacher, task, train_limit, config)
+    source = task if isinstance(task, TaskSource) else TaskSource(task=task, data_dir=data_dir)
+    require_both_files(source, "finetune")
+    spec, task = source.spec, source.name
+    out = Path(out) if out is not None else finetune_cache_dir(teacher, source.cache_key(), train_limit, config)
     if (out / FINETUNE_FILE).is_file():
         info = json.loads((out / FINETUNE_FILE).read_text())
         logger.info(f"[finetune] reusing fine-tuned teacher {out} "
                     f"({spec.primary_metric} {info['metrics'][spec.primary_metric]:.4f})")
         return FinetuneResult(out, info["metrics"], info["seconds"], True, info["train_examples"], info.get("precision"))
 
+    # The data first: a bad row fails before the teacher loads and before anything is written.
+    train = source.load("train", spec).subset(train_limit, seed=config.seed)
+    dev = source.load("dev", spec).subset(eval_limit, seed=0)
     loaded = load_teacher(teacher, head="sequence-classification", num_labels=spec.num_labels)
     model = loaded.model
     model.config.problem_type = spec.problem_type
@@ -102,18 +154,16 @@ def finetune(teacher: str = DEFAULT_TEACHER, task: str = DEFAULT_TASK, out: str 
         model.config.id2label = dict(enumerate(spec.label_names))
         model.config.label2id = {n: i for i, n in enumerate(spec.label_names)}
     tokenizer = load_tokenizer(loaded.tokenizer_dir)
-    train = load_task(task, "train", data_dir).subset(train_limit, seed=config.seed)
-    dev = load_task(task, "dev", data_dir).subset(eval_limit, seed=0)
     train_enc = encode(tokenizer, train.texts, train.labels, config.max_length)
     dev_enc = encode(tokenizer, dev.texts, dev.labels, config.max_length)
     logger.info(f"[finetune] {teacher} on {task}: {len(train)} train / {len(dev)} dev examples -> {out}")
 
     result = train_loop(model, train_enc, lambda m, batch: (m(**batch).loss, {}), config, Path(str(out) + ".run"),
-                        eval_fn=lambda m: evaluate_model(m, task, dev_enc), primary_metric=spec.primary_metric,
+                        eval_fn=lambda m: evaluate_model(m, spec, dev_enc), primary_metric=spec.primary_metric,
                         resume=resume, desc="finetune")
-    metrics = result.best_metrics or evaluate_model(model, task, dev_enc)
-    info = {"teacher": teacher, "task": task, "metrics": metrics, "seconds": round(result.seconds, 1),
-            "train_examples": len(train), "dev_examples": len(dev), "precision": result.precision,
+    metrics = result.best_metrics or evaluate_model(model, spec, dev_enc)
+    info = {"teacher": teacher, "task": task, "task_spec": spec.to_dict(), "metrics": metrics,
+            "seconds": round(result.seconds, 1), "train_examples": len(train), "dev_examples": len(dev), "precision": result.precision,
             "examples_per_s": round(result.examples_per_s, 1), "steps": result.steps,
             "epochs_planned": result.epochs_planned, "stopped_early": result.stopped_early,
             "config": config.to_dict(), "versions": versions()}

@@ -52,15 +52,44 @@ def show_progress() -> None:
     root.setLevel(logging.INFO)
 
 
+def _source(task: str | None, data_dir, default_task: str | None = None, **files):
+    """The one TaskSource of a command's ``--task``/``--data-dir`` or data-file options."""
+    from ..data import TaskSource
+
+    if files["train"] is None and files["validation"] is None:
+        task = task or default_task
+    return TaskSource.from_options(task=task, data_dir=data_dir, **files)
+
+
+def _given(ctx, name: str):
+    """The option's value when the user typed it, None when it is the default (so a defaulted --task
+    does not clash with --train)."""
+    source = ctx.get_parameter_source(name)  # by name: typer may carry its own copy of click's enum
+    return None if getattr(source, "name", None) in ("DEFAULT", "DEFAULT_MAP") else ctx.params[name]
+
+
 def register(app, friendly_errors) -> None:
     """Add this module's commands to ``app``; wrap each with ``friendly_errors``."""
     from ..cli import COMPRESSION_HELP, PRESET_HELP, out
+    from ..data.files import DataFiles
+
+    H = DataFiles.help  # the data-file options' help, written once on DataFiles
 
     @app.command()
     @friendly_errors
     def compress(
+        ctx: typer.Context,
         teacher: str = typer.Option(D.teacher, help=TEACHER_HELP),
-        task: str = typer.Option(D.task, help="GLUE task: cola sst2 mrpc stsb qqp mnli mnli-mm qnli rte wnli."),
+        task: str = typer.Option(D.task, help="GLUE task: cola sst2 mrpc stsb qqp mnli mnli-mm qnli rte wnli "
+                                 "(not with --train/--validation, your own files)."),
+        train: Optional[Path] = typer.Option(None, "--train", help=H("train")),
+        validation: Optional[Path] = typer.Option(None, "--validation", help=H("validation")),
+        file_format: Optional[str] = typer.Option(None, "--format", help=H("format")),
+        text_column: Optional[str] = typer.Option(None, help=H("text_column")),
+        text_pair_column: Optional[str] = typer.Option(None, help=H("text_pair_column")),
+        label_column: Optional[str] = typer.Option(None, help=H("label_column")),
+        problem_type: Optional[str] = typer.Option(None, help=H("problem_type")),
+        name: Optional[str] = typer.Option(None, help=H("name")),
         out_dir: Optional[Path] = typer.Option(None, "--out", help="Artifact directory (default: artifacts/kronedge-TASK)."),
         run_dir: Optional[Path] = typer.Option(None, help="Run directory (logs, checkpoints) (default: runs/compress-TASK)."),
         compression: Optional[float] = typer.Option(None, help=COMPRESSION_HELP + f" (default: {DEFAULT_COMPRESSION}, i.e. >= 5x)"),
@@ -127,8 +156,13 @@ def register(app, friendly_errors) -> None:
         """
         from ..compress import compress as run
 
+        source = _source(_given(ctx, "task"), data_dir, task, train=train, validation=validation, format=file_format,
+                         text_column=text_column, text_pair_column=text_pair_column, label_column=label_column,
+                         problem_type=problem_type, name=name)
+        task, files = source.name, source.files is not None
         config = CompressConfig(
-            teacher=teacher, task=task, compression=(compression if compression is not None or preset else DEFAULT_COMPRESSION),
+            teacher=teacher, task=task, source=source.to_dict() if files else None,
+            compression=(compression if compression is not None or preset else DEFAULT_COMPRESSION),
             preset=preset, rank=rank, embedding_k=embedding_k, method=method, stage1=stage1, stage2_kd=kd,
             corpus=corpus, stage1_examples=stage1_examples or None, stage1_epochs=stage1_epochs, stage1_lr=stage1_lr,
             stage2_examples=stage2_examples or None, stage2_epochs=stage2_epochs, stage2_lr=stage2_lr,
@@ -143,7 +177,7 @@ def register(app, friendly_errors) -> None:
         if method == "svd" and out_dir is None:
             artifact = None
         else:
-            artifact = out_dir or Path("artifacts") / f"kronedge-{task}"
+            artifact = out_dir or Path("artifacts") / f"kronedge-{task}"  # nothing written before the check
         result = run(config, out=artifact, run_dir=run_dir or Path("runs") / f"compress-{task}", resume=resume,
                      threads=threads)
         if as_json:
@@ -159,13 +193,23 @@ def register(app, friendly_errors) -> None:
         for warning in result.warnings:
             out.print(f"[bold yellow]warning:[/] {warning}", highlight=False)
         if result.artifact:
-            out.print(f"artifact: {result.artifact}  (score it: kronedge eval {result.artifact} --task {task})")
+            again = f"--validation {source.files.validation}" if files else f"--task {task}"
+            out.print(f"artifact: {result.artifact}  (score it: kronedge eval {result.artifact} {again})")
 
     @app.command()
     @friendly_errors
     def finetune(
+        ctx: typer.Context,
         teacher: str = typer.Argument(D.teacher, help=TEACHER_HELP),
-        task: str = typer.Option(D.task, help="GLUE task."),
+        task: str = typer.Option(D.task, help="GLUE task (not with --train/--validation, your own files)."),
+        train: Optional[Path] = typer.Option(None, "--train", help=H("train")),
+        validation: Optional[Path] = typer.Option(None, "--validation", help=H("validation")),
+        file_format: Optional[str] = typer.Option(None, "--format", help=H("format")),
+        text_column: Optional[str] = typer.Option(None, help=H("text_column")),
+        text_pair_column: Optional[str] = typer.Option(None, help=H("text_pair_column")),
+        label_column: Optional[str] = typer.Option(None, help=H("label_column")),
+        problem_type: Optional[str] = typer.Option(None, help=H("problem_type")),
+        name: Optional[str] = typer.Option(None, help=H("name")),
         out_dir: Optional[Path] = typer.Option(None, "--out", help="Output directory (default: runs/teachers/TASK-HASH, reused when finished)."),
         epochs: int = typer.Option(T.epochs, help="Epochs (at least; see --min-steps)."),
         min_steps: int = typer.Option(T.min_steps, help=f"Small data trains more epochs (at most {T.max_epochs}) until this many optimizer "
@@ -182,13 +226,16 @@ def register(app, friendly_errors) -> None:
         resume: bool = typer.Option(False, "--resume", help="Continue an interrupted run."),
         as_json: bool = typer.Option(False, "--json", help="Print the result as JSON."),
     ):
-        """Fine-tune a teacher with a new classification head on a GLUE task (cached)."""
+        """Fine-tune a teacher with a new classification head on a GLUE task or your own files (cached)."""
         from ..finetune import finetune as run
 
+        source = _source(_given(ctx, "task"), data_dir, task, train=train, validation=validation, format=file_format,
+                         text_column=text_column, text_pair_column=text_pair_column, label_column=label_column,
+                         problem_type=problem_type, name=name)
         config = default_teacher_config(epochs=epochs, lr=lr, batch_size=batch_size, max_length=max_length, seed=seed,
                                         precision=precision, min_steps=min_steps or None, patience=patience or None)
         show_progress()
-        result = run(teacher, task, out=out_dir, data_dir=data_dir, train_limit=train_limit, config=config,
+        result = run(teacher, source, out=out_dir, train_limit=train_limit, config=config,
                      resume=resume, threads=threads)
         info = {"path": str(result.path), "metrics": result.metrics, "seconds": round(result.seconds, 1),
                 "cached": result.cached, "train_examples": result.train_examples, "precision": result.precision}
@@ -204,25 +251,44 @@ def register(app, friendly_errors) -> None:
         model_dir: Path = typer.Argument(..., help="A kronedge artifact, a saved BERT classifier, or an exported ONNX dir."),
         task: Optional[str] = typer.Option(None, help="GLUE task (default: the artifact's own)."),
         data_dir: Optional[Path] = typer.Option(None, help="GLUE root for tasks that do not ship."),
+        validation: Optional[Path] = typer.Option(None, "--validation", help="Score on this labelled file (.csv, .tsv, "
+                                                  ".jsonl) instead; its labels are matched by name to the model's."),
+        file_format: Optional[str] = typer.Option(None, "--format", help=H("format")),
+        text_column: Optional[str] = typer.Option(None, help=H("text_column")),
+        text_pair_column: Optional[str] = typer.Option(None, help=H("text_pair_column")),
+        label_column: Optional[str] = typer.Option(None, help=H("label_column")),
         limit: Optional[int] = typer.Option(None, help="Score only the first N dev examples."),
         as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
     ):
-        """Score a model on a GLUE dev set (torch for artifacts, ONNX Runtime for exported models)."""
+        """Score a model on a GLUE dev set or your own labelled file (torch for artifacts, ONNX Runtime for
+        exported models)."""
+        files = {"train": None, "validation": validation, "format": file_format, "text_column": text_column,
+                 "text_pair_column": text_pair_column, "label_column": label_column, "problem_type": None,
+                 "name": None}
+        source = _source(task, data_dir, None, **files) if validation is not None or task else None
+        if validation is None and any(v is not None for v in files.values()):
+            _source(None, None, None, **files)  # the data-file options without a file: one clear error
         if (model_dir / "manifest.json").is_file():
             from exporters.evaluate import evaluate_exported
             from runtime.contract import Manifest
 
-            task = task or Manifest.load(model_dir / "manifest.json").task
+            manifest = Manifest.load(model_dir / "manifest.json")
+            data = None
+            if source is not None and source.files is not None:
+                spec = source.model_spec(list(manifest.labels or ()), manifest.is_regression, manifest.task)
+                data, task = source.load("dev", spec), spec
+            task = task or manifest.task
             if not task:
-                raise UsageError(f"{model_dir}/manifest.json names no task: pass --task")
-            result = evaluate_exported(model_dir, task, data_dir=data_dir, limit=limit)
+                raise UsageError(f"{model_dir}/manifest.json names no task: pass --task or --validation FILE")
+            result = evaluate_exported(model_dir, task, data_dir=data_dir, limit=limit, data=data)
         else:
             from ..evaluation import evaluate_artifact
 
-            result = evaluate_artifact(model_dir, task, data_dir=data_dir, limit=limit)
+            result = evaluate_artifact(model_dir, task, data_dir=data_dir, limit=limit, source=source)
         if as_json:
             print(json.dumps(result, indent=2))
         else:
             metrics = ", ".join(f"{k} {v:.4f}" for k, v in result.items()
                                 if isinstance(v, float) and k not in ("seconds",))
-            out.print(f"{model_dir} on {result.get('task', task)} dev ({result.get('examples', '?')} examples): {metrics}")
+            where = validation if validation is not None else f"{result.get('task', task)} dev"
+            out.print(f"{model_dir} on {where} ({result.get('examples', '?')} examples): {metrics}")

@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from pathlib import Path
 
 from .files import DataFiles
 from .glue import get_task, load_task, task_file
-from .spec import DataFileError, TaskData, TaskSpec
+from .spec import CLASSIFICATION, REGRESSION, DataFileError, TaskData, TaskSpec
 
 
 @dataclass(frozen=True)
@@ -85,6 +86,21 @@ class TaskSource:
                 task_file(glue, "dev" if split in ("dev", "validation", "eval") else split, self.data_dir)
             return
         self.files.check(spec, splits)
+
+    def model_spec(self, labels, regression: bool = False, name: str | None = None) -> TaskSpec:
+        """The spec to score a trained model on these files by: its label names (index = logit column),
+        to which the files' labels are mapped by name; a GLUE source gives its preset.
+
+        Example:
+            >>> source.model_spec(["billing", "bug", "praise"], name="tickets")   # from a manifest or config
+        """
+        if self.task is not None:
+            return self.spec
+        split = "validation" if self.files.validation is not None else "train"
+        pair = self.files.columns(split).pair is not None
+        return TaskSpec.custom(name or self.name, () if regression else labels,
+                               REGRESSION if regression else CLASSIFICATION, is_pair=pair,
+                               data_file=Path(self.files.path(split)).name)
 
     def cache_key(self) -> str:
         """A short name for caches: the GLUE name, or the task name and a hash of the options and bytes."""

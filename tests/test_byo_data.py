@@ -1,0 +1,216 @@
+"""Bring your own data (issue 14, items 1-2): a user's CSV / JSON Lines files through compress, export, eval,
+the Predictor and the server, with the user's own label names; bad files are one line and write nothing.
+
+Every file is written here in code; the teacher is the suite's tiny BERT (``helpers.tiny_spec``), so a whole
+compress -> export chain takes seconds.
+"""
+
+import csv
+import json
+
+import helpers
+import pytest
+from typer.testing import CliRunner
+
+TICKETS = {"billing": ["i was charged twice", "refund please", "the invoice is wrong", "my payment failed"],
+           "bug": ["the app crashes on start", "the save button is broken", "login fails every time", "error 500"],
+           "praise": ["love the new update", "great support, thank you", "works great", "best app ever"]}
+NLI = [("a man plays guitar", "someone makes music", "yes"), ("it rains", "the street is dry", "no"),
+       ("the cat sleeps", "an animal rests", "yes"), ("she is running", "she sits still", "no")]
+RATINGS = [("terrible", 0.0), ("bad", 1.25), ("fine", 2.5), ("good", 3.75), ("excellent", 5.0)]
+COMMON = ["--compression", "4", "--no-stage1", "--stage2-examples", "12", "--max-length", "32", "--min-steps", "0",
+          "--patience", "0", "--precision", "fp32", "--no-teacher-check", "--threads", "1"]
+
+
+def _csv(path, header, rows):
+    with open(path, "w", newline="", encoding="utf-8") as f:
+        writer = csv.writer(f)
+        writer.writerow(header)
+        writer.writerows(rows)
+    return path.name
+
+
+def _jsonl(path, records):
+    path.write_text("".join(json.dumps(r) + "\n" for r in records), encoding="utf-8")
+    return path.name
+
+
+def tickets(directory, n_train=18, n_dev=9):
+    """Single-sentence CSV with string labels; every label in both files."""
+    rows = [(f"{TICKETS[label][i % 4]} #{i}", label) for i in range(max(n_train, n_dev))
+            for label in [("billing", "bug", "praise")[i % 3]]]
+    return (_csv(directory / "tickets-train.csv", ["text", "label"], rows[:n_train]),
+            _csv(directory / "tickets-dev.csv", ["text", "label"], rows[:n_dev]), [])
+
+
+def nli(directory):
+    """Sentence-pair JSON Lines with its own column names and string labels."""
+    records = [{"premise": a, "hypothesis": b, "answer": y} for a, b, y in NLI * 3]
+    return (_jsonl(directory / "nli-train.jsonl", records), _jsonl(directory / "nli-dev.jsonl", records[:6]),
+            ["--text-column", "premise", "--text-pair-column", "hypothesis", "--label-column", "answer"])
+
+
+def ratings(directory):
+    """Regression CSV (fractional scores in a ``score`` column: regression inferred)."""
+    rows = [(f"{text} movie {i}", score) for i in range(3) for text, score in RATINGS]
+    return (_csv(directory / "ratings-train.csv", ["text", "score"], rows),
+            _csv(directory / "ratings-dev.csv", ["text", "score"], rows[:5]), [])
+
+
+# name, file builder, task name, labels, pair input, problem type
+CASES = [
+    ("tickets", tickets, ["billing", "bug", "praise"], False, "single_label_classification"),
+    ("nli", nli, ["no", "yes"], True, "single_label_classification"),
+    ("ratings", ratings, [], False, "regression"),
+]
+
+
+def _invoke(args):
+    from kronedge.cli import app
+
+    return CliRunner().invoke(app, [str(a) for a in args])
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("task,build,labels,pair,problem", CASES, ids=[c[0] for c in CASES])
+def test_own_files_compress_export_predict_serve(tmp_path, monkeypatch, task, build, labels, pair, problem):
+    from fastapi.testclient import TestClient
+
+    from runtime.predictor import Predictor
+    from runtime.serve import ServeConfig, create_app
+
+    monkeypatch.chdir(tmp_path)
+    train, dev, options = build(tmp_path)
+    result = _invoke(["compress", "--teacher", helpers.tiny_spec(tmp_path), "--train", train, "--validation", dev,
+                      *options, *COMMON, "--json"])
+    assert result.exit_code == 0, result.output
+    compressed = json.loads(result.stdout[result.stdout.index("{\n"):])
+    artifact = tmp_path / "artifacts" / f"kronedge-{task}"
+    assert compressed["artifact"] == str(artifact.relative_to(tmp_path))
+    recipe = json.loads((artifact / "kronedge.json").read_text())
+    assert recipe["task"] == task and recipe["labels"] == labels
+    assert recipe["task_spec"]["name"] == task and recipe["task_spec"]["data_file"] == train
+    assert recipe["task_spec"]["is_pair"] == pair and recipe["compress_config"]["source"]["files"]["train"] == train
+    primary = compressed["primary_metric"]
+
+    # kronedge eval on the artifact (torch) reproduces the student's dev score
+    scored = _invoke(["eval", artifact, "--validation", dev, *options, "--json"])
+    assert scored.exit_code == 0, scored.output
+    assert json.loads(scored.stdout)[primary] == pytest.approx(compressed["student_metrics"][primary], abs=1e-6)
+
+    export = tmp_path / "export"
+    exported = _invoke(["export", artifact, "--out", export, "--max-length", "32"])
+    assert exported.exit_code == 0, exported.output
+    manifest = json.loads((export / "manifest.json").read_text())
+    assert manifest["labels"] == labels and manifest["task"] == task and manifest["data_file"] == train
+    assert manifest["problem_type"] == problem and manifest["pair_input"] == pair
+    on_export = _invoke(["eval", export, "--validation", dev, *options, "--json"])
+    assert on_export.exit_code == 0, on_export.output
+    assert json.loads(on_export.stdout)[primary] == pytest.approx(compressed["student_metrics"][primary], abs=1e-3)
+
+    predictor = Predictor(export, threads=1)
+    assert predictor.labels == labels and predictor.task == task
+    texts = [tuple(r[:2]) for r in NLI] if pair else ["refund please", "the app crashes", "great support"]
+    if labels:
+        logits = predictor.logits(texts)
+        assert [r["label"] for r in predictor.predict(texts)] == [labels[i] for i in logits.argmax(axis=1)]
+    with TestClient(create_app(ServeConfig(str(export), timeout_s=60))) as client:
+        info = client.get("/v1/model").json()
+        assert info["labels"] == labels and info["task"] == task and info["data_file"] == train
+        if not pair:  # the pair request shape is the server's own test's business
+            body = client.post("/v1/classify", json={"texts": texts})
+            assert body.status_code == 200, body.text
+            assert body.json()["task"] == task
+            if labels:
+                assert all(list(r["scores"]) == labels for r in body.json()["results"])
+
+
+def _teacher(directory, id2label):
+    """A tiny BERT with a three-way head named ``id2label`` (index order), saved with the tokenizer."""
+    from kronedge.artifact import copy_tokenizer
+
+    path = directory / "my-teacher"
+    names = dict(enumerate(id2label))
+    helpers.tiny_bert(num_labels=3, id2label=names, label2id={n: i for i, n in names.items()}).save_pretrained(path)
+    copy_tokenizer(helpers.tokenizer_dir(), path)
+    return path
+
+
+@pytest.mark.slow
+def test_own_teacher_head_is_used_as_is_in_its_label_order(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    train, dev, _ = tickets(tmp_path)
+    order = ["praise", "billing", "bug"]  # not the data's sorted order: the teacher's order must win
+    result = _invoke(["compress", "--teacher", _teacher(tmp_path, order), "--train", train, "--validation", dev,
+                      *COMMON, "--json"])
+    assert result.exit_code == 0, result.output
+    compressed = json.loads(result.stdout[result.stdout.index("{\n"):])
+    assert "teacher_finetune" not in compressed["seconds"] and not (tmp_path / "runs" / "teachers").exists()
+    recipe = json.loads((tmp_path / "artifacts" / "kronedge-tickets" / "kronedge.json").read_text())
+    assert recipe["labels"] == order and recipe["task_spec"]["label_names"] == order
+    config = json.loads((tmp_path / "artifacts" / "kronedge-tickets" / "config.json").read_text())
+    assert list(config["id2label"].values()) == order
+
+
+def test_own_teacher_with_other_labels_is_one_error(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    train, dev, _ = tickets(tmp_path)
+    result = _invoke(["compress", "--teacher", _teacher(tmp_path, ["billing", "bug", "spam"]), "--train", train,
+                      "--validation", dev, *COMMON])
+    errors = [line for line in result.output.splitlines() if line.startswith("error:")]
+    assert result.exit_code == 1 and len(errors) == 1, result.output
+    assert "only in the data ['praise']" in errors[0] and "['spam']" in errors[0]
+    assert not (tmp_path / "runs").exists() and not (tmp_path / "artifacts").exists()
+
+
+def _missing_column(d):
+    return tickets(d)[:2] + (["--label-column", "queue"],), "tickets-train.csv:1:"
+
+
+def _unknown_label(d):
+    train, _, _ = tickets(d)
+    dev = _csv(d / "dev.csv", ["text", "label"], [("refund please", "billing"), ("buy now", "spam")])
+    return (train, dev, []), "dev.csv:3:"
+
+
+def _bad_utf8(d):
+    _, dev, _ = tickets(d)
+    (d / "train.jsonl").write_bytes(b'{"text": "fine", "label": "bug"}\n{"text": "bad \xff", "label": "bug"}\n')
+    return ("train.jsonl", dev, []), "train.jsonl:2:"
+
+
+def _ragged(d):
+    train, _, _ = tickets(d)
+    (d / "dev.csv").write_text("text,label\nrefund please,billing\nit crashed,bug,extra\n")
+    return (train, "dev.csv", []), "dev.csv:3:"
+
+
+def _empty(d):
+    _, dev, _ = tickets(d)
+    (d / "empty.csv").write_text("")
+    return ("empty.csv", dev, []), "empty.csv:1:"
+
+
+@pytest.mark.parametrize("make", [_missing_column, _unknown_label, _bad_utf8, _ragged, _empty],
+                         ids=["missing-column", "unknown-label", "bad-utf8", "ragged-row", "empty-file"])
+def test_malformed_file_is_one_line_and_writes_nothing(tmp_path, monkeypatch, make):
+    monkeypatch.chdir(tmp_path)
+    (train, dev, options), where = make(tmp_path)
+    result = _invoke(["compress", "--teacher", helpers.tiny_spec(tmp_path), "--train", train, "--validation", dev,
+                      *options, *COMMON])
+    errors = [line for line in result.output.splitlines() if line.startswith("error:")]
+    assert result.exit_code == 1 and len(errors) == 1 and where in errors[0], result.output
+    assert "Traceback" not in result.output
+    assert not (tmp_path / "runs").exists() and not (tmp_path / "artifacts").exists()
+
+
+def test_task_and_files_together_and_a_missing_validation_file_are_refused(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    train, _, _ = tickets(tmp_path)
+    both = _invoke(["compress", "--task", "sst2", "--train", train])
+    assert both.exit_code == 1 and "not both" in both.output
+    alone = _invoke(["compress", "--teacher", helpers.tiny_spec(tmp_path), "--train", train, *COMMON])
+    assert alone.exit_code == 1 and "--validation FILE" in alone.output
+    stray = _invoke(["eval", tmp_path, "--text-column", "text"])
+    assert stray.exit_code == 1 and "--validation" in stray.output
+    assert not (tmp_path / "runs").exists() and not (tmp_path / "artifacts").exists()
