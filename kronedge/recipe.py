@@ -109,9 +109,11 @@ class CompressConfig:
     checkpoint_seconds: float = free_field(default=300.0)
     augment: int = 0
     unlabelled: str | None = None
-    structure: str = "paper"
+    # The SVD corner of the Kronecker family fitted to the teacher's activations: best measured start and
+    # result at ~5x on MiniLM (benchmarks/results/structure_search.md, structure_accuracy.md).
+    structure: str = "svd"
     allocation: str = "global"
-    calibration: bool = False
+    calibration: bool = True
     layers: int | None = None
     source: dict | None = None
 
