@@ -146,7 +146,9 @@ def merge(parts: list[Path], out: Path) -> None:
     from kronedge.artifact import write_json_atomic
 
     base = json.loads(out.read_text())
-    key = lambda r: (r["task"], r["method"], r.get("budget", "benchmark"), r.get("target_compression"), r.get("seed", 0))
+    def key(r):
+        return r["task"], r["method"], r.get("budget", "benchmark"), r.get("target_compression"), r.get("seed", 0)
+
     have = {key(r) for r in base["rows"]}
     added = 0
     for part in parts:

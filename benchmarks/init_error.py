@@ -12,7 +12,6 @@ starting points behind the accuracy table. Seconds on a CPU, no data needed.
 from __future__ import annotations
 
 import argparse
-import json
 import platform
 import sys
 from collections import defaultdict

@@ -259,7 +259,7 @@ def markdown(r: dict) -> str:
         *[f"- server: `{cmd}`" for cmd in r["server_commands"]],
         f"- machine: {r['machine']['cpu']}, {r['machine']['cores']} cores ({r['machine']['platform']}); 1-min load "
         f"average {r['machine']['loadavg_1m_at_start']} at start (the machine is shared: see the last column)",
-        f"- versions: " + ", ".join(f"{k} {val}" for k, val in v.items()),
+        "- versions: " + ", ".join(f"{k} {val}" for k, val in v.items()),
         f"- model: `{r['model']['dir']}` ({r['model']['bytes']} bytes, sha256 {str(r['model']['sha256'])[:12]}..., "
         f"quantization {r['model']['quantization']}, opset {r['model']['opset']}, {r['model']['profile']})",
         f"- client: {r['setup']['client']}; {r['setup']['seconds_per_level']} s per level and config, in "
@@ -268,10 +268,12 @@ def markdown(r: dict) -> str:
     ]
     if r.get("note"):
         lines.append(f"- note: {r['note']}")
-    lines += ["", "| config: ORT threads x workers, max texts per pass | max length | clients | requests | ok | req/s | p50 ms | p90 ms | p99 ms | statuses | mean load avg (1 min) |",
+    lines += ["", "| config: ORT threads x workers, max texts per pass | max length | clients | requests | ok | req/s "
+              "| p50 ms | p90 ms | p99 ms | statuses | mean load avg (1 min) |",
               "|---|---|---|---|---|---|---|---|---|---|---|"]
     for row in r["rows"]:
-        lines.append(f"| {row['threads']}x{row['workers']}, {row['max_batch_texts']} | {row['max_length']} | {row['clients']} | {row['requests']} | {row['ok']} | "
+        lines.append(f"| {row['threads']}x{row['workers']}, {row['max_batch_texts']} | {row['max_length']} | {row['clients']} | "
+                     f"{row['requests']} | {row['ok']} | "
                      f"{row['throughput_rps']} | {row['p50_ms']} | {row['p90_ms']} | {row['p99_ms']} | "
                      f"{', '.join(f'{code}: {n}' for code, n in row['statuses'].items())} | "
                      f"{row['loadavg_1m_mean']} |")

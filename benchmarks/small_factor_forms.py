@@ -1,5 +1,6 @@
 """Micro-benchmark: forms of a small left factor product W (m x k) @ X (N, k, p), 1 thread (speed_followup.md)."""
-import numpy as np, time
+import numpy as np
+import time
 from runtime.predictor import create_session
 from onnx import helper, TensorProto, numpy_helper
 def sess(nodes, inits, shape_out):
@@ -26,8 +27,11 @@ for K, M, P in [(2, 16, 192), (16, 2, 192)]:
     for name, s in [('matmul-left', s_mm), ('transpose-matmul-transpose', s_tt), ('mul-reducesum', s_mr), ('einsum', s_es)]:
         out = s.run(None, {'x': x})[0]
         assert np.allclose(out, ref, atol=1e-4), name
-        for _ in range(20): s.run(None, {'x': x})
+        for _ in range(20):
+            s.run(None, {'x': x})
         ts = []
         for _ in range(200):
-            t0 = time.perf_counter(); s.run(None, {'x': x}); ts.append(time.perf_counter() - t0)
+            t0 = time.perf_counter()
+            s.run(None, {'x': x})
+            ts.append(time.perf_counter() - t0)
         print(f"K={K} M={M} P={P} {name:28s} p50 {np.median(ts)*1e3:.3f} ms  min {min(ts)*1e3:.3f}")

@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import copy
 import json
+import os
 import platform
 import sys
 import time
@@ -88,12 +89,10 @@ def main(argv=None) -> None:
     import torch
     from transformers import AutoTokenizer
 
-    from kronedge.artifact import write_json_atomic
     from kronedge.calibration import calibration_texts, collect_input_stats
     from kronedge.planner import KronConfig
     from kronedge.surgery import kronize_
     from kronedge.teachers import load_teacher
-    from runtime.hostinfo import machine, versions
 
     torch.manual_seed(0)
     loaded = load_teacher(args.teacher, head="base")
@@ -105,9 +104,8 @@ def main(argv=None) -> None:
 
     rows = []
     for compression in args.compressions:
-        for label, structure, allocation, aware in VARIANTS:
-            if label not in args.variants:
-                continue
+        for label in args.variants:
+            structure, allocation, aware = next(v[1:] for v in VARIANTS if v[0] == label)
             student = copy.deepcopy(teacher)
             start = time.perf_counter()
             plan = kronize_(student, KronConfig(compression=compression, structure=structure, allocation=allocation),
@@ -120,18 +118,27 @@ def main(argv=None) -> None:
                    "layers": layer_errors(teacher, plan, heldout_stats),
                    "shapes": sorted({str(l.kron) for l in plan.layers})[:8]}
             rows.append(row)
+            write_results(args, argv, rows, len(heldout))
             print(f"[structure] {compression:g}x {label}: hidden {row['hidden_error']:.3f}, "
                   f"{row['compression']}x, {row['gflops_seq128']} GFLOPs, {seconds:.0f} s", flush=True)
 
+def write_results(args, argv, rows, heldout_count) -> None:
+    """Both result files, rewritten after every row so a long run keeps what it has measured."""
+    from kronedge.artifact import write_json_atomic
+    from runtime.hostinfo import machine, versions
+
     command = "python benchmarks/structure_search.py " + " ".join(argv if argv is not None else sys.argv[1:])
-    meta = {"teacher": args.teacher, "command": command, "host": {**machine(), "versions": versions(("torch", "transformers", "numpy"))}, "platform": platform.platform(),
-            "calibration": args.calibration, "heldout": f"{args.heldout_task} dev, {len(heldout)} texts"}
+    host = {**machine(), "versions": versions(("torch", "transformers", "numpy"))}
+    meta = {"teacher": args.teacher, "command": command, "host": host, "platform": platform.platform(),
+            "load_average": [round(x, 1) for x in os.getloadavg()], "calibration": args.calibration,
+            "heldout": f"{args.heldout_task} dev, {heldout_count} texts"}
     write_json_atomic(args.out, {**meta, "rows": rows})
     roles = ("embedding", "attention", "ffn_up", "ffn_down")
     lines = ["# Starting points of the structures (no training)", "",
              f"Teacher `{args.teacher}`; calibration text `{args.calibration}` (256 texts); scored on held-out "
              f"{meta['heldout']}. Command: `{command}`.", "",
-             f"Machine: {json.dumps(meta['host'])}", "",
+             f"Machine: {json.dumps(meta['host'])}; load average when written {meta['load_average']} "
+             "(a shared machine: plan seconds are not speeds).", "",
              "`hidden` = ||h_student - h_teacher||^2 / ||h_teacher||^2 of the last hidden states on the held-out text "
              "(the start distillation works from). Per layer kind: relative squared error of the weights / on the "
              "layer's held-out inputs. Lower is better; 1 = as far as zeros.", "",
@@ -143,7 +150,6 @@ def main(argv=None) -> None:
         lines.append(f"| {r['target']:g}x | {r['variant']} | {r['compression']:.2f}x | {r['gflops_seq128']:.2f} | "
                      f"{r['hidden_error']:.3f} | {cells} | {r['plan_seconds']:.0f} |")
     args.out.with_suffix(".md").write_text("\n".join(lines) + "\n")
-    print(f"[structure] wrote {args.out} and {args.out.with_suffix('.md')}")
 
 
 if __name__ == "__main__":

@@ -52,7 +52,7 @@ def optimum_baseline(model: str, out_dir: str | os.PathLike, target: str = "x86_
 
     if quantize not in ("none", "int8"):
         raise ExportError(f"optimum baselines support --quantize none|int8 (dynamic), got {quantize!r}")
-    opts = ExportOptions(target=target, quantize=quantize, max_length=max_length, task=task, vnni=vnni)
+    ExportOptions(target=target, quantize=quantize, max_length=max_length, task=task, vnni=vnni)  # checks them
     task_data = _task_data(task)
     torch_model, tokenizer_dir, source = load_source(model, task_data.spec.num_labels if task_data else None)
     info = resolve_task(torch_model.config, source, task_data.spec if task_data is not None else None)
@@ -96,7 +96,8 @@ def optimum_baseline(model: str, out_dir: str | os.PathLike, target: str = "x86_
         name, version = model_identity(None, None, out_dir, files)
         Manifest(
             name=name, model_version=version, task=info.task, data_file=info.data_file, labels=list(info.labels),
-            problem_type=info.problem_type, pair_input=info.pair_input, max_length=max_length, opset=_opset(out / "model.onnx"), target=target, profile="optimum",
+            problem_type=info.problem_type, pair_input=info.pair_input, max_length=max_length,
+            opset=_opset(out / "model.onnx"), target=target, profile="optimum",
             quantization=quant_config, files=files, validation={"optimum": "main_export validation"},
             versions=versions() | installed_versions(("optimum", "optimum-onnx")),
             source=source | {"steps": steps},

@@ -3,7 +3,6 @@
 import json
 
 import pytest
-from torch import nn
 
 from kronedge.layers import KronShape
 from kronedge.pipeline import kron_config, plan_teacher
