@@ -214,3 +214,26 @@ def test_task_and_files_together_and_a_missing_validation_file_are_refused(tmp_p
     stray = _invoke(["eval", tmp_path, "--text-column", "text"])
     assert stray.exit_code == 1 and "--validation" in stray.output
     assert not (tmp_path / "runs").exists() and not (tmp_path / "artifacts").exists()
+
+
+@pytest.mark.slow
+def test_finetune_on_files_then_that_teacher_is_used_as_is(tmp_path, monkeypatch):
+    """`kronedge finetune --train/--validation` names its head after the data; compress then keeps that head,
+    and `eval --validation` maps a file's labels by name (a label the model lacks: one line)."""
+    monkeypatch.chdir(tmp_path)
+    train, dev, _ = tickets(tmp_path)
+    tuned = _invoke(["finetune", helpers.tiny_spec(tmp_path), "--train", train, "--validation", dev, "--out", "teacher",
+                     "--min-steps", "0", "--patience", "0", "--precision", "fp32", "--threads", "1", "--json"])
+    assert tuned.exit_code == 0, tuned.output
+    config = json.loads((tmp_path / "teacher" / "config.json").read_text())
+    assert list(config["id2label"].values()) == ["billing", "bug", "praise"]
+    result = _invoke(["compress", "--teacher", "teacher", "--train", train, "--validation", dev, *COMMON, "--json"])
+    assert result.exit_code == 0, result.output
+    assert "teacher_finetune" not in json.loads(result.stdout[result.stdout.index("{\n"):])["seconds"]
+    scored = _invoke(["eval", "teacher", "--validation", dev, "--json"])
+    assert scored.exit_code == 0, scored.output
+    assert json.loads(scored.stdout)["task"] == "tickets" and json.loads(scored.stdout)["examples"] == 9
+    other = _csv(tmp_path / "other.csv", ["text", "label"], [("refund please", "billing"), ("buy now", "spam")])
+    refused = _invoke(["eval", "teacher", "--validation", other])
+    errors = [line for line in refused.output.splitlines() if line.startswith("error:")]
+    assert refused.exit_code == 1 and len(errors) == 1 and "other.csv:3:" in errors[0], refused.output
