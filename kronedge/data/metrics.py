@@ -6,16 +6,18 @@ task is scored by, and :func:`compute_metrics` computes exactly those.
 
 from __future__ import annotations
 
-import numpy as np
+# numpy is imported inside each metric: the CLI reads this package at start-up.
 
 
 def accuracy(pred, labels) -> float:
+    import numpy as np
     pred, labels = np.asarray(pred), np.asarray(labels)
     return float((pred == labels).mean()) if len(labels) else 0.0
 
 
 def f1_binary(pred, labels, positive: int = 1) -> float:
     """F1 of the positive class (GLUE's MRPC/QQP convention); 0 when there is no true or predicted positive."""
+    import numpy as np
     pred, labels = np.asarray(pred) == positive, np.asarray(labels) == positive
     tp = float((pred & labels).sum())
     denom = float(pred.sum() + labels.sum())
@@ -24,6 +26,7 @@ def f1_binary(pred, labels, positive: int = 1) -> float:
 
 def matthews(pred, labels) -> float:
     """Matthews correlation (CoLA's metric), multi-class form (Gorodkin 2004); 0 when undefined."""
+    import numpy as np
     pred, labels = np.asarray(pred), np.asarray(labels)
     classes = np.union1d(pred, labels)
     conf = np.zeros((len(classes), len(classes)), dtype=np.float64)
@@ -46,6 +49,7 @@ def f1_macro(pred, labels) -> float:
     no true and no predicted example is left out; one with a zero denominator counts as 0), kept
     here so scoring needs no scikit-learn; the tests check the two agree.
     """
+    import numpy as np
     pred, labels = np.asarray(pred), np.asarray(labels)
     if not len(labels):
         return 0.0
@@ -59,6 +63,7 @@ def f1_macro(pred, labels) -> float:
 
 
 def _correlation(kind: str, pred, labels) -> float:
+    import numpy as np
     from scipy import stats
 
     pred, labels = np.asarray(pred, dtype=np.float64), np.asarray(labels, dtype=np.float64)
@@ -95,6 +100,7 @@ def compute_metrics(task, predictions, labels) -> dict[str, float]:
         >>> compute_metrics("mrpc", [1, 0, 1], [1, 1, 1])
         {'accuracy': 0.666..., 'f1': 0.8}
     """
+    import numpy as np
     from .glue import get_task
 
     spec = get_task(task)
