@@ -20,6 +20,7 @@ import copy
 import json
 import os
 import platform
+import shlex
 import sys
 import time
 from collections import defaultdict
@@ -127,7 +128,7 @@ def write_results(args, argv, rows, heldout_count) -> None:
     from kronedge.artifact import write_json_atomic
     from runtime.hostinfo import machine, versions
 
-    command = "python benchmarks/structure_search.py " + " ".join(argv if argv is not None else sys.argv[1:])
+    command = "python benchmarks/structure_search.py " + shlex.join(argv if argv is not None else sys.argv[1:])
     host = {**machine(), "versions": versions(("torch", "transformers", "numpy"))}
     meta = {"teacher": args.teacher, "command": command, "host": host, "platform": platform.platform(),
             "load_average": [round(x, 1) for x in os.getloadavg()], "calibration": args.calibration,
@@ -139,9 +140,11 @@ def write_results(args, argv, rows, heldout_count) -> None:
              f"{meta['heldout']}. Command: `{command}`.", "",
              f"Machine: {json.dumps(meta['host'])}; load average when written {meta['load_average']} "
              "(a shared machine: plan seconds are not speeds).", "",
-             "`hidden` = ||h_student - h_teacher||^2 / ||h_teacher||^2 of the last hidden states on the held-out text "
-             "(the start distillation works from). Per layer kind: relative squared error of the weights / on the "
-             "layer's held-out inputs. Lower is better; 1 = as far as zeros.", "",
+             "`hidden` = ||h_student - h_teacher||^2 / ||h_teacher||^2 of the last hidden states on the held-out text: "
+             "the start distillation works from, of the student exactly as built (this is where the data-aware fit "
+             "shows). Per layer kind: what the row's factor shapes can reach, refitted on the held-out statistics "
+             "(relative squared error of the weights / on the layer's held-out inputs), so rows with the same shapes "
+             "show the same figures whatever their fit. Lower is better; 1 = as far as zeros.", "",
              "| target | structure | compression | GFLOPs@128 | hidden | " + " | ".join(roles) + " | plan s |",
              "|---:|---|---:|---:|---:|" + "---|" * len(roles) + "---:|"]
     for r in rows:
