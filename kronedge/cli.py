@@ -28,7 +28,8 @@ app = typer.Typer(
     add_completion=False,
 )
 console = Console(stderr=True)
-out = Console()
+# soft_wrap: a sentence read in a pipe or a log stays on one line instead of being cut at 80 columns
+out = Console(soft_wrap=True)
 
 TEACHER_HELP = ("Model spec: builtin:minilm (packaged all-MiniLM-L6-v2), random:bert-base-uncased | "
                 "random:bert-large-uncased | random:minilm | random:PATH.json (random weights), "

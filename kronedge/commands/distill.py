@@ -189,7 +189,7 @@ def register(app, friendly_errors) -> None:
                   f"({100 * result.student_metrics[p] / result.teacher_metrics[p]:.1f}% of the teacher) with "
                   f"{result.params_student / 1e6:.2f}M instead of {result.params_teacher / 1e6:.2f}M embedding+encoder "
                   f"params ({result.compression:.2f}x fewer)")
-        out.print(f"time: {result.seconds}")
+        out.print("time: " + ", ".join(f"{stage} {seconds:.1f} s" for stage, seconds in result.seconds.items()))
         for warning in result.warnings:
             out.print(f"[bold yellow]warning:[/] {warning}", highlight=False)
         if result.artifact:
