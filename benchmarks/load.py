@@ -21,9 +21,9 @@ import os
 import platform
 import re
 import signal
-import socket
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -32,13 +32,9 @@ import numpy as np
 
 from runtime import hostinfo
 
+from fuzz_server import ServerProcess  # noqa: E402  (benchmarks/ is on sys.path when run as a script)
+
 REPO = Path(__file__).resolve().parents[1]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def versions() -> dict[str, str | None]:
@@ -61,41 +57,20 @@ def sentences() -> list[str]:
     return list(load_task("sst2", split="dev").texts)
 
 
-class Server:
-    """`python -m runtime.serve` in a subprocess on 127.0.0.1 (never another interface)."""
+class Server(ServerProcess):
+    """`python -m runtime.serve` on 127.0.0.1 with the options a load row varies; logs in a scratch directory."""
 
     def __init__(self, model_dir: str, threads: int, workers: int, max_length: int | None, queue_size: int,
                  max_batch_texts: int):
-        self.port = free_port()
-        self.base = f"http://127.0.0.1:{self.port}"
-        cmd = [sys.executable, "-m", "runtime.serve", model_dir, "--host", "127.0.0.1", "--port", str(self.port),
-               "--threads", str(threads), "--workers", str(workers), "--queue-size", str(queue_size),
-               "--max-batch-texts", str(max_batch_texts)]
-        if max_length:
-            cmd += ["--max-length", str(max_length)]
-        self.cmd = cmd
-        env = {k: v for k, v in os.environ.items() if not k.startswith("KRONEDGE_API_TOKEN")}
-        self.proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        extra = ["--threads", str(threads), "--workers", str(workers), "--queue-size", str(queue_size),
+                 "--max-batch-texts", str(max_batch_texts)] + (["--max-length", str(max_length)] if max_length else [])
+        self._logs = tempfile.TemporaryDirectory(prefix="kronedge-load-")
+        super().__init__(model_dir, extra, Path(self._logs.name))
 
-    def wait_ready(self, limit_s: float = 120) -> None:
-        deadline = time.monotonic() + limit_s
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"server exited: {self.proc.stderr.read()[-2000:]}")
-            try:
-                if httpx.get(f"{self.base}/readyz", timeout=1).status_code == 200:
-                    return
-            except httpx.TransportError:
-                pass
-            time.sleep(0.25)
-        raise RuntimeError("server not ready in time")
-
-    def stop(self) -> None:
-        self.proc.terminate()
-        try:
-            self.proc.wait(20)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
+    def stop(self) -> int:
+        code = super().stop()
+        self._logs.cleanup()
+        return code
 
 
 async def run_slice(base: str, texts: list[str], clients: int, seconds: float, max_requests: int) -> dict:

@@ -168,9 +168,9 @@ class WeightedProblem:
 
     def error(self, a: torch.Tensor, b: torch.Tensor) -> float:
         """Relative squared error of sum_r A_r ⊗ B_r under the true statistics (plain if none)."""
-        diff = self.weight - _dense(a, b)
         if not self.weighted:
-            return float((diff ** 2).sum() / (self.weight ** 2).sum())
+            return self.plain_error(a, b)
+        diff = self.weight - _dense(a, b)
         if self.kind == "embedding":
             rw = self.stats.row_weights()[:, None]
             return float((rw * diff ** 2).sum() / (rw * self.weight ** 2).sum())

@@ -334,7 +334,7 @@ def _attention_core_macs(model: nn.Module, seq_len: int) -> int:
 
 
 def plan_model(model: nn.Module, config: KronConfig, filter_fn: FilterFn | None = None,
-               seq_len: int = 128, stats: dict | None = None, progress=None) -> Plan:
+               seq_len: int = 128, stats: dict | None = None, progress=None, report_errors: bool = True) -> Plan:
     """Factor shapes for every selected layer of ``model`` (which may live on the meta device).
 
     Args:
@@ -345,6 +345,8 @@ def plan_model(model: nn.Module, config: KronConfig, filter_fn: FilterFn | None 
         stats: calibration statistics (``kronedge.calibration.collect_input_stats``): the
             search and the reported errors are then weighted by the layers' real inputs.
         progress: called with each layer name as the structure search finishes it.
+        report_errors: fit every layer once more to report its starting errors (when the weights
+            are at hand); ``kronize_`` turns it off, since it fits the layers itself.
 
     Raises:
         NoMatchingLayersError: the filter selected nothing.
@@ -393,7 +395,7 @@ def plan_model(model: nn.Module, config: KronConfig, filter_fn: FilterFn | None 
         if kind == "embedding" and (shape.m1, shape.n1 * shape.n2, shape.m2) != (dense[0], dense[1], 1):
             raise PlanError(f"{name}: embedding factors must be A {dense[0]}x(d/k) ⊗ B 1xk, got {shape}")
         errors = None
-        if stats is not None or config.structure == "search":
+        if report_errors and (stats is not None or config.structure == "search"):
             from .structure import fit_report
             errors = fit_report(name, kind, module.weight, shape, stats).to_dict()
         layers.append(LayerPlan(name, role, kind, dense, shape, _tokens(name, seq_len), errors))

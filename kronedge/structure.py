@@ -20,7 +20,6 @@ import math
 from dataclasses import dataclass
 
 import torch
-from torch import nn
 
 from .fitting import InputStats, WeightedProblem
 from .layers import KronShape
@@ -67,8 +66,7 @@ def per_token_macs(kind: str, shape: KronShape) -> int:
 
 def corner_macs(kind: str, m: int, n: int, params: int) -> int:
     """Multiply-adds per token of the SVD corner holding ``params`` parameters."""
-    return per_token_macs(kind, svd_corner(m, n, equal_param_rank(params, m, n)) if kind == "linear"
-                          else KronShape(m, 1, 1, n, equal_param_rank(params, m, n)))
+    return per_token_macs(kind, svd_corner(m, n, equal_param_rank(params, m, n)))
 
 
 def layer_candidates(problem: WeightedProblem, kind: str, max_params: int,
@@ -199,7 +197,3 @@ def fit_report(name: str, kind: str, weight: torch.Tensor, shape: KronShape,
     problem = WeightedProblem(weight, (stats or {}).get(name), kind)
     a, b = problem.fit(shape)
     return LayerChoice(shape, problem.plain_error(a, b), problem.error(a, b) if problem.weighted else None)
-
-
-def dense_weight(module: nn.Module) -> torch.Tensor:
-    return module.weight.detach()

@@ -81,7 +81,7 @@ def kronize_(model: nn.Module, config: KronConfig, filter_fn: FilterFn | None = 
         >>> round(plan.compression)
         21
     """
-    plan = plan_model(model, config, filter_fn, seq_len=seq_len, stats=stats, progress=progress)
+    plan = plan_model(model, config, filter_fn, seq_len=seq_len, stats=stats, progress=progress, report_errors=False)
     modules = dict(model.named_modules())
     for layer in plan.layers:
         parent_name, _, attr = layer.name.rpartition(".")
