@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from .fitting import InputStats
-from .planner import FilterFn, default_filter
+from .layer_roles import FilterFn, default_filter
 
 DEFAULT_CALIBRATION_TEXTS = 256
 

@@ -23,6 +23,7 @@ import torch
 
 from .fitting import InputStats, WeightedProblem
 from .layers import KronShape
+from .shape_choice import divisors
 
 STRUCTURES = ("paper", "search", "svd")
 ALLOCATIONS = ("uniform", "global")
@@ -38,10 +39,6 @@ class Candidate:
         return self.shape.params
 
 
-def _divisors(n: int) -> list[int]:
-    return [d for d in range(1, n + 1) if n % d == 0]
-
-
 def svd_corner(m: int, n: int, rank: int) -> KronShape:
     """A (m x 1) ⊗ B (1 x n) summed r times: exactly a rank-r factorisation of an (m x n) matrix."""
     return KronShape(m, 1, 1, n, max(1, min(rank, m, n)))
@@ -55,8 +52,8 @@ def equal_param_rank(params: int, m: int, n: int) -> int:
 def base_shapes(kind: str, m: int, n: int) -> list[KronShape]:
     """Every rank-1 factor split of an (m x n) weight; for an embedding, the (v x d/k) ⊗ (1 x k) ones."""
     if kind == "embedding":
-        return [KronShape(m, n // k, 1, k) for k in _divisors(n) if k > 1]
-    return [KronShape(m1, n1, m // m1, n // n1) for m1 in _divisors(m) for n1 in _divisors(n)
+        return [KronShape(m, n // k, 1, k) for k in divisors(n) if k > 1]
+    return [KronShape(m1, n1, m // m1, n // n1) for m1 in divisors(m) for n1 in divisors(n)
             if (m1, n1) not in ((1, 1), (m, n))]
 
 

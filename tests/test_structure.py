@@ -144,10 +144,11 @@ def test_search_stays_within_budget(teacher_and_stats, allocation):
     plan = plan_model(model, config, stats=stats)
     assert plan.params_student <= model.num_parameters() / 4 * 1.01
     if allocation == "uniform":
-        from kronedge.planner import _targets, _uniform_budgets, layer_role
+        from kronedge.layer_roles import roles_of, targets
+        from kronedge.shape_choice import uniform_budgets
 
-        roles = [(n, m, layer_role(n)) for n, m in _targets(model, None)]
-        budgets = _uniform_budgets(roles, config, plan.params_teacher)
+        roles = roles_of(targets(model, None))
+        budgets = uniform_budgets(roles, config, plan.params_teacher)
         for layer in plan.layers:
             assert layer.params_after <= budgets[layer.name], layer.name
 

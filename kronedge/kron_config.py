@@ -1,0 +1,122 @@
+"""What to compress and how hard: :class:`KronConfig` (presets, target compression, structure) and the plan errors."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+from .errors import KronedgeError
+from .layers import KronShape
+
+
+class PlanError(KronedgeError, ValueError):
+    """A compression request that cannot be met; the message says what to ask for instead."""
+
+
+class NoMatchingLayersError(PlanError):
+    """The filter selected no compressible layer."""
+
+
+@dataclass(frozen=True)
+class KronConfig:
+    """How hard to compress. Build one with a preset factory or a target compression.
+
+    Args:
+        compression: target ratio teacher params / student params over the whole model (the
+            paper's definition). The planner picks factor shapes that meet it with the fewest FLOPs.
+        rank: number of Kronecker sums per layer (the paper's 5.5x variant uses 4).
+        embedding_k: width k of the shared embedding factor B (1 x k); chosen by the planner if None.
+        role_shapes: explicit factor shapes per role ('attention', 'ffn_up', 'ffn_down'), as the
+            paper's presets give them for BERT_BASE; used when they fit the model, else
+            ``compression`` decides.
+        layer_shapes: explicit shapes per module name; what a saved artifact records.
+        name: preset name, for messages and the recipe.
+        structure: "paper" (the fixed shapes above), "svd" (the rank-r SVD corner of the Kronecker
+            family at each layer's share of the budget) or "search" (per layer the split and number
+            of terms with the least reconstruction error, the first two included; needs the weights).
+        allocation: for "search": "global" moves parameters to the layers whose error falls most,
+            "uniform" gives every layer the same shrink.
+        max_flops_per_token: for "search": ceiling on one layer's FLOPs per token.
+
+    Example:
+        >>> KronConfig.kb21()            # the paper's KroneckerBERT21 on BERT_BASE
+        >>> KronConfig(compression=5)    # any BERT, 5x fewer parameters
+    """
+
+    compression: float | None = None
+    rank: int = 1
+    embedding_k: int | None = None
+    role_shapes: dict[str, KronShape] = field(default_factory=dict)
+    layer_shapes: dict[str, KronShape] = field(default_factory=dict)
+    name: str | None = None
+    structure: str = "paper"
+    allocation: str = "global"
+    max_flops_per_token: int | None = None
+
+    def __post_init__(self):
+        from .structure import ALLOCATIONS, STRUCTURES
+
+        if self.structure not in STRUCTURES:
+            raise PlanError(f"structure must be one of {', '.join(STRUCTURES)}, got {self.structure!r}")
+        if self.allocation not in ALLOCATIONS:
+            raise PlanError(f"allocation must be one of {', '.join(ALLOCATIONS)}, got {self.allocation!r}")
+        if self.structure != "paper" and self.compression is None and not self.layer_shapes:
+            raise PlanError(f"structure {self.structure!r} needs a target compression (or a preset that has one)")
+        if self.max_flops_per_token is not None and self.max_flops_per_token < 2:
+            raise PlanError(f"max_flops_per_token must be >= 2, got {self.max_flops_per_token}")
+        if self.compression is None and not self.layer_shapes:
+            raise PlanError("KronConfig needs a target: a preset (KronConfig.kb8(), .kb21()), "
+                             "compression=X, or explicit layer_shapes")
+        if self.compression is not None and not (isinstance(self.compression, (int, float)) and self.compression > 1):
+            raise PlanError(f"compression must be a number > 1 (e.g. 5 for 5x fewer parameters), got {self.compression!r}")
+        if self.rank < 1:
+            raise PlanError(f"rank must be >= 1, got {self.rank}")
+        if self.embedding_k is not None and self.embedding_k < 1:
+            raise PlanError(f"embedding_k must be >= 1, got {self.embedding_k}")
+        unknown = set(self.role_shapes) - {"attention", "ffn_up", "ffn_down"}
+        if unknown:
+            raise PlanError(f"unknown roles {sorted(unknown)}; use attention, ffn_up, ffn_down")
+
+    @classmethod
+    def kb8(cls) -> "KronConfig":
+        """KroneckerBERT8 (paper Table 1): 14.3M params on BERT_BASE, embedding k=8."""
+        return cls(
+            compression=7.7, embedding_k=8, name="kb8",
+            role_shapes={
+                "attention": KronShape(384, 384, 2, 2),
+                # Table 1 lists the FFN as A 8x2 / B 384x384 in (in, out) order; down is its transpose.
+                "ffn_up": KronShape(8, 2, 384, 384),
+                "ffn_down": KronShape(2, 8, 384, 384),
+            },
+        )
+
+    @classmethod
+    def kb21(cls) -> "KronConfig":
+        """KroneckerBERT21 (paper Table 1): 5.2M params on BERT_BASE, embedding k=16."""
+        return cls(
+            compression=21.0, embedding_k=16, name="kb21",
+            role_shapes={
+                "attention": KronShape(48, 384, 16, 2),
+                "ffn_up": KronShape(16, 2, 192, 384),
+                "ffn_down": KronShape(2, 16, 384, 192),
+            },
+        )
+
+    @classmethod
+    def preset(cls, name: str) -> "KronConfig":
+        factories = {"kb8": cls.kb8, "kb21": cls.kb21}
+        if name not in factories:
+            raise PlanError(f"unknown preset {name!r}; choose one of {sorted(factories)} or give --compression")
+        return factories[name]()
+
+    def to_dict(self) -> dict:
+        out = asdict(self)
+        out["role_shapes"] = {k: v.as_list() for k, v in self.role_shapes.items()}
+        out["layer_shapes"] = {k: v.as_list() for k, v in self.layer_shapes.items()}
+        return out
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "KronConfig":
+        data = dict(data)
+        data["role_shapes"] = {k: KronShape.from_list(v) for k, v in data.get("role_shapes", {}).items()}
+        data["layer_shapes"] = {k: KronShape.from_list(v) for k, v in data.get("layer_shapes", {}).items()}
+        return cls(**data)
