@@ -31,20 +31,26 @@ console = Console(stderr=True)
 # soft_wrap: a sentence read in a pipe or a log stays on one line instead of being cut at 80 columns
 out = Console(soft_wrap=True)
 
-TEACHER_HELP = ("Model spec: builtin:minilm (packaged all-MiniLM-L6-v2), random:bert-base-uncased | "
-                "random:bert-large-uncased | random:minilm | random:PATH.json (random weights), "
-                "a local directory, or a Hugging Face hub id.")
-PRESET_HELP = "Paper preset: kb8 (KroneckerBERT8, 14.3M params on BERT_BASE) or kb21 (KroneckerBERT21, 5.2M)."
-COMPRESSION_HELP = "Target compression (teacher params / student params), e.g. 5. Alternative to --preset."
-STRUCTURE_HELP = ("paper: the planner's fixed Kronecker shapes; svd: the rank-r SVD corner of the Kronecker family; "
-                  "search: per layer the split and number of terms with the least error (loads the weights).")
-ALLOCATION_HELP = "With --structure search: global moves parameters to the layers whose error falls most; uniform keeps one shrink."
-MAX_FLOPS_HELP = ("With --structure search: ceiling on one layer's FLOPs per token "
-                  "(default: no more than the SVD corner of the same size).")
-LAYERS_HELP = ("Keep this many encoder layers (teacher layers uniformly spaced, distilled with the uniform layer map); "
-               "fewer layers cut latency more than fewer parameters do. Compression still counts against the full teacher.")
-CALIBRATION_HELP = ("Text whose teacher activations weight the fit and the errors: a GLUE task (sst2, cola, rte), "
-                    "wikitext-2, or a text file. Makes the factors minimise the error on real inputs.")
+SPEC_FORMS = ("builtin:minilm (packaged all-MiniLM-L6-v2), random:bert-base-uncased | random:bert-large-uncased | "
+              "random:minilm | random:PATH.json (random weights), a local model or artifact directory, or a Hugging Face "
+              "hub id.")
+TEACHER_HELP = "Model spec: " + SPEC_FORMS
+# The Kronecker plan's options, shared by plan, kronize and compress (KronConfig cannot be imported without torch).
+PLAN_HELP = {
+    "preset": "Paper preset: kb8 (KroneckerBERT8, 14.3M params on BERT_BASE) or kb21 (KroneckerBERT21, 5.2M).",
+    "compression": "Target compression (teacher params / student params), e.g. 5. Alternative to --preset.",
+    "rank": "Kronecker sums per layer (more sums: more params, better fit).",
+    "embedding_k": "Width k of the shared embedding factor (divides hidden size).",
+    "structure": ("paper: the planner's fixed Kronecker shapes; svd: the rank-r SVD corner of the Kronecker family; "
+                  "search: per layer the split and number of terms with the least error (loads the weights)."),
+    "allocation": "With --structure search: global moves parameters to the layers whose error falls most; uniform keeps one shrink.",
+    "max_flops_per_token": ("With --structure search: ceiling on one layer's FLOPs per token "
+                            "(default: no more than the SVD corner of the same size)."),
+    "layers": ("Keep this many encoder layers (teacher layers uniformly spaced, distilled with the uniform layer map); "
+               "fewer layers cut latency more than fewer parameters do. Compression still counts against the full teacher."),
+    "calibration": ("Text whose teacher activations weight the fit and the errors: a GLUE task (sst2, cola, rte), "
+                    "wikitext-2, or a text file. Makes the factors minimise the error on real inputs."),
+}
 
 
 def friendly_errors(fn):
@@ -135,15 +141,15 @@ def _layer_progress(what: str):
 @friendly_errors
 def plan(
     teacher: str = typer.Argument("builtin:minilm", help=TEACHER_HELP),
-    preset: Optional[str] = typer.Option(None, help=PRESET_HELP),
-    compression: Optional[float] = typer.Option(None, help=COMPRESSION_HELP),
-    rank: int = typer.Option(1, help="Kronecker sums per layer (more sums: more params, better fit)."),
-    embedding_k: Optional[int] = typer.Option(None, help="Width k of the shared embedding factor (divides hidden size)."),
-    structure: str = typer.Option("paper", help=STRUCTURE_HELP),
-    allocation: str = typer.Option("global", help=ALLOCATION_HELP),
-    max_flops_per_token: Optional[int] = typer.Option(None, help=MAX_FLOPS_HELP),
-    calibration: Optional[str] = typer.Option(None, help=CALIBRATION_HELP),
-    layers: Optional[int] = typer.Option(None, help=LAYERS_HELP),
+    preset: Optional[str] = typer.Option(None, help=PLAN_HELP["preset"]),
+    compression: Optional[float] = typer.Option(None, help=PLAN_HELP["compression"]),
+    rank: int = typer.Option(1, help=PLAN_HELP["rank"]),
+    embedding_k: Optional[int] = typer.Option(None, help=PLAN_HELP["embedding_k"]),
+    structure: str = typer.Option("paper", help=PLAN_HELP["structure"]),
+    allocation: str = typer.Option("global", help=PLAN_HELP["allocation"]),
+    max_flops_per_token: Optional[int] = typer.Option(None, help=PLAN_HELP["max_flops_per_token"]),
+    calibration: Optional[str] = typer.Option(None, help=PLAN_HELP["calibration"]),
+    layers: Optional[int] = typer.Option(None, help=PLAN_HELP["layers"]),
     seq_len: int = typer.Option(128, help="Sequence length for FLOP counts."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object instead of a table."),
 ):
@@ -167,15 +173,15 @@ def plan(
 def kronize(
     teacher: str = typer.Argument(..., help=TEACHER_HELP),
     out_dir: Path = typer.Option(..., "--out", help="Artifact directory to write (replaced atomically)."),
-    preset: Optional[str] = typer.Option(None, help=PRESET_HELP),
-    compression: Optional[float] = typer.Option(None, help=COMPRESSION_HELP),
-    rank: int = typer.Option(1, help="Kronecker sums per layer."),
-    embedding_k: Optional[int] = typer.Option(None, help="Width k of the shared embedding factor."),
-    structure: str = typer.Option("paper", help=STRUCTURE_HELP),
-    allocation: str = typer.Option("global", help=ALLOCATION_HELP),
-    max_flops_per_token: Optional[int] = typer.Option(None, help=MAX_FLOPS_HELP),
-    calibration: Optional[str] = typer.Option(None, help=CALIBRATION_HELP),
-    layers: Optional[int] = typer.Option(None, help=LAYERS_HELP),
+    preset: Optional[str] = typer.Option(None, help=PLAN_HELP["preset"]),
+    compression: Optional[float] = typer.Option(None, help=PLAN_HELP["compression"]),
+    rank: int = typer.Option(1, help=PLAN_HELP["rank"]),
+    embedding_k: Optional[int] = typer.Option(None, help=PLAN_HELP["embedding_k"]),
+    structure: str = typer.Option("paper", help=PLAN_HELP["structure"]),
+    allocation: str = typer.Option("global", help=PLAN_HELP["allocation"]),
+    max_flops_per_token: Optional[int] = typer.Option(None, help=PLAN_HELP["max_flops_per_token"]),
+    calibration: Optional[str] = typer.Option(None, help=PLAN_HELP["calibration"]),
+    layers: Optional[int] = typer.Option(None, help=PLAN_HELP["layers"]),
     num_labels: int = typer.Option(2, help="Labels of the classification head."),
     seed: int = typer.Option(0, help="Seed for random weights and new heads."),
 ):
@@ -191,7 +197,7 @@ def kronize(
 
 
 # Commands owned by the other parts of the toolchain, each in kronedge/commands/<name>.py.
-for _module in ("distill", "export", "runtime", "bench"):
+for _module in ("distill", "export", "runtime", "bench", "general"):
     importlib.import_module(f"kronedge.commands.{_module}").register(app, friendly_errors)
 
 
