@@ -153,6 +153,13 @@ def register(app, friendly_errors) -> None:
 
     files = data_file_options()
     config_opts = compress_options(PLAN_HELP, SPEC_FORMS)
+    _add_compress(app, friendly_errors, out, config_opts, files)
+    teacher = next(o for o in config_opts if o.field == "teacher")
+    _add_finetune(app, friendly_errors, out, Option("teacher", str, teacher.default, teacher.help, argument=True), files)
+    _add_eval(app, friendly_errors, out)
+
+
+def _add_compress(app, friendly_errors, out, config_opts: list[Option], files: list[Option]) -> None:
     teacher, recipe = config_opts[0], config_opts[1:]
     assert teacher.field == "teacher", "CompressConfig's first field is the teacher"
 
@@ -191,13 +198,14 @@ def register(app, friendly_errors) -> None:
             return
         _print_compress(out, result, task, f"--validation {source.files.validation}" if from_files else f"--task {task}")
 
+
+def _add_finetune(app, friendly_errors, out, teacher: Option, files: list[Option]) -> None:
     train_opts = finetune_options()
 
     @app.command()
     @friendly_errors
     @with_options(
-        [Option("teacher", str, teacher.default, teacher.help, argument=True),
-         task_option(GLUE_TASK_HELP)], files,
+        [teacher, task_option(GLUE_TASK_HELP)], files,
         [Option("out_dir", Optional[Path], None, "Output directory (default: runs/teachers/TASK-HASH, reused when "
                 "finished).", flag="--out")],
         train_opts,
@@ -220,6 +228,8 @@ def register(app, friendly_errors) -> None:
             out.print(f"fine-tuned teacher: {result.path} ({'cached' if result.cached else f'{result.seconds:.0f} s'}); "
                       f"dev metrics {result.metrics}")
 
+
+def _add_eval(app, friendly_errors, out) -> None:
     eval_files = data_file_options("format", "text_column", "text_pair_column", "label_column")
 
     @app.command("eval")
