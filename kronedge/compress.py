@@ -2,7 +2,8 @@
 
 teacher -> (fine-tune when it has no head for the task, cached; refused when near chance) ->
 student (:mod:`.students`) -> stage 1 (general KD on unlabelled text) -> stage 2 (task KD) ->
-evaluate -> artifact with a model card (:mod:`.model_card`).
+evaluate -> artifact with a model card (:mod:`.model_card`). With a general student
+(:mod:`.general`, ``--general-student``) the student starts from it and stage 1 is skipped.
 """
 
 from __future__ import annotations
@@ -99,6 +100,7 @@ class CompressRun:
         self.run_dir = Path(run_dir)
         self.source = config.task_source()
         self.spec, self.teacher_head = None, False  # set by run() once the data files are checked
+        self.general: Path | None = None  # the general student this run starts from (set by run())
         self.seconds: dict[str, float] = {}
         self.warnings: list[str] = []
         self.precision: str | None = None
@@ -106,7 +108,10 @@ class CompressRun:
     def run(self) -> CompressResult:
         from .training import is_main_process, wait_for_everyone
 
+        from .general import resolve_general
+
         self.spec, self.teacher_head = check_options(self.config, self.out, self.run_dir, self.resume, self.source)
+        self.general = resolve_general(self.config)  # a general student that does not fit: one error, now
         self.primary = self.spec.primary_metric
         self.run_dir.mkdir(parents=True, exist_ok=True)
         if is_main_process():
@@ -114,7 +119,9 @@ class CompressRun:
         t0 = time.perf_counter()
         self.prepare_teacher()
         self.build_student()
-        if self.config.stage1:
+        if self.general is not None:
+            logger.info(f"[compress] stage 1 skipped: the student starts from the general student {self.general}")
+        elif self.config.stage1:
             self.stage1()
         self.stage2()
         result = self.evaluate(t0)
@@ -176,7 +183,7 @@ class CompressRun:
         """The teacher's input statistics on a strided sample of the task's training text, when the
         recipe fits to data (``calibration``) or searches the structure."""
         c = self.config
-        if not (c.calibration or c.structure == "search") or c.method != "kronecker":
+        if not (c.calibration or c.structure == "search") or c.method != "kronecker" or self.general is not None:
             return None
         from .calibration import DEFAULT_CALIBRATION_TEXTS, collect_input_stats
 
@@ -188,14 +195,17 @@ class CompressRun:
         return stats
 
     def build_student(self) -> None:
-        """Surgery on a copy of the teacher (nearest-Kronecker / truncated-SVD / sliced init)."""
+        """Surgery on a copy of the teacher (nearest-Kronecker / truncated-SVD / sliced init), or the
+        general student's embeddings and encoder under the teacher's pooler and head."""
         from .evaluation import evaluate_model
-        from .students import build_student, core_params
+        from .students import GeneralStartStudent, build_student, core_params
         from .training import seed_everything
 
         seed_everything(self.config.seed)
         t = time.perf_counter()
-        self.student, self.plan = build_student(self.teacher, self.config.student_config(self.calibration_stats()))
+        kind = (GeneralStartStudent(str(self.general)) if self.general is not None
+                else self.config.student_config(self.calibration_stats()))
+        self.student, self.plan = build_student(self.teacher, kind)
         self.params_teacher, self.params_student = core_params(self.teacher), core_params(self.student)
         self.seconds["surgery"] = round(time.perf_counter() - t, 1)
         self.init_metrics = evaluate_model(self.student, self.spec, self.dev_enc)
@@ -276,7 +286,6 @@ class CompressRun:
 
     def save(self, result: CompressResult) -> None:
         from .artifact import save_artifact
-        from .model_card import model_card
         from .training import is_main_process, versions
 
         c, kronecker = self.config, self.config.method == "kronecker"
@@ -292,9 +301,33 @@ class CompressRun:
                         "examples": len(self.dev)},
             "training": {"seconds": self.seconds, "precision": self.precision, "run_dir": str(self.run_dir)},
             "warnings": result.warnings, "versions": versions(),
+            "general_student": self.general_record(),
         }
         result.artifact = self.out
         if is_main_process():
             result.artifact = save_artifact(self.student, self.out, self.loaded.tokenizer_dir, recipe,
-                                            model_card=model_card(recipe))
+                                            model_card=self.card(recipe))
             logger.info(f"[compress] wrote {result.artifact}")
+
+    def general_record(self) -> dict | None:
+        """Which general student the student started from (None: stage 1 ran here, or no stage 1)."""
+        if self.general is None:
+            return None
+        from .general import read_general
+
+        info = read_general(self.general)
+        return {"path": str(self.general.resolve()), "key": info["key"], "teacher": info["teacher"],
+                "teacher_fingerprint": info["teacher_fingerprint"], "corpus": info["corpus"], "texts": info["texts"],
+                "steps": info["steps"], "seconds": info["seconds"], "requested": self.config.general_student}
+
+    def card(self, recipe: dict) -> str:
+        from .model_card import model_card
+
+        general = recipe["general_student"]
+        if general is None:
+            return model_card(recipe)
+        # The card's stage list reads stage1 from the recipe: here stage 1 came from the general student.
+        text = model_card({**recipe, "compress_config": {**recipe["compress_config"], "stage1": False}})
+        return text + (f"\nStage 1 (general KD) is the general student `{general['path']}` (key {general['key']}): "
+                       f"{general['steps']} steps on {general['texts']:,} unlabelled texts ({general['corpus']}) "
+                       f"against `{general['teacher']}`, made once by `kronedge distill-general` and reused.\n")

@@ -65,6 +65,9 @@ class CompressConfig:
             becomes "uniform"); the compression still counts against the full teacher.
         source: a user's own data files as ``TaskSource.to_dict()`` (``--train``/``--validation``);
             None: the GLUE ``task`` (with ``data_dir``). With files, ``task`` is the data set's name.
+        general_student: start from a general student (``kronedge distill-general``) instead of running
+            stage 1: its directory, or ``auto`` for the cached one of this teacher and structure (stage 1
+            runs when there is none). It must come from the same base teacher and structure.
 
     Example:
         >>> CompressConfig(task="sst2", compression=5.5, stage1_examples=4000)
@@ -116,6 +119,7 @@ class CompressConfig:
     calibration: bool = True
     layers: int | None = None
     source: dict | None = None
+    general_student: str | None = None
 
     def __post_init__(self):
         from .students import METHODS
@@ -153,6 +157,9 @@ class CompressConfig:
                 raise TrainingError("layers applies to the kronecker method (dense-small has its own depth)")
             self.layer_map = "uniform"
         self.kron_config()  # structure and allocation are checked now
+        if self.general_student is not None and self.method != "kronecker":
+            raise TrainingError(f"a general student is a Kronecker student: --general-student needs --method "
+                                f"kronecker, not {self.method}")
 
     def task_source(self):
         """The :class:`~kronedge.data.TaskSource` the examples come from (files when ``source`` is set)."""

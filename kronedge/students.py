@@ -32,6 +32,15 @@ class KroneckerStudent:
 
 
 @dataclass(frozen=True)
+class GeneralStartStudent:
+    """The Kronecker student of a general student (``kronedge distill-general``): its layout, embeddings and
+    encoder from ``path``; pooler and task head from the (fine-tuned) teacher it is built on."""
+
+    path: str
+    method = "kronecker"
+
+
+@dataclass(frozen=True)
 class SvdStudent:
     """Baseline: truncated SVD of the same matrices at equal parameters (``lowrank_``)."""
 
@@ -97,6 +106,26 @@ def _kronecker(teacher, config: KroneckerStudent):
     student = copy.deepcopy(teacher)
     kron = shallower(student, config.kron, config.layers)
     return student, kronize_(student, kron, stats=config.stats)
+
+
+@register_student(GeneralStartStudent)
+def _from_general(teacher, config: GeneralStartStudent):
+    from .artifact import load_artifact
+    from .distill import bert_of
+    from .surgery import keep_layers_, kronize_, layout_config
+
+    general = load_artifact(config.path)  # a kronized BertModel
+    student = copy.deepcopy(teacher)
+    bert = bert_of(student)
+    prefix = next(name + "." for name, module in student.named_modules() if module is bert) if bert is not student else ""
+    if general.config.num_hidden_layers != bert.config.num_hidden_layers:
+        keep_layers_(student, general.config.num_hidden_layers)
+    shapes = {prefix + name: shape for name, shape in layout_config(general.config).layer_shapes.items()}
+    plan = kronize_(student, KronConfig(layer_shapes=shapes), filter_fn=lambda module, fqn: fqn in shapes,
+                    init="random")
+    for part in ("embeddings", "encoder"):
+        getattr(bert, part).load_state_dict(getattr(general, part).state_dict(), strict=True)
+    return student, plan
 
 
 @register_student(SvdStudent)

@@ -1,7 +1,9 @@
-"""Unlabelled text for general (stage-1) distillation: the shipped WikiText-2 or any text file."""
+"""Unlabelled text for general (stage-1) distillation: the shipped WikiText-2, everything unlabelled that
+ships (``general``), or any text file."""
 
 from __future__ import annotations
 
+import hashlib
 import os
 import random
 from pathlib import Path
@@ -13,6 +15,10 @@ WIKITEXT_TEST = PACKAGE_DATA / "wikitext-2" / "wiki.test.tokens"
 # name -> files read in order
 BUILTIN_CORPORA = {"wikitext-2": [WIKITEXT], "builtin:wikitext-2": [WIKITEXT],
                    "wikitext-2-all": [WIKITEXT, WIKITEXT_TEST], "builtin:wikitext-2-all": [WIKITEXT, WIKITEXT_TEST]}
+# Every unlabelled text that ships: both WikiText-2 splits and the shipped GLUE tasks' training inputs.
+GENERAL_CORPUS = ("general", "builtin:general")
+GENERAL_TASKS = ("sst2", "cola", "rte")  # the GLUE tasks whose files ship (kronedge/data/glue); no SQuAD ships
+MIN_WORDS = 4  # shorter texts (SST-2's many sub-phrases) are dropped, as stray WikiText fragments are
 
 
 def _clean_wikitext(line: str) -> str:
@@ -30,7 +36,8 @@ def load_corpus(path: str | os.PathLike | None = None, max_words: int = 48, limi
 
     Args:
         path: a UTF-8 text file; None or ``wikitext-2`` for the shipped WikiText-2 validation split;
-            ``wikitext-2-all`` for its validation and test splits (about 13k chunks).
+            ``wikitext-2-all`` for its validation and test splits (about 13k chunks); ``general`` for
+            everything unlabelled that ships (:func:`general_texts`).
         max_words: upper bound of words per chunk.
         limit: keep a seeded random sample of this many chunks.
         seed: seed of that sample.
@@ -38,13 +45,14 @@ def load_corpus(path: str | os.PathLike | None = None, max_words: int = 48, limi
     Example:
         >>> chunks = load_corpus(limit=2000)
     """
-    if path is None:
+    if str(path) in GENERAL_CORPUS:
+        chunks = general_texts(max_words)
         files = [WIKITEXT]
     else:
-        files = BUILTIN_CORPORA.get(str(path)) or [Path(path)]
-    chunks: list[str] = []
-    for file in files:
-        chunks.extend(_read_chunks(file, max_words))
+        files = [WIKITEXT] if path is None else BUILTIN_CORPORA.get(str(path)) or [Path(path)]
+        chunks = []
+        for file in files:
+            chunks.extend(_read_chunks(file, max_words))
     if not chunks:
         raise DataError(f"{path or files[0]}: no text found")
     if limit is not None and limit < len(chunks):
@@ -52,9 +60,39 @@ def load_corpus(path: str | os.PathLike | None = None, max_words: int = 48, limi
     return chunks
 
 
+def general_texts(max_words: int = 48) -> list[str]:
+    """Every unlabelled text the package ships, in a fixed order, each once.
+
+    Both WikiText-2 splits (chunked as :func:`load_corpus` does) and the training inputs of the shipped
+    GLUE tasks without their labels (SST-2, CoLA, RTE; a pair's two sentences as two texts). Dev splits
+    stay out: they score the students. Texts under ``MIN_WORDS`` words are dropped (most of SST-2's
+    training rows are sub-phrases of its sentences); longer ones are cut to ``max_words`` words.
+    """
+    from .glue import load_task
+
+    texts = [chunk for file in (WIKITEXT, WIKITEXT_TEST) for chunk in _read_chunks(file, max_words)]
+    for task in GENERAL_TASKS:
+        for row in load_task(task, "train").texts:
+            for text in (row if isinstance(row, (tuple, list)) else (row,)):
+                words = str(text).split()
+                if len(words) >= MIN_WORDS:
+                    texts.append(" ".join(words[:max_words]))
+    return list(dict.fromkeys(texts))  # first occurrence kept: the order is fixed, so is the fingerprint
+
+
+def corpus_fingerprint(texts: list[str]) -> str:
+    """A short hash of a corpus's texts (order included): the general student's cache key uses it."""
+    digest = hashlib.sha256()
+    for text in texts:
+        digest.update(text.encode())
+        digest.update(b"\0")
+    return digest.hexdigest()[:16]
+
+
 def _read_chunks(path: Path, max_words: int) -> list[str]:
     if not path.is_file():
-        raise DataError(f"corpus file {path} not found; give a UTF-8 text file, 'wikitext-2' or 'wikitext-2-all'")
+        raise DataError(f"corpus file {path} not found; give a UTF-8 text file, 'wikitext-2', "
+                        "'wikitext-2-all' or 'general'")
     chunks: list[str] = []
     with open(path, "rb") as f:
         for lineno, raw in enumerate(f, start=1):
