@@ -68,6 +68,18 @@ def test_pair_task_from_default_columns(tmp_path, fmt):
     assert ds.spec.label_names == ("contradiction", "entailment", "neutral") and ds.labels == [1, 0, 2]
 
 
+@pytest.mark.parametrize("columns", [["sentence", "question", "label"], ["Question", "Sentence", "idx", "label"]])
+def test_qnli_layout_is_a_pair_even_though_sentence_is_a_text_default(tmp_path, columns):
+    # QNLI's columns: "sentence" alone would be a single-text default and silently drop the question
+    rows = [("Who wrote it?", "It was written by Ann.", "entailment"), ("When?", "The sky is blue.", "not_entailment")]
+    rows = [dict(zip(("question", "sentence", "label"), r)) for r in rows]
+    table = [[r[c.lower()] if c.lower() in r else str(i) for c in columns] for i, r in enumerate(rows)]
+    ds = DataFiles(train=write(tmp_path, "qnli.csv", table, columns)).load()
+    question, sentence = (next(c for c in columns if c.lower() == name) for name in ("question", "sentence"))
+    assert ds.spec.is_pair and ds.spec.text_columns == (question, sentence)
+    assert ds.texts[0] == ("Who wrote it?", "It was written by Ann.")
+
+
 def test_explicit_pair_columns_and_problem_type(tmp_path):
     path = write(tmp_path, "qa.csv", [("Why?", "Because.", "1"), ("Who?", "Bob.", "0")],
                  ["question", "answer", "relevant"])

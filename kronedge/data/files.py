@@ -28,10 +28,11 @@ logger = logging.getLogger(__name__)
 # SST-2 converted to the CSV a user would bring (text,label with label names); see PROVENANCE.md.
 MOVIE_REVIEWS = Path(__file__).resolve().parent / "movie-reviews"
 
-# Column defaults, tried in order; a pair column is looked for only next to its own text column.
+# Column defaults, tried in order: first the pair layouts (both columns present; GLUE's RTE, QQP, QNLI, MNLI
+# names among them), then a single text column. A pair column is looked for only next to its own text column.
+PAIR_COLUMNS = {"text": "text_pair", "sentence1": "sentence2", "question1": "question2", "question": "sentence",
+                "premise": "hypothesis", "text_a": "text_b"}
 TEXT_COLUMNS = ("text", "sentence", "sentence1", "question1", "premise", "text_a")
-PAIR_COLUMNS = {"text": "text_pair", "sentence1": "sentence2", "question1": "question2", "premise": "hypothesis",
-                "text_a": "text_b"}
 LABEL_COLUMNS = ("label", "labels", "gold_label", "score")
 PROBLEM_TYPES = {"regression": REGRESSION, "classification": CLASSIFICATION, CLASSIFICATION: CLASSIFICATION}
 SPLITS = {"train": "train", "validation": "validation", "dev": "validation", "eval": "validation"}
@@ -191,15 +192,20 @@ class DataFiles:
             raise DataFileError(f"{table.path}:1: no {what} column: none of {list(defaults)} is among the file's "
                                 f"columns {names}; pass {flag} NAME")
 
-        text = pick(self.text_column, TEXT_COLUMNS, "--text-column", "text")
+        lowered = [n.lower() for n in names]
+        layout = None
+        if self.text_column is None and self.text_pair_column is None:
+            # both columns of a known pair layout present (e.g. question + sentence, as QNLI) make a pair task
+            layout = next(((a, b) for a, b in PAIR_COLUMNS.items() if lowered.count(a) == 1 and lowered.count(b) == 1),
+                          None)
+        if layout is not None:
+            text, pair = names[lowered.index(layout[0])], names[lowered.index(layout[1])]
+        else:
+            text = pick(self.text_column, TEXT_COLUMNS, "--text-column", "text")
+            pair = None
+            if self.text_pair_column is not None:
+                pair = pick(self.text_pair_column, (), "--text-pair-column", "text-pair")
         label = pick(self.label_column, LABEL_COLUMNS, "--label-column", "label")
-        pair = None
-        if self.text_pair_column is not None:
-            pair = pick(self.text_pair_column, (), "--text-pair-column", "text-pair")
-        elif self.text_column is None and text.lower() in PAIR_COLUMNS:
-            partner = PAIR_COLUMNS[text.lower()]
-            found = [n for n in names if n.lower() == partner]
-            pair = found[0] if len(found) == 1 else None
         if spec is not None and spec.is_pair != (pair is not None):
             if spec.is_pair:
                 raise DataFileError(f"{table.path}:1: {spec.name} is a sentence-pair task but this file has no "
