@@ -1,10 +1,13 @@
 """ORT-format conversion for ONNX Runtime Mobile / minimal builds.
 
 Writes ``model.ort`` next to ``model.onnx`` plus ``model.required_operators.config`` (the operator
-list a reduced ORT build needs), via ``onnxruntime.tools.convert_onnx_models_to_ort``.
-The graph is saved with the "Fixed" optimisation style at the target's platform, at level "extended":
-"all" adds only the NCHWc/NHWC layout transformers, which are hardware specific (AVX-512 vs AVX2 block
-sizes) and do nothing for a graph without convolutions.
+list a reduced ORT build needs), the way ``onnxruntime.tools.convert_onnx_models_to_ort`` does with its
+"Fixed" optimisation style: one session at level "extended" that saves its optimised graph in ORT format
+(``session.qdqisint8allowed`` on for arm), then ``create_config_from_models``. Done here rather than
+through the converter so the runtime's ``DEFAULT_DISABLED_OPTIMIZERS`` (fusions measured slower, which
+a pre-optimised .ort would otherwise bake in) are skipped too. "all" adds only the NCHWc/NHWC layout
+transformers, which are hardware specific (AVX-512 vs AVX2 block sizes) and do nothing for a graph
+without convolutions.
 """
 
 from __future__ import annotations
@@ -12,7 +15,6 @@ from __future__ import annotations
 import contextlib
 import io
 import logging
-import os
 import shutil
 import tempfile
 from pathlib import Path
@@ -23,38 +25,32 @@ LEVEL = "extended"
 
 def convert_to_ort(onnx_path: str | Path, out_dir: str | Path, target: str) -> dict:
     """Convert ``onnx_path`` to ``out_dir/model.ort`` (+ required-operators config); return what was written."""
-    from onnxruntime.tools.convert_onnx_models_to_ort import OptimizationStyle, convert_onnx_models_to_ort
+    import onnxruntime as ort
+    from onnxruntime.tools.ort_format_model import create_config_from_models
+
+    from runtime.predictor import DEFAULT_DISABLED_OPTIMIZERS
 
     onnx_path, out_dir = Path(onnx_path), Path(out_dir)
     with tempfile.TemporaryDirectory(prefix="kronedge-ort-") as tmp:
-        tmp = Path(tmp)
-        src = tmp / "in" / "model.onnx"
-        src.parent.mkdir()
-        shutil.copy2(onnx_path, src)
-        with _quiet(), _env("ORT_CONVERT_ONNX_MODELS_TO_ORT_OPTIMIZATION_LEVEL", LEVEL):
-            convert_onnx_models_to_ort(src.parent, output_dir=tmp / "out", optimization_styles=[OptimizationStyle.Fixed],
-                                       target_platform=PLATFORMS[target], allow_conversion_failures=False)
-        ort_files = sorted((tmp / "out").glob("*.ort"))
-        configs = sorted((tmp / "out").glob("*.config"))
-        if len(ort_files) != 1:
-            raise RuntimeError(f"ORT-format conversion produced {len(ort_files)} .ort files, expected 1")
-        shutil.copy2(ort_files[0], out_dir / "model.ort")
-        if configs:
-            shutil.copy2(configs[0], out_dir / "model.required_operators.config")
-    return {"platform": PLATFORMS[target], "optimization_style": "Fixed", "optimization_level": LEVEL}
-
-
-@contextlib.contextmanager
-def _env(name: str, value: str):
-    old = os.environ.get(name)
-    os.environ[name] = value
-    try:
-        yield
-    finally:
-        if old is None:
-            os.environ.pop(name, None)
-        else:
-            os.environ[name] = old
+        ort_file = Path(tmp) / "model.ort"
+        so = ort.SessionOptions()
+        so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED
+        so.optimized_model_filepath = str(ort_file)
+        so.add_session_config_entry("session.save_model_format", "ORT")
+        so.add_session_config_entry("session.qdqisint8allowed", "1" if PLATFORMS[target] == "arm" else "0")
+        so.log_severity_level = 3
+        ort.InferenceSession(str(onnx_path), sess_options=so, providers=["CPUExecutionProvider"],
+                             disabled_optimizers=list(DEFAULT_DISABLED_OPTIMIZERS))
+        if not ort_file.is_file():
+            raise RuntimeError(f"ORT-format conversion of {onnx_path} wrote no model.ort")
+        config = Path(tmp) / "model.required_operators.config"
+        with _quiet():
+            create_config_from_models([ort_file], config, enable_type_reduction=False)
+        shutil.copy2(ort_file, out_dir / "model.ort")
+        if config.is_file():
+            shutil.copy2(config, out_dir / "model.required_operators.config")
+    return {"platform": PLATFORMS[target], "optimization_style": "Fixed", "optimization_level": LEVEL,
+            "disabled_optimizers": list(DEFAULT_DISABLED_OPTIMIZERS)}
 
 
 @contextlib.contextmanager

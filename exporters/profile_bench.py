@@ -53,7 +53,7 @@ def main(argv=None) -> None:
         raw = onnx.load(torch_to_onnx(model, tmp / "raw.onnx"))
         for profile in args.profiles.split(","):
             base, *off = profile.split("-")  # "portable-KronTranspose": portable without that rule
-            graph, counts = passes.optimize(raw, base, heads, head_size, disable=tuple(off))
+            graph, counts = passes.optimize(raw, base, heads, head_size, disable=tuple(off) or passes.DISABLED_BY_DEFAULT)
             fp32 = tmp / f"{profile}.fp32.onnx"
             onnx.save(graph, fp32)
             int8 = quantize(fp32, tmp / f"{profile}.int8.onnx", QuantPreset.x86_64(vnni=True))

@@ -69,3 +69,19 @@ def machine() -> dict:
     """The machine a measurement ran on: architecture, CPU model, logical CPUs and the kernel flags."""
     return {"machine": platform.machine(), "cpu": cpu_model(), "logical_cpus": os.cpu_count(),
             "flags": cpu_flags(KERNEL_FLAG_PREFIXES)}
+
+
+def default_threads(manifest) -> int | None:
+    """The intra-op thread count a Predictor uses when none is given: 1 for a Kronecker export, else None
+    (ONNX Runtime's default, one per physical core).
+
+    Measured (batch 1, seq 128, AMD EPYC 2 vCPUs, ORT 1.32): a second thread slows kb21 int8 down on an idle
+    machine (21.6 -> 35.3 ms, issue #15) and on a shared one (19.2 -> 60.3 ms,
+    benchmarks/results/speed_followup.md): its many small GEMMs and elementwise ops each pay the pool's
+    hand-off. Dense BERT has GEMMs big enough to split. ``manifest`` is a runtime.contract.Manifest (or its
+    dict); a Kronecker export is one whose graph passes rewrote Kronecker factors.
+    """
+    graph = manifest.get("graph") if isinstance(manifest, dict) else getattr(manifest, "graph", None)
+    passes = (graph or {}).get("passes") or {}
+    kronecker = any(count for name, count in passes.items() if name.startswith("Kron"))
+    return 1 if kronecker else None

@@ -24,8 +24,13 @@ from .contract import (GOLDEN_FILE, GOLDEN_MIN_SQNR_DB, INPUTS, MANIFEST_FILE, M
                        TOKENIZER_FILE, Manifest, ModelDirError, check_requires, load_golden, model_id, sqnr,
                        verify_files)
 from .errors import KronedgeError
+from .hostinfo import default_threads
 
 GRAPH_OPT_LEVELS = ("disabled", "basic", "extended", "all")
+# ORT fusions that are measured slower than the ops they replace, skipped unless a caller asks for them.
+# SkipLayerNormFusion: ORT 1.32's fused CPU kernel took 0.41 ms against 0.07 ms for Add + Add + LayerNormalization
+# at (1, 128, 768), 1 thread, AMD EPYC (benchmarks/results/speed_fusions.md); on kb21 int8 it cost ~8 ms per run.
+DEFAULT_DISABLED_OPTIMIZERS = ("SkipLayerNormFusion",)
 
 Text = str
 Pair = Sequence[str]  # (first, second) for pair tasks such as RTE
@@ -89,14 +94,15 @@ def session_options(threads: int | None = None, graph_optimization: str = "all",
 
 def create_session(model: str | os.PathLike | bytes, threads: int | None = None, graph_optimization: str = "all",
                    optimized_model_path: str | os.PathLike | None = None, allow_spinning: bool = True,
-                   disabled_optimizers: Sequence[str] = (), profile_prefix: str | None = None,
+                   disabled_optimizers: Sequence[str] = DEFAULT_DISABLED_OPTIMIZERS, profile_prefix: str | None = None,
                    config_entries: dict[str, str] | None = None):
     """The one way this project opens an ONNX Runtime session (runtime, exporter, validation, benches).
 
     Args:
         model: a model.onnx / model.ort path, or serialized ONNX bytes.
         threads, graph_optimization, optimized_model_path, allow_spinning: see :func:`session_options`.
-        disabled_optimizers: ORT optimiser names to skip, e.g. ["SkipLayerNormFusion"].
+        disabled_optimizers: ORT optimiser names to skip; default ``DEFAULT_DISABLED_OPTIMIZERS`` (the fusions
+            measured slower here); ``()`` runs every fusion.
         profile_prefix: turn on ORT's profiler, writing ``<prefix>_<date>.json``.
         config_entries: extra ORT session config entries, e.g. {"session.intra_op_thread_affinities": "2"}.
 
@@ -128,13 +134,13 @@ class Predictor:
 
     Args:
         model_dir: directory written by `kronedge export` (manifest.json, tokenizer.json, model.onnx|model.ort).
-        threads: ORT intra-op threads (None: ORT default).
+        threads: ORT intra-op threads; None: :func:`runtime.hostinfo.default_threads` for this model (1 for a
+            Kronecker export, whose many small ops lose from a second thread; ORT's default otherwise).
         model_file: "model.onnx", "model.ort" or None (model.onnx if present, else model.ort). The .onnx
             lets ORT optimise for this CPU; the .ort loads faster and is what ORT Mobile runs.
         graph_optimization: ORT graph optimisation level (disabled | basic | extended | all).
         optimized_model_path: save the optimised graph there (host-specific; for a faster next start).
-        disabled_optimizers: ORT optimiser names to skip, e.g. ["SkipLayerNormFusion"], measured slower
-            on Kronecker graphs.
+        disabled_optimizers: ORT optimiser names to skip (default ``DEFAULT_DISABLED_OPTIMIZERS``).
         max_batch: most sequences per ORT run; longer input lists are split after sorting by length.
         max_padding: start a new batch rather than pad a row by more than this fraction of its length.
         max_length: truncate to this many tokens (<= the manifest's max_length; default: the manifest's).
@@ -147,7 +153,8 @@ class Predictor:
 
     def __init__(self, model_dir: str | os.PathLike, threads: int | None = None, *, model_file: str | None = None,
                  graph_optimization: str = "all", optimized_model_path: str | os.PathLike | None = None,
-                 disabled_optimizers: Sequence[str] = (), max_batch: int = 16, max_padding: float = 0.3,
+                 disabled_optimizers: Sequence[str] = DEFAULT_DISABLED_OPTIMIZERS, max_batch: int = 16,
+                 max_padding: float = 0.3,
                  max_length: int | None = None, verify: bool = True, allow_spinning: bool = True):
         import onnxruntime as ort
         from tokenizers import Tokenizer
@@ -180,7 +187,7 @@ class Predictor:
         if not 2 <= self.max_length <= self.manifest.max_length:
             raise PredictorOptionError(f"max_length must be in [2, {self.manifest.max_length}] (the export's limit), got {max_length}")
         self.model_file = model_file
-        self.threads = threads
+        self.threads = default_threads(self.manifest) if threads is None else threads
         # Named in every answer so a client can tell which model answered (NAME@VERSION).
         self.name, self.model_version = self.manifest.identity(self.model_dir.resolve().name)
 
@@ -194,7 +201,7 @@ class Predictor:
         self.tokenizer.enable_truncation(self.max_length)
         self.pad_id = self._pad_id()
 
-        self.session = create_session(self.model_dir / model_file, threads, graph_optimization, optimized_model_path,
+        self.session = create_session(self.model_dir / model_file, self.threads, graph_optimization, optimized_model_path,
                                       allow_spinning, disabled_optimizers)
         session_inputs = [i.name for i in self.session.get_inputs()]
         unknown = [name for name in session_inputs if name not in INPUTS]

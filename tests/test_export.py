@@ -82,8 +82,10 @@ def test_directory_matches_interface(portable):
         assert sha256(portable / name) == entry["sha256"] and (portable / name).stat().st_size == entry["bytes"]
     assert manifest["validation"]["fp32"]["passed"] and manifest["validation"]["fp32"]["max_abs_diff"] <= 1e-4
     # every (rank-1) Kronecker linear had its head swap simplified; each layer's attention core fused
+    # and every Kronecker linear (+ the word embedding) keeps the (batch, sequence) axes
     assert manifest["graph"]["passes"] == {"GemmToMatMulAdd": 2, "KronTranspose": KRON_LINEARS,
-                                           "KronSmallLeft": SMALL_LEFT, "OnnxAttention": LAYERS}
+                                           "KronSmallLeft": SMALL_LEFT, "PositionIds": 1, "OnnxAttention": LAYERS,
+                                           "KronRank4": KRON_LINEARS + 1}
     golden = np.load(portable / "golden.npz")
     assert golden["input_ids"].dtype == np.int64 and golden["logits"].shape == (golden["input_ids"].shape[0], 2)
 
@@ -356,7 +358,8 @@ def test_attention_rule_checks_scale_and_counts(tmp_path):
     raw = onnx.load(torch_to_onnx(model, tmp_path / "raw.onnx"))
     heads, head_size = TINY["num_attention_heads"], TINY["hidden_size"] // TINY["num_attention_heads"]
     _, counts = passes.optimize(raw, "portable", heads, head_size)
-    assert counts == {"GemmToMatMulAdd": 2, "KronTranspose": 0, "KronSmallLeft": 0, "OnnxAttention": LAYERS}
+    assert counts == {"GemmToMatMulAdd": 2, "KronTranspose": 0, "KronSmallLeft": 0, "PositionIds": 1,
+                      "OnnxAttention": LAYERS, "KronRank4": 0}
     # A wrong head size makes check() reject every match (the divisor is not sqrt(head_size))...
     _, counts = passes.optimize(raw, "ort", heads, head_size * 2)
     assert counts["MultiHeadAttention"] == 0
