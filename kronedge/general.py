@@ -32,6 +32,7 @@ logger = logging.getLogger(__name__)
 GENERAL_VERSION = 1  # bump when a change to this stage changes what a cached general student holds
 RECIPE_KEY = "general_student"  # the key of a general student's own record in its kronedge.json
 AUTO = "auto"
+MAX_BUDGET_EPOCHS = 10  # epochs planned under a time budget when none are given (the budget trims them)
 # What must agree between a general student and a compress run that starts from it (the student's shape).
 STRUCTURE_FIELDS = ("compression", "preset", "rank", "embedding_k", "structure", "allocation", "layers")
 SHAPE_FIELDS = ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size",
@@ -54,7 +55,9 @@ class GeneralConfig:
         corpus: unlabelled text: None for everything that ships (both WikiText-2 splits and the shipped
             GLUE tasks' training texts without labels), or a corpus name / text file as for compress.
         examples: a seeded subset of this many texts (None: all).
-        max_length: tokens per text. epochs: passes over the texts (the least; ``min_steps`` may add more).
+        max_length: tokens per text.
+        epochs: passes over the texts (``min_steps`` may add more); None: 1, or with a time budget
+            ``MAX_BUDGET_EPOCHS``, of which the budget keeps the whole epochs that fit.
         lr / batch_size / seed / precision / min_steps: the optimisation (see TrainConfig).
         loss_weights: DistillConfig weights of the intermediate losses (default: compress's stage 1).
         time_budget_s: wall-clock seconds for the training (None: every planned epoch).
@@ -76,7 +79,7 @@ class GeneralConfig:
     corpus: str | None = None
     examples: int | None = None
     max_length: int = 64
-    epochs: int = 1
+    epochs: int | None = None
     lr: float = 5e-4
     batch_size: int = 32
     seed: int = 0
@@ -127,7 +130,8 @@ class GeneralConfig:
         return DistillConfig.general(**weights, layer_map="uniform" if self.layers is not None else "one-to-one")
 
     def train_config(self) -> TrainConfig:
-        return TrainConfig(epochs=self.epochs, lr=self.lr, batch_size=self.batch_size, max_length=self.max_length,
+        epochs = self.epochs or (MAX_BUDGET_EPOCHS if self.time_budget_s else 1)
+        return TrainConfig(epochs=epochs, max_epochs=max(epochs, 10), lr=self.lr, batch_size=self.batch_size, max_length=self.max_length,
                            seed=self.seed, precision=self.precision, warmup_ratio=0.1,
                            time_budget_s=self.time_budget_s, min_steps=self.min_steps,
                            checkpoint_seconds=self.checkpoint_seconds)

@@ -18,7 +18,7 @@ from kronedge.general import (GeneralConfig, GeneralRun, GeneralStudentError, di
                               read_general, resolve_general, teacher_fingerprint)
 from kronedge.recipe import CompressConfig
 
-pytestmark = pytest.mark.slow
+pytestmark = pytest.mark.slow  # each general student or compress trains for seconds
 
 # A few seconds per general student: 48 texts, 32 tokens, fp32, 4x.
 SMALL = dict(compression=4, examples=48, max_length=32, precision="fp32")
@@ -211,3 +211,11 @@ def test_general_corpus_is_every_unlabelled_text_that_ships():
     assert first in have and second in have  # a pair's sentences as two texts
     dev = [t for t in load_task("cola", "dev").texts if t not in set(cola)]
     assert not any(t in have for t in dev)  # dev splits score students: never trained on
+
+
+def test_a_time_budget_without_epochs_plans_the_epochs_that_fit():
+    from kronedge.general import MAX_BUDGET_EPOCHS
+
+    assert GeneralConfig().train_config().epochs == 1
+    assert GeneralConfig(time_budget_s=60).train_config().epochs == MAX_BUDGET_EPOCHS  # the budget trims them
+    assert GeneralConfig(epochs=2, time_budget_s=60).train_config().epochs == 2

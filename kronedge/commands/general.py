@@ -40,7 +40,8 @@ def register(app, friendly_errors) -> None:
                                              "tasks' training texts without labels)."),
         examples: Optional[int] = typer.Option(None, help="Use a seeded subset of this many texts (default: all)."),
         max_length: int = typer.Option(G.max_length, help="Tokens per text."),
-        epochs: int = typer.Option(G.epochs, help="Passes over the texts (at least; see --min-steps)."),
+        epochs: int = typer.Option(0, help="Passes over the texts (0: 1, or with --time-budget as many whole "
+                                   "epochs as fit, at most 10)."),
         min_steps: int = typer.Option(0, help="More epochs until this many optimizer steps (0 = off)."),
         lr: float = typer.Option(G.lr, help="Peak learning rate."),
         batch_size: int = typer.Option(G.batch_size, help="Batch size."),
@@ -68,7 +69,7 @@ def register(app, friendly_errors) -> None:
             teacher=teacher, compression=compression if compression is not None or preset else G.compression,
             preset=preset, rank=rank, embedding_k=embedding_k, structure=structure, allocation=allocation,
             layers=layers, calibration=calibration, corpus=corpus, examples=examples or None, max_length=max_length,
-            epochs=epochs, lr=lr, batch_size=batch_size, seed=seed, precision=precision, min_steps=min_steps or None,
+            epochs=epochs or None, lr=lr, batch_size=batch_size, seed=seed, precision=precision, min_steps=min_steps or None,
             loss_weights=_weights(loss_weights), time_budget_s=time_budget * 60 if time_budget else None,
             checkpoint_seconds=checkpoint_every)
         show_progress()
