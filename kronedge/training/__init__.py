@@ -6,6 +6,8 @@
   checkpoint   the run directory's files: resumable state (atomic), Progress, log, best weights, TrainResult
   budget       TimeBudget: calibration, fitting and re-planning in whole epochs
   distributed  rank-0 files, barriers, decisions agreed by every process
+  report       Reporter: the progress bar, log lines and run log of a stage (rank 0)
+  selection    EarlyStopping: the best evaluation by the primary metric, patience
   trainer      Trainer (run / train_step / end_epoch ...), train_loop
 """
 

@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import json
-import logging
 import math
 import os
 import time
@@ -24,8 +23,8 @@ from .config import TrainConfig
 from .distributed import agree
 from .hardware import choose_precision, seed_everything
 from .optim import LinearSchedule, build_optimizer
-
-logger = logging.getLogger(__name__)
+from .report import Reporter
+from .selection import EarlyStopping
 
 StepFn = Callable[[nn.Module, dict], tuple[torch.Tensor, dict]]
 EvalFn = Callable[[nn.Module], dict]
@@ -36,7 +35,9 @@ class Trainer:
 
     Accelerate places the model, accumulates gradients and, under ``accelerate launch``, runs one
     process per device, each taking every n-th batch. After every epoch ``eval_fn`` scores the
-    model; the best weights (by ``primary_metric``) are kept and loaded back at the end.
+    model; the best weights (by ``primary_metric``) are kept and loaded back at the end. What it shows
+    and logs is a :class:`~.report.Reporter`, the time budget a :class:`~.budget.TimeBudget`, which epoch
+    to keep an :class:`~.selection.EarlyStopping`.
 
     Args:
         model: the module to train (trained in place).
@@ -58,7 +59,7 @@ class Trainer:
         from accelerate import Accelerator
 
         self.data, self.step_fn, self.config, self.desc = data, step_fn, config, desc
-        self.eval_fn, self.primary = eval_fn, primary_metric
+        self.eval_fn, self.selection = eval_fn, EarlyStopping(primary_metric, config.patience)
         self.run_dir = Path(run_dir)
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self.accelerator = Accelerator(gradient_accumulation_steps=config.grad_accum, mixed_precision="no")
@@ -69,8 +70,9 @@ class Trainer:
             torch.backends.cudnn.allow_tf32 = True
         self.precision, self.precision_reason = choose_precision(config.precision, self.device)
         self.main = self.accelerator.is_main_process  # only rank 0 writes files and logs
-        self.bar = self.log = None
-        self.say(f"[{desc}] precision {self.precision} ({self.precision_reason}); device {self.device}; "
+        self.report = Reporter(desc, self.main, self.accelerator.is_local_main_process)
+        self.say = self.report.say
+        self.say(f"precision {self.precision} ({self.precision_reason}); device {self.device}; "
                  f"threads {torch.get_num_threads()}")
         self.modules = {"model": model, **(extra_modules or {})}
         for m in self.modules.values():
@@ -94,8 +96,6 @@ class Trainer:
         self.seen = 0  # examples processed in this session
         self.stopping = self.stopped_at_budget = False
 
-    # -- the run ---------------------------------------------------------------------------------
-
     def run(self, resume: bool = False) -> TrainResult:
         """Train every planned epoch (or up to the budget / early stop); continue a checkpoint if ``resume``."""
         self.start(resume)
@@ -105,12 +105,11 @@ class Trainer:
                 self.end_epoch()
         except KeyboardInterrupt:
             self.checkpoint()
-            self.say(f"[{self.desc}] interrupted at step {self.progress.step}: checkpoint saved in "
-                     f"{self.run_dir / 'checkpoint'}; rerun with --resume")
+            self.say(f"interrupted at step {self.progress.step}: checkpoint saved in {self.run_dir / 'checkpoint'}; "
+                     "rerun with --resume")
             raise
         finally:
-            self.bar.close()
-            self.log.close()
+            self.report.close()
         return self.finish()
 
     def epoch_batches(self, epoch: int) -> list[list[int]]:
@@ -132,14 +131,10 @@ class Trainer:
                 "stage": self.desc, **self.config.to_dict(), "precision_used": self.precision,
                 "precision_reason": self.precision_reason, "examples": len(self.data),
                 "processes": self.accelerator.num_processes, "epochs_planned": self.epochs})
-        from tqdm.auto import tqdm
-
-        self.log = RunLog(self.run_dir, self.desc, enabled=self.main)
+        self.report.open(self.run_dir, self.schedule.total, self.progress.step)
         self.autocast = torch.autocast(device_type=self.device.type, dtype=torch.bfloat16,
                                        enabled=self.precision == "bf16")
         self.t0 = self.last_ckpt = time.perf_counter()
-        self.bar = tqdm(total=self.schedule.total, initial=self.progress.step, desc=self.desc, mininterval=2.0,
-                        dynamic_ncols=True, disable=not self.accelerator.is_local_main_process)
         self.stopping = self.progress.step >= self.schedule.total or self.progress.stopped_early
         self.budget.start(self.progress.step, self.t0, self.progress.seconds, resumed=saved is not None)
 
@@ -155,7 +150,7 @@ class Trainer:
         if self.main:
             RunLog.forget_after(self.run_dir, self.progress.step)
         p = self.progress
-        self.say(f"[{self.desc}] resumed from step {p.step} (epoch {p.epoch}, batch {p.batch})")
+        self.say(f"resumed from step {p.step} (epoch {p.epoch}, batch {p.batch})")
 
     def run_epoch(self) -> None:
         batches = self.epoch_batches(self.progress.epoch)
@@ -188,15 +183,15 @@ class Trainer:
         """Bookkeeping after an optimizer step; True when the epoch must end now."""
         p = self.progress
         p.step += 1
-        self.bar.update(1)
+        self.report.advance()
         now = time.perf_counter()
         plan = self.budget.after_step(p.step, now)
         if plan is not None:
             self.apply_plan(plan)
-            self.say(f"[{self.desc}] time budget {self.config.time_budget_s:.0f} s: "
+            self.say(f"time budget {self.config.time_budget_s:.0f} s: "
                      f"{plan.seconds_per_step * 1000:.1f} ms/step, {plan.epochs} of {self.epochs} epoch(s) fit "
                      f"({plan.total_steps} steps)")
-            self.log.write({"time_budget_s": self.config.time_budget_s, "seconds_per_step": plan.seconds_per_step,
+            self.report.write({"time_budget_s": self.config.time_budget_s, "seconds_per_step": plan.seconds_per_step,
                             "epochs_planned": plan.epochs, "total_steps": plan.total_steps})
         if p.step % self.config.log_every == 0 or p.step == self.schedule.total:
             self.log_step(now)
@@ -204,7 +199,7 @@ class Trainer:
             self.stopping = True
             return True
         if self.budget.over(p.step, now, self.config.log_every):
-            self.say(f"[{self.desc}] time budget exceeded at step {p.step} of {self.schedule.total}: stopping")
+            self.say(f"time budget exceeded at step {p.step} of {self.schedule.total}: stopping")
             self.stopped_at_budget = self.stopping = True
             return True
         if now - self.last_ckpt > self.config.checkpoint_seconds:
@@ -214,10 +209,10 @@ class Trainer:
     def log_step(self, now: float) -> None:
         means = self.running.means()
         rate = self.seen / max(1e-9, now - self.t0)
-        self.log.write({"step": self.progress.step, "epoch": self.progress.epoch, **means,
+        self.report.write({"step": self.progress.step, "epoch": self.progress.epoch, **means,
                         "lr": self.scheduler.get_last_lr()[0], "examples_per_s": round(rate, 1),
                         "elapsed_s": round(time.perf_counter() - self.t0, 1)})
-        self.bar.set_postfix(loss=f"{means['loss']:.4f}", ex_s=f"{rate:.0f}")
+        self.report.postfix(loss=f"{means['loss']:.4f}", ex_s=f"{rate:.0f}")
         self.running = RunningLoss()
 
     def end_epoch(self) -> None:
@@ -232,35 +227,30 @@ class Trainer:
             plan = self.budget.replan(p.step, p.epoch, time.perf_counter())
             if plan is not None and plan.total_steps != before:
                 self.apply_plan(plan)
-                self.say(f"[{self.desc}] time budget: re-planned to {plan.epochs} epoch(s) after {p.epoch} done")
-                self.log.write({"replanned_after_epoch": p.epoch, "epochs_planned": plan.epochs,
+                self.say(f"time budget: re-planned to {plan.epochs} epoch(s) after {p.epoch} done")
+                self.report.write({"replanned_after_epoch": p.epoch, "epochs_planned": plan.epochs,
                                 "total_steps": plan.total_steps})
             self.stopping = p.step >= self.schedule.total
         self.checkpoint()
 
     def evaluate(self) -> None:
+        """Score the model; keep it when it is the best so far; stop when patience is spent."""
         p = self.progress
         p.last = self.eval_fn(self.accelerator.unwrap_model(self.model))
         p.history.append({"epoch": p.epoch, "step": p.step, **p.last})
-        self.log.write({"eval": p.last, "epoch": p.epoch, "step": p.step})
-        self.say(f"[{self.desc}] epoch {p.epoch}: {json.dumps(p.last)}")
-        if not self.primary:
-            return
-        if p.best is None or p.last[self.primary] > p.best[self.primary]:
-            p.best, p.stale_evals = dict(p.last), 0
-            if self.main:
-                save_best(self.run_dir, self.accelerator.unwrap_model(self.model), p.best)
-            return
-        p.stale_evals += 1
-        if self.config.patience and p.stale_evals >= self.config.patience:
-            self.say(f"[{self.desc}] no better {self.primary} in {p.stale_evals} evaluation(s): stopping early "
-                     f"(best {p.best[self.primary]:.4f})")
+        self.report.write({"eval": p.last, "epoch": p.epoch, "step": p.step})
+        self.say(f"epoch {p.epoch}: {json.dumps(p.last)}")
+        verdict = self.selection.update(p)
+        if verdict == "best" and self.main:
+            save_best(self.run_dir, self.accelerator.unwrap_model(self.model), p.best)
+        elif verdict == "stop":
+            primary = self.selection.primary
+            self.say(f"no better {primary} in {p.stale_evals} evaluation(s): stopping early (best {p.best[primary]:.4f})")
             p.stopped_early = self.stopping = True
 
     def apply_plan(self, plan: BudgetPlan) -> None:
-        self.schedule.total = self.bar.total = plan.total_steps
-
-    # -- files and messages ---------------------------------------------------------------------
+        self.schedule.total = plan.total_steps
+        self.report.set_total(plan.total_steps)
 
     def snapshot(self, **changes) -> Progress:
         """The progress record as of now, over every session."""
@@ -273,16 +263,6 @@ class Trainer:
             modules = {k: self.accelerator.unwrap_model(m) for k, m in self.modules.items()}
             save_checkpoint(self.run_dir, modules, self.optimizer, self.scheduler, self.snapshot())
         self.last_ckpt = time.perf_counter()
-
-    def say(self, message: str) -> None:
-        """A log line of its own (not glued to the progress bar), from rank 0 only."""
-        if not self.main:
-            return
-        if self.bar is not None:
-            self.bar.clear()
-        logger.info(message)
-        if self.bar is not None:
-            self.bar.refresh()
 
     def finish(self) -> TrainResult:
         final = self.snapshot(batch=0, done=True)
