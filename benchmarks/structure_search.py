@@ -10,7 +10,7 @@ held-out text it was not calibrated on:
   - params, GFLOPs at sequence 128, and the seconds the plan took.
 
     python benchmarks/structure_search.py --teacher builtin:minilm --compressions 5 10 20 \
-        --calibration sst2 --heldout-task sst2
+        --calibration sst2 --heldout-task sst2 --threads 1
 """
 
 from __future__ import annotations
@@ -37,7 +37,8 @@ VARIANTS = (
     ("svd", "svd", "global", False),
     ("svd + data-aware fit", "svd", "global", True),
     ("search, uniform", "search", "uniform", True),
-    ("search, global", "search", "global", True),
+    ("search, global", "search", "global", True),  # the default: budget pooled per role, guarded by the corners
+    ("search, across roles", "search", "across-roles", True),
 )
 
 
@@ -85,9 +86,12 @@ def main(argv=None) -> None:
     parser.add_argument("--heldout", type=int, default=128, help="held-out sentences")
     parser.add_argument("--variants", nargs="+", default=[v[0] for v in VARIANTS])
     parser.add_argument("--out", type=Path, default=RESULTS / "structure_search.json")
+    parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads")
     args = parser.parse_args(argv)
 
     import torch
+
+    torch.set_num_threads(args.threads)
     from transformers import AutoTokenizer
 
     from kronedge.calibration import calibration_texts, collect_input_stats

@@ -33,8 +33,9 @@ class KronConfig:
         structure: "paper" (the fixed shapes above), "svd" (the rank-r SVD corner of the Kronecker
             family at each layer's share of the budget) or "search" (per layer the split and number
             of terms with the least reconstruction error, the first two included; needs the weights).
-        allocation: for "search": "global" moves parameters to the layers whose error falls most,
-            "uniform" gives every layer the same shrink.
+        allocation: for "search": "global" moves parameters to the layers of a role (embedding,
+            attention, ffn_up, ffn_down) whose error falls most, never starting a role worse than SVD;
+            "across-roles" moves them between any layers; "uniform" gives every layer the same shrink.
         max_flops_per_token: for "search": ceiling on one layer's FLOPs per token.
 
     Example:

@@ -198,6 +198,7 @@ def _structured_shapes(roles, config: KronConfig, params_teacher: int, stats, pr
     layers = [(name, "embedding" if isinstance(m, nn.Embedding) else "linear", m.weight) for name, m, _ in roles]
     max_macs = None if config.max_flops_per_token is None else config.max_flops_per_token // 2
     try:
-        return search_structure(layers, budgets, config.allocation, stats, max_macs, progress)
+        return search_structure(layers, budgets, config.allocation, stats, max_macs, progress,
+                                roles={name: role for name, _, role in roles})
     except ValueError as exc:
         raise PlanError(str(exc)) from None

@@ -162,6 +162,23 @@ def test_searched_start_is_no_worse_than_svd_on_every_layer(teacher_and_stats):
         assert mine.errors["error_weighted"] <= theirs.errors["error_weighted"] + 1e-9, mine.name
 
 
+@pytest.mark.parametrize("allocation", ["global", "across-roles"])
+def test_global_search_starts_no_role_worse_than_svd(teacher_and_stats, allocation):
+    model, stats = teacher_and_stats
+    searched = plan_model(model, KronConfig(compression=4, structure="search", allocation=allocation), stats=stats)
+    svd = plan_model(model, KronConfig(compression=4, structure="svd"), stats=stats)
+    assert searched.params_student <= model.num_parameters() / 4 * 1.01  # the same budget as SVD's
+    totals = {}
+    for mine, theirs in zip(searched.layers, svd.layers):
+        role = totals.setdefault(mine.role, [0.0, 0.0])
+        role[0] += mine.errors["error_weighted"]
+        role[1] += theirs.errors["error_weighted"]
+    worse = {role: t for role, t in totals.items() if t[0] > t[1] + 1e-9}
+    if allocation == "global":
+        assert not worse, worse
+        assert any(l.kron.n1 > 1 for l in searched.layers), "the search kept every layer at the corner"
+
+
 def test_search_needs_weights_and_a_known_structure():
     with pytest.raises(ValueError, match="structure must be one of"):
         KronConfig(compression=4, structure="tucker")
