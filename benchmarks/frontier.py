@@ -1,0 +1,227 @@
+"""The accuracy / size / speed frontier of the structures: paper Kronecker, searched Kronecker, SVD,
+a smaller dense BERT, and shallower searched students, against TinyBERT-4L-312's shape.
+
+Per point: int8 `model.onnx` bytes, x86 latency at 1 ORT thread (batch 1, seq 128, all models
+interleaved in one `kronedge bench` so a load change hits them alike), executed cortex-a72 (Pi 4)
+instructions of one inference under QEMU, and, when `--runs` names trained `kronedge compress`
+artifacts, the SST-2 dev metric (mean over seeds). Speed and size do not depend on the weights, so
+the speed students are built without training: `kronedge kronize` of the teacher (its real weights,
+which the search needs to pick shapes), the dense-small student sliced from it, and the reference
+with random weights.
+
+    python benchmarks/frontier.py --work /tmp/frontier [--points svd-5x search-5x ...] [--runs RUN_DIR ...]
+
+Writes benchmarks/results/frontier.{json,md,png}; every row carries the commands that made it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shlex
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+os.environ.setdefault("KRONEDGE_QEMU_CACHE", str(ROOT / "device_tests" / ".cache"))
+RESULTS = ROOT / "benchmarks" / "results"
+REFERENCE = "tinybert-4l-312"
+
+# (label, method, structure, target compression, kept layers); compression counts against the full teacher.
+POINTS = [
+    *[(f"paper-{c}x", "kronecker", "paper", c, None) for c in (5, 10, 20)],
+    *[(f"svd-{c}x", "kronecker", "svd", c, None) for c in (5, 10, 20)],
+    *[(f"search-{c}x", "kronecker", "search", c, None) for c in (5, 10, 20)],
+    *[(f"dense-small-{c}x", "dense-small", None, c, None) for c in (5, 10, 20)],
+    ("search-10x-3L", "kronecker", "search", 10, 3),
+    ("search-20x-3L", "kronecker", "search", 20, 3),
+    ("search-20x-2L", "kronecker", "search", 20, 2),
+    (REFERENCE, "reference", None, None, None),
+]
+
+
+def sh(cmd: list[str], log: list[str]) -> None:
+    log.append(shlex.join(cmd))
+    print("$", log[-1], flush=True)
+    subprocess.run(cmd, check=True, cwd=ROOT)
+
+
+def build(point, teacher: str, work: Path, calibration: str) -> tuple[Path, list[str]]:
+    """The untrained artifact of one point, and the commands that made it."""
+    label, method, structure, compression, layers = point
+    out = work / "artifacts" / label
+    commands: list[str] = []
+    if method == "kronecker":
+        cmd = ["kronedge", "kronize", teacher, "--compression", str(compression), "--structure", structure,
+               "--out", str(out)]
+        if structure != "paper":
+            cmd += ["--calibration", calibration]
+        if layers is not None:
+            cmd += ["--layers", str(layers)]
+        if not out.exists():
+            sh(cmd, commands)
+        else:
+            commands.append(shlex.join(cmd))
+        return out, commands
+    py = (f"python benchmarks/frontier.py --work {work} --points {label}  # "
+          + ("dense_small_student(teacher, core params of the paper plan)" if method == "dense-small"
+             else "load_teacher('random:tinybert-4l-312') saved as an artifact"))
+    commands.append(py)
+    if out.exists():
+        return out, commands
+    from kronedge.artifact import save_artifact
+    from kronedge.kron_config import KronConfig
+    from kronedge.students import DenseSmallStudent, build_student
+    from kronedge.teachers import load_teacher
+
+    spec = teacher if method == "dense-small" else f"random:{REFERENCE}"
+    loaded = load_teacher(spec, head="sequence-classification", num_labels=2, seed=0)
+    model = loaded.model
+    if method == "dense-small":
+        model, _ = build_student(model, DenseSmallStudent(KronConfig(compression=compression)))
+    save_artifact(model.eval(), out, loaded.tokenizer_dir, {"teacher": spec, "method": method, "training": None})
+    return out, commands
+
+
+def export(artifact: Path, target: str, work: Path, commands: list[str]) -> Path:
+    out = work / f"exports-{target}" / artifact.name
+    cmd = ["kronedge", "export", str(artifact), "--target", target, "--quantize", "int8", "--out", str(out)]
+    if not (out / "model.onnx").exists():
+        sh(cmd, commands)
+    else:
+        commands.append(shlex.join(cmd))
+    return out
+
+
+def accuracy(runs: list[Path]) -> dict[str, dict]:
+    """SST-2 dev metric per point label, mean over the seeds found among ``runs`` (compress artifacts)."""
+    found: dict[str, list] = {}
+    for run in runs:
+        recipe = json.loads((run / "kronedge.json").read_text())
+        c = recipe["compress_config"]
+        method = c.get("method", "kronecker")
+        target = c.get("compression")
+        target = int(target) if float(target).is_integer() else target
+        if method == "dense-small":
+            label = f"dense-small-{target}x"
+        else:
+            label = f"{c.get('structure', 'svd')}-{target}x" + (f"-{c['layers']}L" if c.get("layers") else "")
+        metrics = recipe["metrics"]
+        primary = metrics["primary"]
+        found.setdefault(label, []).append({"run": str(run), "seed": c.get("seed"), "value": metrics["student"][primary],
+                                            "metric": f"{recipe.get('task')} dev {primary}",
+                                            "teacher": metrics["teacher"][primary]})
+    return {label: {"mean": sum(r["value"] for r in rs) / len(rs), "runs": rs} for label, rs in found.items()}
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--teacher", default="builtin:minilm")
+    parser.add_argument("--calibration", default="sst2")
+    parser.add_argument("--work", type=Path, default=Path("/tmp/kronedge-frontier"))
+    parser.add_argument("--points", nargs="+", default=[p[0] for p in POINTS])
+    parser.add_argument("--iters", type=int, default=30, help="timed x86 runs per model")
+    parser.add_argument("--no-arm", action="store_true", help="skip the emulated cortex-a72 instruction counts")
+    parser.add_argument("--runs", nargs="*", type=Path, default=[], help="trained compress artifacts (accuracy)")
+    parser.add_argument("--out", type=Path, default=RESULTS / "frontier.json")
+    args = parser.parse_args(argv)
+
+    known = {p[0]: p for p in POINTS}
+    unknown = [name for name in args.points if name not in known]
+    if unknown:
+        parser.error(f"unknown points {unknown}; choose among {list(known)}")
+    points = [known[name] for name in args.points]
+    rows, x86, arm = [], [], []
+    for point in points:
+        artifact, commands = build(point, args.teacher, args.work, args.calibration)
+        x86.append(export(artifact, "x86_64", args.work, commands))
+        if not args.no_arm:
+            arm.append(export(artifact, "arm64", args.work, commands))
+        rows.append({"point": point[0], "method": point[1], "structure": point[2], "target": point[3],
+                     "layers": point[4], "commands": commands})
+    names = [r["point"] for r in rows]
+    speed = args.work / "bench-x86.json"
+    bench_cmds = []
+    sh(["kronedge", "bench", *map(str, x86), *sum((["--name", n] for n in names), []), "--seq", "128",
+        "--threads", "1", "--iters", str(args.iters), "--no-rss", "-o", str(speed)], bench_cmds)
+    by_name = {r["model"]: r for r in json.loads(speed.read_text())["rows"]}
+    counts = {}
+    if not args.no_arm:
+        insn = args.work / "bench-a72.json"
+        sh(["kronedge", "bench", *map(str, arm), *sum((["--name", n] for n in names), []), "--target", "arm64",
+            "--cpu", "cortex-a72", "--instructions", "--seq", "128", "--threads", "1", "--warmup", "1", "--iters", "1",
+            "-o", str(insn)], bench_cmds)
+        counts = {r["model"]: r["instructions"] for r in json.loads(insn.read_text())["rows"]}
+    acc = accuracy(args.runs)
+    for row in rows:
+        b = by_name[row["point"]]
+        row.update({"int8_bytes": b["file_bytes"], "params": b["params"], "x86_p50_ms": round(b["p50_ms"], 3),
+                    "x86_p90_ms": round(b["p90_ms"], 3), "a72_instructions": counts.get(row["point"]),
+                    "accuracy": acc.get(row["point"])})
+    write(args, argv, rows, bench_cmds, json.loads(speed.read_text()))
+
+
+def write(args, argv, rows, bench_cmds, speed) -> None:
+    from kronedge.artifact import write_json_atomic
+
+    command = "python benchmarks/frontier.py " + shlex.join(argv if argv is not None else sys.argv[1:])
+    meta = {"command": command, "bench_commands": bench_cmds, "machine": speed["machine"],
+            "environment": speed["environment"], "load_average": [round(x, 1) for x in os.getloadavg()],
+            "teacher": args.teacher, "reference": f"random:{REFERENCE}"}
+    write_json_atomic(args.out, {**meta, "rows": rows})
+    ref = next((r for r in rows if r["point"] == REFERENCE), None)
+    lines = ["# Frontier: metric, int8 bytes, x86 latency, cortex-a72 instructions", "",
+             f"Command: `{command}`. Speed: `{bench_cmds[0]}`" + (f"; instructions: `{bench_cmds[1]}`" if len(bench_cmds) > 1 else ""), "",
+             f"Machine: {json.dumps(speed['machine'])}; load average when written {meta['load_average']} (a shared "
+             "2-core machine: all models are timed interleaved, batch 1, seq 128, 1 ORT thread).", "",
+             "Speed students are untrained (`kronedge kronize` of the teacher; size and speed do not depend on the "
+             "weights); the metric column is the mean SST-2 dev accuracy of trained `kronedge compress` runs of "
+             "the same point (seeds listed in frontier.json), '-' where none was run.", "",
+             "| point | params | int8 MB | x86 p50 ms | a72 instructions (M) | SST-2 dev | vs TinyBERT bytes / ms / insn |",
+             "|---|---:|---:|---:|---:|---:|---|"]
+    for r in rows:
+        a = r["accuracy"]
+        insn = r["a72_instructions"]
+        rel = "-"
+        if ref is not None:
+            rel = f"{r['int8_bytes'] / ref['int8_bytes']:.2f} / {r['x86_p50_ms'] / ref['x86_p50_ms']:.2f} / " + (
+                f"{insn / ref['a72_instructions']:.2f}" if insn and ref["a72_instructions"] else "-")
+        lines.append(f"| {r['point']} | {r['params']:,} | {r['int8_bytes'] / 1e6:.2f} | {r['x86_p50_ms']:.1f} | "
+                     f"{insn / 1e6 if insn else float('nan'):,.0f} | "
+                     f"{'-' if a is None else '%.4f (%d)' % (a['mean'], len(a['runs']))} | {rel} |")
+    lines += ["", "Commands per row (build, export x86_64, export arm64):", ""]
+    lines += [f"- {r['point']}: " + "; ".join(f"`{c}`" for c in r["commands"]) for r in rows]
+    args.out.with_suffix(".md").write_text("\n".join(lines) + "\n")
+    plot(rows, args.out.with_suffix(".png"))
+    print("\n".join(lines))
+
+
+def plot(rows, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
+    for ax, key, xlabel in ((axes[0], "int8_bytes", "int8 model.onnx (MB)"), (axes[1], "x86_p50_ms", "x86 p50 ms, 1 thread, seq 128")):
+        for r in rows:
+            x = r[key] / 1e6 if key == "int8_bytes" else r[key]
+            y = r["accuracy"]["mean"] if r["accuracy"] else None
+            if y is None:
+                ax.scatter([x], [0.5], marker="x", color="grey")
+                ax.annotate(r["point"], (x, 0.5), fontsize=6, rotation=60, color="grey")
+            else:
+                ax.scatter([x], [y])
+                ax.annotate(r["point"], (x, y), fontsize=7)
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel("SST-2 dev accuracy (x at 0.5: not trained)")
+        ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+
+
+if __name__ == "__main__":
+    main()
