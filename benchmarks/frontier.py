@@ -57,7 +57,7 @@ def build(point, teacher: str, work: Path, calibration: str) -> tuple[Path, list
     if method == "kronecker":
         cmd = ["kronedge", "kronize", teacher, "--compression", str(compression), "--structure", structure,
                "--out", str(out)]
-        if structure != "paper":
+        if structure == "search":  # the search needs it to pick shapes; the other shapes do not depend on it
             cmd += ["--calibration", calibration]
         if layers is not None:
             cmd += ["--layers", str(layers)]
