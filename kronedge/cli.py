@@ -46,6 +46,8 @@ PLAN_HELP = {
     "allocation": "With --structure search: global moves parameters to the layers whose error falls most; uniform keeps one shrink.",
     "max_flops_per_token": ("With --structure search: ceiling on one layer's FLOPs per token "
                             "(default: no more than the SVD corner of the same size)."),
+    "embedding_share": ("With --structure svd or search: the word embedding's share of the factorised parameters "
+                        "(e.g. 0.2); the encoder's matrices split the rest. Default: every matrix shrinks alike."),
     "layers": ("Keep this many encoder layers (teacher layers uniformly spaced, distilled with the uniform layer map); "
                "fewer layers cut latency more than fewer parameters do. Compression still counts against the full teacher."),
     "calibration": ("Text whose teacher activations weight the fit and the errors: a GLUE task (sst2, cola, rte), "
@@ -148,6 +150,7 @@ def plan(
     structure: str = typer.Option("paper", help=PLAN_HELP["structure"]),
     allocation: str = typer.Option("global", help=PLAN_HELP["allocation"]),
     max_flops_per_token: Optional[int] = typer.Option(None, help=PLAN_HELP["max_flops_per_token"]),
+    embedding_share: Optional[float] = typer.Option(None, help=PLAN_HELP["embedding_share"]),
     calibration: Optional[str] = typer.Option(None, help=PLAN_HELP["calibration"]),
     layers: Optional[int] = typer.Option(None, help=PLAN_HELP["layers"]),
     seq_len: int = typer.Option(128, help="Sequence length for FLOP counts."),
@@ -158,7 +161,8 @@ def plan(
     unless --structure search or --calibration needs them."""
     from .pipeline import kron_config, plan_teacher
 
-    config = kron_config(preset, compression, rank, embedding_k, structure, allocation, max_flops_per_token)
+    config = kron_config(preset, compression, rank, embedding_k, structure, allocation, max_flops_per_token,
+                         embedding_share)
     with _layer_progress("searching structures" if structure == "search" else "planning") as progress:
         result = plan_teacher(teacher, config, seq_len=seq_len, calibration=calibration, progress=progress,
                               layers=layers)
@@ -180,6 +184,7 @@ def kronize(
     structure: str = typer.Option("paper", help=PLAN_HELP["structure"]),
     allocation: str = typer.Option("global", help=PLAN_HELP["allocation"]),
     max_flops_per_token: Optional[int] = typer.Option(None, help=PLAN_HELP["max_flops_per_token"]),
+    embedding_share: Optional[float] = typer.Option(None, help=PLAN_HELP["embedding_share"]),
     calibration: Optional[str] = typer.Option(None, help=PLAN_HELP["calibration"]),
     layers: Optional[int] = typer.Option(None, help=PLAN_HELP["layers"]),
     num_labels: int = typer.Option(2, help="Labels of the classification head."),
@@ -188,7 +193,8 @@ def kronize(
     """Surgery + nearest-Kronecker (SVD) initialisation, no training; saves an artifact."""
     from .pipeline import kron_config, kronize_teacher
 
-    config = kron_config(preset, compression, rank, embedding_k, structure, allocation, max_flops_per_token)
+    config = kron_config(preset, compression, rank, embedding_k, structure, allocation, max_flops_per_token,
+                         embedding_share)
     with _layer_progress("kronizing (SVD of every layer)") as progress:
         path, result = kronize_teacher(teacher, config, out_dir, num_labels=num_labels, seed=seed,
                                        calibration=calibration, progress=progress, layers=layers)

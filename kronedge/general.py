@@ -34,7 +34,8 @@ RECIPE_KEY = "general_student"  # the key of a general student's own record in i
 AUTO = "auto"
 MAX_BUDGET_EPOCHS = 10  # epochs planned under a time budget when none are given (the budget trims them)
 # What must agree between a general student and a compress run that starts from it (the student's shape).
-STRUCTURE_FIELDS = ("compression", "preset", "rank", "embedding_k", "structure", "allocation", "layers")
+STRUCTURE_FIELDS = ("compression", "preset", "rank", "embedding_k", "structure", "allocation", "embedding_share",
+                    "layers")
 SHAPE_FIELDS = ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size",
                 "max_position_embeddings", "type_vocab_size")
 
@@ -49,7 +50,7 @@ class GeneralConfig:
 
     Args:
         teacher: the pre-trained teacher spec (a fine-tuned teacher directory is mapped to its base).
-        compression / preset / rank / embedding_k / structure / allocation / layers: the student's
+        compression / preset / rank / embedding_k / structure / allocation / embedding_share / layers: the student's
             structure, as in CompressConfig (its defaults, so a plain `compress` finds the student).
         calibration: fit the factors to the base teacher's activations on the corpus (data-aware fit).
         corpus: unlabelled text: None for everything that ships (both WikiText-2 splits and the shipped
@@ -74,6 +75,7 @@ class GeneralConfig:
     embedding_k: int | None = None
     structure: str = "svd"
     allocation: str = "global"
+    embedding_share: float | None = None
     layers: int | None = None
     calibration: bool = True
     corpus: str | None = None
@@ -119,7 +121,7 @@ class GeneralConfig:
 
         try:
             return kron_config(self.preset, self.compression, self.rank, self.embedding_k, self.structure,
-                               self.allocation)
+                               self.allocation, embedding_share=self.embedding_share)
         except ValueError as exc:
             raise TrainingError(str(exc)) from None
 

@@ -37,6 +37,9 @@ class KronConfig:
             attention, ffn_up, ffn_down) whose error falls most, never starting a role worse than SVD;
             "across-roles" moves them between any layers; "uniform" gives every layer the same shrink.
         max_flops_per_token: for "search": ceiling on one layer's FLOPs per token.
+        embedding_share: for "svd" and "search": the word embedding's share of the factorised
+            parameters; the other matrices split the rest with one shrink. None: every matrix shrinks
+            alike. A smaller share leaves the encoder more rank at the same size.
 
     Example:
         >>> KronConfig.kb21()            # the paper's KroneckerBERT21 on BERT_BASE
@@ -52,6 +55,7 @@ class KronConfig:
     structure: str = "paper"
     allocation: str = "global"
     max_flops_per_token: int | None = None
+    embedding_share: float | None = None
 
     def __post_init__(self):
         from .structure import ALLOCATIONS, STRUCTURES
@@ -69,6 +73,11 @@ class KronConfig:
                              "compression=X, or explicit layer_shapes")
         if self.compression is not None and not (isinstance(self.compression, (int, float)) and self.compression > 1):
             raise PlanError(f"compression must be a number > 1 (e.g. 5 for 5x fewer parameters), got {self.compression!r}")
+        if self.embedding_share is not None:
+            if not (isinstance(self.embedding_share, (int, float)) and 0 < self.embedding_share < 1):
+                raise PlanError(f"embedding_share is a share of the parameters in (0, 1), got {self.embedding_share!r}")
+            if self.structure == "paper":
+                raise PlanError("embedding_share sets the budgets of --structure svd or search; the paper's shapes are fixed")
         if self.rank < 1:
             raise PlanError(f"rank must be >= 1, got {self.rank}")
         if self.embedding_k is not None and self.embedding_k < 1:

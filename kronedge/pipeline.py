@@ -9,11 +9,12 @@ from .planner import KronConfig, Plan, PlanError
 
 def kron_config(preset: str | None = None, compression: float | None = None, rank: int = 1,
                 embedding_k: int | None = None, structure: str = "paper", allocation: str = "global",
-                max_flops_per_token: int | None = None) -> KronConfig:
+                max_flops_per_token: int | None = None, embedding_share: float | None = None) -> KronConfig:
     """One KronConfig from the CLI's choices: a preset, or a target compression, and a structure."""
     if (preset is None) == (compression is None):
         raise PlanError("give exactly one of --preset (kb8, kb21) or --compression X")
-    search = {"structure": structure, "allocation": allocation, "max_flops_per_token": max_flops_per_token}
+    search = {"structure": structure, "allocation": allocation, "max_flops_per_token": max_flops_per_token,
+              "embedding_share": embedding_share}
     if preset is not None:
         config = KronConfig.preset(preset)
         if rank != 1 or embedding_k is not None or structure != "paper":

@@ -59,6 +59,9 @@ class CompressConfig:
             added to stage 2 the same way (dev texts among them are dropped).
         structure: "paper" | "svd" | "search" (see KronConfig): which member of the Kronecker family
             each layer gets. allocation: for "search", "global" or "uniform".
+        embedding_share: for "svd" and "search", the word embedding's share of the factorised parameters
+            (the encoder's matrices split the rest); None: every matrix shrinks alike. A small share (0.2)
+            keeps more of the encoder and scored better on CoLA, worse on SST-2 (benchmarks/results/small_tasks.md).
         calibration: fit the factors to the teacher's activations on the task's training text
             (data-aware nearest Kronecker product) instead of to the bare weights.
         layers: keep this many encoder layers (teacher layers uniformly spaced; the KD layer map
@@ -116,6 +119,7 @@ class CompressConfig:
     # result at ~5x on MiniLM (benchmarks/results/structure_search.md, structure_accuracy.md).
     structure: str = "svd"
     allocation: str = "global"
+    embedding_share: float | None = None
     calibration: bool = True
     layers: int | None = None
     source: dict | None = None
@@ -174,7 +178,7 @@ class CompressConfig:
 
         try:
             return kron_config(self.preset, self.compression, self.rank, self.embedding_k, self.structure,
-                               self.allocation)
+                               self.allocation, embedding_share=self.embedding_share)
         except ValueError as exc:
             raise TrainingError(str(exc)) from None
 

@@ -143,10 +143,17 @@ def shapes_for_compression(roles, config: KronConfig, params_teacher: int, notes
 
 
 def uniform_budgets(roles, config: KronConfig, params_teacher: int) -> dict[str, int]:
-    """Each selected matrix's parameters when all are shrunk by the one factor that meets the target."""
+    """Each selected matrix's parameters when all are shrunk by the one factor that meets the target; with
+    ``config.embedding_share`` the word embeddings get that share of the budget and the others one shrink."""
     target, replaced, kept = _budget(roles, config, params_teacher)
-    shrink = replaced / (target - kept)
-    return {name: int(math.prod(dense_shape(m)) / shrink) for name, m, _ in roles}
+    budget = target - kept
+    embedding = {name for name, m, _ in roles if isinstance(m, nn.Embedding)}
+    if config.embedding_share is None or not embedding or len(embedding) == len(roles):
+        return {name: int(math.prod(dense_shape(m)) / (replaced / budget)) for name, m, _ in roles}
+    embedding_params = sum(math.prod(dense_shape(m)) for name, m, _ in roles if name in embedding)
+    shrink = {True: embedding_params / (budget * config.embedding_share),
+              False: (replaced - embedding_params) / (budget * (1 - config.embedding_share))}
+    return {name: int(math.prod(dense_shape(m)) / shrink[name in embedding]) for name, m, _ in roles}
 
 
 def _budget(roles, config: KronConfig, params_teacher: int) -> tuple[float, int, int]:

@@ -32,6 +32,8 @@ def register(app, friendly_errors) -> None:
         embedding_k: Optional[int] = typer.Option(None, help="Width k of the shared embedding factor."),
         structure: str = typer.Option(G.structure, help="paper | svd | search (as for compress)."),
         allocation: str = typer.Option(G.allocation, help="With --structure search: global | uniform."),
+        embedding_share: Optional[float] = typer.Option(None, help="The word embedding's share of the factorised "
+                                                        "parameters (as for compress; default: the same shrink as the rest)."),
         calibration: bool = typer.Option(G.calibration, "--calibration/--no-calibration",
                                          help="Fit the factors to the teacher's activations on the corpus."),
         layers: Optional[int] = typer.Option(G.layers, help="Keep this many encoder layers (as for compress)."),
@@ -68,7 +70,7 @@ def register(app, friendly_errors) -> None:
         config = GeneralConfig(
             teacher=teacher, compression=compression if compression is not None or preset else G.compression,
             preset=preset, rank=rank, embedding_k=embedding_k, structure=structure, allocation=allocation,
-            layers=layers, calibration=calibration, corpus=corpus, examples=examples or None, max_length=max_length,
+            embedding_share=embedding_share, layers=layers, calibration=calibration, corpus=corpus, examples=examples or None, max_length=max_length,
             epochs=epochs or None, lr=lr, batch_size=batch_size, seed=seed, precision=precision, min_steps=min_steps or None,
             loss_weights=_weights(loss_weights), time_budget_s=time_budget * 60 if time_budget else None,
             checkpoint_seconds=checkpoint_every)
