@@ -32,7 +32,8 @@ class CompressConfig:
         method: "kronecker" (the paper), "svd" (truncated SVD at equal params) or "dense-small".
         stage1: run general KD on the corpus (embedding, attention, hidden losses).
         stage2_kd: stage 2 with every KD loss; False trains on labels only (the no-KD ablation).
-        corpus: unlabelled text file for stage 1 (None: the shipped WikiText-2 validation split).
+        corpus: unlabelled text for stage 1: a text file, wikitext-2 (the shipped validation split, the
+            default) or wikitext-2-all (validation and test, 12,949 chunks).
         stage1_examples / stage2_examples: seeded subsets (None: everything).
         stage1_epochs / stage2_epochs: the least epochs of each stage (``min_steps`` may add more).
         teacher_train_limit: training examples for the teacher fine-tune (None: all).
