@@ -38,7 +38,10 @@ class BenchConfig:
     instructions: bool = _opt(False, "With --target arm64: count guest instructions of one inference per model "
                                      "(TCG plugin; needs qemu-user and gcc).")
     rss: bool = _opt(True, "Measure peak RSS in a fresh process per model and shape (host only).")
-    disabled_optimizers: tuple[str, ...] = _opt((), "ORT optimizer to skip, e.g. SkipLayerNormFusion (repeatable).")
+    disabled_optimizers: tuple[str, ...] = _opt((), "ORT optimizer to skip, e.g. SkipLayerNormFusion (repeatable). "
+                                                    "None given: the runtime's default (runtime.predictor."
+                                                    "DEFAULT_DISABLED_OPTIMIZERS, what a Predictor runs); 'none': "
+                                                    "run every fusion.")
     floor: bool = _opt(True, "Report each model's compute floor (GEMM FLOPs / this CPU's GEMM rate, measured with "
                              "a large-GEMM probe, fp32 and int8, interleaved) and the fraction of it achieved "
                              "(host only).")
@@ -53,7 +56,11 @@ class BenchConfig:
             if not values or any(int(v) < 1 for v in values):
                 raise BenchError(f"--{flag} needs positive integers, got {list(values)}")
             setattr(self, name, tuple(int(v) for v in values))
-        self.disabled_optimizers = tuple(self.disabled_optimizers)
+        # Measure what the runtime ships: an empty list means the Predictor's default, "none" means skip nothing.
+        from runtime.predictor import DEFAULT_DISABLED_OPTIMIZERS
+
+        disabled = tuple(self.disabled_optimizers) or DEFAULT_DISABLED_OPTIMIZERS
+        self.disabled_optimizers = () if disabled == ("none",) else disabled
         if self.target not in TARGETS:
             raise BenchError(f"target must be 'host' or 'arm64', got {self.target!r}")
         if self.target == "host" and (self.cpu or self.instructions):
