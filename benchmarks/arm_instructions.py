@@ -84,7 +84,7 @@ def main() -> int:
     for t in table:
         c = t["instructions"]
         lines.append(f"| {t['cpu']} ({pis.get(t['cpu'], '?')}) | {t['model']} | {t['file_mb']:.2f} | {c[0]:,} | "
-                     f"{c[1] if len(c) > 1 else '—':,} | {t['max_rel_diff']:.2e} | {t['ratio_to_first_model']:.4f} | "
+                     f"{f'{c[1]:,}' if len(c) > 1 else '—'} | {t['max_rel_diff']:.2e} | {t['ratio_to_first_model']:.4f} | "
                      f"{t['emulated_p50_ms'][0]:.0f} |")
     out.with_suffix(".md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))

@@ -6,9 +6,12 @@ a profile and returns how often each fired, so callers and tests can assert on t
 
 Profiles:
   every profile: Gemm -> MatMul+Add (quantizable), rank-1 Kronecker head swap -> 2-D transpose,
-                 small factor between two axis swaps -> left-hand MatMul (no transposes).
+                 small factor between two axis swaps -> left-hand MatMul (no transposes), position ids
+                 counted along input_ids, Kronecker linears kept 4-D with constant reshapes (KronRank4),
+                 so that ORT's SkipLayerNorm and BiasGelu fusions fire on load.
   portable  ai.onnx ops only; attention core -> ONNX ``Attention`` (opset 23).
-  ort       attention core -> ``com.microsoft.MultiHeadAttention``.
+  ort       attention core -> ``com.microsoft.MultiHeadAttention``; bias + GELU -> ``BiasGelu``
+            (``SkipLayerNormalization`` rule off by default: slower on the CPUs measured).
   none      no attention fusion (the plain graph, for comparisons).
 """
 
