@@ -27,6 +27,7 @@ ERRORS = [
     ("kronedge.data.spec", "DataError", ValueError),
     ("kronedge.data.spec", "DataFileError", ValueError),
     ("kronedge.artifact", "ArtifactError", ValueError),
+    ("kronedge.general", "GeneralStudentError", ValueError),
     ("kronedge.teachers", "TeacherError", ValueError),
     ("kronedge.training.config", "TrainingError", ValueError),
     ("kronedge.evaluation", "TeacherNearChanceError", ValueError),
