@@ -121,7 +121,8 @@ def _print_plan(plan) -> None:
                       f"{2 * layer.macs_before / 1e6:.1f} -> {2 * layer.macs_after / 1e6:.2f}",
                       *((f"{errors.get('error_plain', 0):.3f}", "-" if weighted is None else f"{weighted:.3f}")
                         if with_errors else ()))
-    out.print(table)
+    # In a pipe or a log there is no terminal width to respect: print whole layer names, not "encoder.layer.5.int…"
+    (out if out.is_terminal else Console(width=max(out.width, 160), soft_wrap=True)).print(table)
     for note in plan.notes:
         out.print(f"[yellow]note:[/] {note}")
     out.print(

@@ -204,12 +204,15 @@ def test_resume_continues_from_the_saved_step(tmp_path):
     assert [r["step"] for r in logged if "loss" in r] == list(range(1, 13))
 
 
-def test_time_budget_keeps_whole_epochs_and_rescales_the_schedule(tmp_path):
+def test_time_budget_keeps_whole_epochs_and_rescales_the_schedule(tmp_path, monkeypatch):
     data = _toy_data()  # 6 batches of 8 per epoch
     full = TrainConfig(epochs=20, batch_size=8, lr=1e-3, precision="fp32", log_every=1, time_budget_s=1e6)
+    # The trainer's clock advances only inside a step, so the budget's decisions do not depend on the machine's load.
+    clock = {"now": 0.0}
+    monkeypatch.setattr(time, "perf_counter", lambda: clock["now"])
 
     def slow_step(m, b):
-        time.sleep(0.02)  # 20 epochs take >= 2.4 s: a 1 s budget cannot hold them
+        clock["now"] += 0.02  # 20 epochs take 2.4 s: a 1 s budget cannot hold them
         return m(**b).loss, {}
 
     roomy = train_loop(tiny_bert(0), data, slow_step, TrainConfig(**{**full.__dict__, "epochs": 2}), tmp_path / "roomy")
