@@ -24,7 +24,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from .errors import KronedgeError
-from .recipe import DEFAULT_COMPRESSION, DEFAULT_TEACHER
+from .recipe import DEFAULT_COMPRESSION, DEFAULT_TEACHER, structure_kron_config
 from .training.config import TrainConfig, TrainingError, free_field, result_settings, settings_key
 
 logger = logging.getLogger(__name__)
@@ -117,13 +117,7 @@ class GeneralConfig:
         return {name: getattr(self, name) for name in STRUCTURE_FIELDS}
 
     def kron_config(self):
-        from .pipeline import kron_config
-
-        try:
-            return kron_config(self.preset, self.compression, self.rank, self.embedding_k, self.structure,
-                               self.allocation, embedding_share=self.embedding_share)
-        except ValueError as exc:
-            raise TrainingError(str(exc)) from None
+        return structure_kron_config(self)
 
     def distill_config(self):
         from .distill import DistillConfig

@@ -14,6 +14,18 @@ DEFAULT_COMPRESSION = 5.5  # the planner lands on ~5.1x for MiniLM: >= 5x fewer 
 LOSSES = ("embedding", "attention", "hidden", "logits", "supervised")
 
 
+def structure_kron_config(config):
+    """The KronConfig of a config that carries the structure fields (CompressConfig, GeneralConfig): preset or
+    compression, rank, embedding_k, structure, allocation, embedding_share. A bad one is a TrainingError."""
+    from .pipeline import kron_config
+
+    try:
+        return kron_config(config.preset, config.compression, config.rank, config.embedding_k, config.structure,
+                           config.allocation, embedding_share=config.embedding_share)
+    except ValueError as exc:
+        raise TrainingError(str(exc)) from None
+
+
 def default_teacher_config(**changes) -> TrainConfig:
     """The teacher recipe: one epoch of big data; small data gets up to 10 epochs until 600 optimizer
     steps, stopping after 2 evaluations without a better dev score."""
@@ -175,13 +187,7 @@ class CompressConfig:
         return TaskSource(task=self.task, data_dir=self.data_dir)
 
     def kron_config(self):
-        from .pipeline import kron_config
-
-        try:
-            return kron_config(self.preset, self.compression, self.rank, self.embedding_k, self.structure,
-                               self.allocation, embedding_share=self.embedding_share)
-        except ValueError as exc:
-            raise TrainingError(str(exc)) from None
+        return structure_kron_config(self)
 
     def student_config(self, stats: dict | None = None):
         from .students import student_config
