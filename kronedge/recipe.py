@@ -73,8 +73,8 @@ class CompressConfig:
         structure: "paper" | "svd" | "search" (see KronConfig): which member of the Kronecker family
             each layer gets. allocation: for "search", "global" or "uniform".
         embedding_share: for "svd" and "search", the word embedding's share of the factorised parameters
-            (the encoder's matrices split the rest); None: every matrix shrinks alike. A small share (0.2)
-            keeps more of the encoder and scored better on CoLA, worse on SST-2 (benchmarks/results/small_tasks.md).
+            (the encoder's matrices split the rest); None: every matrix shrinks alike. A small share (e.g. 0.2)
+            leaves the encoder more rank, for tasks that turn on syntax more than on which words occur.
         calibration: fit the factors to the teacher's activations on the task's training text
             (data-aware nearest Kronecker product) instead of to the bare weights.
         layers: keep this many encoder layers (teacher layers uniformly spaced; the KD layer map
