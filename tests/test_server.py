@@ -471,7 +471,13 @@ def test_request_timeout_is_504_and_worker_survives(export_dir, shared_predictor
             r = c.post("/v1/classify", json={"texts": ["slow"]})
             assert r.status_code == 504 and r.json()["error"]["code"] == "timeout"
             slow.gate.set()
-            assert c.post("/v1/classify", json={"texts": ["fast now"]}).status_code == 200
+            # The worker still finishes the timed-out batch; until it has, admission may answer 503 (never 5xx else).
+            for _ in range(100):
+                r = c.post("/v1/classify", json={"texts": ["fast now"]})
+                if r.status_code != 503:
+                    break
+                time.sleep(0.05)
+            assert r.status_code == 200, r.text
     finally:
         slow.gate.set()
 
