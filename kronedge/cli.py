@@ -18,6 +18,7 @@ import typer
 from rich.console import Console
 
 from . import __version__
+from .commands.options import Option, with_options
 from .errors import KronedgeError
 
 app = typer.Typer(
@@ -140,34 +141,46 @@ def _layer_progress(what: str):
         yield lambda name: status.update(f"{what}: {name}")
 
 
+# plan and kronize take the same structure options (their defaults: KronConfig's, restated because it needs torch).
+STRUCTURE_OPTIONS = [
+    Option("preset", Optional[str], None, PLAN_HELP["preset"]),
+    Option("compression", Optional[float], None, PLAN_HELP["compression"]),
+    Option("rank", int, 1, PLAN_HELP["rank"]),
+    Option("embedding_k", Optional[int], None, PLAN_HELP["embedding_k"]),
+    Option("structure", str, "paper", PLAN_HELP["structure"]),
+    Option("allocation", str, "global", PLAN_HELP["allocation"]),
+    Option("max_flops_per_token", Optional[int], None, PLAN_HELP["max_flops_per_token"]),
+    Option("embedding_share", Optional[float], None, PLAN_HELP["embedding_share"]),
+    Option("calibration", Optional[str], None, PLAN_HELP["calibration"]),
+    Option("layers", Optional[int], None, PLAN_HELP["layers"]),
+]
+
+
+def _kron_config(values: dict):
+    from .pipeline import kron_config
+
+    return kron_config(values["preset"], values["compression"], values["rank"], values["embedding_k"],
+                       values["structure"], values["allocation"], values["max_flops_per_token"],
+                       values["embedding_share"])
+
+
 @app.command()
 @friendly_errors
-def plan(
-    teacher: str = typer.Argument("builtin:minilm", help=TEACHER_HELP),
-    preset: Optional[str] = typer.Option(None, help=PLAN_HELP["preset"]),
-    compression: Optional[float] = typer.Option(None, help=PLAN_HELP["compression"]),
-    rank: int = typer.Option(1, help=PLAN_HELP["rank"]),
-    embedding_k: Optional[int] = typer.Option(None, help=PLAN_HELP["embedding_k"]),
-    structure: str = typer.Option("paper", help=PLAN_HELP["structure"]),
-    allocation: str = typer.Option("global", help=PLAN_HELP["allocation"]),
-    max_flops_per_token: Optional[int] = typer.Option(None, help=PLAN_HELP["max_flops_per_token"]),
-    embedding_share: Optional[float] = typer.Option(None, help=PLAN_HELP["embedding_share"]),
-    calibration: Optional[str] = typer.Option(None, help=PLAN_HELP["calibration"]),
-    layers: Optional[int] = typer.Option(None, help=PLAN_HELP["layers"]),
-    seq_len: int = typer.Option(128, help="Sequence length for FLOP counts."),
-    as_json: bool = typer.Option(False, "--json", help="Print one JSON object instead of a table."),
-):
+@with_options([Option("teacher", str, "builtin:minilm", TEACHER_HELP, argument=True)], STRUCTURE_OPTIONS,
+              [Option("seq_len", int, 128, "Sequence length for FLOP counts."),
+               Option("as_json", bool, False, "Print one JSON object instead of a table.", flag="--json")])
+def plan(**values):
     """Dry run: every layer's factor shapes, params and FLOPs before/after (and, with weights, the
     starting errors: relative ||W - W_hat||^2 and the same on the calibration inputs). Loads no weights
     unless --structure search or --calibration needs them."""
-    from .pipeline import kron_config, plan_teacher
+    from .pipeline import plan_teacher
 
-    config = kron_config(preset, compression, rank, embedding_k, structure, allocation, max_flops_per_token,
-                         embedding_share)
-    with _layer_progress("searching structures" if structure == "search" else "planning") as progress:
-        result = plan_teacher(teacher, config, seq_len=seq_len, calibration=calibration, progress=progress,
-                              layers=layers)
-    if as_json:
+    config = _kron_config(values)
+    searching = values["structure"] == "search"
+    with _layer_progress("searching structures" if searching else "planning") as progress:
+        result = plan_teacher(values["teacher"], config, seq_len=values["seq_len"], calibration=values["calibration"],
+                              progress=progress, layers=values["layers"])
+    if values["as_json"]:
         print(json.dumps(result.to_dict(), indent=2))
     else:
         _print_plan(result)
@@ -175,30 +188,19 @@ def plan(
 
 @app.command()
 @friendly_errors
-def kronize(
-    teacher: str = typer.Argument(..., help=TEACHER_HELP),
-    out_dir: Path = typer.Option(..., "--out", help="Artifact directory to write (replaced atomically)."),
-    preset: Optional[str] = typer.Option(None, help=PLAN_HELP["preset"]),
-    compression: Optional[float] = typer.Option(None, help=PLAN_HELP["compression"]),
-    rank: int = typer.Option(1, help=PLAN_HELP["rank"]),
-    embedding_k: Optional[int] = typer.Option(None, help=PLAN_HELP["embedding_k"]),
-    structure: str = typer.Option("paper", help=PLAN_HELP["structure"]),
-    allocation: str = typer.Option("global", help=PLAN_HELP["allocation"]),
-    max_flops_per_token: Optional[int] = typer.Option(None, help=PLAN_HELP["max_flops_per_token"]),
-    embedding_share: Optional[float] = typer.Option(None, help=PLAN_HELP["embedding_share"]),
-    calibration: Optional[str] = typer.Option(None, help=PLAN_HELP["calibration"]),
-    layers: Optional[int] = typer.Option(None, help=PLAN_HELP["layers"]),
-    num_labels: int = typer.Option(2, help="Labels of the classification head."),
-    seed: int = typer.Option(0, help="Seed for random weights and new heads."),
-):
+@with_options([Option("teacher", str, ..., TEACHER_HELP, argument=True),
+               Option("out_dir", Path, ..., "Artifact directory to write (replaced atomically).", flag="--out")],
+              STRUCTURE_OPTIONS,
+              [Option("num_labels", int, 2, "Labels of the classification head."),
+               Option("seed", int, 0, "Seed for random weights and new heads.")])
+def kronize(**values):
     """Surgery + nearest-Kronecker (SVD) initialisation, no training; saves an artifact."""
-    from .pipeline import kron_config, kronize_teacher
+    from .pipeline import kronize_teacher
 
-    config = kron_config(preset, compression, rank, embedding_k, structure, allocation, max_flops_per_token,
-                         embedding_share)
     with _layer_progress("kronizing (SVD of every layer)") as progress:
-        path, result = kronize_teacher(teacher, config, out_dir, num_labels=num_labels, seed=seed,
-                                       calibration=calibration, progress=progress, layers=layers)
+        path, result = kronize_teacher(values["teacher"], _kron_config(values), values["out_dir"],
+                                       num_labels=values["num_labels"], seed=values["seed"],
+                                       calibration=values["calibration"], progress=progress, layers=values["layers"])
     out.print(f"wrote {path}: {result.params_teacher / 1e6:.2f}M -> {result.params_student / 1e6:.2f}M params "
               f"({result.compression:.2f}x)")
 
