@@ -71,17 +71,12 @@ def machine() -> dict:
             "flags": cpu_flags(KERNEL_FLAG_PREFIXES)}
 
 
-def default_threads(manifest) -> int | None:
-    """The intra-op thread count a Predictor uses when none is given: 1 for a Kronecker export, else None
-    (ONNX Runtime's default, one per physical core).
-
-    Measured (batch 1, seq 128, AMD EPYC 2 vCPUs, ORT 1.32): a second thread slows kb21 int8 down on an idle
-    machine (21.6 -> 35.3 ms, issue #15) and on a shared one (19.2 -> 60.3 ms,
-    benchmarks/results/speed_followup.md): its many small GEMMs and elementwise ops each pay the pool's
-    hand-off. Dense BERT has GEMMs big enough to split. ``manifest`` is a runtime.contract.Manifest (or its
-    dict); a Kronecker export is one whose graph passes rewrote Kronecker factors.
-    """
-    graph = manifest.get("graph") if isinstance(manifest, dict) else getattr(manifest, "graph", None)
+def default_threads(graph: dict | None) -> int | None:
+    """The intra-op thread count a Predictor uses when none is given, from the manifest's ``graph`` section:
+    1 for a Kronecker export (one whose graph passes rewrote Kronecker factors), else None (ONNX Runtime's
+    default, one per physical core). A Kronecker model's many small GEMMs and elementwise ops each pay the
+    thread pool's hand-off, so a second thread made it slower where measured (benchmarks/results/speed_followup.md);
+    dense BERT's GEMMs are big enough to split."""
     passes = (graph or {}).get("passes") or {}
     kronecker = any(count for name, count in passes.items() if name.startswith("Kron"))
     return 1 if kronecker else None

@@ -187,7 +187,7 @@ class Predictor:
         if not 2 <= self.max_length <= self.manifest.max_length:
             raise PredictorOptionError(f"max_length must be in [2, {self.manifest.max_length}] (the export's limit), got {max_length}")
         self.model_file = model_file
-        self.threads = default_threads(self.manifest) if threads is None else threads
+        self.threads = default_threads(self.manifest.graph) if threads is None else threads
         # Named in every answer so a client can tell which model answered (NAME@VERSION).
         self.name, self.model_version = self.manifest.identity(self.model_dir.resolve().name)
 

@@ -188,9 +188,9 @@ def test_position_ids_rule_needs_the_arange_buffer(raw_kron):
 def test_default_threads_follow_the_model():
     from runtime.hostinfo import default_threads
 
-    assert default_threads({"graph": {"passes": {"KronTranspose": 12, "OnnxAttention": 2}}}) == 1
-    assert default_threads({"graph": {"passes": {"KronTranspose": 0, "KronRank4": 0, "OnnxAttention": 2}}}) is None
-    assert default_threads({"graph": None}) is None
+    assert default_threads({"passes": {"KronTranspose": 12, "OnnxAttention": 2}}) == 1
+    assert default_threads({"passes": {"KronTranspose": 0, "KronRank4": 0, "OnnxAttention": 2}}) is None
+    assert default_threads(None) is None
 
 
 def test_predictor_and_ort_file_skip_the_slow_fusion(informative_export_fp32):
