@@ -180,6 +180,7 @@ def write(args, argv, rows, bench_cmds, speed) -> None:
              f"Command: `{command}`. Speed: `{bench_cmds[0]}`" + (f"; instructions: `{bench_cmds[1]}`" if len(bench_cmds) > 1 else ""), "",
              f"Machine: {json.dumps(speed['machine'])}; load average when written {meta['load_average']} (a shared "
              "2-core machine: all models are timed interleaved, batch 1, seq 128, 1 ORT thread).", "",
+             f"Versions: {json.dumps(speed['environment'])}.", "",
              "Speed students are untrained (`kronedge kronize` of the teacher; size and speed do not depend on the "
              "weights); the metric column is the mean SST-2 dev accuracy of trained `kronedge compress` runs of "
              "the same point (seeds listed in frontier.json), '-' where none was run.", "",
