@@ -286,6 +286,7 @@ class CompressRun:
 
     def save(self, result: CompressResult) -> None:
         from .artifact import save_artifact
+        from .model_card import model_card
         from .training import is_main_process, versions
 
         c, kronecker = self.config, self.config.method == "kronecker"
@@ -306,7 +307,7 @@ class CompressRun:
         result.artifact = self.out
         if is_main_process():
             result.artifact = save_artifact(self.student, self.out, self.loaded.tokenizer_dir, recipe,
-                                            model_card=self.card(recipe))
+                                            model_card=model_card(recipe))
             logger.info(f"[compress] wrote {result.artifact}")
 
     def general_record(self) -> dict | None:
@@ -319,15 +320,3 @@ class CompressRun:
         return {"path": str(self.general.resolve()), "key": info["key"], "teacher": info["teacher"],
                 "teacher_fingerprint": info["teacher_fingerprint"], "corpus": info["corpus"], "texts": info["texts"],
                 "steps": info["steps"], "seconds": info["seconds"], "requested": self.config.general_student}
-
-    def card(self, recipe: dict) -> str:
-        from .model_card import model_card
-
-        general = recipe["general_student"]
-        if general is None:
-            return model_card(recipe)
-        # The card's stage list reads stage1 from the recipe: here stage 1 came from the general student.
-        text = model_card({**recipe, "compress_config": {**recipe["compress_config"], "stage1": False}})
-        return text + (f"\nStage 1 (general KD) is the general student `{general['path']}` (key {general['key']}): "
-                       f"{general['steps']} steps on {general['texts']:,} unlabelled texts ({general['corpus']}) "
-                       f"against `{general['teacher']}`, made once by `kronedge distill-general` and reused.\n")

@@ -13,7 +13,12 @@ METHOD_TEXT = {
 def _stages(recipe: dict) -> list[str]:
     cfg = recipe["compress_config"]
     stages = []
-    if cfg["stage1"]:
+    general = recipe.get("general_student")
+    if general:  # stage 1 was done once, elsewhere, and reused
+        stages.append(f"1. general KD from the general student `{general['path']}` (key {general['key']}): "
+                      f"{general['steps']} steps on {general['texts']:,} unlabelled texts ({general['corpus']}) "
+                      f"against `{general['teacher']}`, made once by `kronedge distill-general` and reused")
+    elif cfg["stage1"]:
         stages.append(f"1. general KD on {cfg['corpus'] or 'WikiText-2 (validation split)'}: "
                       f"{cfg['stage1_examples'] or 'all'} text chunks, {cfg['stage1_epochs']} epoch(s) at least, "
                       f"lr {cfg['stage1_lr']}, losses: embedding MSE + attention-score MSE + hidden MSE")
