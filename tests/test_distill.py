@@ -232,6 +232,7 @@ def test_time_budget_keeps_whole_epochs_and_rescales_the_schedule(tmp_path, monk
         assert result.steps == result.planned_steps
         if result.planned_steps > 10:  # 10: the step the calibration ends, the earliest possible end
             assert result.steps % 6 == 0
+            assert result.epochs_planned * 6 == result.planned_steps  # the budget's epochs, not the 20 asked for
             assert [r for r in logged if "lr" in r][-1]["lr"] == 0.0
     with pytest.raises(ValueError, match="time_budget_s"):
         TrainConfig(time_budget_s=0)

@@ -81,6 +81,7 @@ class Trainer:
         optimizer = build_optimizer(self.modules, config, self.device)
         self.steps_per_epoch = math.ceil(len(self.epoch_batches(0)) / config.grad_accum)
         self.epochs = config.planned_epochs(self.steps_per_epoch)
+        self.epochs_planned = self.epochs  # what the time budget keeps of them (apply_plan)
         total = min(self.steps_per_epoch * self.epochs, config.max_steps or 10**12)
         self.schedule = LinearSchedule(total, config.warmup_ratio)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, self.schedule)
@@ -250,6 +251,7 @@ class Trainer:
 
     def apply_plan(self, plan: BudgetPlan) -> None:
         self.schedule.total = plan.total_steps
+        self.epochs_planned = plan.epochs
         self.report.set_total(plan.total_steps)
 
     def snapshot(self, **changes) -> Progress:
@@ -272,7 +274,7 @@ class Trainer:
             load_best(self.run_dir, model, self.device)
         result = TrainResult(final.step, final.seconds, final.examples / max(final.seconds, 1e-9), self.precision,
                              self.precision_reason, final.best, final.last, final.history, self.resumed_from,
-                             final.total_steps, self.stopped_at_budget, final.stopped_early, self.epochs)
+                             final.total_steps, self.stopped_at_budget, final.stopped_early, self.epochs_planned)
         if self.main:
             mark_done(self.run_dir, final)
             write_json_atomic(self.run_dir / "metrics.json", result.to_dict())
