@@ -85,7 +85,7 @@ def main(argv=None) -> None:
     for compression in args.compressions:
         for method, rank in [("kronecker", r) for r in args.ranks] + [("svd", 1)]:
             try:
-                student, _ = build_student(teacher, student_config(method, kron_config(None, compression, rank, None)))
+                student, _ = build_student(teacher, student_config(method, kron_config(compression=compression, rank=rank)))
             except ValueError as e:  # a rank the planner cannot place at this budget
                 print(f"[init-error] {compression}x {method} rank {rank}: {e}")
                 continue

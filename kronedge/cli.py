@@ -18,7 +18,7 @@ import typer
 from rich.console import Console
 
 from . import __version__
-from .commands.options import Option, with_options
+from .commands.options import Option, config_options, field_docs, with_options
 from .errors import KronedgeError
 
 app = typer.Typer(
@@ -36,7 +36,8 @@ SPEC_FORMS = ("builtin:minilm (packaged all-MiniLM-L6-v2), random:bert-base-unca
               "random:minilm | random:PATH.json (random weights), a local model or artifact directory, or a Hugging Face "
               "hub id.")
 TEACHER_HELP = "Model spec: " + SPEC_FORMS
-# The Kronecker plan's options, shared by plan, kronize and compress (KronConfig cannot be imported without torch).
+# The Kronecker plan's help as the command line says it (KronConfig's docstring speaks of fields, not flags);
+# shared by plan, kronize and compress.
 PLAN_HELP = {
     "preset": "Paper preset: kb8 (KroneckerBERT8, 14.3M params on BERT_BASE) or kb21 (KroneckerBERT21, 5.2M).",
     "compression": "Target compression (teacher params / student params), e.g. 5. Alternative to --preset.",
@@ -44,7 +45,8 @@ PLAN_HELP = {
     "embedding_k": "Width k of the shared embedding factor (divides hidden size).",
     "structure": ("paper: the planner's fixed Kronecker shapes; svd: the rank-r SVD corner of the Kronecker family; "
                   "search: per layer the split and number of terms with the least error (loads the weights)."),
-    "allocation": "With --structure search: global moves parameters to the layers whose error falls most; uniform keeps one shrink.",
+    "allocation": ("With --structure search: global moves parameters between the layers of a role (embedding, attention, "
+                   "ffn_up, ffn_down) to those whose error falls most; across-roles between any layers; uniform keeps one shrink."),
     "max_flops_per_token": ("With --structure search: ceiling on one layer's FLOPs per token "
                             "(default: no more than the SVD corner of the same size)."),
     "embedding_share": ("With --structure svd or search: the word embedding's share of the factorised parameters "
@@ -141,27 +143,26 @@ def _layer_progress(what: str):
         yield lambda name: status.update(f"{what}: {name}")
 
 
-# plan and kronize take the same structure options (their defaults: KronConfig's, restated because it needs torch).
-STRUCTURE_OPTIONS = [
-    Option("preset", Optional[str], None, PLAN_HELP["preset"]),
-    Option("compression", Optional[float], None, PLAN_HELP["compression"]),
-    Option("rank", int, 1, PLAN_HELP["rank"]),
-    Option("embedding_k", Optional[int], None, PLAN_HELP["embedding_k"]),
-    Option("structure", str, "paper", PLAN_HELP["structure"]),
-    Option("allocation", str, "global", PLAN_HELP["allocation"]),
-    Option("max_flops_per_token", Optional[int], None, PLAN_HELP["max_flops_per_token"]),
-    Option("embedding_share", Optional[float], None, PLAN_HELP["embedding_share"]),
-    Option("calibration", Optional[str], None, PLAN_HELP["calibration"]),
-    Option("layers", Optional[int], None, PLAN_HELP["layers"]),
-]
+def structure_options() -> list[Option]:
+    """The structure options of plan and kronize: --preset, KronConfig's own fields (their defaults are
+    KronConfig's), --calibration and --layers."""
+    from .kron_config import KronConfig
+
+    fields = config_options(KronConfig, docs=field_docs(KronConfig) | PLAN_HELP,
+                            exclude=("role_shapes", "layer_shapes", "name"))
+    return [Option("preset", Optional[str], None, PLAN_HELP["preset"]), *fields,
+            Option("calibration", Optional[str], None, PLAN_HELP["calibration"]),
+            Option("layers", Optional[int], None, PLAN_HELP["layers"])]
+
+
+STRUCTURE_OPTIONS = structure_options()
+KRON_FIELDS = [o.field for o in STRUCTURE_OPTIONS if o.field]
 
 
 def _kron_config(values: dict):
     from .pipeline import kron_config
 
-    return kron_config(values["preset"], values["compression"], values["rank"], values["embedding_k"],
-                       values["structure"], values["allocation"], values["max_flops_per_token"],
-                       values["embedding_share"])
+    return kron_config(values["preset"], **{name: values[name] for name in KRON_FIELDS})
 
 
 @app.command()

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 
 from .errors import KronedgeError
-from .layers import KronShape
+from .kron_shape import KronShape
 
 
 class PlanError(KronedgeError, ValueError):

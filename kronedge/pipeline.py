@@ -2,26 +2,23 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 from .planner import KronConfig, Plan, PlanError
 
 
-def kron_config(preset: str | None = None, compression: float | None = None, rank: int = 1,
-                embedding_k: int | None = None, structure: str = "paper", allocation: str = "global",
-                max_flops_per_token: int | None = None, embedding_share: float | None = None) -> KronConfig:
-    """One KronConfig from the CLI's choices: a preset, or a target compression, and a structure."""
-    if (preset is None) == (compression is None):
+def kron_config(preset: str | None = None, **fields) -> KronConfig:
+    """One KronConfig from the CLI's choices: a preset, or a target ``compression``, and any other
+    :class:`KronConfig` fields (those left at KronConfig's defaults keep a preset's own values)."""
+    if (preset is None) == (fields.get("compression") is None):
         raise PlanError("give exactly one of --preset (kb8, kb21) or --compression X")
-    search = {"structure": structure, "allocation": allocation, "max_flops_per_token": max_flops_per_token,
-              "embedding_share": embedding_share}
-    if preset is not None:
-        config = KronConfig.preset(preset)
-        if rank != 1 or embedding_k is not None or structure != "paper":
-            values = config.to_dict() | {"rank": rank, "embedding_k": embedding_k or config.embedding_k} | search
-            config = KronConfig.from_dict(values)
-        return config
-    return KronConfig(compression=compression, rank=rank, embedding_k=embedding_k, **search)
+    if preset is None:
+        return KronConfig(**fields)
+    config = KronConfig.preset(preset)
+    defaults = {f.name: f.default for f in dataclasses.fields(KronConfig)}
+    changes = {k: v for k, v in fields.items() if k != "compression" and v != defaults[k]}
+    return KronConfig.from_dict(config.to_dict() | changes) if changes else config
 
 
 def shallower(model, config: KronConfig, layers: int | None) -> KronConfig:

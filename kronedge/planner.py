@@ -15,7 +15,7 @@ from torch import nn
 from .kron_config import KronConfig, NoMatchingLayersError, PlanError
 from .layer_roles import (FilterFn, attention_core_macs, default_filter, dense_shape, layer_role, roles_of, targets,
                           tokens_per_sequence)
-from .layers import KronShape
+from .kron_shape import KronShape
 from .shape_choice import (choose_embedding_k, choose_linear_shape, linear_candidates, rank_capacity,
                            shapes_for_compression, shapes_from_roles, uniform_budgets)
 

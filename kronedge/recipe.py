@@ -16,12 +16,13 @@ LOSSES = ("embedding", "attention", "hidden", "logits", "supervised")
 
 def structure_kron_config(config):
     """The KronConfig of a config that carries the structure fields (CompressConfig, GeneralConfig): preset or
-    compression, rank, embedding_k, structure, allocation, embedding_share. A bad one is a TrainingError."""
+    compression and whichever other KronConfig fields it carries. A bad one is a TrainingError."""
+    from .kron_config import KronConfig
     from .pipeline import kron_config
 
+    carried = {f.name: getattr(config, f.name) for f in fields(KronConfig) if hasattr(config, f.name)}
     try:
-        return kron_config(config.preset, config.compression, config.rank, config.embedding_k, config.structure,
-                           config.allocation, embedding_share=config.embedding_share)
+        return kron_config(config.preset, **carried)
     except ValueError as exc:
         raise TrainingError(str(exc)) from None
 

@@ -13,7 +13,7 @@ from torch import nn
 
 from .kron_config import KronConfig, PlanError
 from .layer_roles import dense_shape
-from .layers import KronShape
+from .kron_shape import KronShape
 
 
 def divisors(n: int) -> list[int]:

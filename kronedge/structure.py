@@ -25,7 +25,7 @@ from dataclasses import dataclass
 import torch
 
 from .fitting import InputStats, WeightedProblem
-from .layers import KronShape
+from .kron_shape import KronShape
 from .shape_choice import divisors
 
 STRUCTURES = ("paper", "search", "svd")

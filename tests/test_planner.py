@@ -101,7 +101,7 @@ def test_config_checks_itself():
     with pytest.raises(ValueError, match="unknown preset"):
         KronConfig.preset("kb99")
     with pytest.raises(ValueError, match="exactly one of"):
-        kron_config("kb21", 5.0)
+        kron_config("kb21", compression=5.0)
     config = KronConfig.kb21()
     assert KronConfig.from_dict(config.to_dict()) == config
 
