@@ -42,13 +42,15 @@ class GeneralConfig:
         compression / preset / rank / embedding_k / structure / allocation / embedding_share / layers: the student's
             structure, as in CompressConfig (its defaults, so a plain `compress` finds the student).
         calibration: fit the factors to the base teacher's activations on the corpus (data-aware fit).
-        corpus: unlabelled text: None for everything that ships (both WikiText-2 splits and the shipped
-            GLUE tasks' training texts without labels), or a corpus name / text file as for compress.
+        corpus: unlabelled text: a corpus name (general, wikitext-2, wikitext-2-all) or a text file; None:
+            general, everything that ships (both WikiText-2 splits and the shipped GLUE tasks' training
+            texts without labels).
         examples: a seeded subset of this many texts (None: all).
         max_length: tokens per text.
-        epochs: passes over the texts (``min_steps`` may add more); None: 1, or with a time budget
-            ``MAX_BUDGET_EPOCHS``, of which the budget keeps the whole epochs that fit.
-        lr / batch_size / seed / precision / min_steps: the optimisation (see TrainConfig).
+        epochs: passes over the texts (``min_steps`` may add more); None: 1, or with a time budget as
+            many whole epochs as fit, at most ``MAX_BUDGET_EPOCHS``.
+        min_steps: more epochs until this many optimizer steps (None: off).
+        lr / batch_size / seed / precision: the optimisation (see TrainConfig).
         loss_weights: DistillConfig weights of the intermediate losses (default: compress's stage 1).
         time_budget_s: wall-clock seconds for the training (None: every planned epoch).
         checkpoint_seconds: a resumable checkpoint at least this often.

@@ -30,6 +30,14 @@ FLAGS_BEFORE = {
     "finetune": "--task --train --validation --format --text-column --text-pair-column --label-column --problem-type "
                 "--name --out --epochs --min-steps --patience --lr --batch-size --max-length --train-limit --seed "
                 "--precision --data-dir --threads --resume --json",
+    "distill-general": "--teacher --compression --preset --rank --embedding-k --structure --allocation "
+                       "--embedding-share --calibration --no-calibration --layers --corpus --examples --max-length "
+                       "--epochs --lr --batch-size --loss-weights --seed --precision --time-budget --min-steps --out "
+                       "--cache-dir --threads --resume --checkpoint-every --json",
+    "plan": "--preset --compression --rank --embedding-k --structure --allocation --max-flops-per-token "
+            "--embedding-share --calibration --layers --seq-len --json",
+    "kronize": "--out --preset --compression --rank --embedding-k --structure --allocation --max-flops-per-token "
+               "--embedding-share --calibration --layers --num-labels --seed",
     "eval": "--task --data-dir --validation --format --text-column --text-pair-column --label-column --limit --json",
 }
 
@@ -173,3 +181,43 @@ def test_finetune_options_reach_the_train_config(monkeypatch):
     assert result.exit_code == 0, result.output
     assert seen["config"] == default_teacher_config(lr=1e-4, patience=None, time_budget_s=90.0)
     assert (seen["teacher"], seen["source"].task, seen["train_limit"]) == ("random:minilm", "rte", 10)
+
+
+def test_plan_and_kronize_show_kron_config_defaults():
+    from kronedge.kron_config import KronConfig
+
+    for command in ("plan", "kronize"):
+        params = {p.name: p for p in COMMANDS[command].params}
+        for f in dataclasses.fields(KronConfig):
+            if f.name in ("role_shapes", "layer_shapes", "name"):
+                continue  # a preset's, not the command line's
+            assert params[f.name].default == f.default, (command, f.name)
+            assert params[f.name].help, (command, f.name)
+
+
+def test_distill_general_options_reach_the_general_config(monkeypatch, tmp_path):
+    import kronedge.general
+    from kronedge.general import GeneralConfig
+
+    params = {p.name: p for p in COMMANDS["distill-general"].params}
+    renamed = {"time_budget_s": "time_budget", "checkpoint_seconds": "checkpoint_every"}
+    for f in dataclasses.fields(GeneralConfig):
+        assert params[renamed.get(f.name, f.name)].help, f"GeneralConfig.{f.name} has no option with help"
+    seen = {}
+
+    def fake(config, **kwargs):
+        seen.update(config=config, **kwargs)
+        raise SystemExit(0)
+
+    monkeypatch.setattr(kronedge.general, "distill_general", fake)
+    result = runner.invoke(app, ["distill-general", "--teacher", "random:minilm", "--preset", "kb21", "--epochs", "0",
+                                 "--examples", "50", "--time-budget", "3", "--loss-weights", "hidden=2",
+                                 "--no-calibration", "--cache-dir", str(tmp_path), "--threads", "1"])
+    assert result.exit_code == 0, result.output
+    config = seen["config"]
+    assert (config.preset, config.compression, config.epochs, config.examples) == ("kb21", None, None, 50)
+    assert (config.time_budget_s, config.loss_weights, config.calibration) == (180.0, {"hidden": 2.0}, False)
+    assert (seen["cache_dir"], seen["threads"], seen["out"]) == (tmp_path, 1, None)
+
+    runner.invoke(app, ["distill-general"])
+    assert seen["config"] == GeneralConfig()
