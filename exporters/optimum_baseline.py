@@ -38,17 +38,10 @@ def optimum_baseline(model: str, out_dir: str | os.PathLike, target: str = "x86_
     Example:
         >>> optimum_baseline("random:bert-base-uncased", "runs/dense-int8", target="arm64", quantize="int8")
     """
-    from optimum.exporters.onnx import main_export
-    from optimum.onnxruntime import ORTOptimizer, ORTQuantizer
-    from optimum.onnxruntime.configuration import AutoQuantizationConfig, OptimizationConfig
-
     from kronedge.artifact import atomic_directory
 
     from .export import _golden_texts, _task_data, _write_golden, _write_tokenizer, load_source
-    from runtime.hostinfo import versions as installed_versions
-
-    from .identity import model_identity, resolve_task
-    from .manifest import Manifest, file_table, versions
+    from .identity import resolve_task
 
     if quantize not in ("none", "int8"):
         raise ExportError(f"optimum baselines support --quantize none|int8 (dynamic), got {quantize!r}")
@@ -61,48 +54,75 @@ def optimum_baseline(model: str, out_dir: str | os.PathLike, target: str = "x86_
 
     with atomic_directory(out_dir) as out, tempfile.TemporaryDirectory(prefix="kronedge-optimum-") as work:
         work = Path(work)
-        saved = work / "hf"
-        torch_model.save_pretrained(saved, safe_serialization=True)
-        for name in ("tokenizer.json", "vocab.txt", "tokenizer_config.json", "special_tokens_map.json"):
-            if (tokenizer_dir / name).is_file():
-                shutil.copy2(tokenizer_dir / name, saved / name)
-        onnx_dir = work / "onnx"
-        main_export(str(saved), onnx_dir, task="text-classification", local_files_only=True, do_validation=True)
-        current, current_name = onnx_dir, "model.onnx"
-        steps = {"export": "optimum main_export"}
+        onnx_dir, steps = _export(torch_model, tokenizer_dir, work)
+        current = onnx_dir / "model.onnx"
         if optimization_level is not None:
-            optimizer = ORTOptimizer.from_pretrained(current, file_names=[current_name])
-            opt_dir = work / "optimized"
-            optimizer.optimize(OptimizationConfig(optimization_level=optimization_level), opt_dir, file_suffix=None)
-            current, current_name = opt_dir, "model.onnx"
-            steps["optimize"] = f"ORTOptimizer O{optimization_level}"
+            current = _optimize(current, optimization_level, work / "optimized", steps)
         quant_config = None
         if quantize == "int8":
             preset = OPTIMUM_PRESETS["arm64" if target == "arm64" else ("x86_64" if vnni else "x86_64-novnni")]
-            qconfig = getattr(AutoQuantizationConfig, preset)(is_static=False, per_channel=True)
-            _infer_types(current / current_name)  # else: "Unable to find data type" on fused contrib ops
-            quantizer = ORTQuantizer.from_pretrained(current, file_name=current_name)
-            q_dir = work / "quantized"
-            quantizer.quantize(qconfig, q_dir, file_suffix=None)
-            current, current_name = q_dir, "model.onnx"
-            quant_config = {"name": f"optimum-{preset}", "mode": "dynamic", **_jsonable(qconfig.__dict__)}
-            steps["quantize"] = f"ORTQuantizer AutoQuantizationConfig.{preset}(is_static=False, per_channel=True)"
-
-        shutil.copy2(current / current_name, out / "model.onnx")
+            current, quant_config = _quantize(current, preset, work / "quantized", steps)
+        shutil.copy2(current, out / "model.onnx")
         shutil.copy2(onnx_dir / "config.json", out / "config.json")
         _write_tokenizer(tokenizer_dir, out, max_length)
         _write_golden(out, _golden_texts(task_data), max_length)
-        files = file_table(out)
-        name, version = model_identity(None, None, out_dir, files)
-        Manifest(
-            name=name, model_version=version, task=info.task, data_file=info.data_file, labels=list(info.labels),
-            problem_type=info.problem_type, pair_input=info.pair_input, max_length=max_length,
-            opset=_opset(out / "model.onnx"), target=target, profile="optimum",
-            quantization=quant_config, files=files, validation={"optimum": "main_export validation"},
-            versions=versions() | installed_versions(("optimum", "optimum-onnx")),
-            source=source | {"steps": steps},
-        ).write(out / "manifest.json")
+        _write_manifest(out, out_dir, info, max_length, target, quant_config, source | {"steps": steps})
     return Path(out_dir)
+
+
+def _export(torch_model, tokenizer_dir: Path, work: Path) -> tuple[Path, dict]:
+    """optimum's ``main_export`` of the saved model (with its validation): the ONNX directory and the steps."""
+    from optimum.exporters.onnx import main_export
+
+    saved = work / "hf"
+    torch_model.save_pretrained(saved, safe_serialization=True)
+    for name in ("tokenizer.json", "vocab.txt", "tokenizer_config.json", "special_tokens_map.json"):
+        if (tokenizer_dir / name).is_file():
+            shutil.copy2(tokenizer_dir / name, saved / name)
+    onnx_dir = work / "onnx"
+    main_export(str(saved), onnx_dir, task="text-classification", local_files_only=True, do_validation=True)
+    return onnx_dir, {"export": "optimum main_export"}
+
+
+def _optimize(model: Path, level: int, out_dir: Path, steps: dict) -> Path:
+    from optimum.onnxruntime import ORTOptimizer
+    from optimum.onnxruntime.configuration import OptimizationConfig
+
+    optimizer = ORTOptimizer.from_pretrained(model.parent, file_names=[model.name])
+    optimizer.optimize(OptimizationConfig(optimization_level=level), out_dir, file_suffix=None)
+    steps["optimize"] = f"ORTOptimizer O{level}"
+    return out_dir / "model.onnx"
+
+
+def _quantize(model: Path, preset: str, out_dir: Path, steps: dict) -> tuple[Path, dict]:
+    """Dynamic per-channel int8 with optimum's ``AutoQuantizationConfig`` preset: the model and its record."""
+    from optimum.onnxruntime import ORTQuantizer
+    from optimum.onnxruntime.configuration import AutoQuantizationConfig
+
+    qconfig = getattr(AutoQuantizationConfig, preset)(is_static=False, per_channel=True)
+    _infer_types(model)  # else: "Unable to find data type" on fused contrib ops
+    quantizer = ORTQuantizer.from_pretrained(model.parent, file_name=model.name)
+    quantizer.quantize(qconfig, out_dir, file_suffix=None)
+    steps["quantize"] = f"ORTQuantizer AutoQuantizationConfig.{preset}(is_static=False, per_channel=True)"
+    return out_dir / "model.onnx", {"name": f"optimum-{preset}", "mode": "dynamic", **_jsonable(qconfig.__dict__)}
+
+
+def _write_manifest(out: Path, out_dir, info, max_length: int, target: str, quant_config: dict | None,
+                    source: dict) -> None:
+    from runtime.hostinfo import versions as installed_versions
+
+    from .identity import model_identity
+    from .manifest import Manifest, file_table, versions
+
+    files = file_table(out)
+    name, version = model_identity(None, None, out_dir, files)
+    Manifest(
+        name=name, model_version=version, task=info.task, data_file=info.data_file, labels=list(info.labels),
+        problem_type=info.problem_type, pair_input=info.pair_input, max_length=max_length,
+        opset=_opset(out / "model.onnx"), target=target, profile="optimum",
+        quantization=quant_config, files=files, validation={"optimum": "main_export validation"},
+        versions=versions() | installed_versions(("optimum", "optimum-onnx")), source=source,
+    ).write(out / "manifest.json")
 
 
 def _infer_types(path: Path) -> None:
