@@ -29,10 +29,6 @@ from kronedge import qemu  # noqa: E402  (stdlib only)
 # Pi 4 always; Pi 3 and Pi 5 as well by default (the whole suite stays well under a few minutes).
 CPUS = [c.strip() for c in os.environ.get("KRONEDGE_DEVICE_CPUS", "cortex-a72,cortex-a53,cortex-a76").split(",") if c.strip()]
 
-TINY = dict(vocab_size=30522, hidden_size=48, num_hidden_layers=2, num_attention_heads=4, intermediate_size=96,
-            max_position_embeddings=64, type_vocab_size=2, num_labels=2)
-MAX_LEN = 32
-
 
 def _in_ci() -> bool:
     return os.environ.get("CI", "").lower() == "true"
@@ -76,28 +72,3 @@ def qemu_env_plugin(qemu_env):
     if not (shutil.which("qemu-aarch64") and shutil.which("gcc")):
         pytest.fail("instruction counts need bookworm's qemu-user and gcc: run `bash device_tests/ci_setup.sh`")
     return qemu.ensure(plugin=True)
-
-
-@pytest.fixture(scope="session")
-def exported(tmp_path_factory):
-    """A tiny kronized BERT exported by the export part: fp32 (x86_64 target) and int8 (arm64 preset)."""
-    _skip_or_fail()
-    import torch
-    from transformers import BertConfig, BertForSequenceClassification
-
-    from exporters.export import export_model
-    from kronedge.artifact import save_artifact
-    from kronedge.planner import KronConfig
-    from kronedge.surgery import kronize_
-    from kronedge.teachers import minilm_dir
-
-    torch.manual_seed(0)
-    model = BertForSequenceClassification(BertConfig(**TINY)).eval()
-    kronize_(model, KronConfig(compression=7, embedding_k=8))
-    base = tmp_path_factory.mktemp("device")
-    art = base / "kron"
-    save_artifact(model, art, minilm_dir(), {"teacher": "tiny", "kron_config": None})
-    return {
-        "fp32": export_model(art, base / "fp32", target="x86_64", quantize="none", max_length=MAX_LEN),
-        "int8": export_model(art, base / "int8", target="arm64", quantize="int8", max_length=MAX_LEN),
-    }

@@ -9,7 +9,6 @@ a corrupted weight would fail here. Emulated wall time is never asserted on (it 
 
 import json
 import os
-import sys
 import time
 from pathlib import Path
 
@@ -19,40 +18,26 @@ import pytest
 from kronedge import qemu
 from runtime.contract import GOLDEN_MIN_SQNR_DB, sqnr
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "tests"))  # the shared test models (tests/ is on the path only when collected)
-import helpers  # noqa: E402
+import helpers  # tests/helpers.py: the root conftest puts tests/ on the path
 
-# Same default as conftest.py (not imported from it: tests/ has a conftest module too).
+ROOT = Path(__file__).resolve().parents[1]
+
+# Same default as device_tests/conftest.py (not imported from it: the root conftest has that module name too).
 CPUS = [c.strip() for c in os.environ.get("KRONEDGE_DEVICE_CPUS", "cortex-a72,cortex-a53,cortex-a76").split(",")
         if c.strip()]
 
 GUEST = Path(__file__).with_name("guest_predict.py")
 SENTENCES = list(helpers.PROBE_TEXTS) + ["ok", "word " * 40]
-MAX_LEN = 32
 # The host's int8 decisions are clear-cut on these sentences (asserted below), so the guest must agree on
 # every label: a margin this wide is not flipped by ARM's int8 kernels, only by a broken model or runtime.
 MIN_HOST_MARGIN = 0.5
 
 
 @pytest.fixture(scope="module")
-def exported(qemu_env, tmp_path_factory):
-    """The informative tiny kronized BERT exported fp32 (x86_64 target) and int8 (arm64 preset).
-
-    Replaces conftest's ``exported`` (an untrained model whose logits hardly depend on the input); asks
-    for ``qemu_env`` so that it is skipped where the device tests are."""
-    from exporters.export import export_model
-    from kronedge.artifact import save_artifact
-
-    base = tmp_path_factory.mktemp("device")
-    art = save_artifact(helpers.informative_bert(), base / "kron", helpers.tokenizer_dir(),
-                        {"teacher": "tests/helpers.py:informative_bert", "kron_config": None})
-    out = {"fp32": export_model(art, base / "fp32", target="x86_64", quantize="none", max_length=MAX_LEN),
-           "int8": export_model(art, base / "int8", target="arm64", quantize="int8", max_length=MAX_LEN)}
-    for path in out.values():
-        with np.load(path / "golden.npz") as golden:
-            helpers.check_informative(golden["logits"])
-    return out
+def exported(qemu_env, informative_export_fp32, informative_export_int8):
+    """The suite's informative tiny kronized BERT, exported fp32 (x86_64 target) and int8 (arm64 preset) by
+    the root conftest; asks for ``qemu_env`` so that it is skipped where the device tests are."""
+    return {"fp32": informative_export_fp32, "int8": informative_export_int8}
 
 
 def sqnr_db(ref, got) -> float:

@@ -6,7 +6,7 @@ built on it cannot fail. :func:`informative_bert` trains the tiny model for a fe
 labelled toy sentences, so that its logits move by whole units between inputs and both labels occur.
 
 The vocabulary is BERT's uncased WordPiece (30522), the packaged MiniLM tokenizer's, so real text tokenises
-to valid ids. Fixtures that save and export these models live in ``tests/conftest.py``.
+to valid ids. Fixtures that save and export these models live in the root ``conftest.py`` (shared with device_tests/).
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """The torch-free runtime: loading, manifest/hash checks, tokenisation, length buckets, parity with torch.
 
-Built on the informative test model (tests/conftest.py): its logits move by whole units between texts and
+Built on the informative test model (the root conftest.py): its logits move by whole units between texts and
 both labels occur, so each parity, golden and int8 check below is also shown to FAIL on a runtime that
 returns a constant, shuffles its answers, or runs a corrupted weight.
 """
@@ -18,7 +18,7 @@ import helpers
 from runtime.contract import GOLDEN_MIN_SQNR_DB, ModelDirError, sha256_file, sqnr, version_tuple
 from runtime.predictor import Predictor
 
-MAX_LENGTH = 32  # the informative exports' max_length (tests/conftest.py)
+MAX_LENGTH = 32  # the informative exports' max_length (the root conftest.py)
 # int8 against fp32 of the same weights: a signal-to-noise floor, not an atol (style note 11). The
 # informative int8 export scores ~45 dB; a constant, shuffled or corrupted output scores below 10 dB.
 INT8_VS_FP32_MIN_SQNR_DB = 20.0

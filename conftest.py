@@ -1,4 +1,4 @@
-"""Session fixtures shared by the suite: one informative tiny model, saved and exported once.
+"""Session fixtures shared by tests/ and device_tests/: one informative tiny model, saved and exported once.
 
 "Informative" means the outputs depend on the input (see tests/helpers.py): each fixture asserts it, so a
 test built on these fixtures fails when a runtime returns a constant, shuffles its answers, or runs a
@@ -6,14 +6,17 @@ corrupted graph.
 """
 
 import os
+import sys
+from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
+sys.path.insert(0, str(Path(__file__).resolve().parent / "tests"))  # the shared test helpers, for both suites
 
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
-import helpers  # noqa: E402  (tests/ is on sys.path: pytest inserts the rootdir of this conftest)
+import helpers  # noqa: E402
 
 INFORMATIVE_MAX_LENGTH = 32
 
