@@ -8,17 +8,15 @@ evaluate -> artifact with a model card (:mod:`.model_card`). With a general stud
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import time
-from dataclasses import replace
 from pathlib import Path
 
 from .artifact import write_json_atomic
-from .finetune import finetune, require_both_files, teacher_head_spec
+from .compress_checks import check_options
+from .finetune import finetune
 from .recipe import CompressConfig, CompressResult
-from .training import TrainingError
 
 logger = logging.getLogger(__name__)
 
@@ -40,52 +38,6 @@ def compress(config: CompressConfig | None = None, out: str | os.PathLike | None
         >>> result.student_metrics["accuracy"], result.compression
     """
     return CompressRun(config or CompressConfig(), out, run_dir, resume, threads).run()
-
-
-def check_options(config: CompressConfig, out, run_dir: Path, resume: bool, source=None):
-    """Refuse option combinations that cannot work before any training starts.
-
-    Returns:
-        (spec, head): the task's TaskSpec and whether the teacher's own head is used as is (then the
-        spec is in the teacher's label order). Data files are read through once here, so a bad row is
-        one error before anything is written.
-    """
-    if out is not None and config.method == "svd":
-        raise TrainingError("the svd baseline has no artifact format: run it without --out (library: out=None)")
-    saved = run_dir / "compress_config.json"
-    if resume and saved.is_file() and not config.same_recipe(json.loads(saved.read_text())):
-        raise TrainingError(f"--resume: {run_dir} was started with a different recipe ({saved}); "
-                            "rerun with the same options or use another --run-dir")
-    source = source or config.task_source()
-    require_both_files(source, "compress")
-    source.check()  # an unknown task or a bad data file fails here, not after the teacher
-    spec = source.spec
-    if config.unlabelled:
-        from .augment import read_unlabelled
-
-        read_unlabelled(config.unlabelled, spec.is_pair)  # a missing or malformed file too
-    head_spec = teacher_head_spec(config.teacher, spec)  # a user's head with other labels: one error
-    if head_spec is None:
-        from .pipeline import plan_teacher
-
-        # Plans on the meta device (no weights): an impossible compression fails before the fine-tune. A
-        # search needs the weights, so its budget is checked through the SVD corner at the same size.
-        kron = config.kron_config()
-        if kron.structure == "search":
-            kron = replace(kron, structure="svd")
-        plan_teacher(config.teacher, kron, layers=config.layers)
-    return head_spec or spec, head_spec is not None
-
-
-def retention_warning(result: CompressResult, min_retention: float) -> str | None:
-    """The warning for a student that keeps less than ``min_retention`` of its teacher (None when it keeps enough)."""
-    if result.retained >= min_retention:
-        return None
-    p = result.primary_metric
-    return (f"the student keeps only {100 * result.retained:.1f}% of the teacher's {p} "
-            f"({result.student_metrics[p]:.4f} vs {result.teacher_metrics[p]:.4f}), below the "
-            f"{100 * min_retention:.0f}% this recipe aims for: check it on your data before use; more stage-2 steps "
-            "(--min-steps, --stage2-epochs) or a lower --compression usually help")
 
 
 class CompressRun:
@@ -278,7 +230,7 @@ class CompressRun:
         logger.info(f"[compress] student {self.spec.name} dev {p} = {student_metrics[p]:.4f} (teacher "
                     f"{self.teacher_metrics[p]:.4f}, {100 * result.retained:.1f}% of it) at "
                     f"{result.compression:.2f}x fewer embedding+encoder params")
-        warning = retention_warning(result, c.min_retention)
+        warning = result.retention_warning(c.min_retention)
         if warning:
             result.warnings.append(warning)
             logger.warning(f"[compress] WARNING: {warning}")
@@ -286,6 +238,7 @@ class CompressRun:
 
     def save(self, result: CompressResult) -> None:
         from .artifact import save_artifact
+        from .general_store import general_record
         from .model_card import model_card
         from .training import is_main_process, versions
 
@@ -302,21 +255,10 @@ class CompressRun:
                         "examples": len(self.dev)},
             "training": {"seconds": self.seconds, "precision": self.precision, "run_dir": str(self.run_dir)},
             "warnings": result.warnings, "versions": versions(),
-            "general_student": self.general_record(),
+            "general_student": general_record(self.general, c.general_student) if self.general else None,
         }
         result.artifact = self.out
         if is_main_process():
             result.artifact = save_artifact(self.student, self.out, self.loaded.tokenizer_dir, recipe,
                                             model_card=model_card(recipe))
             logger.info(f"[compress] wrote {result.artifact}")
-
-    def general_record(self) -> dict | None:
-        """Which general student the student started from (None: stage 1 ran here, or no stage 1)."""
-        if self.general is None:
-            return None
-        from .general import read_general
-
-        info = read_general(self.general)
-        return {"path": str(self.general.resolve()), "key": info["key"], "teacher": info["teacher"],
-                "teacher_fingerprint": info["teacher_fingerprint"], "corpus": info["corpus"], "texts": info["texts"],
-                "steps": info["steps"], "seconds": info["seconds"], "requested": self.config.general_student}

@@ -113,6 +113,15 @@ def general_key(config: GeneralConfig, fingerprint: str, corpus: str) -> str:
     return settings_key(settings)
 
 
+def general_record(path: Path, requested: str | None) -> dict:
+    """What a compress artifact records of the general student in ``path`` that it started from
+    (``requested``: what the user asked for, a directory or ``auto``)."""
+    info = read_general(path)
+    return {"path": str(Path(path).resolve()), "key": info["key"], "teacher": info["teacher"],
+            "teacher_fingerprint": info["teacher_fingerprint"], "corpus": info["corpus"], "texts": info["texts"],
+            "steps": info["steps"], "seconds": info["seconds"], "requested": requested}
+
+
 def read_general(path: str | os.PathLike) -> dict | None:
     """The record of a finished general student in ``path`` (None when there is none)."""
     from .artifact import read_recipe

@@ -250,6 +250,16 @@ class CompressResult:
         teacher = self.teacher_metrics[self.primary_metric]
         return self.student_metrics[self.primary_metric] / teacher if teacher else float("nan")
 
+    def retention_warning(self, min_retention: float) -> str | None:
+        """The warning for a student that keeps less than ``min_retention`` of its teacher (None when it keeps enough)."""
+        if self.retained >= min_retention:
+            return None
+        p = self.primary_metric
+        return (f"the student keeps only {100 * self.retained:.1f}% of the teacher's {p} "
+                f"({self.student_metrics[p]:.4f} vs {self.teacher_metrics[p]:.4f}), below the "
+                f"{100 * min_retention:.0f}% this recipe aims for: check it on your data before use; more stage-2 steps "
+                "(--min-steps, --stage2-epochs) or a lower --compression usually help")
+
     def to_dict(self) -> dict:
         d = asdict(self)
         d["artifact"] = str(self.artifact) if self.artifact else None

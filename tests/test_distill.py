@@ -475,14 +475,14 @@ def test_resume_refuses_another_recipe_but_not_another_checkpoint_cadence():
 
 
 def test_retention_warning_reaches_the_model_card():
-    from kronedge.compress import CompressConfig, CompressResult, retention_warning
+    from kronedge.compress import CompressConfig, CompressResult
     from kronedge.model_card import model_card
 
     result = CompressResult(None, "t", {"matthews": 0.28}, {"matthews": 0.13}, {"matthews": 0.0}, "matthews", 10, 2, 5.0)
-    warning = retention_warning(result, 0.9)
+    warning = result.retention_warning(0.9)
     assert "46.4%" in warning and "90%" in warning
-    assert retention_warning(CompressResult(None, "t", {"matthews": 0.28}, {"matthews": 0.27}, {}, "matthews", 10, 2,
-                                            5.0), 0.9) is None
+    assert CompressResult(None, "t", {"matthews": 0.28}, {"matthews": 0.27}, {}, "matthews", 10, 2,
+                          5.0).retention_warning(0.9) is None
     recipe = {"task": "cola", "compression": 5.0, "teacher": "t", "teacher_finetuned": "t", "params_teacher": 10,
               "params_student": 2, "metrics": {"teacher": {"matthews": 0.28}, "student": {"matthews": 0.13},
                                                "student_before_training": {"matthews": 0.0}, "primary": "matthews",
