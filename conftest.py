@@ -11,6 +11,11 @@ from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # Each xdist worker gets its share of the cores for torch (and the CLI subprocesses it starts): N workers
+    # each spinning up every core's OpenMP threads oversubscribe the machine and slow the suite down.
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    os.environ.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // workers)))
 sys.path.insert(0, str(Path(__file__).resolve().parent / "tests"))  # the shared test helpers, for both suites
 
 import numpy as np  # noqa: E402
