@@ -94,7 +94,7 @@ def main(argv=None) -> None:
     torch.set_num_threads(args.threads)
     from transformers import AutoTokenizer
 
-    from kronedge.calibration import calibration_texts, collect_input_stats
+    from kronedge.calibration import HOLDOUT_EVERY, calibration_texts, collect_input_stats
     from kronedge.planner import KronConfig
     from kronedge.surgery import kronize_
     from kronedge.teachers import load_teacher
@@ -103,7 +103,8 @@ def main(argv=None) -> None:
     loaded = load_teacher(args.teacher, head="base")
     teacher = loaded.model.eval()
     tokenizer = AutoTokenizer.from_pretrained(loaded.tokenizer_dir)
-    stats = collect_input_stats(teacher, tokenizer, calibration_texts(args.calibration))
+    # with a held-out share, as compress collects them for a search (the fits use every text)
+    stats = collect_input_stats(teacher, tokenizer, calibration_texts(args.calibration), holdout_every=HOLDOUT_EVERY)
     heldout = heldout_texts(args.heldout_task, args.heldout)
     heldout_stats = collect_input_stats(teacher, tokenizer, heldout)
 

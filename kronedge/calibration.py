@@ -17,6 +17,19 @@ from .fitting import InputStats
 from .layer_roles import FilterFn, default_filter
 
 DEFAULT_CALIBRATION_TEXTS = 256
+# A structure search fits on the calibration texts but every HOLDOUT_EVERY-th, and keeps a role off the SVD
+# corners only if its picks also start lower on those: a gain on the fitted texts alone may not carry over.
+HOLDOUT_EVERY = 4
+
+
+def holdout_for(structure: str) -> int:
+    """``collect_input_stats``'s ``holdout_every`` for a structure (only a search uses held-out texts)."""
+    return HOLDOUT_EVERY if structure == "search" else 0
+
+
+def strided_sample(texts: list, limit: int = DEFAULT_CALIBRATION_TEXTS) -> list:
+    """At most ``limit`` texts spread evenly over ``texts`` (deterministic, so plans are reproducible)."""
+    return texts[:: max(1, len(texts) // limit)][:limit]
 
 
 def calibration_texts(source: str | os.PathLike, limit: int = DEFAULT_CALIBRATION_TEXTS, seed: int = 0) -> list:
@@ -30,60 +43,82 @@ def calibration_texts(source: str | os.PathLike, limit: int = DEFAULT_CALIBRATIO
 
     source = str(source)
     if source in TASKS:
-        texts = load_task(source, split="train").texts
-        step = max(1, len(texts) // limit)
-        return texts[::step][:limit]
+        return strided_sample(load_task(source, split="train").texts, limit)
     if not Path(source).exists() and not source.startswith(("wikitext", "builtin:")):
         raise FileNotFoundError(f"calibration text {source!r} is neither a GLUE task, a built-in corpus nor a file")
     return load_corpus(source, limit=limit, seed=seed)
 
 
+class _Recorder:
+    """Adds each forward pass's layer inputs to ``stats`` (and, while ``heldout`` is set, to their held-out part)."""
+
+    def __init__(self, stats: dict[str, InputStats]):
+        self.stats = stats
+        self.heldout = False
+
+    def _entries(self, name: str) -> tuple[InputStats, ...]:
+        entry = self.stats[name]
+        return (entry, entry.heldout) if self.heldout else (entry,)
+
+    def linear(self, name: str):
+        def record(module, args):
+            x = args[0].detach().reshape(-1, args[0].shape[-1]).to(torch.float64)
+            for entry in self._entries(name):
+                entry.second_moment += x.T @ x
+                entry.tokens += x.shape[0]
+        return record
+
+    def tokens(self, name: str, input_ids: torch.Tensor) -> None:
+        for entry in self._entries(name):
+            entry.token_counts += torch.bincount(input_ids.reshape(-1).cpu(), minlength=entry.token_counts.numel()).double()
+            entry.tokens += input_ids.numel()
+
+
+def _empty(module: nn.Module) -> InputStats:
+    if isinstance(module, nn.Linear):
+        return InputStats(second_moment=torch.zeros(module.in_features, module.in_features, dtype=torch.float64))
+    return InputStats(token_counts=torch.zeros(module.num_embeddings, dtype=torch.float64))
+
+
 @torch.no_grad()
 def collect_input_stats(model: nn.Module, tokenizer, texts: list, filter_fn: FilterFn | None = None,
-                        max_length: int = 128) -> dict[str, InputStats]:
+                        max_length: int = 128, holdout_every: int = 0) -> dict[str, InputStats]:
     """Input statistics of every layer ``filter_fn`` selects, from ``model``'s own forward passes.
 
     Args:
         model: the dense teacher (any head); it is run in eval mode and left unchanged.
         tokenizer: a transformers tokenizer for ``model``.
         texts: sentences, or (sentence, sentence) pairs.
+        holdout_every: when > 0, every such text is also counted in each entry's ``heldout`` part
+            (``holdout_for(structure)``).
     """
     filter_fn = filter_fn or default_filter
     stats: dict[str, InputStats] = {}
-    handles = []
-
-    def hook(name):
-        def record(module, args):
-            x = args[0].detach().reshape(-1, args[0].shape[-1]).to(torch.float64)
-            entry = stats[name]
-            entry.second_moment += x.T @ x
-            entry.tokens += x.shape[0]
-        return record
-
-    embeddings = []
+    recorder = _Recorder(stats)
+    handles, embeddings = [], []
     for name, module in model.named_modules():
-        if not filter_fn(module, name):
+        if not filter_fn(module, name) or not isinstance(module, (nn.Linear, nn.Embedding)):
             continue
+        stats[name] = _empty(module)
+        if holdout_every:
+            stats[name].heldout = _empty(module)
         if isinstance(module, nn.Linear):
-            stats[name] = InputStats(second_moment=torch.zeros(module.in_features, module.in_features, dtype=torch.float64))
-            handles.append(module.register_forward_pre_hook(hook(name)))
-        elif isinstance(module, nn.Embedding):
-            stats[name] = InputStats(token_counts=torch.zeros(module.num_embeddings, dtype=torch.float64))
+            handles.append(module.register_forward_pre_hook(recorder.linear(name)))
+        else:
             embeddings.append(name)
 
     was_training = model.training
     model.eval()
     device = next(model.parameters()).device
     try:
-        for text in texts:
+        for i, text in enumerate(texts):
+            recorder.heldout = bool(holdout_every) and i % holdout_every == holdout_every - 1
             pair = tuple(text) if isinstance(text, (tuple, list)) else (text,)
             enc = tokenizer(*pair, truncation=True, max_length=max_length, return_tensors="pt")
             enc = {k: v.to(device) for k, v in enc.items()}
             model(**enc)
             for name in embeddings:
-                stats[name].token_counts += torch.bincount(enc["input_ids"].reshape(-1).cpu(),
-                                                           minlength=stats[name].token_counts.numel()).double()
-                stats[name].tokens += enc["input_ids"].numel()
+                recorder.tokens(name, enc["input_ids"])
     finally:
         for handle in handles:
             handle.remove()

@@ -137,12 +137,12 @@ class CompressRun:
         c = self.config
         if not (c.calibration or c.structure == "search") or c.method != "kronecker" or self.general is not None:
             return None
-        from .calibration import DEFAULT_CALIBRATION_TEXTS, collect_input_stats
+        from .calibration import collect_input_stats, holdout_for, strided_sample
 
-        texts = self.source.load("train", self.spec).texts
-        sample = texts[:: max(1, len(texts) // DEFAULT_CALIBRATION_TEXTS)][:DEFAULT_CALIBRATION_TEXTS]
+        sample = strided_sample(self.source.load("train", self.spec).texts)
         t = time.perf_counter()
-        stats = collect_input_stats(self.teacher, self.tokenizer, sample, max_length=c.max_length)
+        stats = collect_input_stats(self.teacher, self.tokenizer, sample, max_length=c.max_length,
+                                    holdout_every=holdout_for(c.structure))
         self.seconds["calibration"] = round(time.perf_counter() - t, 1)
         return stats
 

@@ -41,6 +41,17 @@ class InputStats:
     # square roots of the Kronecker-approximated covariance per input split, shared by every layer
     # fed the same statistics (Q, K and V see one input)
     roots: dict = field(default_factory=dict, repr=False, compare=False)
+    # the same statistics of a held-out share of the texts (also counted above), when collected: a search
+    # fits on the rest and checks its picks here
+    heldout: InputStats | None = field(default=None, repr=False, compare=False)
+
+    def without_heldout(self) -> InputStats:
+        """The statistics of the texts that were not held out."""
+        held = self.heldout
+        return InputStats(
+            second_moment=None if self.second_moment is None else self.second_moment - held.second_moment,
+            token_counts=None if self.token_counts is None else self.token_counts - held.token_counts,
+            tokens=self.tokens - held.tokens)
 
     def covariance(self) -> torch.Tensor:
         assert self.second_moment is not None and self.tokens > 0, "no linear inputs were recorded"

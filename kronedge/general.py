@@ -222,14 +222,14 @@ class GeneralRun:
 
     def build_student(self) -> None:
         """Surgery on a copy of the base teacher, fitted to its activations on the corpus."""
-        from .calibration import DEFAULT_CALIBRATION_TEXTS, collect_input_stats
+        from .calibration import collect_input_stats, holdout_for, strided_sample
         from .students import KroneckerStudent, build_student, core_params
 
         c, stats = self.config, None
         if c.calibration or c.structure == "search":
-            sample = self.texts[:: max(1, len(self.texts) // DEFAULT_CALIBRATION_TEXTS)][:DEFAULT_CALIBRATION_TEXTS]
             t = time.perf_counter()
-            stats = collect_input_stats(self.teacher, self.tokenizer, sample, max_length=c.max_length)
+            stats = collect_input_stats(self.teacher, self.tokenizer, strided_sample(self.texts), max_length=c.max_length,
+                                        holdout_every=holdout_for(c.structure))
             self.seconds["calibration"] = round(time.perf_counter() - t, 1)
         t = time.perf_counter()
         self.student, self.plan = build_student(self.teacher, KroneckerStudent(c.kron_config(), stats=stats,

@@ -47,16 +47,19 @@ def needs_weights(config: KronConfig, calibration: str | None) -> bool:
     return config.structure == "search" or calibration is not None
 
 
-def teacher_stats(model, tokenizer_dir, calibration: str | None, limit: int | None = None) -> dict | None:
-    """Calibration statistics of ``model`` on ``calibration`` text (a GLUE task, a corpus or a file), or None."""
+def teacher_stats(model, tokenizer_dir, calibration: str | None, limit: int | None = None,
+                  structure: str = "paper") -> dict | None:
+    """Calibration statistics of ``model`` on ``calibration`` text (a GLUE task, a corpus or a file), or None;
+    for a ``structure`` search with a held-out share (``calibration.holdout_for``)."""
     if calibration is None:
         return None
     from transformers import AutoTokenizer
 
-    from .calibration import DEFAULT_CALIBRATION_TEXTS, calibration_texts, collect_input_stats
+    from .calibration import DEFAULT_CALIBRATION_TEXTS, calibration_texts, collect_input_stats, holdout_for
 
     texts = calibration_texts(calibration, limit=limit or DEFAULT_CALIBRATION_TEXTS)
-    return collect_input_stats(model, AutoTokenizer.from_pretrained(tokenizer_dir), texts)
+    return collect_input_stats(model, AutoTokenizer.from_pretrained(tokenizer_dir), texts,
+                               holdout_every=holdout_for(structure))
 
 
 def plan_teacher(teacher: str, config: KronConfig, seq_len: int = 128, calibration: str | None = None,
@@ -79,7 +82,7 @@ def plan_teacher(teacher: str, config: KronConfig, seq_len: int = 128, calibrati
     loaded = load_teacher(teacher, head="base", meta=not needs_weights(config, calibration))
     full = sum(p.numel() for p in loaded.model.parameters())
     config = shallower(loaded.model, config, layers)
-    stats = teacher_stats(loaded.model, loaded.tokenizer_dir, calibration)
+    stats = teacher_stats(loaded.model, loaded.tokenizer_dir, calibration, structure=config.structure)
     plan = plan_model(loaded.model, config, seq_len=seq_len, stats=stats, progress=progress)
     if layers is not None:
         plan.notes.append(f"{layers} layers kept; {full / plan.params_student:.2f}x against the full teacher "
@@ -102,7 +105,7 @@ def kronize_teacher(teacher: str, config: KronConfig, out: str | Path, num_label
     loaded = load_teacher(teacher, head=head, num_labels=num_labels if head != "base" else None, seed=seed)
     full = sum(p.numel() for p in loaded.model.parameters())
     config = shallower(loaded.model, config, layers)
-    stats = teacher_stats(loaded.model, loaded.tokenizer_dir, calibration)
+    stats = teacher_stats(loaded.model, loaded.tokenizer_dir, calibration, structure=config.structure)
     plan = kronize_(loaded.model, config, stats=stats, progress=progress)
     loaded.model.eval()
     recipe = {

@@ -161,11 +161,13 @@ def search_structure(layers: list[tuple[str, str, torch.Tensor]], budgets: dict[
     """
     if allocation not in ALLOCATIONS:
         raise ValueError(f"allocation must be one of {ALLOCATIONS}, got {allocation!r}")
-    stats = stats or {}
+    stats, heldout = _split_heldout(stats or {})
     roles = roles or {name: kind for name, kind, _ in layers}
-    fronts, exact, problems = {}, {}, {}
+    fronts, exact, problems, checks = {}, {}, {}, {}
     for name, kind, weight in layers:
         problem = problems[name] = WeightedProblem(weight, stats.get(name), kind)
+        if name in heldout:
+            checks[name] = WeightedProblem(weight, heldout[name], kind)
         cap = budgets[name] if allocation == "uniform" else 2 * budgets[name]
         found = layer_candidates(problem, kind, cap, max_macs)
         if not found:
@@ -184,7 +186,7 @@ def search_structure(layers: list[tuple[str, str, torch.Tensor]], budgets: dict[
         picks = allocate({n: fronts[n] for n in names}, sum(budgets[n] for n in names))
         picks = {n: _verified(problems[n], pick, exact[n], pick.params) for n, pick in picks.items()}
         if allocation == "global":
-            picks = _guarded(picks, {n: problems[n] for n in names}, exact, budgets)
+            picks = _guarded(picks, {n: problems[n] for n in names}, exact, budgets, checks)
         shapes.update({n: pick.shape for n, pick in picks.items()})
     return shapes
 
@@ -196,12 +198,26 @@ def _group(roles: dict[str, str], names) -> dict[str, list[str]]:
     return groups
 
 
+def _split_heldout(stats: dict[str, InputStats]) -> tuple[dict[str, InputStats], dict[str, InputStats]]:
+    """(the statistics to fit on, those of the held-out texts): all of them and none when nothing was held out."""
+    if not any(s.heldout is not None for s in stats.values()):
+        return stats, {}
+    fitted: dict[int, InputStats] = {}  # layers that share statistics (Q, K, V) keep sharing them
+    for entry in stats.values():
+        fitted.setdefault(id(entry), entry.without_heldout())
+    return {n: fitted[id(s)] for n, s in stats.items()}, {n: s.heldout for n, s in stats.items()}
+
+
 def _guarded(picks: dict[str, Candidate], problems: dict[str, WeightedProblem], exact: dict[str, list[Candidate]],
-             budgets: dict[str, int]) -> dict[str, Candidate]:
+             budgets: dict[str, int], checks: dict[str, WeightedProblem]) -> dict[str, Candidate]:
     """One role's picks, or the exactly scored corner of every layer at its uniform budget unless the
-    picks' summed true error is at least GUARD_MARGIN lower: the search never starts a role worse than SVD."""
+    picks' summed true error is at least GUARD_MARGIN lower, and (with held-out statistics in ``checks``)
+    lower on the held-out texts too: the search never starts a role worse than SVD."""
     def true_error(name: str, c: Candidate) -> float:
         return c.error if problems[name].is_exact(c.shape) else problems[name].error(*problems[name].fit(c.shape))
+
+    def heldout_error(chosen: dict[str, Candidate]) -> float:
+        return sum(checks[n].error(*problems[n].fit(c.shape)) for n, c in chosen.items())
 
     corners = {}
     for name in picks:
@@ -210,7 +226,11 @@ def _guarded(picks: dict[str, Candidate], problems: dict[str, WeightedProblem], 
             return picks
         corners[name] = min(fitting, key=lambda c: c.error)
     searched = sum(true_error(n, c) for n, c in picks.items())
-    return picks if searched < (1 - GUARD_MARGIN) * sum(c.error for c in corners.values()) else corners
+    if searched >= (1 - GUARD_MARGIN) * sum(c.error for c in corners.values()):
+        return corners
+    if all(n in checks for n in picks) and heldout_error(picks) >= heldout_error(corners):
+        return corners
+    return picks
 
 
 def _verified(problem: WeightedProblem, pick: Candidate, exact: list[Candidate], limit: int) -> Candidate:

@@ -269,3 +269,59 @@ def test_compress_with_searched_structure_calibration_and_fewer_layers(tmp_path,
     recipe = json.loads((tmp_path / "art" / "kronedge.json").read_text())
     assert recipe["compress_config"]["structure"] == "search" and recipe["compress_config"]["layers"] == 1
     assert recipe["compress_config"]["layer_map"] == "uniform"
+
+
+def test_calibration_holds_out_every_nth_text_inside_the_totals():
+    model = tiny_bert(seed=0, vocab_size=SMALL_VOCAB)
+    texts = list(PROBE_TEXTS) * 2
+    full = collect_input_stats(model, _SmallVocab(SMALL_VOCAB), texts, holdout_every=3)
+    held_only = collect_input_stats(model, _SmallVocab(SMALL_VOCAB), texts[2::3])
+    rest = collect_input_stats(model, _SmallVocab(SMALL_VOCAB), [t for i, t in enumerate(texts) if i % 3 != 2])
+    for name, entry in full.items():
+        assert entry.heldout.tokens == held_only[name].tokens > 0
+        fitted = entry.without_heldout()
+        assert fitted.tokens == rest[name].tokens
+        if entry.second_moment is not None:
+            torch.testing.assert_close(fitted.second_moment, rest[name].second_moment)
+            torch.testing.assert_close(entry.heldout.second_moment, held_only[name].second_moment)
+        else:
+            assert torch.equal(fitted.token_counts, rest[name].token_counts)
+
+
+class _PenalisesSplits:
+    """A held-out check on which every split (n1 > 1) is far worse than the SVD corner (n1 == 1)."""
+
+    def error(self, a, b) -> float:
+        return 0.0 if a.shape[2] == 1 else 1.0
+
+
+def test_the_guard_keeps_the_corners_when_the_picks_lose_on_heldout_texts():
+    from kronedge.structure import _guarded
+
+    a, b = torch.randn(2, 2, dtype=torch.float64), torch.randn(4, 4, dtype=torch.float64)
+    weight = torch.kron(a, b) + 0.01 * torch.randn(8, 8, dtype=torch.float64)  # nearly one Kronecker product
+    problem = WeightedProblem(weight, None)
+    split = Candidate(KronShape(2, 2, 4, 4), problem.error(*problem.fit(KronShape(2, 2, 4, 4))))
+    corners = [Candidate(svd_corner(8, 8, r), problem.error(*problem.fit(svd_corner(8, 8, r)))) for r in (1, 2)]
+    args = ({"w": split}, {"w": problem}, {"w": corners}, {"w": 32})
+    assert split.error < 0.01 < corners[-1].error  # on the fitted texts the split wins by far
+    assert _guarded(*args, checks={})["w"] is split
+    assert _guarded(*args, checks={"w": _PenalisesSplits()})["w"] is corners[-1]
+    assert _guarded(*args, checks={"w": problem})["w"] is split  # held-out texts that agree keep the split
+
+
+def test_searched_start_is_no_worse_than_svd_on_the_heldout_texts(teacher_and_stats):
+    model, _ = teacher_and_stats
+    stats = collect_input_stats(model, _SmallVocab(SMALL_VOCAB), list(PROBE_TEXTS) * 3, holdout_every=4)
+    layers = dict(model.named_modules())
+    totals = {}
+    for structure in ("search", "svd"):
+        plan = plan_model(model, KronConfig(compression=4, structure=structure), stats=stats)
+        for layer in plan.layers:
+            entry, kind = stats[layer.name], "embedding" if layer.role == "embedding" else "linear"
+            fitted = WeightedProblem(layers[layer.name].weight, entry.without_heldout(), kind)
+            error = WeightedProblem(layers[layer.name].weight, entry.heldout, kind).error(*fitted.fit(layer.kron))
+            totals.setdefault(layer.role, {}).setdefault(structure, 0.0)
+            totals[layer.role][structure] += error
+    worse = {role: t for role, t in totals.items() if t["search"] > t["svd"] + 1e-9}
+    assert not worse, worse
