@@ -170,9 +170,10 @@ def test_global_search_starts_no_role_worse_than_svd(teacher_and_stats, allocati
     assert searched.params_student <= model.num_parameters() / 4 * 1.01  # the same budget as SVD's
     totals = {}
     for mine, theirs in zip(searched.layers, svd.layers):
-        role = totals.setdefault(mine.role, [0.0, 0.0])
-        role[0] += mine.errors["error_weighted"]
-        role[1] += theirs.errors["error_weighted"]
+        for error in ("error_weighted", "error_plain"):
+            role = totals.setdefault((mine.role, error), [0.0, 0.0])
+            role[0] += mine.errors[error]
+            role[1] += theirs.errors[error]
     worse = {role: t for role, t in totals.items() if t[0] > t[1] + 1e-9}
     if allocation == "global":
         assert not worse, worse
@@ -325,3 +326,27 @@ def test_searched_start_is_no_worse_than_svd_on_the_heldout_texts(teacher_and_st
             totals[layer.role][structure] += error
     worse = {role: t for role, t in totals.items() if t["search"] > t["svd"] + 1e-9}
     assert not worse, worse
+
+
+def test_the_guard_keeps_the_corners_when_the_picks_lose_on_the_weights():
+    from kronedge.structure import _guarded
+
+    # W's first four input columns are one Kronecker block, its last four a large rank-1 part that no
+    # split with that B can follow; calibration inputs (almost) never use the last four.
+    g = torch.Generator().manual_seed(0)
+    a, b = torch.randn(2, 1, generator=g, dtype=torch.float64), torch.randn(4, 4, generator=g, dtype=torch.float64)
+    weight = torch.cat([torch.kron(a, b), 10 * torch.outer(torch.randn(8, generator=g, dtype=torch.float64),
+                                                          torch.randn(4, generator=g, dtype=torch.float64))], dim=1)
+    inputs = torch.diag(torch.tensor([1.0] * 4 + [1e-4] * 4, dtype=torch.float64))
+    problem = WeightedProblem(weight, InputStats(second_moment=inputs * 100, tokens=100))
+    split_shape, corner_shape = KronShape(2, 2, 4, 4), svd_corner(8, 8, 1)  # 20 and 16 parameters
+    split = Candidate(split_shape, problem.error(*problem.fit(split_shape)))
+    corner = Candidate(corner_shape, problem.error(*problem.fit(corner_shape)))
+    assert split.error < 0.5 * corner.error  # on the calibration inputs the split wins by far...
+    plain = WeightedProblem(weight, None)
+    assert plain.error(*plain.fit(split_shape)) > plain.error(*plain.fit(corner_shape))  # ...on the weights it loses
+    assert _guarded({"w": split}, {"w": problem}, {"w": [corner]}, {"w": 20}, checks={})["w"] is corner
+    unweighted = WeightedProblem(torch.kron(torch.randn(2, 2, generator=g, dtype=torch.float64), b), None)
+    exact_split = Candidate(split_shape, unweighted.error(*unweighted.fit(split_shape)))
+    exact_corner = Candidate(corner_shape, unweighted.error(*unweighted.fit(corner_shape)))
+    assert _guarded({"w": exact_split}, {"w": unweighted}, {"w": [exact_corner]}, {"w": 20}, checks={})["w"] is exact_split
