@@ -242,3 +242,27 @@ def refresh_manifest_hashes(model_dir) -> None:
     path = Path(model_dir) / MANIFEST_FILE
     manifest = Manifest.load(path)
     Manifest.from_dict({**manifest.to_dict(), "files": file_table(model_dir)}).write(path)
+
+
+def micro_bert(seed=0, layers=2, hidden=24, heads=4, dropout=0.0, labels=2):
+    """A random BertForSequenceClassification over a 60-token vocabulary, for loss and training-loop tests
+    that need no tokenizer (far smaller than :func:`tiny_bert`)."""
+    import torch
+    from transformers import BertConfig, BertForSequenceClassification
+
+    torch.manual_seed(seed)
+    config = BertConfig(vocab_size=60, hidden_size=hidden, num_hidden_layers=layers, num_attention_heads=heads,
+                        intermediate_size=2 * hidden, max_position_embeddings=32, num_labels=labels,
+                        hidden_dropout_prob=dropout, attention_probs_dropout_prob=dropout)
+    return BertForSequenceClassification(config).eval()
+
+
+def micro_data(n=48):
+    """``n`` seeded token sequences of 4-9 ids below 60 (``Encoded``), labelled by the parity of their second id."""
+    import torch
+
+    from kronedge.training import Encoded
+
+    g = torch.Generator().manual_seed(0)
+    ids = [[2] + torch.randint(3, 60, (int(l),), generator=g).tolist() for l in torch.randint(3, 9, (n,), generator=g)]
+    return Encoded(ids, [[0] * len(x) for x in ids], [int(x[1] % 2) for x in ids])

@@ -6,23 +6,15 @@ import time
 
 import pytest
 import torch
-from transformers import BertConfig, BertForSequenceClassification
 
+from helpers import micro_bert, micro_data
 from kronedge.distill import (DistillConfig, Distiller, ScoreCapture, layer_mapping, logit_loss, masked_mse)
 from kronedge.lowrank import LowRankEmbedding, LowRankLinear, equal_param_rank, lowrank_
 from kronedge.planner import KronConfig
 from kronedge.surgery import kronize_
-from kronedge.training import Encoded, TrainConfig, bucket_batches, read_progress, train_loop
+from kronedge.training import TrainConfig, bucket_batches, read_progress, train_loop
 
 LOSSES = ["embedding", "attention", "hidden", "logits", "supervised"]
-
-
-def tiny_bert(seed=0, layers=2, hidden=24, heads=4, dropout=0.0, labels=2):
-    torch.manual_seed(seed)
-    config = BertConfig(vocab_size=60, hidden_size=hidden, num_hidden_layers=layers, num_attention_heads=heads,
-                        intermediate_size=2 * hidden, max_position_embeddings=32, num_labels=labels,
-                        hidden_dropout_prob=dropout, attention_probs_dropout_prob=dropout)
-    return BertForSequenceClassification(config).eval()
 
 
 def batch(seed=0, n=4, t=7, labels=2):
@@ -40,7 +32,7 @@ def only(name, **kw):
 
 @pytest.mark.parametrize("name", LOSSES)
 def test_each_loss_zero_for_identical_and_positive_otherwise(name):
-    teacher = tiny_bert(0)
+    teacher = micro_bert(0)
     b = batch()
     if name == "supervised":
         # Against the gold labels: zero only for a perfect, confident student.
@@ -51,7 +43,7 @@ def test_each_loss_zero_for_identical_and_positive_otherwise(name):
     loss, parts = Distiller(teacher, same, only(name))(same, b)
     assert set(parts) == {name}
     assert float(loss.detach()) == pytest.approx(0.0, abs=1e-10)
-    other = tiny_bert(1)
+    other = micro_bert(1)
     loss, _ = Distiller(teacher, other, only(name))(other, b)
     assert float(loss.detach()) > 1e-7
 
@@ -60,8 +52,8 @@ def test_supervised_and_logit_losses_for_regression():
     s = torch.tensor([[1.0], [2.0]])
     assert float(logit_loss(s, s.clone(), 2.0, regression=True)) == 0.0
     assert float(logit_loss(s, s + 1, 2.0, regression=True)) == pytest.approx(1.0)
-    teacher = tiny_bert(0, labels=1)
-    student = tiny_bert(1, labels=1)
+    teacher = micro_bert(0, labels=1)
+    student = micro_bert(1, labels=1)
     loss, parts = Distiller(teacher, student, DistillConfig())(student, batch(labels=1))
     assert set(parts) == set(LOSSES) and float(loss.detach()) > 0
 
@@ -74,7 +66,7 @@ def test_masked_positions_do_not_count():
 
 
 def test_scores_match_attention_probabilities():
-    model = tiny_bert(0)
+    model = micro_bert(0)
     # Only eager attention returns probabilities (transformers 5 drops them under sdpa).
     model.config._attn_implementation = "eager"
     b = batch()
@@ -87,7 +79,7 @@ def test_scores_match_attention_probabilities():
 
 
 def test_capture_works_on_kronecker_student_and_hooks_are_removed():
-    student = tiny_bert(0)
+    student = micro_bert(0)
     kronize_(student, KronConfig(compression=2))
     with ScoreCapture(student) as cap:
         student(**{k: v for k, v in batch().items() if k != "labels"})
@@ -96,7 +88,7 @@ def test_capture_works_on_kronecker_student_and_hooks_are_removed():
 
 
 def test_one_distillation_step_reduces_the_loss():
-    teacher = tiny_bert(0)
+    teacher = micro_bert(0)
     student = copy.deepcopy(teacher)
     kronize_(student, KronConfig(compression=2))
     student.train()
@@ -115,8 +107,8 @@ def test_uniform_layer_mapping_and_narrow_student():
     assert layer_mapping(1, 6, "uniform") == [5]
     with pytest.raises(ValueError, match="uniform"):
         layer_mapping(3, 6, "one-to-one")
-    teacher = tiny_bert(0, layers=4)
-    student = tiny_bert(1, layers=2, hidden=16)
+    teacher = micro_bert(0, layers=4)
+    student = micro_bert(1, layers=2, hidden=16)
     d = Distiller(teacher, student, DistillConfig(layer_map="uniform"))
     assert d.mapping == [1, 3]
     loss, parts = d(student, batch())
@@ -147,7 +139,7 @@ def test_lowrank_is_exact_at_full_rank_and_matches_kronecker_params():
     torch.testing.assert_close(low(ids), emb(ids), atol=1e-5, rtol=1e-5)
     assert equal_param_rank(100, 12, 8) == 5
 
-    kron, svd = tiny_bert(0), tiny_bert(0)
+    kron, svd = micro_bert(0), micro_bert(0)
     plan = kronize_(kron, KronConfig(compression=2))
     lowrank_(svd, KronConfig(compression=2))
     n_kron = sum(p.numel() for p in kron.parameters())
@@ -165,20 +157,14 @@ def test_bucket_batches_cover_every_example_once_and_group_lengths():
     assert spread < 5  # random batches would spread ~45 tokens
 
 
-def _toy_data(n=48):
-    g = torch.Generator().manual_seed(0)
-    ids = [[2] + torch.randint(3, 60, (int(l),), generator=g).tolist() for l in torch.randint(3, 9, (n,), generator=g)]
-    return Encoded(ids, [[0] * len(x) for x in ids], [int(x[1] % 2) for x in ids])
-
-
 def test_resume_continues_from_the_saved_step(tmp_path):
-    data = _toy_data()
+    data = micro_data()
     config = TrainConfig(epochs=2, batch_size=8, lr=1e-3, precision="fp32", log_every=1)
 
     def step(m, b):
         return m(**b).loss, {}
 
-    reference = tiny_bert(0)
+    reference = micro_bert(0)
     train_loop(reference, data, step, config, tmp_path / "ref")
 
     calls = {"n": 0}
@@ -189,13 +175,13 @@ def test_resume_continues_from_the_saved_step(tmp_path):
             raise KeyboardInterrupt
         return step(m, b)
 
-    model = tiny_bert(0)
+    model = micro_bert(0)
     with pytest.raises(KeyboardInterrupt):
         train_loop(model, data, interrupted, config, tmp_path / "run")
     progress = read_progress(tmp_path / "run")
     assert (progress["step"], progress["epoch"], progress["batch"], progress["done"]) == (8, 1, 2, False)
 
-    resumed = tiny_bert(5)  # different weights: everything must come from the checkpoint
+    resumed = micro_bert(5)  # different weights: everything must come from the checkpoint
     result = train_loop(resumed, data, step, config, tmp_path / "run", resume=True)
     assert result.resumed_from == 8 and result.steps == 12
     for (name, a), b in zip(reference.state_dict().items(), resumed.state_dict().values()):
@@ -205,7 +191,7 @@ def test_resume_continues_from_the_saved_step(tmp_path):
 
 
 def test_time_budget_keeps_whole_epochs_and_rescales_the_schedule(tmp_path, monkeypatch):
-    data = _toy_data()  # 6 batches of 8 per epoch
+    data = micro_data()  # 6 batches of 8 per epoch
     full = TrainConfig(epochs=20, batch_size=8, lr=1e-3, precision="fp32", log_every=1, time_budget_s=1e6)
     # The trainer's clock advances only inside a step, so the budget's decisions do not depend on the machine's load.
     clock = {"now": 0.0}
@@ -215,11 +201,11 @@ def test_time_budget_keeps_whole_epochs_and_rescales_the_schedule(tmp_path, monk
         clock["now"] += 0.02  # 20 epochs take 2.4 s: a 1 s budget cannot hold them
         return m(**b).loss, {}
 
-    roomy = train_loop(tiny_bert(0), data, slow_step, TrainConfig(**{**full.__dict__, "epochs": 2}), tmp_path / "roomy")
+    roomy = train_loop(micro_bert(0), data, slow_step, TrainConfig(**{**full.__dict__, "epochs": 2}), tmp_path / "roomy")
     assert (roomy.steps, roomy.planned_steps, roomy.stopped_at_budget) == (12, 12, False)
 
     tight = TrainConfig(**{**full.__dict__, "time_budget_s": 1.0})
-    result = train_loop(tiny_bert(0), data, slow_step, tight, tmp_path / "tight", eval_fn=lambda m: {"score": 1.0},
+    result = train_loop(micro_bert(0), data, slow_step, tight, tmp_path / "tight", eval_fn=lambda m: {"score": 1.0},
                         primary_metric="score")
     assert result.steps < 120 and result.history
     logged = [json.loads(line) for line in (tmp_path / "tight" / "log.jsonl").read_text().splitlines()]
@@ -365,20 +351,20 @@ def test_min_steps_adds_epochs_to_small_data_only():
 
 
 def test_trainer_reaches_the_minimum_steps_on_small_data(tmp_path):
-    data = _toy_data()  # 6 batches of 8 per epoch
+    data = micro_data()  # 6 batches of 8 per epoch
 
     def step(m, b):
         return m(**b).loss, {}
 
     config = TrainConfig(epochs=1, batch_size=8, lr=1e-3, precision="fp32", min_steps=20)
-    result = train_loop(tiny_bert(0), data, step, config, tmp_path / "small")
+    result = train_loop(micro_bert(0), data, step, config, tmp_path / "small")
     assert result.epochs_planned == 4 and result.steps == 24 >= 20
     big = TrainConfig(epochs=1, batch_size=8, lr=1e-3, precision="fp32", min_steps=4)
-    assert train_loop(tiny_bert(0), data, step, big, tmp_path / "big").steps == 6
+    assert train_loop(micro_bert(0), data, step, big, tmp_path / "big").steps == 6
 
 
 def test_early_stopping_stops_after_patience_and_keeps_the_best(tmp_path):
-    data = _toy_data()
+    data = micro_data()
     scores = iter([0.5, 0.7, 0.6, 0.65, 0.9, 0.95])  # best at the 2nd evaluation, then two worse ones
     seen = []
 
@@ -387,7 +373,7 @@ def test_early_stopping_stops_after_patience_and_keeps_the_best(tmp_path):
         return {"score": next(scores)}
 
     config = TrainConfig(epochs=6, batch_size=8, lr=1e-3, precision="fp32", patience=2)
-    model = tiny_bert(0)
+    model = micro_bert(0)
     result = train_loop(model, data, lambda m, b: (m(**b).loss, {}), config, tmp_path / "run", eval_fn=score,
                         primary_metric="score")
     assert result.stopped_early and len(result.history) == 4 and result.steps == 24
@@ -397,7 +383,7 @@ def test_early_stopping_stops_after_patience_and_keeps_the_best(tmp_path):
     assert read_progress(tmp_path / "run")["stopped_early"]
     never = TrainConfig(epochs=3, batch_size=8, lr=1e-3, precision="fp32")
     scores = iter([0.5, 0.4, 0.3])
-    assert not train_loop(tiny_bert(0), data, lambda m, b: (m(**b).loss, {}), never, tmp_path / "never",
+    assert not train_loop(micro_bert(0), data, lambda m, b: (m(**b).loss, {}), never, tmp_path / "never",
                           eval_fn=lambda m: {"score": next(scores)}, primary_metric="score").stopped_early
 
 

@@ -25,18 +25,6 @@ INT8_VS_FP32_MIN_SQNR_DB = 20.0
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def build_tiny_export(out_dir: Path, max_length: int = MAX_LENGTH, quantize: str = "none") -> Path:
-    """The informative dense model exported with task sst2. Kept for test modules that still import it
-    (test_server_load.py, test_runtime_docker.py); new tests use the conftest fixtures instead."""
-    from exporters.export import export_model
-
-    out_dir = Path(out_dir)
-    if not (out_dir / "manifest.json").is_file():  # built already by another test module this session
-        export_model(helpers.informative_bert(kronecker=False), out_dir, quantize=quantize, task="sst2",
-                     max_length=max_length, tokenizer_dir=helpers.tokenizer_dir())
-    return out_dir
-
-
 @pytest.fixture(scope="module")
 def texts(probe_texts):
     """Probe sentences and the awkward ones (too long, empty, non-ASCII, one word), interleaved so that

@@ -9,7 +9,6 @@ import re
 import shlex
 import shutil
 import subprocess
-import sys
 import venv
 from pathlib import Path
 
@@ -112,8 +111,6 @@ def test_image_pip_install_in_fresh_venv_serves_without_torch(tmp_path, tiny_ima
 
 
 @pytest.fixture(scope="session")
-def tiny_image_export(tmp_path_factory):
-    sys.path.insert(0, str(Path(__file__).parent))
-    from test_runtime import build_tiny_export
-
-    return build_tiny_export(tmp_path_factory.getbasetemp() / "tiny-export")
+def tiny_image_export(informative_export_fp32):
+    """The suite's informative export (root conftest), which the image's runtime must serve."""
+    return informative_export_fp32
