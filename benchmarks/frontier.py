@@ -34,6 +34,7 @@ REFERENCE = "tinybert-4l-312"
 POINTS = [
     *[(f"paper-{c}x", "kronecker", "paper", c, None) for c in (5, 10, 20)],
     *[(f"svd-{c}x", "kronecker", "svd", c, None) for c in (5, 10, 20)],
+    ("svd-5.5x", "kronecker", "svd", 5.5, None),  # what `kronedge compress` builds by default
     *[(f"search-{c}x", "kronecker", "search", c, None) for c in (5, 10, 20)],
     *[(f"dense-small-{c}x", "dense-small", None, c, None) for c in (5, 10, 20)],
     ("search-10x-3L", "kronecker", "search", 10, 3),
