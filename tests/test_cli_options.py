@@ -42,6 +42,20 @@ FLAGS_BEFORE = {
 }
 
 
+def _capture(monkeypatch, module, function: str, *positional: str) -> dict:
+    """Replace ``module.function`` by a stub that records its arguments (positional ones under the names
+    ``positional``, default: ``config``) in the returned dict and ends the command."""
+    seen = {}
+    names = positional or ("config",)
+
+    def fake(*args, **kwargs):
+        seen.update(dict(zip(names, args)), **kwargs)
+        raise SystemExit(0)
+
+    monkeypatch.setattr(module, function, fake)
+    return seen
+
+
 def _flags(command: str) -> set[str]:
     return {flag for p in COMMANDS[command].params for flag in p.opts + p.secondary_opts}
 
@@ -140,13 +154,7 @@ def test_the_data_file_options_are_defined_once():
 def test_compress_options_reach_the_config(monkeypatch, tmp_path):
     import kronedge.compress
 
-    seen = {}
-
-    def fake(config, **kwargs):
-        seen.update(config=config, **kwargs)
-        raise SystemExit(0)
-
-    monkeypatch.setattr(kronedge.compress, "compress", fake)
+    seen = _capture(monkeypatch, kronedge.compress, "compress")
     result = runner.invoke(app, ["compress", "--teacher", "random:minilm", "--preset", "kb21", "--time-budget", "2",
                                  "--patience", "0", "--stage1-examples", "0", "--stage2-examples", "64",
                                  "--loss-weights", "attention=0.5,hidden=2", "--no-kd", "--no-teacher-check",
@@ -169,13 +177,7 @@ def test_compress_options_reach_the_config(monkeypatch, tmp_path):
 def test_finetune_options_reach_the_train_config(monkeypatch):
     import kronedge.finetune
 
-    seen = {}
-
-    def fake(teacher, source, **kwargs):
-        seen.update(teacher=teacher, source=source, **kwargs)
-        raise SystemExit(0)
-
-    monkeypatch.setattr(kronedge.finetune, "finetune", fake)
+    seen = _capture(monkeypatch, kronedge.finetune, "finetune", "teacher", "source")
     result = runner.invoke(app, ["finetune", "random:minilm", "--task", "rte", "--lr", "1e-4", "--patience", "0",
                                  "--time-budget", "1.5", "--train-limit", "10"])
     assert result.exit_code == 0, result.output
@@ -203,13 +205,7 @@ def test_distill_general_options_reach_the_general_config(monkeypatch, tmp_path)
     renamed = {"time_budget_s": "time_budget", "checkpoint_seconds": "checkpoint_every"}
     for f in dataclasses.fields(GeneralConfig):
         assert params[renamed.get(f.name, f.name)].help, f"GeneralConfig.{f.name} has no option with help"
-    seen = {}
-
-    def fake(config, **kwargs):
-        seen.update(config=config, **kwargs)
-        raise SystemExit(0)
-
-    monkeypatch.setattr(kronedge.general, "distill_general", fake)
+    seen = _capture(monkeypatch, kronedge.general, "distill_general")
     result = runner.invoke(app, ["distill-general", "--teacher", "random:minilm", "--preset", "kb21", "--epochs", "0",
                                  "--examples", "50", "--time-budget", "3", "--loss-weights", "hidden=2",
                                  "--no-calibration", "--cache-dir", str(tmp_path), "--threads", "1"])
