@@ -48,7 +48,8 @@ class CompressConfig:
         corpus: unlabelled text for stage 1: a text file, wikitext-2 (the shipped validation split, the
             default) or wikitext-2-all (validation and test, 12,949 chunks).
         stage1_examples / stage2_examples: seeded subsets (None: everything).
-        stage1_epochs / stage2_epochs: the least epochs of each stage (``min_steps`` may add more).
+        stage1_epochs / stage2_epochs: the least epochs of each stage (``stage1_min_steps`` /
+            ``stage2_min_steps`` may add more).
         teacher_train_limit: training examples for the teacher fine-tune (None: all).
         temperature: logit-KD temperature. layer_map: "one-to-one" or "uniform".
         time_budget_s: wall-clock seconds for the training: a teacher fine-tune gets at most a third,
@@ -56,9 +57,12 @@ class CompressConfig:
             whole); each keeps the whole epochs that fit. None: run every planned epoch.
         loss_weights: overrides of DistillConfig weights, e.g. ``{"attention": 0.1}`` (default: the
             paper's unweighted sum); stage 1 always drops the logit and supervised terms.
-        min_steps: the teacher fine-tune and stage 2 get more epochs (at most ``max_epochs``) until
-            they reach this many optimizer steps, so a task of a few thousand examples trains for
-            several epochs while a large one keeps its epochs. stage1_min_steps: the same for stage 1.
+        min_steps: the teacher fine-tune gets more epochs (at most ``max_epochs``) until it reaches
+            this many optimizer steps, so a task of a few thousand examples trains for several epochs
+            while a large one keeps its epochs. stage1_min_steps: the same for stage 1.
+        stage2_min_steps: the same for stage 2, higher than the fine-tune's: a compressed student
+            learns a small task far more slowly than its teacher did (on CoLA it still gains after
+            10 epochs).
         patience: the teacher fine-tune and stage 2 stop after this many epochs without a better
             dev score (the best epoch is kept). None: never stop early.
         check_teacher: stop before distilling when the teacher scores near chance on dev.
@@ -90,7 +94,7 @@ class CompressConfig:
         >>> CompressConfig(task="sst2", compression=5.5, stage1_examples=4000)
     """
 
-    VERSION = 2  # 2: min_steps, stage1_min_steps, max_epochs, patience, check_teacher, min_retention
+    VERSION = 3  # 2: min_steps, stage1_min_steps, max_epochs, patience, check_teacher, min_retention; 3: stage2_min_steps
 
     teacher: str = DEFAULT_TEACHER
     task: str = DEFAULT_TASK
@@ -122,6 +126,7 @@ class CompressConfig:
     data_dir: str | None = None
     min_steps: int | None = 600
     stage1_min_steps: int | None = None
+    stage2_min_steps: int | None = 1800
     max_epochs: int = 10
     patience: int | None = 2
     check_teacher: bool = True
@@ -146,7 +151,8 @@ class CompressConfig:
             raise TrainingError(f"method must be one of {tuple(METHODS)}, not {self.method!r}")
         if (self.compression is None) == (self.preset is None):
             raise TrainingError("give exactly one of compression (e.g. 5.5) or preset (kb8, kb21)")
-        for name in ("stage1_examples", "stage2_examples", "teacher_train_limit", "min_steps", "stage1_min_steps"):
+        for name in ("stage1_examples", "stage2_examples", "teacher_train_limit", "min_steps", "stage1_min_steps",
+                     "stage2_min_steps"):
             value = getattr(self, name)
             if value is not None and value < 1:
                 raise TrainingError(f"{name} must be a positive count or None, got {value}")
@@ -212,7 +218,7 @@ class CompressConfig:
                            lr=self.stage1_lr if one else self.stage2_lr, batch_size=self.batch_size,
                            max_length=self.stage1_max_length if one else self.max_length, seed=self.seed,
                            precision=self.precision, warmup_ratio=0.1, time_budget_s=time_budget_s,
-                           min_steps=self.stage1_min_steps if one else self.min_steps, max_epochs=self.max_epochs,
+                           min_steps=self.stage1_min_steps if one else self.stage2_min_steps, max_epochs=self.max_epochs,
                            patience=None if one else self.patience, checkpoint_seconds=self.checkpoint_seconds)
 
     def to_dict(self) -> dict:

@@ -178,7 +178,7 @@ def test_cli_augment_reaches_the_stage2_trainer(tmp_path, monkeypatch):
     shared_tiny_bert(seed=0).save_pretrained(teacher)
     copy_tokenizer(tokenizer_dir(), teacher)
     args = ["compress", "--teacher", str(teacher), "--compression", "4", "--no-stage1", "--stage2-examples", "12",
-            "--max-length", "32", "--min-steps", "0", "--patience", "0", "--precision", "fp32", "--no-teacher-check",
+            "--max-length", "32", "--min-steps", "0", "--stage2-min-steps", "0", "--patience", "0", "--precision", "fp32", "--no-teacher-check",
             "--out", "art", "--json"]
     runner = CliRunner()
     result = runner.invoke(app, args + ["--run-dir", "run3", "--augment", "3"])

@@ -18,7 +18,7 @@ TICKETS = {"billing": ["i was charged twice", "refund please", "the invoice is w
 NLI = [("a man plays guitar", "someone makes music", "yes"), ("it rains", "the street is dry", "no"),
        ("the cat sleeps", "an animal rests", "yes"), ("she is running", "she sits still", "no")]
 RATINGS = [("terrible", 0.0), ("bad", 1.25), ("fine", 2.5), ("good", 3.75), ("excellent", 5.0)]
-COMMON = ["--compression", "4", "--no-stage1", "--stage2-examples", "12", "--max-length", "32", "--min-steps", "0",
+COMMON = ["--compression", "4", "--no-stage1", "--stage2-examples", "12", "--max-length", "32", "--min-steps", "0", "--stage2-min-steps", "0",
           "--patience", "0", "--precision", "fp32", "--no-teacher-check", "--threads", "1"]
 
 

@@ -492,7 +492,7 @@ def test_cli_defaults_are_the_config_defaults():
     config = CompressConfig()
     for name in ("teacher", "task", "rank", "method", "stage1_examples", "stage1_epochs", "stage1_lr", "stage2_examples",
                  "stage2_epochs", "stage2_lr", "batch_size", "max_length", "temperature", "layer_map", "seed",
-                 "precision", "min_steps", "patience", "min_retention"):
+                 "precision", "min_steps", "stage2_min_steps", "patience", "min_retention"):
         assert shown[name] == getattr(config, name), name
     assert _weights(shown["loss_weights"]) == config.loss_weights
     assert shown["checkpoint_every"] == config.checkpoint_seconds and shown["teacher_check"] == config.check_teacher

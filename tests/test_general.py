@@ -24,7 +24,8 @@ pytestmark = pytest.mark.slow  # each general student or compress trains for sec
 SMALL = dict(compression=4, examples=48, max_length=32, precision="fp32")
 # compress on the tiny teacher in seconds (its head is used as is: no fine-tune)
 COMPRESS = ["--task", "sst2", "--stage2-examples", "32", "--max-length", "32",
-            "--precision", "fp32", "--no-teacher-check", "--min-steps", "0", "--patience", "0", "--json"]
+            "--precision", "fp32", "--no-teacher-check", "--min-steps", "0", "--stage2-min-steps", "0", "--patience", "0",
+            "--json"]
 
 
 @pytest.fixture(scope="module")

@@ -36,10 +36,10 @@ def teacher_dir(tmp_path_factory):
 
 def _command(teacher_dir, workdir, resume=False):
     # stage 1: 128 chunks / 8 = 16 steps; stage 2: 256 examples / 8 = 32 steps an epoch, raised to 3 epochs by
-    # --min-steps, with early stopping on dev (patience 1): the best-epoch bookkeeping crosses the kill too.
+    # --stage2-min-steps, with early stopping on dev (patience 1): the best-epoch bookkeeping crosses the kill too.
     args = [sys.executable, "-m", "kronedge.cli", "compress", "--teacher", str(teacher_dir), "--task", "sst2",
             "--compression", "4", "--stage1-examples", "128", "--stage2-examples", "256",
-            "--max-length", "32", "--batch-size", "8", "--min-steps", "96", "--patience", "1", "--precision", "fp32",
+            "--max-length", "32", "--batch-size", "8", "--stage2-min-steps", "96", "--patience", "1", "--precision", "fp32",
             "--threads", "1", "--no-teacher-check", "--checkpoint-every", "0", "--out", str(workdir / "art"),
             "--run-dir", str(workdir / "run"), "--json"]
     return args + (["--resume"] if resume else [])
