@@ -530,3 +530,15 @@ def test_near_chance_message_points_at_the_budget_when_it_cut_the_teacher(tmp_pa
     text = " ".join(result.output.split())
     assert result.exit_code == 1 and "of chance" in text and "third of --time-budget" in text
     assert not (tmp_path / "run" / "stage1").exists()
+
+
+def test_stage2_has_its_own_minimum_of_steps():
+    from kronedge.compress import CompressConfig
+
+    config = CompressConfig(min_steps=100, stage1_min_steps=50, stage2_min_steps=1800)
+    assert config.teacher_config().min_steps == 100
+    assert config.train_config(1).min_steps == 50
+    assert config.train_config(2).min_steps == 1800
+    # a CoLA-sized task (267 steps an epoch) gets 7 epochs of stage 2; the 20,000-sentence SST-2 default gets 3
+    assert config.train_config(2).planned_epochs(267) == 7 and config.train_config(2).planned_epochs(625) == 3
+    assert CompressConfig(stage2_min_steps=None).train_config(2).planned_epochs(267) == 1
