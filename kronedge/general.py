@@ -118,7 +118,7 @@ class GeneralConfig:
 
     def train_config(self) -> TrainConfig:
         epochs = self.epochs or (MAX_BUDGET_EPOCHS if self.time_budget_s else 1)
-        return TrainConfig(epochs=epochs, max_epochs=max(epochs, 10), lr=self.lr, batch_size=self.batch_size, max_length=self.max_length,
+        return TrainConfig(epochs=epochs, max_epochs=max(epochs, TrainConfig.max_epochs), lr=self.lr, batch_size=self.batch_size, max_length=self.max_length,
                            seed=self.seed, precision=self.precision, warmup_ratio=0.1,
                            time_budget_s=self.time_budget_s, min_steps=self.min_steps,
                            checkpoint_seconds=self.checkpoint_seconds)

@@ -117,9 +117,8 @@ def general_record(path: Path, requested: str | None) -> dict:
     """What a compress artifact records of the general student in ``path`` that it started from
     (``requested``: what the user asked for, a directory or ``auto``)."""
     info = read_general(path)
-    return {"path": str(Path(path).resolve()), "key": info["key"], "teacher": info["teacher"],
-            "teacher_fingerprint": info["teacher_fingerprint"], "corpus": info["corpus"], "texts": info["texts"],
-            "steps": info["steps"], "seconds": info["seconds"], "requested": requested}
+    kept = ("key", "teacher", "teacher_fingerprint", "corpus", "texts", "steps", "seconds")
+    return {"path": str(Path(path).resolve()), **{k: info[k] for k in kept}, "requested": requested}
 
 
 def read_general(path: str | os.PathLike) -> dict | None:

@@ -61,8 +61,7 @@ class CompressConfig:
             this many optimizer steps, so a task of a few thousand examples trains for several epochs
             while a large one keeps its epochs. stage1_min_steps: the same for stage 1.
         stage2_min_steps: the same for stage 2, higher than the fine-tune's: a compressed student
-            learns a small task far more slowly than its teacher did (on CoLA it still gains after
-            10 epochs).
+            learns a small task far more slowly than its teacher did (benchmarks/results/small_tasks.md).
         patience: the teacher fine-tune and stage 2 stop after this many epochs without a better
             dev score (the best epoch is kept). None: never stop early.
         check_teacher: stop before distilling when the teacher scores near chance on dev.
@@ -76,7 +75,7 @@ class CompressConfig:
         unlabelled: a file of in-domain texts without labels (one a line; pair tasks FIRST<TAB>SECOND),
             added to stage 2 the same way (dev texts among them are dropped).
         structure: "paper" | "svd" | "search" (see KronConfig): which member of the Kronecker family
-            each layer gets. allocation: for "search", "global" or "uniform".
+            each layer gets. allocation: for "search", "global", "across-roles" or "uniform".
         embedding_share: for "svd" and "search", the word embedding's share of the factorised parameters
             (the encoder's matrices split the rest); None: every matrix shrinks alike. A small share (e.g. 0.2)
             leaves the encoder more rank, for tasks that turn on syntax more than on which words occur.
@@ -264,7 +263,7 @@ class CompressResult:
         return (f"the student keeps only {100 * self.retained:.1f}% of the teacher's {p} "
                 f"({self.student_metrics[p]:.4f} vs {self.teacher_metrics[p]:.4f}), below the "
                 f"{100 * min_retention:.0f}% this recipe aims for: check it on your data before use; more stage-2 steps "
-                "(--min-steps, --stage2-epochs) or a lower --compression usually help")
+                "(--stage2-min-steps, --stage2-epochs) or a lower --compression usually help")
 
     def to_dict(self) -> dict:
         d = asdict(self)

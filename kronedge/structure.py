@@ -32,7 +32,7 @@ from .shape_choice import divisors
 STRUCTURES = ("paper", "search", "svd")
 ALLOCATIONS = ("uniform", "global", "across-roles")
 # A role leaves the SVD corners only when its searched start is this much lower on the calibration
-# text: a smaller gain did not carry over to held-out text (MiniLM 10x, ffn_down: 0.050 vs 0.048).
+# text: a smaller gain may not carry over to held-out text (benchmarks/results/structure_search.md).
 GUARD_MARGIN = 0.03
 
 
@@ -216,11 +216,18 @@ def _guarded(picks: dict[str, Candidate], problems: dict[str, WeightedProblem], 
     nearest-Kronecker fits) and, with held-out statistics in ``checks``, lower on the held-out texts too:
     the search never starts a role worse than SVD. A few hundred texts estimate a 1536-wide FFN input's
     covariance loosely, so a gain under it alone may be the estimate's noise."""
+    fits: dict[tuple[str, KronShape], tuple] = {}  # each candidate is fitted once for all three checks
+
+    def fit(name: str, shape: KronShape) -> tuple:
+        if (name, shape) not in fits:
+            fits[name, shape] = problems[name].fit(shape)
+        return fits[name, shape]
+
     def true_error(name: str, c: Candidate) -> float:
-        return c.error if problems[name].is_exact(c.shape) else problems[name].error(*problems[name].fit(c.shape))
+        return c.error if problems[name].is_exact(c.shape) else problems[name].error(*fit(name, c.shape))
 
     def heldout_error(chosen: dict[str, Candidate]) -> float:
-        return sum(checks[n].error(*problems[n].fit(c.shape)) for n, c in chosen.items())
+        return sum(checks[n].error(*fit(n, c.shape)) for n, c in chosen.items())
 
     def plain_error(chosen: dict[str, Candidate]) -> float:
         return sum(problems[n].plain_error(*nearest_kronecker(problems[n].weight, c.shape)) for n, c in chosen.items())
