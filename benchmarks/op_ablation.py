@@ -1,11 +1,13 @@
 """Where an exported graph spends its time, by ablation: the same model with one kind of node made free.
 
     python benchmarks/op_ablation.py MODEL_DIR [--seq 128] [--runs 60] [--identity Gelu LayerNormalization Gelu,LayerNormalization]
-        [--tanh-gelu] [--disable BiasGeluFusion] [--also OTHER_MODEL_DIR ...]
+        [--tanh-gelu] [--disable BiasGeluFusion] [--enable MatmulTransposeFusion] [--swaps-as-reshapes]
+        [--also OTHER_MODEL_DIR ...]
 
 Variants, all timed interleaved with the model as exported (1 ORT thread, batch 1, the runtime's session
 options): every node of the given op types replaced by ``Identity`` (what those nodes cost; the outputs are then
-wrong), ``Gelu`` with ``approximate="tanh"``, the model with extra ORT optimizers disabled, and other exported
+wrong), ``Gelu`` with ``approximate="tanh"``, the Kronecker axis swaps made free, the model with extra ORT
+optimizers disabled or with ones the runtime skips enabled, and other exported
 models (e.g. another ``--profile``). The time is the median of the calling thread's CPU time per run
 (``time.thread_time``), which a busy machine inflates far less than wall time.
 """
@@ -41,6 +43,43 @@ def _rewritten(model: onnx.ModelProto, identity: set[str], tanh: bool) -> onnx.M
     return model
 
 
+def _swaps_as_reshapes(model: onnx.ModelProto) -> onnx.ModelProto:
+    """Every axis swap ``Transpose(perm=[0, 1, 3, 2])`` of a constant 4-D Reshape -> a Reshape to the swapped
+    shape: the same tensor sizes everywhere, no copy (what the Kronecker linears' transposes cost)."""
+    from onnx import numpy_helper
+
+    model = onnx.ModelProto.FromString(model.SerializeToString())
+    inits = {t.name: t for t in model.graph.initializer}
+    producers = {out: node for node in model.graph.node for out in node.output}
+    for i, node in enumerate(model.graph.node):
+        source = producers.get(node.input[0]) if node.op_type == "Transpose" else None
+        perm = [list(a.ints) for a in node.attribute if a.name == "perm"]
+        if source is None or source.op_type != "Reshape" or source.input[1] not in inits or perm != [[0, 1, 3, 2]]:
+            continue
+        dims = numpy_helper.to_array(inits[source.input[1]]).tolist()
+        name = f"ablation_swapped_shape_{i}"
+        model.graph.initializer.append(numpy_helper.from_array(np.array(dims[:2] + dims[:1:-1], np.int64), name))
+        node.op_type = "Reshape"
+        node.input.append(name)
+        del node.attribute[:]
+    return model
+
+
+def _write_variants(model_dir: Path, variants: dict, out: Path) -> None:
+    """Each rewritten variant as a copy of ``model_dir`` with its model.onnx (no model.ort and golden.npz, which
+    describe the original)."""
+    import re
+    import shutil
+
+    for label, (path, _) in variants.items():
+        if path == model_dir / "model.onnx":
+            continue
+        target = out / re.sub(r"[^A-Za-z0-9]+", "-", label).strip("-")
+        shutil.copytree(model_dir, target, dirs_exist_ok=True, ignore=shutil.ignore_patterns("model.ort", "golden.npz"))
+        shutil.copyfile(path, target / "model.onnx")
+        print(target)
+
+
 def _feeds(session, seq: int) -> dict:
     ids = np.random.RandomState(0).randint(1000, 2000, (1, seq)).astype(np.int64)
     fill = {"attention_mask": np.ones_like(ids), "token_type_ids": np.zeros_like(ids)}
@@ -55,7 +94,12 @@ def main(argv=None) -> None:
     parser.add_argument("--identity", nargs="*", default=[], help="op types made Identity, comma-joined per variant")
     parser.add_argument("--tanh-gelu", action="store_true")
     parser.add_argument("--disable", nargs="*", default=[], help="ORT optimizers disabled, one variant each")
+    parser.add_argument("--enable", nargs="*", default=[], help="ORT optimizers the runtime skips, turned on, one variant each")
+    parser.add_argument("--swaps-as-reshapes", action="store_true", help="Kronecker axis swaps made free (see _swaps_as_reshapes)")
     parser.add_argument("--also", nargs="*", type=Path, default=[], help="other exported model directories")
+    parser.add_argument("--write", type=Path, default=None,
+                        help="also write each rewritten variant as a model directory here (e.g. for "
+                             "benchmarks/arm_instructions.py), and time nothing")
     args = parser.parse_args(argv)
 
     base = onnx.load(args.model_dir / "model.onnx")
@@ -67,11 +111,20 @@ def main(argv=None) -> None:
         path = work / f"variant{i}.onnx"
         onnx.save(_rewritten(base, ops, tanh), path)
         variants[label] = (path, DEFAULT_DISABLED_OPTIMIZERS)
+    if args.swaps_as_reshapes:
+        path = work / "swaps.onnx"
+        onnx.save(_swaps_as_reshapes(base), path)
+        variants["axis swaps -> Reshape"] = (path, DEFAULT_DISABLED_OPTIMIZERS)
+    for name in args.enable:
+        variants[f"{name} on"] = (args.model_dir / "model.onnx", tuple(o for o in DEFAULT_DISABLED_OPTIMIZERS if o != name))
     for name in args.disable:
         variants[f"{name} off"] = (args.model_dir / "model.onnx", (*DEFAULT_DISABLED_OPTIMIZERS, name))
     for other in args.also:
         variants[str(other)] = (other / "model.onnx", DEFAULT_DISABLED_OPTIMIZERS)
 
+    if args.write is not None:
+        _write_variants(args.model_dir, variants, args.write)
+        return
     sessions = {label: create_session(path, threads=1, disabled_optimizers=off) for label, (path, off) in variants.items()}
     feeds = {label: _feeds(s, args.seq) for label, s in sessions.items()}
     times = {label: [] for label in sessions}

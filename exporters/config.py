@@ -57,6 +57,7 @@ class ExportOptions:
         data_dir: GLUE root for tasks that do not ship with kronedge (passed to ``load_task``).
         vnni: x86_64 only: the CPU has AVX-512 VNNI (u8s8 is safe); False selects u8u8.
         per_channel: quantize weights per output channel (default: the target preset decides).
+        gelu: quantized exports only: "exact" or "tanh" GELU (default: the target preset decides).
         sqnr_floor_db: the int8 logits must keep this signal-to-noise ratio (dB) against PyTorch on
             real sentences; the task metric (``kronedge eval``) is the final judge.
         name: the model's name, e.g. "tickets-kb21"; default: the artifact's directory name (the output
@@ -64,6 +65,8 @@ class ExportOptions:
         model_version: e.g. "1.2.0"; default: the first 12 hex digits of model.onnx's sha256.
         validate: run validation (fails loudly); only tests of the export machinery turn it off.
         ort_format: also write model.ort and its required-operators config.
+        fold_biases: fold the key, value and FFN-down biases into other constants before tracing
+            (exact; three fewer adds per layer, see exporters/bias_folding.py); False for comparisons.
     """
 
     target: str = "x86_64"
@@ -74,9 +77,11 @@ class ExportOptions:
     data_dir: str | None = None
     vnni: bool = True
     per_channel: bool | None = None
+    gelu: str | None = None
     sqnr_floor_db: float = BertOnnxConfig.SQNR_FLOOR_INT8_DB
     validate: bool = True
     ort_format: bool = True
+    fold_biases: bool = True
     calibration_size: int = 128
     name: str | None = None
     model_version: str | None = None
@@ -95,6 +100,8 @@ class ExportOptions:
                         self.model_version is not None and contract.version_problem(self.model_version)):
             if problem:
                 raise ExportError(problem)
+        if self.gelu not in (None, "exact", "tanh"):
+            raise ExportError(f"--gelu must be exact or tanh, got {self.gelu!r}")
         if self.quantize == "int8-static" and not self.task:
             raise ExportError("--quantize int8-static calibrates on real task sentences: give --task (e.g. sst2)")
 

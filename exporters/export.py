@@ -2,7 +2,8 @@
 
 The steps, each its own function so tests and the bench can call them one by one:
 
-  1. :func:`torch_to_onnx`   TorchScript exporter inside :func:`export_mode` (eager attention).
+  1. :func:`torch_to_onnx`   TorchScript exporter inside :func:`export_mode` (eager attention), of a copy
+     whose unneeded bias adds are folded into constants (:mod:`exporters.bias_folding`).
   2. :func:`exporters.passes.optimize`   Gemm -> MatMul+Add, fused attention core (per profile).
   3. :func:`exporters.validate.validate`   names, dynamic axes, shapes, values on new shapes; raises.
   4. :func:`exporters.quantize.quantize`   a target preset (dynamic int8 or static QDQ), re-validated.
@@ -238,6 +239,7 @@ def _export_into(model, out: Path, work: Path, tokenizer_dir: Path, opts: Export
     import onnx
 
     from . import passes
+    from .bias_folding import folded_copy
     from .manifest import build_manifest
     from .quantize import preset_for, quantize as run_quantize
     from .validate import check_domains, check_ort_matches, validate
@@ -246,9 +248,12 @@ def _export_into(model, out: Path, work: Path, tokenizer_dir: Path, opts: Export
     num_heads = config.num_attention_heads
     head_size = config.hidden_size // num_heads
 
-    raw = torch_to_onnx(model, work / "raw.onnx")
+    traced, folded = folded_copy(model) if opts.fold_biases else (model, 0)
+    raw = torch_to_onnx(traced, work / "raw.onnx")
+    del traced  # the copy; validation compares the export with the model as given
     optimized, counts = passes.optimize(onnx.load(raw), opts.profile, num_heads, head_size,
                                         expect_attention=config.num_hidden_layers)
+    counts = {"FoldBiases": folded, **counts}
     fp32_path = work / "model.fp32.onnx"
     onnx.save(optimized, fp32_path)
     check_domains(optimized, opts.profile)
@@ -260,12 +265,18 @@ def _export_into(model, out: Path, work: Path, tokenizer_dir: Path, opts: Export
     preset = None
     final = fp32_path
     if opts.quantize != "none":
-        preset = preset_for(opts.target, opts.quantize, vnni=opts.vnni, per_channel=opts.per_channel)
+        preset = preset_for(opts.target, opts.quantize, vnni=opts.vnni, per_channel=opts.per_channel,
+                            gelu=opts.gelu)
         calibration = None
         if preset.is_static:
             calibration = _calibration_feeds(tokenizer_dir, task_data, opts)
         final = work / "model.int8.onnx"
-        run_quantize(fp32_path, final, preset, calibration=calibration)
+        to_quantize = fp32_path
+        if preset.gelu == "tanh":
+            approximated, counts["GeluTanh"] = passes.approximate_gelu(optimized)
+            to_quantize = work / "model.approx.onnx"
+            onnx.save(approximated, to_quantize)
+        run_quantize(to_quantize, final, preset, calibration=calibration)
         check_domains(onnx.load(final), opts.profile)
         if opts.validate:
             sentences = _sentence_batches(tokenizer_dir, task_data, opts.max_length)

@@ -15,6 +15,8 @@ Presets:
   x86_64(vnni=True)  u8/s8 per-channel (AVX-512 VNNI or AVX-VNNI).
   x86_64(vnni=False) u8/u8 per-channel: u8s8 can saturate in VPMADDUBSW on AVX2/AVX-512 without VNNI.
 Add ``static=True`` for QDQ with activations calibrated on real task sentences (MinMax).
+Every preset writes the GELUs as their tanh approximation (``gelu="tanh"``, passes/gelu_tanh.py): cheaper, and
+far inside the int8 error; ``gelu="exact"`` keeps erf.
 """
 
 from __future__ import annotations
@@ -40,6 +42,7 @@ class QuantPreset:
     calibration_method: str = "minmax"
     quant_format: str = "QOperator"  # dynamic: MatMulInteger/DynamicQuantizeLinear; static: QDQ
     float_max_inner: int = 16  # MatMuls whose constant has at most this many rows stay fp32 (0: quantize all)
+    gelu: str = "tanh"  # "tanh": the quantized graph's GELUs use the tanh approximation (passes/gelu_tanh.py)
 
     def __post_init__(self):
         for field_name in ("activation_type", "weight_type"):
@@ -47,6 +50,8 @@ class QuantPreset:
                 raise ValueError(f"{field_name} must be 'uint8' or 'int8', got {getattr(self, field_name)!r}")
         if not self.is_static and self.activation_type != "uint8":
             raise ValueError("dynamic quantisation in ONNX Runtime quantizes activations to uint8; use static=True for int8")
+        if self.gelu not in ("exact", "tanh"):
+            raise ValueError(f"gelu must be 'exact' or 'tanh', got {self.gelu!r}")
         if self.quant_format not in ("QOperator", "QDQ"):
             raise ValueError(f"quant_format must be QOperator or QDQ, got {self.quant_format!r}")
 
@@ -70,8 +75,10 @@ class QuantPreset:
         return out
 
 
-def preset_for(target: str, quantize: str, vnni: bool = True, per_channel: bool | None = None) -> QuantPreset:
-    """The preset for a target and a --quantize choice ("int8" dynamic, "int8-static")."""
+def preset_for(target: str, quantize: str, vnni: bool = True, per_channel: bool | None = None,
+               gelu: str | None = None) -> QuantPreset:
+    """The preset for a target and a --quantize choice ("int8" dynamic, "int8-static"); ``per_channel`` and
+    ``gelu`` override the preset's when given."""
     static = quantize == "int8-static"
     if quantize not in ("int8", "int8-static"):
         raise ValueError(f"no quantisation preset for {quantize!r}")
@@ -81,7 +88,8 @@ def preset_for(target: str, quantize: str, vnni: bool = True, per_channel: bool 
         preset = QuantPreset.x86_64(vnni=vnni, static=static)
     else:
         raise ValueError(f"unknown target {target!r}; choose arm64 or x86_64")
-    return preset if per_channel is None else replace(preset, per_channel=per_channel)
+    overrides = {k: v for k, v in (("per_channel", per_channel), ("gelu", gelu)) if v is not None}
+    return replace(preset, **overrides)
 
 
 def small_inner_matmuls(model, max_inner: int) -> list[str]:

@@ -27,10 +27,12 @@ from .errors import KronedgeError
 from .hostinfo import default_threads
 
 GRAPH_OPT_LEVELS = ("disabled", "basic", "extended", "all")
-# ORT fusions that are measured slower than the ops they replace, skipped unless a caller asks for them.
-# SkipLayerNormFusion: ORT 1.32's fused CPU kernel took 0.41 ms against 0.07 ms for Add + Add + LayerNormalization
-# at (1, 128, 768), 1 thread, AMD EPYC (benchmarks/results/speed_fusions.md); on kb21 int8 it cost ~8 ms per run.
-DEFAULT_DISABLED_OPTIMIZERS = ("SkipLayerNormFusion",)
+# ORT fusions that are measured slower than the ops they replace, skipped unless a caller asks for them
+# (benchmarks/results/speed_fusions.md, speed_folds.md):
+# - SkipLayerNormFusion: ORT's fused CPU kernel is slower than Add + Add + LayerNormalization.
+# - MatmulTransposeFusion: folding a Transpose of the last two axes into MatMul(transA=1) turns one flat GEMM
+#   over all tokens into one tiny GEMM per token (a Kronecker linear's factor swap); the explicit Transpose is cheaper.
+DEFAULT_DISABLED_OPTIMIZERS = ("SkipLayerNormFusion", "MatmulTransposeFusion")
 
 Text = str
 Pair = Sequence[str]  # (first, second) for pair tasks such as RTE

@@ -82,8 +82,9 @@ def test_directory_matches_interface(portable):
         assert sha256(portable / name) == entry["sha256"] and (portable / name).stat().st_size == entry["bytes"]
     assert manifest["validation"]["fp32"]["passed"] and manifest["validation"]["fp32"]["max_abs_diff"] <= 1e-4
     # every (rank-1) Kronecker linear had its head swap simplified; each layer's attention core fused
-    # and every Kronecker linear (+ the word embedding) keeps the (batch, sequence) axes
-    assert manifest["graph"]["passes"] == {"GemmToMatMulAdd": 2, "KronTranspose": KRON_LINEARS,
+    # and every Kronecker linear (+ the word embedding) keeps the (batch, sequence) axes; the key, value and
+    # FFN-down biases of every layer were folded away before tracing
+    assert manifest["graph"]["passes"] == {"FoldBiases": 3 * LAYERS, "GemmToMatMulAdd": 2, "KronTranspose": KRON_LINEARS,
                                            "KronSmallLeft": SMALL_LEFT, "PositionIds": 1, "OnnxAttention": LAYERS,
                                            "KronRank4": KRON_LINEARS + 1}
     golden = np.load(portable / "golden.npz")
@@ -376,6 +377,9 @@ def test_quant_presets():
     assert QuantPreset.x86_64(vnni=False).weight_type == "uint8" and QuantPreset.x86_64().weight_type == "int8"
     assert preset_for("arm64", "int8-static").quant_format == "QDQ"
     assert preset_for("x86_64", "int8", per_channel=False).per_channel is False
+    assert arm.gelu == "tanh" and preset_for("arm64", "int8", gelu="exact").gelu == "exact"
+    with pytest.raises(ValueError, match="gelu"):
+        QuantPreset("bad", gelu="quick")
     with pytest.raises(ValueError, match="dynamic quantisation"):
         QuantPreset("bad", activation_type="int8")
 
@@ -455,3 +459,34 @@ def test_kron_small_left_rule_refuses(case):
              "shared-transpose": lambda: _small_left_graph(4, None, shared=True)}[case]()
     _, counts = passes.optimize(model, "none", 1, 1)
     assert counts["KronSmallLeft"] == 0
+
+
+def _gelu_modes(path: Path) -> list[str]:
+    graph = onnx.load(path)
+    return [next((a.s.decode() for a in n.attribute if a.name == "approximate"), "none")
+            for n in graph.graph.node if n.op_type == "Gelu"]
+
+
+def test_int8_export_uses_the_tanh_gelu_and_fp32_the_exact_one(int8, portable):
+    assert _gelu_modes(portable / "model.onnx") == ["none"] * LAYERS  # fp32 must match PyTorch's erf GELU
+    assert _gelu_modes(int8 / "model.onnx") == ["tanh"] * LAYERS
+    manifest = json.loads((int8 / "manifest.json").read_text())
+    assert manifest["quantization"]["gelu"] == "tanh" and manifest["graph"]["passes"]["GeluTanh"] == LAYERS
+
+
+def test_gelu_tanh_rule_changes_values_by_little():
+    from onnx import TensorProto, helper
+
+    from exporters.passes import approximate_gelu
+    from runtime.predictor import create_session
+
+    graph = helper.make_graph([helper.make_node("Gelu", ["x"], ["y"])], "g",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [64])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [64])])
+    exact = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 23)])
+    approx, count = approximate_gelu(exact)
+    assert count == 1 and approximate_gelu(approx)[1] == 0  # an approximate GELU is left alone
+    x = {"x": np.linspace(-6, 6, 64, dtype=np.float32)}
+    diff = np.abs(create_session(exact.SerializeToString()).run(None, x)[0]
+                  - create_session(approx.SerializeToString()).run(None, x)[0]).max()
+    assert 1e-6 < diff < 1e-3

@@ -40,6 +40,15 @@ def session_ops(model, tmp_path, disabled=DEFAULT_DISABLED_OPTIMIZERS) -> Counte
     return op_counts(onnx.load(out))
 
 
+def trans_a_matmuls(model, tmp_path, disabled=DEFAULT_DISABLED_OPTIMIZERS) -> int:
+    """FusedMatMul nodes with transA=1 (an axis swap folded into the product) in the graph ORT runs."""
+    source = model.SerializeToString() if isinstance(model, onnx.ModelProto) else model
+    out = tmp_path / "session_optimized.onnx"
+    create_session(source, threads=1, optimized_model_path=out, disabled_optimizers=disabled)
+    return sum(any(a.name == "transA" and a.i == 1 for a in n.attribute)
+               for n in onnx.load(out).graph.node if n.op_type == "FusedMatMul")
+
+
 @pytest.fixture(scope="module")
 def raw_kron(tmp_path_factory):
     """The untrained tiny kronized BERT as the TorchScript exporter writes it (before any rule)."""
@@ -98,9 +107,26 @@ def test_int8_session_graph(raw_kron, tmp_path):
     ops = session_ops(tmp_path / "int8.onnx", tmp_path)
     assert ops["BiasGelu"] == LAYERS and ops["LayerNormalization"] == LAYER_NORMS
     # int8 keeps the axis swaps in front of quantized products (MatMulInteger has no transA): on the tiny
-    # shapes three per layer (the Q/K/V input shared, attention output, FFN up); none from the rules
-    assert ops["Transpose"] == 3 * LAYERS
+    # shapes three per layer (the Q/K/V input shared, attention output, FFN up); none from the rules.
+    # The runtime's default also keeps the swap before the fp32 small-factor product (MatmulTransposeFusion off).
+    in_file = op_counts(onnx.load(tmp_path / "int8.onnx"))["Transpose"]
+    assert ops["Transpose"] == in_file and trans_a_matmuls(tmp_path / "int8.onnx", tmp_path) == 0
+    folded = session_ops(tmp_path / "int8.onnx", tmp_path, disabled=("SkipLayerNormFusion",))
+    assert folded["Transpose"] == 3 * LAYERS < in_file  # ORT's fusion would fold the fp32 ones
+    assert trans_a_matmuls(tmp_path / "int8.onnx", tmp_path, disabled=("SkipLayerNormFusion",)) > 0
     assert ops["DynamicQuantizeMatMul"] + ops["MatMulIntegerToFloat"] > 0
+
+
+def test_default_session_keeps_the_axis_swap_out_of_matmul(raw_kron, tmp_path):
+    """MatMul(transA) over (B, S, p, q) runs one tiny GEMM per token; the runtime keeps the Transpose instead,
+    so that the product is one GEMM over all tokens (benchmarks/results/speed_folds.md)."""
+    graph, _ = passes.optimize(raw_kron, "portable", HEADS, HEAD_SIZE)
+    in_file = op_counts(graph)["Transpose"]
+    default = session_ops(graph, tmp_path)
+    assert in_file > 0 and default["Transpose"] == in_file and trans_a_matmuls(graph, tmp_path) == 0
+    fused = session_ops(graph, tmp_path, disabled=("SkipLayerNormFusion",))
+    # ORT's fusion folds every one (a swap shared by Q, K and V into each of the three products)
+    assert fused["Transpose"] == 0 and trans_a_matmuls(graph, tmp_path, disabled=("SkipLayerNormFusion",)) >= in_file
 
 
 # --- KronRank4 on a hand-written chain ---------------------------------------------------------------

@@ -23,6 +23,7 @@ from ..config import ExportError
 from .attention_mha import MultiHeadAttentionRule
 from .attention_onnx import OnnxAttentionRule
 from .bias_gelu import BiasGeluRule
+from .gelu_tanh import GeluTanhRule
 from .gemm_to_matmul import GemmToMatMulAddRule
 from .kron_rank4 import KronRank4Rule
 from .kron_small_left import KronSmallLeftReshapeRule, KronSmallLeftRule
@@ -113,6 +114,16 @@ def optimize(model: onnx.ModelProto, profile: str, num_heads: int, head_size: in
         raise ExportError(f"fused {fused} attention cores, expected {expect_attention} (one per layer); "
                          f"the exported attention does not have the eager BERT pattern")
     return optimized, counts
+
+
+def approximate_gelu(model: onnx.ModelProto) -> tuple[onnx.ModelProto, int]:
+    """Every exact GELU -> ``approximate="tanh"`` (for quantized exports; see gelu_tanh.py); ``(model, count)``."""
+    from onnxscript import ir
+    from onnxscript.rewriter import RewriteRuleSet
+
+    ir_model = ir.from_proto(model)
+    count = RewriteRuleSet([GeluTanhRule.rule()]).apply_to_model(ir_model)
+    return ir.to_proto(ir_model), count
 
 
 def _opset(model: onnx.ModelProto) -> int:

@@ -30,6 +30,10 @@ def register(app, friendly_errors) -> None:
         no_vnni: bool = typer.Option(False, "--no-vnni", help="x86_64 without AVX-512/AVX VNNI: u8/u8 weights."),
         sqnr_floor: float = typer.Option(20.0, help="int8 only: minimum SQNR (dB) of the logits vs PyTorch on real "
                                                     "sentences, else the export fails."),
+        gelu: Optional[str] = typer.Option(None, help="int8 only: exact | tanh GELU (default: the target's preset, "
+                                                      "tanh: as accurate after int8, and cheaper)."),
+        fold_biases: bool = typer.Option(True, help="Fold the key, value and FFN-down biases into other constants "
+                                                    "(exact; three fewer adds per layer)."),
         name: Optional[str] = typer.Option(None, "--name", metavar="NAME[@VERSION]",
                                            help="The model's name and version, answered by /v1/model and every "
                                                 "/v1/classify (e.g. tickets-kb21@1.2.0). Default: the artifact's "
@@ -47,7 +51,8 @@ def register(app, friendly_errors) -> None:
             path = export_model(model, out_dir, target=target, quantize=quantize, profile=profile, task=task,
                                 max_length=max_length,
                                 data_dir=str(data_dir) if data_dir else None, vnni=not no_vnni,
-                                sqnr_floor_db=sqnr_floor, name=model_name, model_version=model_version)
+                                sqnr_floor_db=sqnr_floor, name=model_name, model_version=model_version,
+                                gelu=gelu, fold_biases=fold_biases)
         typer.echo(summary_text(path))
 
 
