@@ -4,7 +4,7 @@ a smaller dense BERT, and shallower searched students, against TinyBERT-4L-312's
 Per point: int8 `model.onnx` bytes, x86 latency at 1 ORT thread (batch 1, seq 128, all models
 interleaved in one `kronedge bench` so a load change hits them alike), executed cortex-a72 (Pi 4)
 instructions of one inference under QEMU, and, when `--runs` names trained `kronedge compress`
-artifacts, the SST-2 dev metric (mean over seeds). Speed and size do not depend on the weights, so
+artifacts, the dev metric per task (SST-2 accuracy, CoLA MCC; mean over seeds). Speed and size do not depend on the weights, so
 the speed students are built without training: `kronedge kronize` of the teacher (its real weights,
 which the search needs to pick shapes), the dense-small student sliced from it, and the reference
 with random weights.
@@ -100,9 +100,9 @@ def export(artifact: Path, target: str, work: Path, commands: list[str]) -> Path
     return out
 
 
-def accuracy(runs: list[Path]) -> dict[str, dict]:
-    """SST-2 dev metric per point label, mean over the seeds found among ``runs`` (compress artifacts)."""
-    found: dict[str, list] = {}
+def accuracy(runs: list[Path]) -> dict[str, dict[str, dict]]:
+    """Dev metric per point label and task, mean over the seeds found among ``runs`` (compress artifacts)."""
+    found: dict[str, dict[str, list]] = {}
     for run in runs:
         recipe = json.loads((run / "kronedge.json").read_text())
         c = recipe["compress_config"]
@@ -115,10 +115,11 @@ def accuracy(runs: list[Path]) -> dict[str, dict]:
             label = f"{c.get('structure', 'svd')}-{target}x" + (f"-{c['layers']}L" if c.get("layers") else "")
         metrics = recipe["metrics"]
         primary = metrics["primary"]
-        found.setdefault(label, []).append({"run": str(run), "seed": c.get("seed"), "value": metrics["student"][primary],
-                                            "metric": f"{recipe.get('task')} dev {primary}",
-                                            "teacher": metrics["teacher"][primary]})
-    return {label: {"mean": sum(r["value"] for r in rs) / len(rs), "runs": rs} for label, rs in found.items()}
+        found.setdefault(label, {}).setdefault(recipe.get("task"), []).append(
+            {"run": str(run), "seed": c.get("seed"), "value": metrics["student"][primary], "metric": primary,
+             "teacher": metrics["teacher"][primary]})
+    return {label: {task: {"mean": sum(r["value"] for r in rs) / len(rs), "runs": rs} for task, rs in tasks.items()}
+            for label, tasks in found.items()}
 
 
 def main(argv=None) -> None:
@@ -131,6 +132,8 @@ def main(argv=None) -> None:
     parser.add_argument("--no-arm", action="store_true", help="skip the emulated cortex-a72 instruction counts")
     parser.add_argument("--runs", nargs="*", type=Path, default=[], help="trained compress artifacts (accuracy)")
     parser.add_argument("--out", type=Path, default=RESULTS / "frontier.json")
+    parser.add_argument("--reuse-bench", action="store_true",
+                        help="keep WORK's bench-x86.json / bench-a72.json when they hold every point (e.g. to add runs)")
     args = parser.parse_args(argv)
 
     known = {p[0]: p for p in POINTS}
@@ -149,15 +152,16 @@ def main(argv=None) -> None:
     names = [r["point"] for r in rows]
     speed = args.work / "bench-x86.json"
     bench_cmds = []
-    sh(["kronedge", "bench", *map(str, x86), *sum((["--name", n] for n in names), []), "--seq", "128",
-        "--threads", "1", "--iters", str(args.iters), "--no-rss", "-o", str(speed)], bench_cmds)
+    bench(["kronedge", "bench", *map(str, x86), *sum((["--name", n] for n in names), []), "--seq", "128",
+           "--threads", "1", "--iters", str(args.iters), "--no-rss", "-o", str(speed)], bench_cmds, speed, names,
+          args.reuse_bench)
     by_name = {r["model"]: r for r in json.loads(speed.read_text())["rows"]}
     counts = {}
     if not args.no_arm:
         insn = args.work / "bench-a72.json"
-        sh(["kronedge", "bench", *map(str, arm), *sum((["--name", n] for n in names), []), "--target", "arm64",
-            "--cpu", "cortex-a72", "--instructions", "--seq", "128", "--threads", "1", "--warmup", "1", "--iters", "1",
-            "-o", str(insn)], bench_cmds)
+        bench(["kronedge", "bench", *map(str, arm), *sum((["--name", n] for n in names), []), "--target", "arm64",
+               "--cpu", "cortex-a72", "--instructions", "--seq", "128", "--threads", "1", "--warmup", "1", "--iters",
+               "1", "-o", str(insn)], bench_cmds, insn, names, args.reuse_bench)
         counts = {r["model"]: r["instructions"] for r in json.loads(insn.read_text())["rows"]}
     acc = accuracy(args.runs)
     for row in rows:
@@ -166,6 +170,23 @@ def main(argv=None) -> None:
                     "x86_p90_ms": round(b["p90_ms"], 3), "a72_instructions": counts.get(row["point"]),
                     "accuracy": acc.get(row["point"])})
     write(args, argv, rows, bench_cmds, json.loads(speed.read_text()))
+
+
+def bench(cmd: list[str], log: list[str], out: Path, names: list[str], reuse: bool) -> None:
+    """Run one ``kronedge bench`` command, or with ``reuse`` keep its earlier output when it covers ``names``."""
+    if reuse and out.exists() and set(names) <= {r["model"] for r in json.loads(out.read_text())["rows"]}:
+        log.append(json.loads(out.read_text())["command"].replace(sys.executable, "python"))
+        return
+    sh(cmd, log)
+
+
+def _cell(accuracy: dict | None, task: str) -> str:
+    entry = (accuracy or {}).get(task)
+    if entry is None:
+        return "-"
+    values = [r["value"] for r in entry["runs"]]
+    spread = f" ±{(max(values) - min(values)) / 2:.4f}" if len(values) > 1 else ""
+    return f"{entry['mean']:.4f}{spread} ({len(values)})"
 
 
 def write(args, argv, rows, bench_cmds, speed) -> None:
@@ -183,10 +204,11 @@ def write(args, argv, rows, bench_cmds, speed) -> None:
              "2-core machine: all models are timed interleaved, batch 1, seq 128, 1 ORT thread).", "",
              f"Versions: {json.dumps(speed['environment'])}.", "",
              "Speed students are untrained (`kronedge kronize` of the teacher; size and speed do not depend on the "
-             "weights); the metric column is the mean SST-2 dev accuracy of trained `kronedge compress` runs of "
-             "the same point (seeds listed in frontier.json), '-' where none was run.", "",
-             "| point | params | int8 MB | x86 p50 ms | a72 instructions (M) | SST-2 dev | vs TinyBERT bytes / ms / insn |",
-             "|---|---:|---:|---:|---:|---:|---|"]
+             "weights); the metric columns are the mean dev metric (SST-2 accuracy, CoLA Matthews correlation) of "
+             "trained `kronedge compress` runs of the same point, ± half the range of the seeds and (the number of "
+             "seeds) (runs listed in frontier.json), '-' where none was run.", "",
+             "| point | params | int8 MB | x86 p50 ms | a72 instructions (M) | SST-2 dev | CoLA dev MCC | vs TinyBERT bytes / ms / insn |",
+             "|---|---:|---:|---:|---:|---:|---:|---|"]
     for r in rows:
         a = r["accuracy"]
         insn = r["a72_instructions"]
@@ -196,7 +218,7 @@ def write(args, argv, rows, bench_cmds, speed) -> None:
                 f"{insn / ref['a72_instructions']:.2f}" if insn and ref["a72_instructions"] else "-")
         lines.append(f"| {r['point']} | {r['params']:,} | {r['int8_bytes'] / 1e6:.2f} | {r['x86_p50_ms']:.1f} | "
                      f"{insn / 1e6 if insn else float('nan'):,.0f} | "
-                     f"{'-' if a is None else '%.4f (%d)' % (a['mean'], len(a['runs']))} | {rel} |")
+                     f"{_cell(a, 'sst2')} | {_cell(a, 'cola')} | {rel} |")
     lines += ["", "Commands per row (build, export x86_64, export arm64):", ""]
     lines += [f"- {r['point']}: " + "; ".join(f"`{c}`" for c in r["commands"]) for r in rows]
     args.out.with_suffix(".md").write_text("\n".join(lines) + "\n")
@@ -214,7 +236,7 @@ def plot(rows, path: Path) -> None:
     for ax, key, xlabel in ((axes[0], "int8_bytes", "int8 model.onnx (MB)"), (axes[1], "x86_p50_ms", "x86 p50 ms, 1 thread, seq 128")):
         for r in rows:
             x = r[key] / 1e6 if key == "int8_bytes" else r[key]
-            y = r["accuracy"]["mean"] if r["accuracy"] else None
+            y = (r["accuracy"] or {}).get("sst2", {}).get("mean")
             if y is None:
                 ax.scatter([x], [0.5], marker="x", color="grey")
                 ax.annotate(r["point"], (x, 0.5), fontsize=6, rotation=60, color="grey")

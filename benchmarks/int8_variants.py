@@ -9,6 +9,7 @@ Variants (written to OUT/<name>/model.onnx):
              DynamicQuantizeLinear -> Transpose (the quantisation is per tensor, so it commutes): the
              copy moves 1 byte per element instead of 4
   big-only-u8t  both
+  matmulnbits8  (--matmulnbits, alone) every constant-B MatMul as 8-bit MatMulNBits (ORT contrib op)
 
     python benchmarks/int8_variants.py benchmarks/work/models/kb21-fp32/model.onnx runs/speed/int8v
 """
@@ -92,13 +93,32 @@ def _toposort(model: onnx.ModelProto) -> None:
     graph.node.extend(ordered)
 
 
+def matmulnbits(src: Path, dst: Path) -> int:
+    from onnxruntime.quantization.matmul_nbits_quantizer import MatMulNBitsQuantizer
+
+    from exporters.passes import approximate_gelu
+
+    model, _ = approximate_gelu(onnx.load(str(src)))
+    quantizer = MatMulNBitsQuantizer(model, bits=8, block_size=32, is_symmetric=True, accuracy_level=4)
+    quantizer.process()
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    quantizer.model.save_model_to_file(str(dst))
+    print(dst)
+    return 0
+
+
 def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("fp32_model")
     ap.add_argument("out")
     ap.add_argument("--small-k", type=int, default=16)
+    ap.add_argument("--matmulnbits", action="store_true",
+                    help="only write OUT/matmulnbits8: every constant-B MatMul as com.microsoft MatMulNBits "
+                         "(8 bits, blocks of 32, symmetric, int8 compute), GELU tanh as in the int8 presets")
     args = ap.parse_args()
     src, out = Path(args.fp32_model), Path(args.out)
+    if args.matmulnbits:
+        return matmulnbits(src, out / "matmulnbits8" / "model.onnx")
     fp32 = onnx.load(str(src))
     exclude = small_k_matmuls(fp32, args.small_k)
     print(f"{len(exclude)} MatMuls with inner dim <= {args.small_k} (kept fp32 in big-only)")
