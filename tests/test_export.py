@@ -474,6 +474,17 @@ def test_int8_export_uses_the_tanh_gelu_and_fp32_the_exact_one(int8, portable):
     assert manifest["quantization"]["gelu"] == "tanh" and manifest["graph"]["passes"]["GeluTanh"] == LAYERS
 
 
+def test_tanh_gelu_and_its_bias_fuse_on_load(int8, tmp_path):
+    """ORT fuses bias Add + Gelu(tanh) into FastGelu (one pass), as it fuses the exact one into BiasGelu."""
+    from runtime.predictor import create_session
+
+    create_session(int8 / "model.onnx", optimized_model_path=tmp_path / "session.onnx")
+    counts = ops(tmp_path / "session.onnx")
+    assert counts["com.microsoft.FastGelu"] == LAYERS and counts["Gelu"] == 0 and counts["com.microsoft.BiasGelu"] == 0
+    fast = [n for n in onnx.load(tmp_path / "session.onnx").graph.node if n.op_type == "FastGelu"]
+    assert all(len(n.input) == 2 and n.input[1] for n in fast), "the FFN-up bias was not fused into FastGelu"
+
+
 def test_gelu_tanh_rule_changes_values_by_little():
     from onnx import TensorProto, helper
 
