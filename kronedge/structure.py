@@ -57,11 +57,15 @@ def equal_param_rank(params: int, m: int, n: int) -> int:
 
 
 def base_shapes(kind: str, m: int, n: int) -> list[KronShape]:
-    """Every rank-1 factor split of an (m x n) weight; for an embedding, the (v x d/k) ⊗ (1 x k) ones."""
+    """Every rank-1 factor split of an (m x n) weight; for an embedding, the (v x d/k) ⊗ (1 x k) ones.
+
+    The split (1 x n) ⊗ (m x 1) is left out: it is the SVD corner (m x 1) ⊗ (1 x n) with its factors swapped, the
+    same rank-r matrices at the same error, so keeping both would let float rounding choose between two
+    orientations of one student, and the search then trains a different model from SVD's for no gain."""
     if kind == "embedding":
         return [KronShape(m, n // k, 1, k) for k in divisors(n) if k > 1]
     return [KronShape(m1, n1, m // m1, n // n1) for m1 in divisors(m) for n1 in divisors(n)
-            if (m1, n1) not in ((1, 1), (m, n))]
+            if (m1, n1) not in ((1, 1), (m, n), (1, n))]
 
 
 def per_token_macs(kind: str, shape: KronShape) -> int:

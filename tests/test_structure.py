@@ -162,9 +162,23 @@ def test_searched_start_is_no_worse_than_svd_on_every_layer(teacher_and_stats):
         assert mine.errors["error_weighted"] <= theirs.errors["error_weighted"] + 1e-9, mine.name
 
 
+@pytest.fixture(scope="module")
+def planted_teacher_and_stats():
+    """The tiny teacher with every attention weight a Kronecker product (6 x 8) ⊗ (8 x 6) plus noise: a split that
+    is not the SVD corner fits it far better than SVD at the same budget, so a search that works must leave the corner."""
+    model = tiny_bert(seed=0, vocab_size=SMALL_VOCAB)
+    gen = torch.Generator().manual_seed(5)
+    with torch.no_grad():
+        for name, module in model.named_modules():
+            if isinstance(module, nn.Linear) and ".attention." in name:
+                planted = torch.kron(torch.randn(6, 8, generator=gen), torch.randn(8, 6, generator=gen))
+                module.weight.copy_(planted + 0.01 * torch.randn(planted.shape, generator=gen))
+    return model, collect_input_stats(model, _SmallVocab(SMALL_VOCAB), list(PROBE_TEXTS) * 3)
+
+
 @pytest.mark.parametrize("allocation", ["global", "across-roles"])
-def test_global_search_starts_no_role_worse_than_svd(teacher_and_stats, allocation):
-    model, stats = teacher_and_stats
+def test_global_search_starts_no_role_worse_than_svd(planted_teacher_and_stats, allocation):
+    model, stats = planted_teacher_and_stats
     searched = plan_model(model, KronConfig(compression=4, structure="search", allocation=allocation), stats=stats)
     svd = plan_model(model, KronConfig(compression=4, structure="svd"), stats=stats)
     assert searched.params_student <= model.num_parameters() / 4 * 1.01  # the same budget as SVD's
@@ -177,7 +191,7 @@ def test_global_search_starts_no_role_worse_than_svd(teacher_and_stats, allocati
     worse = {role: t for role, t in totals.items() if t[0] > t[1] + 1e-9}
     if allocation == "global":
         assert not worse, worse
-        assert any(l.kron.n1 > 1 for l in searched.layers), "the search kept every layer at the corner"
+        assert any(l.kron.n1 > 1 and l.kron.m2 > 1 for l in searched.layers), "the search kept every layer at the corner"
 
 
 def test_search_needs_weights_and_a_known_structure():
@@ -350,3 +364,13 @@ def test_the_guard_keeps_the_corners_when_the_picks_lose_on_the_weights():
     exact_split = Candidate(split_shape, unweighted.error(*unweighted.fit(split_shape)))
     exact_corner = Candidate(corner_shape, unweighted.error(*unweighted.fit(corner_shape)))
     assert _guarded({"w": exact_split}, {"w": unweighted}, {"w": [exact_corner]}, {"w": 20}, checks={})["w"] is exact_split
+
+
+def test_the_swapped_svd_corner_is_not_a_candidate():
+    """(1 x n) ⊗ (m x 1) is the SVD corner with its factors swapped: the same matrices, so only one orientation is
+    searched and a search that finds nothing better builds exactly SVD's student."""
+    from kronedge.structure import base_shapes
+
+    shapes = base_shapes("attention", 8, 12)
+    assert svd_corner(8, 12, 1) in shapes and KronShape(1, 12, 8, 1) not in shapes
+    assert KronShape(2, 3, 4, 4) in shapes  # the genuine splits stay
