@@ -6,6 +6,9 @@ warmed up, then run round-robin (round r starts one variant later), like ``krone
     nice -n 5 python benchmarks/thread_settings.py benchmarks/work/models/kb21-int8 \
         benchmarks/work/models/dense-int8 --iters 30 --json runs/speed/threads.json
 
+``--separate ROUNDS`` runs each (model, variant) alone in its own process instead (one session per process, as a
+server worker has it), ROUNDS times in turn.
+
 Affinity variants: ``pin`` = ORT's ``session.intra_op_thread_affinities`` ("1" for the single worker
 of a 2-thread pool: main thread on CPU 0 by ``os.sched_setaffinity``, worker on CPU 1).
 """
@@ -45,7 +48,13 @@ def main() -> int:
     ap.add_argument("--variants", default="1:spin,2:spin,2:nospin,2:spin:pin,2:nospin:pin",
                     help="comma list of threads[:spin|nospin][:pin]")
     ap.add_argument("--json")
+    ap.add_argument("--separate", type=int, default=0, metavar="ROUNDS",
+                    help="run every (model, variant) alone in its own process instead, ROUNDS times in turn: one "
+                         "session per process, as a server worker runs it (in one process the idle workers of the "
+                         "other sessions' pools spin and take the second core)")
     args = ap.parse_args()
+    if args.separate:
+        return separate(args)
     variants = []
     for text in args.variants.split(","):
         parts = text.split(":")
@@ -75,6 +84,29 @@ def main() -> int:
         stats = percentiles(r["times"])
         out["rows"].append({"name": r["name"], **stats})
         print(f"{r['name']:40s} p50 {stats['p50_ms']:8.2f}  min {stats['min_ms']:8.2f}  p90 {stats['p90_ms']:8.2f}")
+    if args.json:
+        Path(args.json).write_text(json.dumps(out, indent=1))
+    return 0
+
+
+def separate(args) -> int:
+    import subprocess
+
+    p50s: dict[str, list[float]] = {}
+    load0 = os.getloadavg()
+    for _ in range(args.separate):
+        for model in args.models:
+            for variant in args.variants.split(","):
+                cmd = [sys.executable, __file__, model, "--variants", variant, "--iters", str(args.iters),
+                       "--warmup", str(args.warmup), "--seq", str(args.seq), "--batch", str(args.batch)]
+                line = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout.splitlines()[-1]
+                p50s.setdefault(f"{Path(model).name} {variant}", []).append(float(line.split()[line.split().index("p50") + 1]))
+    out = {"environment": environment(), "load_start": load0, "load_end": os.getloadavg(), "seq": args.seq,
+           "batch": args.batch, "iters": args.iters, "rounds": args.separate,
+           "rows": [{"name": name, "p50_ms_per_round": values, "median_p50_ms": sorted(values)[len(values) // 2]}
+                    for name, values in p50s.items()]}
+    for row in out["rows"]:
+        print(f"{row['name']:40s} p50 per round {' '.join(f'{v:.2f}' for v in row['p50_ms_per_round'])}")
     if args.json:
         Path(args.json).write_text(json.dumps(out, indent=1))
     return 0
