@@ -66,9 +66,17 @@ def percentiles(ms) -> dict:
             "std_ms": float(arr.std()), "min_ms": float(arr.min()), "n": int(arr.size)}
 
 
+# With more than one ORT thread, sessions alive side by side disturb each other: after a run, the idle workers of
+# one session's pool spin and take the cores the next session's run needs. Multi-thread timing therefore keeps one
+# session alive at a time and interleaves the models by rounds instead of by runs.
+MULTI_THREAD_ROUNDS = 3
+
+
 def measure(models: list[dict], batch: int, seq: int, threads: int, warmup: int, iters: int,
             disabled_optimizers=None) -> list[dict]:
     """Interleaved timing of several models at one (batch, seq, threads); one dict per model."""
+    if threads > 1 and len(models) > 1:
+        return _measure_by_rounds(models, batch, seq, threads, warmup, iters, disabled_optimizers)
     sessions, feeds, results = [], [], []
     for m in models:
         t0 = time.perf_counter()
@@ -87,6 +95,34 @@ def measure(models: list[dict], batch: int, seq: int, threads: int, warmup: int,
             t0 = time.perf_counter()
             sessions[i].run(None, feeds[i])
             results[i]["times"].append((time.perf_counter() - t0) * 1e3)
+    return _summaries(results, batch)
+
+
+def _measure_by_rounds(models: list[dict], batch: int, seq: int, threads: int, warmup: int, iters: int,
+                       disabled_optimizers=None) -> list[dict]:
+    """One session alive at a time (see MULTI_THREAD_ROUNDS); each round gives every model its share of ``iters``."""
+    results = [{"name": m["name"], "load_ms": None, "times": []} for m in models]
+    rounds = max(1, min(MULTI_THREAD_ROUNDS, iters))
+    for r in range(rounds):
+        share = iters // rounds + (1 if r < iters % rounds else 0)
+        for k in range(len(models)):
+            i = (r + k) % len(models)
+            t0 = time.perf_counter()
+            sess = make_session(models[i]["path"], threads, disabled_optimizers)
+            if results[i]["load_ms"] is None:
+                results[i]["load_ms"] = (time.perf_counter() - t0) * 1e3
+            feed = make_inputs(sess, batch, seq, models[i].get("vocab", 1000))
+            for _ in range(warmup):
+                sess.run(None, feed)
+            for _ in range(share):
+                t0 = time.perf_counter()
+                sess.run(None, feed)
+                results[i]["times"].append((time.perf_counter() - t0) * 1e3)
+            del sess
+    return _summaries(results, batch)
+
+
+def _summaries(results: list[dict], batch: int) -> list[dict]:
     out = []
     for res in results:
         stats = percentiles(res["times"])

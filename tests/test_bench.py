@@ -340,3 +340,30 @@ def test_bench_options_import_light():
             "heavy = [m for m in ('numpy', 'onnxruntime', 'onnx') if m in sys.modules]; assert not heavy, heavy")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr[-500:]
+
+
+@pytest.mark.parametrize("threads, most_alive", [(1, 3), (2, 1)])
+def test_multi_thread_timing_keeps_one_session_alive(monkeypatch, threads, most_alive):
+    """With 2+ ORT threads the idle workers of a live session's pool spin on the cores another session needs, so
+    measure() keeps one session alive at a time (interleaving by rounds); with 1 thread all are timed side by side."""
+    from kronedge import bench_core
+
+    alive, peak = [0], [0]
+
+    class FakeSession:
+        def __init__(self, *_args, **_kwargs):
+            alive[0] += 1
+            peak[0] = max(peak[0], alive[0])
+
+        def __del__(self):
+            alive[0] -= 1
+
+        def run(self, *_args):
+            return [np.zeros(1)]
+
+    monkeypatch.setattr(bench_core, "make_session", FakeSession)
+    monkeypatch.setattr(bench_core, "make_inputs", lambda *args, **kwargs: {})
+    models = [{"name": f"m{i}", "path": f"/nowhere/m{i}"} for i in range(3)]
+    rows = bench_core.measure(models, batch=1, seq=8, threads=threads, warmup=1, iters=10)
+    assert peak[0] == most_alive
+    assert [row["n"] for row in rows] == [10, 10, 10] and [row["name"] for row in rows] == ["m0", "m1", "m2"]
