@@ -221,7 +221,10 @@ def write(args, argv, rows, bench_cmds, speed) -> None:
                      f"{_cell(a, 'sst2')} | {_cell(a, 'cola')} | {rel} |")
     lines += ["", "Commands per row (build, export x86_64, export arm64):", ""]
     lines += [f"- {r['point']}: " + "; ".join(f"`{c}`" for c in r["commands"]) for r in rows]
-    args.out.with_suffix(".md").write_text("\n".join(lines) + "\n")
+    md = args.out.with_suffix(".md")
+    # A hand-written "## Notes" section (what the numbers mean) survives a re-run; the table above it is regenerated.
+    notes = md.read_text().partition("\n## Notes")[2] if md.exists() else ""
+    md.write_text("\n".join(lines) + "\n" + ("\n## Notes" + notes if notes else ""))
     plot(rows, args.out.with_suffix(".png"))
     print("\n".join(lines))
 
@@ -232,20 +235,21 @@ def plot(rows, path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
-    for ax, key, xlabel in ((axes[0], "int8_bytes", "int8 model.onnx (MB)"), (axes[1], "x86_p50_ms", "x86 p50 ms, 1 thread, seq 128")):
-        for r in rows:
-            x = r[key] / 1e6 if key == "int8_bytes" else r[key]
-            y = (r["accuracy"] or {}).get("sst2", {}).get("mean")
-            if y is None:
-                ax.scatter([x], [0.5], marker="x", color="grey")
-                ax.annotate(r["point"], (x, 0.5), fontsize=6, rotation=60, color="grey")
-            else:
-                ax.scatter([x], [y])
-                ax.annotate(r["point"], (x, y), fontsize=7)
-        ax.set_xlabel(xlabel)
-        ax.set_ylabel("SST-2 dev accuracy (x at 0.5: not trained)")
-        ax.grid(alpha=0.3)
+    tasks = (("sst2", "SST-2 dev accuracy"), ("cola", "CoLA dev MCC"))
+    axes_x = (("int8_bytes", "int8 model.onnx (MB)"), ("x86_p50_ms", "x86 p50 ms, 1 thread, seq 128"))
+    fig, axes = plt.subplots(len(tasks), len(axes_x), figsize=(11, 8.4))
+    for row_axes, (task, ylabel) in zip(axes, tasks):
+        for ax, (key, xlabel) in zip(row_axes, axes_x):
+            for r in rows:
+                entry = (r["accuracy"] or {}).get(task)
+                if entry is None:
+                    continue
+                x = r[key] / 1e6 if key == "int8_bytes" else r[key]
+                ax.scatter([x], [entry["mean"]])
+                ax.annotate(r["point"], (x, entry["mean"]), fontsize=7)
+            ax.set_xlabel(xlabel)
+            ax.set_ylabel(f"{ylabel} (mean of seeds)")
+            ax.grid(alpha=0.3)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
 
