@@ -25,8 +25,8 @@ def _with_large_biases(model, seed: int = 0):
 
 
 @pytest.fixture(scope="module")
-def kron_model():
-    return _with_large_biases(helpers.informative_bert(kronecker=True))
+def kron_model(informative_model):
+    return _with_large_biases(copy.deepcopy(informative_model))
 
 
 def _logits(model, batch: int = 3, seq: int = 17) -> np.ndarray:
