@@ -102,6 +102,9 @@ class ExportOptions:
                 raise ExportError(problem)
         if self.gelu not in (None, "exact", "tanh"):
             raise ExportError(f"--gelu must be exact or tanh, got {self.gelu!r}")
+        if self.gelu is not None and self.quantize == "none":
+            raise ExportError("--gelu chooses the GELU of an int8 export; an fp32 export keeps the exact one "
+                              "(it must match PyTorch): add --quantize int8 or drop --gelu")
         if self.quantize == "int8-static" and not self.task:
             raise ExportError("--quantize int8-static calibrates on real task sentences: give --task (e.g. sst2)")
 

@@ -343,6 +343,11 @@ def test_options_check_themselves():
         ExportOptions(quantize="int8-static")
     with pytest.raises(ValueError, match="unknown profile"):
         ExportOptions(profile="fast")
+    with pytest.raises(ValueError, match="exact or tanh"):
+        ExportOptions(quantize="int8", gelu="quick")
+    with pytest.raises(ValueError, match="fp32 export keeps the exact"):
+        ExportOptions(gelu="tanh")
+    assert ExportOptions(quantize="int8", gelu="exact").gelu == "exact"
 
 
 def test_embedding_is_gather_plus_product(portable):
