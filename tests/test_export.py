@@ -84,7 +84,7 @@ def test_directory_matches_interface(portable):
     # every (rank-1) Kronecker linear had its head swap simplified; each layer's attention core fused
     # and every Kronecker linear (+ the word embedding) keeps the (batch, sequence) axes; the key, value and
     # FFN-down biases of every layer were folded away before tracing
-    assert manifest["graph"]["passes"] == {"FoldBiases": 3 * LAYERS, "GemmToMatMulAdd": 2, "KronTranspose": KRON_LINEARS,
+    assert manifest["graph"]["passes"] == {"FoldBiases": 3 * LAYERS, "GemmToMatMulAdd": 2, "KronTranspose": KRON_LINEARS, "KronUnitSwap": 0,
                                            "KronSmallLeft": SMALL_LEFT, "PositionIds": 1, "OnnxAttention": LAYERS,
                                            "KronRank4": KRON_LINEARS + 1}
     golden = np.load(portable / "golden.npz")
@@ -364,7 +364,7 @@ def test_attention_rule_checks_scale_and_counts(tmp_path):
     raw = onnx.load(torch_to_onnx(model, tmp_path / "raw.onnx"))
     heads, head_size = TINY["num_attention_heads"], TINY["hidden_size"] // TINY["num_attention_heads"]
     _, counts = passes.optimize(raw, "portable", heads, head_size)
-    assert counts == {"GemmToMatMulAdd": 2, "KronTranspose": 0, "KronSmallLeft": 0, "PositionIds": 1,
+    assert counts == {"GemmToMatMulAdd": 2, "KronTranspose": 0, "KronUnitSwap": 0, "KronSmallLeft": 0, "PositionIds": 1,
                       "OnnxAttention": LAYERS, "KronRank4": 0}
     # A wrong head size makes check() reject every match (the divisor is not sqrt(head_size))...
     _, counts = passes.optimize(raw, "ort", heads, head_size * 2)

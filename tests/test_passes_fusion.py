@@ -67,6 +67,7 @@ def test_portable_graph_gets_ort_fusions_on_load(raw_kron, tmp_path):
     graph, counts = passes.optimize(raw_kron, "portable", HEADS, HEAD_SIZE, expect_attention=LAYERS)
     # every Kronecker linear and the word embedding keep (batch, sequence); position ids follow input_ids
     assert counts["KronRank4"] == 6 * LAYERS + 1 and counts["PositionIds"] == 1
+    assert counts["KronUnitSwap"] == 0  # rank-1 paper shapes: their swaps move data (KronTranspose's case)
     assert all(n.domain in ("", "ai.onnx") for n in graph.graph.node)
     # the shape arithmetic that restored (B, S) per linear is gone (left: the attention mask's expand)
     assert op_counts(graph)["Shape"] <= 2 * LAYERS
@@ -227,3 +228,26 @@ def test_predictor_and_ort_file_skip_the_slow_fusion(informative_export_fp32):
     assert "SkipLayerNormalization" not in config and "LayerNormalization" in config
     ort_info = json.loads((informative_export_fp32 / "manifest.json").read_text())["validation"]["ort_format"]
     assert ort_info["disabled_optimizers"] == list(DEFAULT_DISABLED_OPTIMIZERS)
+
+
+@pytest.fixture(scope="module")
+def raw_svd(tmp_path_factory):
+    """The tiny BERT with SVD-corner layers (rank > 1), as the TorchScript exporter writes it."""
+    from kronedge.planner import KronConfig
+    from kronedge.surgery import kronize_
+
+    model = helpers.tiny_bert()
+    kronize_(model, KronConfig(compression=4, structure="svd"))
+    return onnx.load(torch_to_onnx(model.eval(), tmp_path_factory.mktemp("svd") / "raw.onnx"))
+
+
+def test_svd_corner_layers_lose_their_head_swap_and_get_the_fusions(raw_svd, tmp_path):
+    graph, counts = passes.optimize(raw_svd, "portable", HEADS, HEAD_SIZE, expect_attention=LAYERS)
+    # one head swap per linear, of size-1 axes only; then every linear (and the embedding) is lifted to 4-D
+    assert counts["KronUnitSwap"] == 6 * LAYERS and counts["KronRank4"] == 6 * LAYERS + 1
+    assert op_counts(graph)["Shape"] <= 2 * LAYERS
+    assert session_ops(graph, tmp_path)["BiasGelu"] == LAYERS
+    without, counts_without = passes.optimize(raw_svd, "portable", HEADS, HEAD_SIZE, disable=("KronUnitSwap",))
+    assert counts_without["KronRank4"] == 1  # the 4-D head swap blocks the lift: only the embedding
+    assert session_ops(without, tmp_path)["BiasGelu"] == 0
+    _same_logits(graph, without)

@@ -5,7 +5,8 @@ Each rule is one file (onnxscript rewriter style: ``pattern`` / ``check`` return
 a profile and returns how often each fired, so callers and tests can assert on the counts.
 
 Profiles:
-  every profile: Gemm -> MatMul+Add (quantizable), rank-1 Kronecker head swap -> 2-D transpose,
+  every profile: Gemm -> MatMul+Add (quantizable), rank-1 Kronecker head swap -> 2-D transpose, an SVD-corner
+                 layer's head swap (only size-1 axes move) -> nothing,
                  small factor between two axis swaps -> left-hand MatMul (no transposes), position ids
                  counted along input_ids, Kronecker linears kept 4-D with constant reshapes (KronRank4),
                  so that ORT's SkipLayerNorm and BiasGelu fusions fire on load.
@@ -27,7 +28,7 @@ from .gelu_tanh import GeluTanhRule
 from .gemm_to_matmul import GemmToMatMulAddRule
 from .kron_rank4 import KronRank4Rule
 from .kron_small_left import KronSmallLeftReshapeRule, KronSmallLeftRule
-from .kron_transpose import KronTransposeRule
+from .kron_transpose import KronTransposeRule, KronUnitSwapRule
 from .position_ids import PositionIdsRule
 from .skip_layer_norm import SkipLayerNormRule
 
@@ -38,7 +39,7 @@ DISABLED_BY_DEFAULT = ("SkipLayerNorm",)
 
 def rules_for(profile: str, num_heads: int, head_size: int) -> list:
     """The rewrite rules a profile applies, in order."""
-    rules = [GemmToMatMulAddRule.rule(), KronTransposeRule.rule(), KronSmallLeftReshapeRule.rule(),
+    rules = [GemmToMatMulAddRule.rule(), KronTransposeRule.rule(), KronUnitSwapRule.rule(), KronSmallLeftReshapeRule.rule(),
              KronSmallLeftRule.rule(), PositionIdsRule.rule()]
     if profile == "portable":
         rules.append(OnnxAttentionRule.rule(num_heads, head_size))

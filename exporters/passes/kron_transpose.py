@@ -50,3 +50,46 @@ class KronTransposeRule(RewriteRuleClassBase):
         _, p, _, q = ir.convenience.get_const_tensor(shape4).numpy().tolist()
         shape = op.Constant(value=ir.tensor(np.array([-1, p, q], dtype=np.int64)))
         return op.Transpose(op.Reshape(y, shape), perm=[0, 2, 1])
+
+
+class KronUnitSwapRule(RewriteRuleClassBase):
+    """The head swap of an SVD-corner layer, A (m x 1) ⊗ B (1 x n) summed r times, is no swap at all.
+
+    ::
+
+        y (N, 1, r)                             y (N, 1, r)
+           |                                       |
+        Reshape [-1, 1, r, 1]                      |
+           |                              ==>      |
+        Transpose (0, 3, 2, 1)   (moves only       |
+           |                      size-1 axes)     |
+        Reshape [-1, 1, r]                      Reshape [-1, 1, r]
+
+    With p = q = 1 the permutation leaves every element where it is, so the three nodes are one Reshape. The
+    chain is then only MatMul/Reshape/Transpose(0, 2, 1), which KronRank4 lifts to 4-D (no per-layer shape
+    arithmetic, named dims, and ORT's bias + GELU fusion on load), as it does for rank-1 layers.
+    """
+
+    def __init__(self):
+        super().__init__(name="KronUnitSwap")
+
+    def pattern(self, op, y, shape4, shape3):
+        swapped = op.Transpose(op.Reshape(y, shape4, _allow_other_attributes=True), perm=[0, 3, 2, 1])
+        return op.Reshape(swapped, shape3, _allow_other_attributes=True)
+
+    def check(self, context, shape4, shape3, **_):
+        result = MatchResult()
+        s4, s3 = (ir.convenience.get_const_tensor(v) for v in (shape4, shape3))
+        if s4 is None or s3 is None:
+            return result.fail("reshape shapes are not constants")
+        s4, s3 = s4.numpy().tolist(), s3.numpy().tolist()
+        if len(s4) != 4 or len(s3) != 3 or s4[0] != -1 or s3[0] != -1:
+            return result.fail(f"shapes {s4} -> {s3} are not the Kronecker head swap (-1, p, r, q) -> (-1, q, r*p)")
+        if s4[1] != 1 or s4[3] != 1:
+            return result.fail(f"p = {s4[1]}, q = {s4[3]}: the permutation moves axes that hold data")
+        if s3[1:] != [1, s4[2]]:
+            return result.fail(f"shapes {s4} -> {s3} are not (-1, 1, r, 1) -> (-1, 1, r)")
+        return result
+
+    def rewrite(self, op, y, shape3, **_):
+        return op.Reshape(y, shape3)
