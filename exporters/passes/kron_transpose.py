@@ -24,9 +24,9 @@ import numpy as np
 from onnxscript.rewriter import MatchResult, RewriteRuleClassBase, ir
 
 
-class KronTransposeRule(RewriteRuleClassBase):
-    def __init__(self):
-        super().__init__(name="KronTranspose")
+class _HeadSwapRule(RewriteRuleClassBase):
+    """The head swap ``Reshape [-1, p, r, q] -> Transpose (0, 3, 2, 1) -> Reshape [-1, q, r*p]``; a subclass says
+    which (p, r, q) it takes (``accepts``) and what the swap becomes (``rewrite``)."""
 
     def pattern(self, op, y, shape4, shape3):
         swapped = op.Transpose(op.Reshape(y, shape4, _allow_other_attributes=True), perm=[0, 3, 2, 1])
@@ -38,13 +38,22 @@ class KronTransposeRule(RewriteRuleClassBase):
         if s4 is None or s3 is None:
             return result.fail("reshape shapes are not constants")
         s4, s3 = s4.numpy().tolist(), s3.numpy().tolist()
-        if len(s4) != 4 or len(s3) != 3 or s4[0] != -1 or s3[0] != -1:
+        if len(s4) != 4 or len(s3) != 3 or s4[0] != -1 or s3[0] != -1 or s3[1:] != [s4[3], s4[2] * s4[1]]:
             return result.fail(f"shapes {s4} -> {s3} are not the Kronecker head swap (-1, p, r, q) -> (-1, q, r*p)")
-        if s4[2] != 1:
-            return result.fail(f"rank {s4[2]} > 1: the permutation is not a 2-axis swap")
-        if s3[1:] != [s4[3], s4[1]]:
-            return result.fail(f"shapes {s4} -> {s3} do not swap the last two axes")
-        return result
+        _, p, r, q = s4
+        reason = self.refusal(p, r, q)
+        return result.fail(reason) if reason else result
+
+    def refusal(self, p: int, r: int, q: int) -> str:
+        raise NotImplementedError
+
+
+class KronTransposeRule(_HeadSwapRule):
+    def __init__(self):
+        super().__init__(name="KronTranspose")
+
+    def refusal(self, p: int, r: int, q: int) -> str:
+        return f"rank {r} > 1: the permutation is not a 2-axis swap" if r != 1 else ""
 
     def rewrite(self, op, y, shape4, **_):
         _, p, _, q = ir.convenience.get_const_tensor(shape4).numpy().tolist()
@@ -52,7 +61,7 @@ class KronTransposeRule(RewriteRuleClassBase):
         return op.Transpose(op.Reshape(y, shape), perm=[0, 2, 1])
 
 
-class KronUnitSwapRule(RewriteRuleClassBase):
+class KronUnitSwapRule(_HeadSwapRule):
     """The head swap of an SVD-corner layer, A (m x 1) ⊗ B (1 x n) summed r times, is no swap at all.
 
     ::
@@ -73,23 +82,8 @@ class KronUnitSwapRule(RewriteRuleClassBase):
     def __init__(self):
         super().__init__(name="KronUnitSwap")
 
-    def pattern(self, op, y, shape4, shape3):
-        swapped = op.Transpose(op.Reshape(y, shape4, _allow_other_attributes=True), perm=[0, 3, 2, 1])
-        return op.Reshape(swapped, shape3, _allow_other_attributes=True)
-
-    def check(self, context, shape4, shape3, **_):
-        result = MatchResult()
-        s4, s3 = (ir.convenience.get_const_tensor(v) for v in (shape4, shape3))
-        if s4 is None or s3 is None:
-            return result.fail("reshape shapes are not constants")
-        s4, s3 = s4.numpy().tolist(), s3.numpy().tolist()
-        if len(s4) != 4 or len(s3) != 3 or s4[0] != -1 or s3[0] != -1:
-            return result.fail(f"shapes {s4} -> {s3} are not the Kronecker head swap (-1, p, r, q) -> (-1, q, r*p)")
-        if s4[1] != 1 or s4[3] != 1:
-            return result.fail(f"p = {s4[1]}, q = {s4[3]}: the permutation moves axes that hold data")
-        if s3[1:] != [1, s4[2]]:
-            return result.fail(f"shapes {s4} -> {s3} are not (-1, 1, r, 1) -> (-1, 1, r)")
-        return result
+    def refusal(self, p: int, r: int, q: int) -> str:
+        return "" if p == 1 and q == 1 else f"p = {p}, q = {q}: the permutation moves axes that hold data"
 
     def rewrite(self, op, y, shape3, **_):
         return op.Reshape(y, shape3)
