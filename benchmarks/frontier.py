@@ -175,7 +175,7 @@ def main(argv=None) -> None:
 def bench(cmd: list[str], log: list[str], out: Path, names: list[str], reuse: bool) -> None:
     """Run one ``kronedge bench`` command, or with ``reuse`` keep its earlier output when it covers ``names``."""
     if reuse and out.exists() and set(names) <= {r["model"] for r in json.loads(out.read_text())["rows"]}:
-        log.append(json.loads(out.read_text())["command"].replace(sys.executable, "python"))
+        log.append(json.loads(out.read_text())["command"])
         return
     sh(cmd, log)
 

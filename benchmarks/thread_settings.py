@@ -99,8 +99,8 @@ def separate(args) -> int:
             for variant in args.variants.split(","):
                 cmd = [sys.executable, __file__, model, "--variants", variant, "--iters", str(args.iters),
                        "--warmup", str(args.warmup), "--seq", str(args.seq), "--batch", str(args.batch)]
-                line = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout.splitlines()[-1]
-                p50s.setdefault(f"{Path(model).name} {variant}", []).append(float(line.split()[line.split().index("p50") + 1]))
+                words = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout.splitlines()[-1].split()
+                p50s.setdefault(f"{Path(model).name} {variant}", []).append(float(words[words.index("p50") + 1]))
     out = {"environment": environment(), "load_start": load0, "load_end": os.getloadavg(), "seq": args.seq,
            "batch": args.batch, "iters": args.iters, "rounds": args.separate,
            "rows": [{"name": name, "p50_ms_per_round": values, "median_p50_ms": sorted(values)[len(values) // 2]}

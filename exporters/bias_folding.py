@@ -57,7 +57,7 @@ def _fold_layer(layer) -> int:
     if down.bias is not None and up.bias is not None and norm.bias is not None:
         shift = down.bias.detach().clone()
         norm.bias.add_(shift)
-        up.bias.copy_(2 * up.bias - _apply(up, shift))  # b_up - W_up b_down, as f(x) = W x + b_up
+        up.bias.sub_(_apply(up, shift) - up.bias)  # b_up - W_up b_down (the forward adds b_up back)
         _drop_bias(down)
         removed += 1
     return removed

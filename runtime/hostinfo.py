@@ -75,8 +75,8 @@ def default_threads(graph: dict | None) -> int | None:
     """The intra-op thread count a Predictor uses when none is given, from the manifest's ``graph`` section:
     1 for a Kronecker export (one whose graph passes rewrote Kronecker factors), else None (ONNX Runtime's
     default, one per physical core). A Kronecker model's many small GEMMs and elementwise ops each pay the
-    thread pool's hand-off, so a second thread made it slower where measured (benchmarks/results/speed_followup.md);
-    dense BERT's GEMMs are big enough to split."""
+    thread pool's hand-off: a second thread gains little on them when a core is free and loses much when it is
+    not, while dense BERT's GEMMs are big enough to split (benchmarks/results/speed_followup.md, speed_folds.md)."""
     passes = (graph or {}).get("passes") or {}
     kronecker = any(count for name, count in passes.items() if name.startswith("Kron"))
     return 1 if kronecker else None

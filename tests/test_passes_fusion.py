@@ -32,21 +32,23 @@ def op_counts(model: onnx.ModelProto) -> Counter:
     return Counter(n.op_type for n in model.graph.node)
 
 
-def session_ops(model, tmp_path, disabled=DEFAULT_DISABLED_OPTIMIZERS) -> Counter:
-    """Op types of the graph ORT runs for ``model`` (a path or a ModelProto)."""
+def session_graph(model, tmp_path, disabled=DEFAULT_DISABLED_OPTIMIZERS) -> onnx.ModelProto:
+    """The graph ORT runs for ``model`` (a path or a ModelProto), after its session optimizers."""
     source = model.SerializeToString() if isinstance(model, onnx.ModelProto) else model
     out = tmp_path / "session_optimized.onnx"
     create_session(source, threads=1, optimized_model_path=out, disabled_optimizers=disabled)
-    return op_counts(onnx.load(out))
+    return onnx.load(out)
+
+
+def session_ops(model, tmp_path, disabled=DEFAULT_DISABLED_OPTIMIZERS) -> Counter:
+    """Op types of the graph ORT runs for ``model``."""
+    return op_counts(session_graph(model, tmp_path, disabled))
 
 
 def trans_a_matmuls(model, tmp_path, disabled=DEFAULT_DISABLED_OPTIMIZERS) -> int:
     """FusedMatMul nodes with transA=1 (an axis swap folded into the product) in the graph ORT runs."""
-    source = model.SerializeToString() if isinstance(model, onnx.ModelProto) else model
-    out = tmp_path / "session_optimized.onnx"
-    create_session(source, threads=1, optimized_model_path=out, disabled_optimizers=disabled)
     return sum(any(a.name == "transA" and a.i == 1 for a in n.attribute)
-               for n in onnx.load(out).graph.node if n.op_type == "FusedMatMul")
+               for n in session_graph(model, tmp_path, disabled).graph.node if n.op_type == "FusedMatMul")
 
 
 @pytest.fixture(scope="module")

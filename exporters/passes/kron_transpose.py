@@ -26,7 +26,7 @@ from onnxscript.rewriter import MatchResult, RewriteRuleClassBase, ir
 
 class _HeadSwapRule(RewriteRuleClassBase):
     """The head swap ``Reshape [-1, p, r, q] -> Transpose (0, 3, 2, 1) -> Reshape [-1, q, r*p]``; a subclass says
-    which (p, r, q) it takes (``accepts``) and what the swap becomes (``rewrite``)."""
+    which (p, r, q) it refuses (``refusal``: a reason, or "" to take it) and what the swap becomes (``rewrite``)."""
 
     def pattern(self, op, y, shape4, shape3):
         swapped = op.Transpose(op.Reshape(y, shape4, _allow_other_attributes=True), perm=[0, 3, 2, 1])
