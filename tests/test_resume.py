@@ -3,8 +3,8 @@
 The compress runs in a subprocess on a tiny saved teacher (dropout on, so the RNG state matters), one
 thread, fp32, with a checkpoint after every optimizer step. The test waits until a stage's checkpoint
 has passed a few optimizer steps (so optimizer moments, the schedule position and the RNG are all
-mid-flight), SIGKILLs the process, reruns the same command with --resume and compares every weight
-of the artifact and the dev metrics with the uninterrupted run.
+mid-flight), SIGKILLs the process and reruns the same command with --resume, once in each stage, then
+compares every weight of the artifact and the dev metrics with the uninterrupted run.
 """
 
 import json
@@ -84,12 +84,17 @@ def reference(teacher_dir, tmp_path_factory):
     return _run(_command(teacher_dir, workdir)), load_file(workdir / "art" / "model.safetensors"), workdir
 
 
-@pytest.mark.parametrize("stage,step", [("stage1", 3), ("stage2", 40)])
-def test_kill_9_then_resume_ends_at_the_same_weights(teacher_dir, reference, tmp_path, stage, step):
+# One run is killed twice, mid stage 1 and then, after resuming, mid stage 2: each stage resumes from its own
+# checkpoint, and a run that was resumed once resumes again.
+KILLS = {"stage1": 3, "stage2": 40}
+
+
+def test_kill_9_in_each_stage_then_resume_ends_at_the_same_weights(teacher_dir, reference, tmp_path):
     report, weights, reference_dir = reference
-    killed_at = _kill_when(_command(teacher_dir, tmp_path), tmp_path / "run", stage, step)
-    assert killed_at >= step
-    assert not (tmp_path / "art").exists()  # killed mid-stage: no artifact yet
+    for resume, (stage, step) in enumerate(KILLS.items()):
+        killed_at = _kill_when(_command(teacher_dir, tmp_path, resume=bool(resume)), tmp_path / "run", stage, step)
+        assert killed_at >= step
+        assert not (tmp_path / "art").exists()  # killed mid-stage: no artifact yet
 
     resumed = _run(_command(teacher_dir, tmp_path, resume=True))
     assert resumed["student_metrics"] == report["student_metrics"]
@@ -103,9 +108,10 @@ def test_kill_9_then_resume_ends_at_the_same_weights(teacher_dir, reference, tmp
                           for d in (tmp_path, reference_dir))
         for key, tensor in expected.items():
             assert torch.equal(last[key], tensor), f"{name} {key}"
-    # The resumed stage restarted from its checkpoint, not from scratch, and logged each step once.
-    log = [json.loads(line) for line in (tmp_path / "run" / stage / "log.jsonl").read_text().splitlines()]
-    steps = [row["step"] for row in log if "loss" in row]
-    metrics = json.loads((tmp_path / "run" / stage / "metrics.json").read_text())
-    assert steps == sorted(set(steps)) and steps[-1] <= metrics["steps"]
-    assert metrics["resumed_from"] is not None and metrics["resumed_from"] >= step
+    # Each killed stage restarted from its checkpoint, not from scratch, and logged each step once.
+    for stage, step in KILLS.items():
+        log = [json.loads(line) for line in (tmp_path / "run" / stage / "log.jsonl").read_text().splitlines()]
+        steps = [row["step"] for row in log if "loss" in row]
+        metrics = json.loads((tmp_path / "run" / stage / "metrics.json").read_text())
+        assert steps == sorted(set(steps)) and steps[-1] <= metrics["steps"], stage
+        assert metrics["resumed_from"] is not None and metrics["resumed_from"] >= step, stage
