@@ -65,6 +65,60 @@ def _swaps_as_reshapes(model: onnx.ModelProto) -> onnx.ModelProto:
     return model
 
 
+def _int8_attention(model: onnx.ModelProto) -> onnx.ModelProto:
+    """Every 3-D ``Attention`` (opset 23) -> its core with both products in int8: Q, K, V and the probabilities
+    quantized dynamically (u8, per tensor) and multiplied by ``MatMulInteger``; the scores are rescaled, masked and
+    softmaxed in fp32. What an int8 attention core would cost and keep (the model's outputs change slightly)."""
+    from onnx import TensorProto, numpy_helper
+
+    model = onnx.ModelProto.FromString(model.SerializeToString())
+    nodes = []
+    for i, node in enumerate(model.graph.node):
+        if node.op_type != "Attention" or node.domain not in ("", "ai.onnx"):
+            nodes.append(node)
+            continue
+        attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
+        heads, scale = attrs["q_num_heads"], attrs["scale"]
+        q, k, v, mask = node.input[:4]
+        p = f"int8attn{i}_"
+        model.graph.initializer.extend([
+            numpy_helper.from_array(np.array([0, 0, heads, -1], np.int64), p + "split"),
+            numpy_helper.from_array(np.array([0, 0, -1], np.int64), p + "merge"),
+            numpy_helper.from_array(np.array(scale, np.float32), p + "scale")])
+
+        def quantized_heads(x, tag, perm):
+            nodes.append(helper.make_node("DynamicQuantizeLinear", [x], [p + tag, p + tag + "_s", p + tag + "_z"]))
+            nodes.append(helper.make_node("Reshape", [p + tag, p + "split"], [p + tag + "_r"]))
+            nodes.append(helper.make_node("Transpose", [p + tag + "_r"], [p + tag + "_h"], perm=perm))
+            return p + tag + "_h", p + tag + "_s", p + tag + "_z"
+
+        def product(a, b, tag, extra_scale=None):
+            (ah, a_s, az), (bh, b_s, bz) = a, b
+            nodes.append(helper.make_node("MatMulInteger", [ah, bh, az, bz], [p + tag + "_i"]))
+            nodes.append(helper.make_node("Cast", [p + tag + "_i"], [p + tag + "_f"], to=TensorProto.FLOAT))
+            nodes.append(helper.make_node("Mul", [a_s, b_s], [p + tag + "_ab"]))
+            factor = p + tag + "_ab"
+            if extra_scale is not None:
+                nodes.append(helper.make_node("Mul", [factor, extra_scale], [p + tag + "_abs"]))
+                factor = p + tag + "_abs"
+            nodes.append(helper.make_node("Mul", [p + tag + "_f", factor], [p + tag]))
+            return p + tag
+
+        qh = quantized_heads(q, "q", [0, 2, 1, 3])
+        kt = quantized_heads(k, "k", [0, 2, 3, 1])
+        vh = quantized_heads(v, "v", [0, 2, 1, 3])
+        scores = product(qh, kt, "scores", p + "scale")
+        nodes.append(helper.make_node("Add", [scores, mask], [p + "masked"]))
+        nodes.append(helper.make_node("Softmax", [p + "masked"], [p + "probs"], axis=-1))
+        nodes.append(helper.make_node("DynamicQuantizeLinear", [p + "probs"], [p + "pq", p + "pq_s", p + "pq_z"]))
+        context = product((p + "pq", p + "pq_s", p + "pq_z"), vh, "context")
+        nodes.append(helper.make_node("Transpose", [context], [p + "ctx_t"], perm=[0, 2, 1, 3]))
+        nodes.append(helper.make_node("Reshape", [p + "ctx_t", p + "merge"], [node.output[0]]))
+    del model.graph.node[:]
+    model.graph.node.extend(nodes)
+    return model
+
+
 def _write_variants(model_dir: Path, variants: dict, out: Path) -> None:
     """Each rewritten variant as a copy of ``model_dir`` with its model.onnx (no model.ort and golden.npz, which
     describe the original)."""
@@ -96,6 +150,7 @@ def main(argv=None) -> None:
     parser.add_argument("--disable", nargs="*", default=[], help="ORT optimizers disabled, one variant each")
     parser.add_argument("--enable", nargs="*", default=[], help="ORT optimizers the runtime skips, turned on, one variant each")
     parser.add_argument("--swaps-as-reshapes", action="store_true", help="Kronecker axis swaps made free (see _swaps_as_reshapes)")
+    parser.add_argument("--int8-attention", action="store_true", help="attention cores in int8 (see _int8_attention)")
     parser.add_argument("--also", nargs="*", type=Path, default=[], help="other exported model directories")
     parser.add_argument("--write", type=Path, default=None,
                         help="also write each rewritten variant as a model directory here (e.g. for "
@@ -115,6 +170,10 @@ def main(argv=None) -> None:
         path = work / "swaps.onnx"
         onnx.save(_swaps_as_reshapes(base), path)
         variants["axis swaps -> Reshape"] = (path, DEFAULT_DISABLED_OPTIMIZERS)
+    if args.int8_attention:
+        path = work / "int8_attention.onnx"
+        onnx.save(_int8_attention(base), path)
+        variants["attention core in int8"] = (path, DEFAULT_DISABLED_OPTIMIZERS)
     for name in args.enable:
         variants[f"{name} on"] = (args.model_dir / "model.onnx", tuple(o for o in DEFAULT_DISABLED_OPTIMIZERS if o != name))
     for name in args.disable:
