@@ -7,6 +7,7 @@ the probe sentences and both labels occur, so a guest that returned a constant, 
 a corrupted weight would fail here. Emulated wall time is never asserted on (it is not Pi speed).
 """
 
+import functools
 import json
 import os
 from pathlib import Path
@@ -46,13 +47,7 @@ def sqnr_db(ref, got) -> float:
 @pytest.fixture(scope="module")
 def guest_runs(qemu_env, exported, tmp_path_factory):
     """One emulated run per CPU model predicting with both exports, made on first use: {cpu: {"fp32": ..., "int8": ...}}."""
-    runs = {}
-
-    def run(cpu: str) -> dict:
-        if cpu not in runs:
-            runs[cpu] = run_guest(qemu_env, cpu, exported, tmp_path_factory.mktemp(cpu))
-        return runs[cpu]
-    return run
+    return functools.cache(lambda cpu: run_guest(qemu_env, cpu, exported, tmp_path_factory.mktemp(cpu)))
 
 
 def run_guest(env, cpu, model_dirs: dict, tmp_path) -> dict:
