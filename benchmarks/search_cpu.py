@@ -29,7 +29,7 @@ for name, kind, count in [("embeddings.word_embeddings", "embedding", 1), ("enco
                           ("encoder.layer.0.intermediate.dense", "linear", 6), ("encoder.layer.0.output.dense", "linear", 6)]:
     w = mods[name].weight
     budget = w.numel() // 5
-    p = WeightedProblem(w, stats[name], kind)
+    p = WeightedProblem(w, stats.get(name))
     c0 = time.process_time()
     found = layer_candidates(p, kind, 2 * budget)
     out[name] = {"cpu_s": round(time.process_time() - c0, 2), "candidates": len(found), "layers_like_it": count,

@@ -70,10 +70,10 @@ def layer_errors(teacher, plan, heldout_stats) -> dict[str, dict[str, float]]:
     modules = dict(teacher.named_modules())
     per_role = defaultdict(lambda: defaultdict(list))
     for layer in plan.layers:
-        kind = "embedding" if layer.kind == "embedding" else "linear"
-        report = fit_report(layer.name, kind, modules[layer.name].weight, layer.kron, heldout_stats)
+        report = fit_report(layer.name, modules[layer.name].weight, layer.kron, heldout_stats)
         per_role[layer.role]["weights"].append(report.error_plain)
-        per_role[layer.role]["heldout_inputs"].append(report.error_weighted)
+        if report.error_weighted is not None:  # the word embeddings are fitted and scored unweighted
+            per_role[layer.role]["heldout_inputs"].append(report.error_weighted)
     return {role: {k: sum(v) / len(v) for k, v in d.items()} for role, d in per_role.items()}
 
 
@@ -153,7 +153,8 @@ def write_results(args, argv, rows, heldout_count) -> None:
              "| target | structure | compression | GFLOPs@128 | hidden | " + " | ".join(roles) + " | plan s |",
              "|---:|---|---:|---:|---:|" + "---|" * len(roles) + "---:|"]
     for r in rows:
-        cells = " | ".join(f"{r['layers'][k]['weights']:.3f} / {r['layers'][k]['heldout_inputs']:.3f}"
+        cells = " | ".join(f"{r['layers'][k]['weights']:.3f} / " + (f"{r['layers'][k]['heldout_inputs']:.3f}"
+                                                                    if "heldout_inputs" in r["layers"][k] else "-")
                            if k in r["layers"] else "-" for k in roles)
         lines.append(f"| {r['target']:g}x | {r['variant']} | {r['compression']:.2f}x | {r['gflops_seq128']:.2f} | "
                      f"{r['hidden_error']:.3f} | {cells} | {r['plan_seconds']:.0f} |")

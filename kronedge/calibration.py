@@ -1,8 +1,9 @@
 """Calibration statistics: what each compressible layer of a teacher sees on real text.
 
 For every selected nn.Linear the sum of x x^T over the tokens of a few hundred sentences (the
-second-moment matrix that weights its reconstruction error), and for the word embeddings the token
-counts. Sentences run one at a time, unpadded, so padding never enters the statistics.
+second-moment matrix that weights its reconstruction error). The word embeddings get none: they are fitted
+unweighted (``kronedge.fitting`` says why). Sentences run one at a time, unpadded, so padding never enters
+the statistics.
 """
 
 from __future__ import annotations
@@ -68,22 +69,15 @@ class _Recorder:
                 entry.tokens += x.shape[0]
         return record
 
-    def tokens(self, name: str, input_ids: torch.Tensor) -> None:
-        for entry in self._entries(name):
-            entry.token_counts += torch.bincount(input_ids.reshape(-1).cpu(), minlength=entry.token_counts.numel()).double()
-            entry.tokens += input_ids.numel()
 
-
-def _empty(module: nn.Module) -> InputStats:
-    if isinstance(module, nn.Linear):
-        return InputStats(second_moment=torch.zeros(module.in_features, module.in_features, dtype=torch.float64))
-    return InputStats(token_counts=torch.zeros(module.num_embeddings, dtype=torch.float64))
+def _empty(module: nn.Linear) -> InputStats:
+    return InputStats(second_moment=torch.zeros(module.in_features, module.in_features, dtype=torch.float64))
 
 
 @torch.no_grad()
 def collect_input_stats(model: nn.Module, tokenizer, texts: list, filter_fn: FilterFn | None = None,
                         max_length: int = 128, holdout_every: int = 0) -> dict[str, InputStats]:
-    """Input statistics of every layer ``filter_fn`` selects, from ``model``'s own forward passes.
+    """Input statistics of every linear layer ``filter_fn`` selects, from ``model``'s own forward passes.
 
     Args:
         model: the dense teacher (any head); it is run in eval mode and left unchanged.
@@ -95,17 +89,14 @@ def collect_input_stats(model: nn.Module, tokenizer, texts: list, filter_fn: Fil
     filter_fn = filter_fn or default_filter
     stats: dict[str, InputStats] = {}
     recorder = _Recorder(stats)
-    handles, embeddings = [], []
+    handles = []
     for name, module in model.named_modules():
-        if not filter_fn(module, name) or not isinstance(module, (nn.Linear, nn.Embedding)):
+        if not filter_fn(module, name) or not isinstance(module, nn.Linear):
             continue
         stats[name] = _empty(module)
         if holdout_every:
             stats[name].heldout = _empty(module)
-        if isinstance(module, nn.Linear):
-            handles.append(module.register_forward_pre_hook(recorder.linear(name)))
-        else:
-            embeddings.append(name)
+        handles.append(module.register_forward_pre_hook(recorder.linear(name)))
 
     was_training = model.training
     model.eval()
@@ -117,8 +108,6 @@ def collect_input_stats(model: nn.Module, tokenizer, texts: list, filter_fn: Fil
             enc = tokenizer(*pair, truncation=True, max_length=max_length, return_tensors="pt")
             enc = {k: v.to(device) for k, v in enc.items()}
             model(**enc)
-            for name in embeddings:
-                recorder.tokens(name, enc["input_ids"])
     finally:
         for handle in handles:
             handle.remove()
@@ -131,8 +120,8 @@ def _shared(stats: dict[str, InputStats]) -> dict[str, InputStats]:
     seen: list[InputStats] = []
     out = {}
     for name, entry in stats.items():
-        twin = next((s for s in seen if entry.second_moment is not None and s.second_moment is not None
-                     and s.tokens == entry.tokens and torch.equal(s.second_moment, entry.second_moment)), None)
+        twin = next((s for s in seen if s.tokens == entry.tokens and torch.equal(s.second_moment, entry.second_moment)),
+                    None)
         if twin is None:
             seen.append(entry)
         out[name] = twin or entry

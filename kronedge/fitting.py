@@ -7,8 +7,10 @@ itself a Kronecker product C1 ⊗ C2 (n1 x n1, n2 x n2), its root is S1 ⊗ S2 a
 A = A' S1^-1, B = B' S2^-1: still closed-form. A general C is first approximated by its nearest
 Kronecker product; the SVD corner (n1 = 1) needs no approximation, so there the fit is exact.
 
-An embedding table E (v x d) is a linear map on one-hot tokens, so its C is the diagonal of token
-frequencies, acting on E's rows: the weighting goes on the left, (D1 ⊗ 1)^(1/2) E, again exact.
+The word embeddings get no weighting (``kronedge.calibration`` records no statistics for them): their C, the
+token frequencies, would spend a small budget's few ranks on the frequent tokens, which distillation trains
+anyway, and blur the rare content words it barely reaches (SST-2 at 20x: 75% weighted against 81% unweighted,
+``benchmarks/results/sst2_structures.md``).
 """
 
 from __future__ import annotations
@@ -22,9 +24,6 @@ from .layers import KronShape, _rearrange, nearest_kronecker
 # Ridge added to every covariance, as a fraction of its mean eigenvalue: directions the calibration
 # text never excites keep a plain-Frobenius pull instead of an unbounded inverse.
 RIDGE = 1e-2
-# Share of the embedding weighting that is uniform over the vocabulary, so tokens absent from the
-# calibration text are still fitted.
-UNIFORM_TOKEN_SHARE = 0.5
 # Power-iteration steps for the Kronecker approximation of a covariance.
 POWER_STEPS = 8
 # Rearrangements whose smaller side is at most this are always scored by their Gram matrix's eigenvalues.
@@ -33,10 +32,9 @@ GRAM_LIMIT = 64
 
 @dataclass
 class InputStats:
-    """What a layer's inputs look like: a second-moment matrix (linear) or token counts (embedding)."""
+    """What a linear layer's inputs look like: their second-moment matrix."""
 
-    second_moment: torch.Tensor | None = None  # (n, n) float64, sum of x x^T over calibration tokens
-    token_counts: torch.Tensor | None = None  # (v,) float64
+    second_moment: torch.Tensor  # (n, n) float64, sum of x x^T over calibration tokens
     tokens: int = 0
     # square roots of the Kronecker-approximated covariance per input split, shared by every layer
     # fed the same statistics (Q, K and V see one input)
@@ -48,20 +46,11 @@ class InputStats:
     def without_heldout(self) -> InputStats:
         """The statistics of the texts that were not held out."""
         held = self.heldout
-        return InputStats(
-            second_moment=None if self.second_moment is None else self.second_moment - held.second_moment,
-            token_counts=None if self.token_counts is None else self.token_counts - held.token_counts,
-            tokens=self.tokens - held.tokens)
+        return InputStats(second_moment=self.second_moment - held.second_moment, tokens=self.tokens - held.tokens)
 
     def covariance(self) -> torch.Tensor:
-        assert self.second_moment is not None and self.tokens > 0, "no linear inputs were recorded"
+        assert self.tokens > 0, "no linear inputs were recorded"
         return self.second_moment / self.tokens
-
-    def row_weights(self) -> torch.Tensor:
-        assert self.token_counts is not None, "no token counts were recorded"
-        freq = self.token_counts / self.token_counts.sum().clamp_min(1.0)
-        v = freq.numel()
-        return (1 - UNIFORM_TOKEN_SHARE) * freq + UNIFORM_TOKEN_SHARE / v
 
 
 def _seeded_lowrank_svd(matrix: torch.Tensor, q: int):
@@ -112,17 +101,15 @@ def kronecker_covariance(c: torch.Tensor, n1: int, n2: int) -> tuple[torch.Tenso
 
 
 class WeightedProblem:
-    """One layer's weight and input statistics, with the square roots cached per input split."""
+    """One layer's weight and input statistics, with the square roots cached per input split.
 
-    def __init__(self, weight: torch.Tensor, stats: InputStats | None, kind: str = "linear"):
+    ``stats`` None (an embedding's, or without calibration) scores and fits by the plain Frobenius norm."""
+
+    def __init__(self, weight: torch.Tensor, stats: InputStats | None):
         self.weight = weight.detach().to(torch.float64)
         self.stats = stats
-        self.kind = kind
         self._transformed: dict[tuple[int, int] | None, torch.Tensor] = {}
         self._energies: dict[tuple[int, int] | None, torch.Tensor] = {}
-        self._full_root = None
-        if stats is not None and kind == "embedding":
-            self._row_root = stats.row_weights().sqrt()
 
     @property
     def weighted(self) -> bool:
@@ -140,10 +127,6 @@ class WeightedProblem:
         w = self.weight
         if not self.weighted:
             return w
-        if self.kind == "embedding":
-            if None not in self._transformed:
-                self._transformed[None] = w * self._row_root[:, None]
-            return self._transformed[None]
         key = (shape.n1, shape.n2)  # W S depends only on how the input splits, not on m1
         if key not in self._transformed:
             s1, _, s2, _ = self._split_roots(shape.n1, shape.n2)
@@ -153,7 +136,7 @@ class WeightedProblem:
 
     def _energy(self, shape: KronShape) -> torch.Tensor:
         """||W S||_F^2 for this input split (the rearrangement only permutes entries)."""
-        key = None if self.kind == "embedding" or not self.weighted else (shape.n1, shape.n2)
+        key = (shape.n1, shape.n2) if self.weighted else None
         if key not in self._energies:
             self._energies[key] = (self.transformed(shape) ** 2).sum()
         return self._energies[key]
@@ -178,7 +161,7 @@ class WeightedProblem:
 
     def is_exact(self, shape: KronShape) -> bool:
         """Whether :meth:`error_curve` is the true weighted error (no Kronecker approximation of C)."""
-        return not self.weighted or self.kind == "embedding" or shape.n1 == 1 or shape.n2 == 1
+        return not self.weighted or shape.n1 == 1 or shape.n2 == 1
 
     def fit(self, shape: KronShape) -> tuple[torch.Tensor, torch.Tensor]:
         """Factors (rank, m1, n1), (rank, m2, n2) minimising the weighted error, in float64.
@@ -190,12 +173,9 @@ class WeightedProblem:
         if not self.weighted:
             return plain
         a, b = nearest_kronecker(self.transformed(shape), shape)
-        if self.kind == "embedding":
-            a = a / self._row_root[None, :, None]  # embedding factors have m2 == 1
-        else:
-            _, s1_inv, _, s2_inv = self._split_roots(shape.n1, shape.n2)
-            a = a @ s1_inv
-            b = b @ s2_inv
+        _, s1_inv, _, s2_inv = self._split_roots(shape.n1, shape.n2)
+        a = a @ s1_inv
+        b = b @ s2_inv
         weighted = (a, b)
         return min((plain, weighted), key=lambda f: self.error(*f))
 
@@ -204,9 +184,6 @@ class WeightedProblem:
         if not self.weighted:
             return self.plain_error(a, b)
         diff = self.weight - _dense(a, b)
-        if self.kind == "embedding":
-            rw = self.stats.row_weights()[:, None]
-            return float((rw * diff ** 2).sum() / (rw * self.weight ** 2).sum())
         c = self.stats.covariance()
         return float(torch.einsum("ij,jk,ik->", diff, c, diff) / torch.einsum("ij,jk,ik->", self.weight, c, self.weight))
 

@@ -180,7 +180,7 @@ def _layer_plan(name: str, module: nn.Module, role: str, shape: KronShape, seq_l
     errors = None
     if with_errors:
         from .structure import fit_report
-        errors = fit_report(name, kind, module.weight, shape, stats).to_dict()
+        errors = fit_report(name, module.weight, shape, stats).to_dict()
     return LayerPlan(name, role, kind, dense, shape, tokens_per_sequence(name, seq_len), errors)
 
 

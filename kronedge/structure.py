@@ -170,9 +170,9 @@ def search_structure(layers: list[tuple[str, str, torch.Tensor]], budgets: dict[
     roles = roles or {name: kind for name, kind, _ in layers}
     fronts, exact, problems, checks = {}, {}, {}, {}
     for name, kind, weight in layers:
-        problem = problems[name] = WeightedProblem(weight, stats.get(name), kind)
+        problem = problems[name] = WeightedProblem(weight, stats.get(name))
         if name in heldout:
-            checks[name] = WeightedProblem(weight, heldout[name], kind)
+            checks[name] = WeightedProblem(weight, heldout[name])
         cap = budgets[name] if allocation == "uniform" else 2 * budgets[name]
         found = layer_candidates(problem, kind, cap, max_macs)
         if not found:
@@ -265,9 +265,9 @@ def _verified(problem: WeightedProblem, pick: Candidate, exact: list[Candidate],
     return best_exact if best_exact is not None and best_exact.error < true_error else pick
 
 
-def fit_report(name: str, kind: str, weight: torch.Tensor, shape: KronShape,
+def fit_report(name: str, weight: torch.Tensor, shape: KronShape,
                stats: dict[str, InputStats] | None) -> LayerChoice:
     """Both starting errors of the factors :class:`WeightedProblem` fits for ``shape``."""
-    problem = WeightedProblem(weight, (stats or {}).get(name), kind)
+    problem = WeightedProblem(weight, (stats or {}).get(name))
     a, b = problem.fit(shape)
     return LayerChoice(shape, problem.plain_error(a, b), problem.error(a, b) if problem.weighted else None)

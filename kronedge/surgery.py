@@ -34,18 +34,11 @@ def _build(dense: nn.Module, shape: KronShape, init: str, stats: InputStats | No
     return KroneckerLinear(shape, bias=dense.bias is not None, device=w.device, dtype=w.dtype)
 
 
-def _weighted_fit(dense: nn.Module, shape: KronShape, stats: InputStats) -> nn.Module:
+def _weighted_fit(dense: nn.Linear, shape: KronShape, stats: InputStats) -> nn.Module:
     """The data-aware nearest Kronecker product (``kronedge.fitting``), in the layer's dtype."""
-    kind = "embedding" if isinstance(dense, nn.Embedding) else "linear"
-    a, b = WeightedProblem(dense.weight, stats, kind).fit(shape)
+    a, b = WeightedProblem(dense.weight, stats).fit(shape)
     w = dense.weight
     with torch.no_grad():
-        if kind == "embedding":
-            new = KroneckerEmbedding(shape.m1, shape.n1 * shape.n2, shape.n2, shape.rank, dense.padding_idx,
-                                     device=w.device, dtype=w.dtype)
-            new.a.copy_(a.permute(1, 2, 0))  # (r, v, d/k) -> (v, d/k, r)
-            new.b.copy_(b[:, 0, :])
-            return new
         new = KroneckerLinear(shape, bias=dense.bias is not None, device=w.device, dtype=w.dtype)
         new.a.copy_(a)
         new.b.copy_(b)
