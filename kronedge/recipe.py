@@ -79,8 +79,9 @@ class CompressConfig:
         embedding_share: for "svd" and "search", the word embedding's share of the factorised parameters
             (the encoder's matrices split the rest); None: every matrix shrinks alike. A small share (e.g. 0.2)
             leaves the encoder more rank, for tasks that turn on syntax more than on which words occur.
-        calibration: fit the factors to the teacher's activations on the task's training text
-            (data-aware nearest Kronecker product) instead of to the bare weights.
+        calibration: fit the linears' factors to the teacher's activations on the task's training text
+            (data-aware nearest Kronecker product) instead of to the bare weights; the word embeddings
+            are fitted to their weights either way.
         layers: keep this many encoder layers (teacher layers uniformly spaced; the KD layer map
             becomes "uniform"); the compression still counts against the full teacher.
         source: a user's own data files as ``TaskSource.to_dict()`` (``--train``/``--validation``);
