@@ -21,7 +21,9 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-GENERAL_VERSION = 1  # bump when a change to this stage changes what a cached general student holds
+# Bump when a change to this stage changes what a cached general student holds (2: calibration fits the word
+# embeddings unweighted).
+GENERAL_VERSION = 2
 RECIPE_KEY = "general_student"  # the key of a general student's own record in its kronedge.json
 AUTO = "auto"
 # What must agree between a general student and a compress run that starts from it (the student's shape).
