@@ -9,8 +9,7 @@ Kronecker product; the SVD corner (n1 = 1) needs no approximation, so there the 
 
 The word embeddings get no weighting (``kronedge.calibration`` records no statistics for them): their C, the
 token frequencies, would spend a small budget's few ranks on the frequent tokens, which distillation trains
-anyway, and blur the rare content words it barely reaches (SST-2 at 20x: 75% weighted against 81% unweighted,
-``benchmarks/results/sst2_structures.md``).
+anyway, and blur the rare content words it barely reaches (``benchmarks/results/sst2_structures.md``).
 """
 
 from __future__ import annotations

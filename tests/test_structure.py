@@ -174,8 +174,8 @@ def test_searched_start_is_no_worse_than_svd_on_every_layer(teacher_and_stats):
     svd = plan_model(model, KronConfig(compression=4, structure="svd"), stats=stats)
     for mine, theirs in zip(searched.layers, svd.layers):
         assert mine.name == theirs.name
-        kind = "error_plain" if mine.kind == "embedding" else "error_weighted"  # the embeddings are fitted unweighted
-        assert mine.errors[kind] <= theirs.errors[kind] + 1e-9, mine.name
+        error = "error_plain" if mine.kind == "embedding" else "error_weighted"  # the embeddings are fitted unweighted
+        assert mine.errors[error] <= theirs.errors[error] + 1e-9, mine.name
 
 
 @pytest.fixture(scope="module")
