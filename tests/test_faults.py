@@ -3,24 +3,21 @@
 - Output directories (artifacts, exports) get the user's umask like any other file: a model exported for
   the container must be readable by its non-root user, and a private one (umask 077) must stay private.
 - A SIGKILL while `kronedge export` or `save_artifact` is writing leaves the target path absent or holding
-  the previous complete output, never a partial directory. The kill is real (SIGKILL in a subprocess, no
-  cleanup runs); a hook stops the child at a known point mid-write so the test is deterministic.
+  the previous complete output, never a partial directory. The kill is real (SIGKILL of a child process, no
+  cleanup runs; tests/preloaded.py); a hook stops the child at a known point mid-write so the test is deterministic.
 """
 
 from __future__ import annotations
 
 import os
-import selectors
 import signal
 import stat
-import subprocess
-import sys
-import textwrap
 from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[1]
+from preloaded import KRONEDGE_CLI, Child
+
 MAX_LENGTH = 32
 CHILD_TIMEOUT_S = 300  # imports torch and exports: seconds, unless the machine is very busy
 
@@ -84,52 +81,25 @@ def test_export_and_artifact_follow_umask(tiny_artifact, tmp_path, umask, mask):
             assert not top & (stat.S_IRWXG | stat.S_IRWXO), f"{root.name} is {oct(top)} under umask 077"
 
 
-# The child stops when it is about to call HOOK (the target's temporary sibling is then half written),
-# tells the parent, and waits to be killed. HOOK is a module attribute looked up at call time.
-_CHILD = textwrap.dedent("""
-    import importlib, sys, time
-    module_name, attr = sys.argv[1].rsplit(".", 1)
-    module = importlib.import_module(module_name)
-    real = getattr(module, attr)
+def resave(source: str, target: str) -> None:
+    """The child's job in the artifact-save test: load an artifact and save it again at ``target``."""
+    from kronedge.artifact import load_artifact, save_artifact
+    from kronedge.teachers import minilm_dir
 
-    def stop_here(*args, **kwargs):
-        print("WRITING", flush=True)
-        time.sleep(600)
-        return real(*args, **kwargs)
-
-    setattr(module, attr, stop_here)
-    if sys.argv[2] == "export":
-        from kronedge.cli import main
-        sys.argv = ["kronedge", "export", *sys.argv[3:]]
-        main()
-    else:
-        from kronedge.artifact import load_artifact, save_artifact
-        from kronedge.teachers import minilm_dir
-        save_artifact(load_artifact(sys.argv[3]), sys.argv[4], minilm_dir(), {"teacher": "tiny"})
-""")
+    save_artifact(load_artifact(source), target, minilm_dir(), {"teacher": "tiny"})
 
 
-def _kill_mid_write(hook: str, *args: str) -> None:
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
-    child = subprocess.Popen([sys.executable, "-c", _CHILD, hook, *args], stdout=subprocess.PIPE,
-                             stderr=subprocess.PIPE, text=True, env=env, cwd=REPO)
+def _kill_mid_write(hook: str, call: str, *args: str, logs: Path) -> None:
+    """Run ``call(*args)`` in a real child process, SIGKILL it when it is about to call ``hook``.
+
+    The target's temporary sibling is then half written; the hook is a module attribute looked up at call time.
+    """
+    child = Child(call, *args, logs=logs, stop_before=hook)
     try:
-        ready = selectors.DefaultSelector()
-        ready.register(child.stdout, selectors.EVENT_READ)
-        if not ready.select(timeout=CHILD_TIMEOUT_S):
-            pytest.fail(f"the child did not reach {hook} within {CHILD_TIMEOUT_S} s")
-        line = child.stdout.readline()
-        if line.strip() != "WRITING":
-            child.wait(timeout=60)
-            pytest.fail(f"the child never reached {hook}: {child.stderr.read()[-2000:]}")
-        child.send_signal(signal.SIGKILL)
-        assert child.wait(timeout=60) == -signal.SIGKILL
+        if not child.wait_stopped(CHILD_TIMEOUT_S):
+            pytest.fail(f"the child never reached {hook}: {child.stderr()[-2000:]}")
     finally:
-        if child.poll() is None:
-            child.kill()
-            child.wait()
-        child.stdout.close()
-        child.stderr.close()
+        assert child.kill() == -signal.SIGKILL, f"the child ended before the kill: {child.stderr()[-2000:]}"
 
 
 def _snapshot(root: Path) -> dict[str, bytes]:
@@ -152,8 +122,8 @@ def test_sigkill_during_kronedge_export_leaves_no_partial_directory(tiny_artifac
     if previous:
         export_model(tiny_artifact, target, quantize="none", max_length=MAX_LENGTH)
         before = _snapshot(target)
-    _kill_mid_write(EXPORT_HOOK, "export", str(tiny_artifact), "--out", str(target), "--quantize", "int8",
-                    "--max-length", str(MAX_LENGTH))
+    _kill_mid_write(EXPORT_HOOK, KRONEDGE_CLI, "export", str(tiny_artifact), "--out", str(target), "--quantize", "int8",
+                    "--max-length", str(MAX_LENGTH), logs=tmp_path / "logs")
 
     leftovers = [p.name for p in tmp_path.iterdir() if p.name.startswith(".export.tmp-")]
     assert leftovers, "the kill came before the export started writing: the test proves nothing"
@@ -178,7 +148,7 @@ def test_sigkill_during_artifact_save_leaves_no_partial_directory(tiny_artifact,
     if previous:
         save_artifact(load_artifact(tiny_artifact), target, minilm_dir(), {"teacher": "old"})
         before = _snapshot(target)
-    _kill_mid_write(SAVE_HOOK, "save", str(tiny_artifact), str(target))
+    _kill_mid_write(SAVE_HOOK, "test_faults:resave", str(tiny_artifact), str(target), logs=tmp_path / "logs")
 
     leftovers = [p for p in tmp_path.iterdir() if p.name.startswith(".artifact.tmp-")]
     assert leftovers and (leftovers[0] / WEIGHTS_FILE).is_file(), "killed after the weights were written"

@@ -8,10 +8,7 @@ says so; a manifest written before these fields still loads and still names its 
 
 import json
 import logging
-import os
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -19,6 +16,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 import helpers
+from preloaded import KRONEDGE_CLI, Child
 from exporters.identity import generic_labels, resolve_task
 from runtime.contract import MANIFEST_FILE, Manifest, ModelDirError, default_version
 from runtime.predictor import Predictor
@@ -31,7 +29,6 @@ TICKET_SPEC = {"version": 1, "name": "tickets", "num_labels": 3, "label_names": 
 TICKETS = ["i was charged twice this month", "the app crashes when i open settings", "great support, thank you!",
            "refund please", "login button does nothing", "love the new update"]
 MAX_LEN = 32
-REPO = Path(__file__).resolve().parents[1]
 
 
 def _save(model, path, recipe):
@@ -53,18 +50,15 @@ def tickets_artifact(tmp_path_factory):
 def tickets_cli(tickets_artifact, tmp_path_factory):
     """`kronedge export --quantize int8 --name tickets-kb21@1.2.0` in a real process: (dir, stdout, stderr).
 
-    A subprocess, not CliRunner: under pytest the root logger has pytest's handlers, so a warning that
+    A child process, not CliRunner: under pytest the root logger has pytest's handlers, so a warning that
     would reach a user's terminal through logging's last-resort/basicConfig path is only visible here.
     """
     out = tmp_path_factory.mktemp("identity") / "tickets-int8"
-    env = {**os.environ, "COLUMNS": "40", "HF_HUB_OFFLINE": "1"}  # narrow: any wrapping would show
-    code = "from kronedge.cli import main; main()"
-    proc = subprocess.run([sys.executable, "-c", code, "export", str(tickets_artifact), "--out", str(out),
-                           "--target", "arm64", "--quantize", "int8", "--max-length", str(MAX_LEN),
-                           "--name", "tickets-kb21@1.2.0"],
-                          capture_output=True, text=True, env=env, cwd=REPO, timeout=600)
-    assert proc.returncode == 0, proc.stderr
-    return out, proc.stdout, proc.stderr
+    child = Child(KRONEDGE_CLI, "export", str(tickets_artifact), "--out", str(out), "--target", "arm64",
+                  "--quantize", "int8", "--max-length", str(MAX_LEN), "--name", "tickets-kb21@1.2.0",
+                  logs=out.with_name("logs"), env={"COLUMNS": "40"})  # narrow: any wrapping would show
+    assert child.wait(timeout=600) == 0, child.stderr()
+    return out, child.stdout(), child.stderr()
 
 
 @pytest.fixture(scope="module")

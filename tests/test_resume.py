@@ -1,17 +1,15 @@
 """`kill -9` of `kronedge compress` mid-stage, then `--resume`: the same weights as a run never interrupted.
 
-The compress runs in a subprocess on a tiny saved teacher (dropout on, so the RNG state matters), one
-thread, fp32, with a checkpoint after every optimizer step. The test waits until a stage's checkpoint
+The compress runs in a real child process (forked from a preloaded interpreter: tests/preloaded.py) on a
+tiny saved teacher (dropout on, so the RNG state matters), one thread, fp32, with a checkpoint after every
+optimizer step. The test waits until a stage's checkpoint
 has passed a few optimizer steps (so optimizer moments, the schedule position and the RNG are all
 mid-flight), SIGKILLs the process and reruns the same command with --resume, once in each stage, then
 compares every weight of the artifact and the dev metrics with the uninterrupted run.
 """
 
 import json
-import os
 import signal
-import subprocess
-import sys
 import time
 
 import pytest
@@ -19,6 +17,7 @@ import torch
 from safetensors.torch import load_file
 
 from helpers import tiny_bert, tokenizer_dir
+from preloaded import KRONEDGE_CLI, Child, run_cli
 
 pytestmark = pytest.mark.slow
 
@@ -37,7 +36,7 @@ def teacher_dir(tmp_path_factory):
 def _command(teacher_dir, workdir, resume=False):
     # stage 1: 128 chunks / 8 = 16 steps; stage 2: 256 examples / 8 = 32 steps an epoch, raised to 3 epochs by
     # --stage2-min-steps, with early stopping on dev (patience 1): the best-epoch bookkeeping crosses the kill too.
-    args = [sys.executable, "-m", "kronedge.cli", "compress", "--teacher", str(teacher_dir), "--task", "sst2",
+    args = ["compress", "--teacher", str(teacher_dir), "--task", "sst2",
             "--compression", "4", "--stage1-examples", "128", "--stage2-examples", "256",
             "--max-length", "32", "--batch-size", "8", "--stage2-min-steps", "96", "--patience", "1", "--precision", "fp32",
             "--threads", "1", "--no-teacher-check", "--checkpoint-every", "0", "--out", str(workdir / "art"),
@@ -45,14 +44,11 @@ def _command(teacher_dir, workdir, resume=False):
     return args + (["--resume"] if resume else [])
 
 
-def _env():
-    return {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "PYTHONWARNINGS": "ignore"}
+ENV = {"OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "PYTHONWARNINGS": "ignore"}
 
 
-def _run(args):
-    proc = subprocess.run(args, capture_output=True, text=True, env=_env(), timeout=600)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    return json.loads(proc.stdout)
+def _run(args, logs):
+    return json.loads(run_cli(*args, logs=logs, env=ENV))
 
 
 def _saved_step(run_dir, stage):
@@ -63,25 +59,24 @@ def _saved_step(run_dir, stage):
     return -1 if progress.get("done") else progress["step"]
 
 
-def _kill_when(args, run_dir, stage, step):
+def _kill_when(args, run_dir, stage, step, logs):
     """Start ``args``; SIGKILL it once ``stage`` has a checkpoint at ``step`` or later; return that step."""
-    proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=_env())
+    child = Child(KRONEDGE_CLI, *args, logs=logs, env=ENV)
     deadline = time.monotonic() + 600
     try:
         while (seen := _saved_step(run_dir, stage)) < step:
-            assert proc.poll() is None, f"compress ended before {stage} reached step {step}: make the run longer"
+            assert child.process.is_alive(), f"compress ended before {stage} reached step {step}: make the run longer"
             assert time.monotonic() < deadline, f"{stage} did not reach step {step}"
             time.sleep(0.01)
     finally:
-        proc.send_signal(signal.SIGKILL)
-        proc.wait()
+        assert child.kill() == -signal.SIGKILL, child.stderr()[-3000:]
     return seen
 
 
 @pytest.fixture(scope="module")
 def reference(teacher_dir, tmp_path_factory):
     workdir = tmp_path_factory.mktemp("reference")
-    return _run(_command(teacher_dir, workdir)), load_file(workdir / "art" / "model.safetensors"), workdir
+    return _run(_command(teacher_dir, workdir), workdir / "logs"), load_file(workdir / "art" / "model.safetensors"), workdir
 
 
 # One run is killed twice, mid stage 1 and then, after resuming, mid stage 2: each stage resumes from its own
@@ -92,11 +87,12 @@ KILLS = {"stage1": 3, "stage2": 40}
 def test_kill_9_in_each_stage_then_resume_ends_at_the_same_weights(teacher_dir, reference, tmp_path):
     report, weights, reference_dir = reference
     for resume, (stage, step) in enumerate(KILLS.items()):
-        killed_at = _kill_when(_command(teacher_dir, tmp_path, resume=bool(resume)), tmp_path / "run", stage, step)
+        killed_at = _kill_when(_command(teacher_dir, tmp_path, resume=bool(resume)), tmp_path / "run", stage, step,
+                               tmp_path / f"logs-{stage}")
         assert killed_at >= step
         assert not (tmp_path / "art").exists()  # killed mid-stage: no artifact yet
 
-    resumed = _run(_command(teacher_dir, tmp_path, resume=True))
+    resumed = _run(_command(teacher_dir, tmp_path, resume=True), tmp_path / "logs")
     assert resumed["student_metrics"] == report["student_metrics"]
     again = load_file(tmp_path / "art" / "model.safetensors")
     assert again.keys() == weights.keys()
