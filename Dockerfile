@@ -26,12 +26,16 @@ ENV PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PYTHONDONTWRITEBYTECODE=1
 WORKDIR /src
-COPY pyproject.toml README.md ./
+# The dependencies first, listed from pyproject.toml alone (tomllib: Python 3.11+), so that a change to the
+# source rebuilds only the last, small install and not numpy and onnxruntime.
+COPY pyproject.toml ./
+RUN python -c "import tomllib; p = tomllib.load(open('pyproject.toml', 'rb'))['project']; print('\n'.join(p['dependencies'] + p['optional-dependencies']['serve']))" > requirements.txt && python -m venv /opt/venv && /opt/venv/bin/pip install --no-cache-dir -r requirements.txt
+COPY README.md ./
 COPY kronedge/ kronedge/
 COPY exporters/ exporters/
 COPY runtime/ runtime/
-# tests/test_docker.py runs this exact pip command in a fresh venv; keep it on one line.
-RUN python -m venv /opt/venv && /opt/venv/bin/pip install --no-cache-dir ".[serve]"
+# tests/test_runtime_docker.py runs the install steps of these two RUNs in a fresh venv; keep each on one line.
+RUN /opt/venv/bin/pip install --no-cache-dir ".[serve]"
 
 # ---- model: empty unless `--build-context model=DIR` supplies one ------------------------------------
 FROM scratch AS model
