@@ -536,11 +536,14 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if env.plugin:
         print(f"plugin: {env.plugin}")
     if args.check:
-        for cpu in PI_CPUS:
-            res = run_python(env, cpu, "-c", ["import numpy, onnxruntime, tokenizers; print(onnxruntime.__version__)"])
+        from concurrent.futures import ThreadPoolExecutor
+
+        probe = ["import numpy, onnxruntime, tokenizers; print(onnxruntime.__version__)"]
+        with ThreadPoolExecutor(len(PI_CPUS)) as pool:  # one emulator process per CPU model, at once
+            results = list(pool.map(lambda cpu: run_python(env, cpu, "-c", probe), PI_CPUS))
+        for cpu, res in zip(PI_CPUS, results):
             print(f"{cpu}: rc={res.returncode} {res.stdout.strip()} {res.stderr.strip()[-300:]}")
-            if res.returncode != 0:
-                return 1
+        return int(any(res.returncode != 0 for res in results))
     return 0
 
 
