@@ -60,6 +60,9 @@ def _child(call: str, args: tuple, out: str, err: str, env: dict, stop_before: s
 class Child:
     """``CALL(*ARGS)`` (``"module:function"``) in a forked child, its stdout and stderr kept in ``logs``.
 
+    The child has the environment the forkserver started with (the root conftest's: offline hub, the worker's
+    thread count) plus ``env``; variables read at import time (e.g. by torch or transformers) are already read.
+
     With ``stop_before="module.attr"`` the child stops when it is about to call that attribute: the parent
     waits for it with :meth:`wait_stopped` and then kills it at that known point.
     """

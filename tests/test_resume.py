@@ -44,11 +44,8 @@ def _command(teacher_dir, workdir, resume=False):
     return args + (["--resume"] if resume else [])
 
 
-ENV = {"OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "PYTHONWARNINGS": "ignore"}
-
-
 def _run(args, logs):
-    return json.loads(run_cli(*args, logs=logs, env=ENV))
+    return json.loads(run_cli(*args, logs=logs))
 
 
 def _saved_step(run_dir, stage):
@@ -61,7 +58,7 @@ def _saved_step(run_dir, stage):
 
 def _kill_when(args, run_dir, stage, step, logs):
     """Start ``args``; SIGKILL it once ``stage`` has a checkpoint at ``step`` or later; return that step."""
-    child = Child(KRONEDGE_CLI, *args, logs=logs, env=ENV)
+    child = Child(KRONEDGE_CLI, *args, logs=logs)
     deadline = time.monotonic() + 600
     try:
         while (seen := _saved_step(run_dir, stage)) < step:
