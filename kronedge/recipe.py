@@ -64,6 +64,10 @@ class CompressConfig:
             learns a small task far more slowly than its teacher did (benchmarks/results/small_tasks.md).
         patience: the teacher fine-tune and stage 2 stop after this many epochs without a better
             dev score (the best epoch is kept). None: never stop early.
+        cooldown_epochs: when stage 2's patience is spent, it trains this many more epochs with the
+            learning rate decaying to zero before it ends, instead of stopping at once: on a few thousand
+            examples stage 2 plans many epochs, and patience would otherwise stop it while the rate is
+            still high. The best epoch is still the one kept. None: stop at once.
         check_teacher: stop before distilling when the teacher scores near chance on dev.
         min_retention: warn (in the output and the model card) when the student keeps less than
             this share of the teacher's primary metric.
@@ -94,7 +98,9 @@ class CompressConfig:
         >>> CompressConfig(task="sst2", compression=5.5, stage1_examples=4000)
     """
 
-    VERSION = 3  # 2: min_steps, stage1_min_steps, max_epochs, patience, check_teacher, min_retention; 3: stage2_min_steps
+    # 2: min_steps, stage1_min_steps, max_epochs, patience, check_teacher, min_retention; 3: stage2_min_steps;
+    # 4: cooldown_epochs
+    VERSION = 4
 
     teacher: str = DEFAULT_TEACHER
     task: str = DEFAULT_TASK
@@ -129,6 +135,7 @@ class CompressConfig:
     stage2_min_steps: int | None = 1800
     max_epochs: int = 10
     patience: int | None = 2
+    cooldown_epochs: int | None = 1
     check_teacher: bool = True
     min_retention: float = 0.9
     checkpoint_seconds: float = free_field(default=300.0)
@@ -219,7 +226,8 @@ class CompressConfig:
                            max_length=self.stage1_max_length if one else self.max_length, seed=self.seed,
                            precision=self.precision, warmup_ratio=0.1, time_budget_s=time_budget_s,
                            min_steps=self.stage1_min_steps if one else self.stage2_min_steps, max_epochs=self.max_epochs,
-                           patience=None if one else self.patience, checkpoint_seconds=self.checkpoint_seconds)
+                           patience=None if one else self.patience,
+                           cooldown_epochs=None if one else self.cooldown_epochs, checkpoint_seconds=self.checkpoint_seconds)
 
     def to_dict(self) -> dict:
         return {"version": self.VERSION, **asdict(self)}

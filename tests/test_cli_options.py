@@ -137,7 +137,7 @@ def test_finetune_options_are_the_teacher_recipe():
     for f in dataclasses.fields(TrainConfig):
         name = {"time_budget_s": "time_budget", "checkpoint_seconds": "checkpoint_every"}.get(f.name, f.name)
         shown = params[name].default
-        assert (shown or None if f.name in ("min_steps", "patience") else shown) == getattr(teacher, f.name), f.name
+        assert (shown or None if f.name in ("min_steps", "patience", "cooldown_epochs") else shown) == getattr(teacher, f.name), f.name
         assert params[name].help
 
 

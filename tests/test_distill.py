@@ -387,6 +387,44 @@ def test_early_stopping_stops_after_patience_and_keeps_the_best(tmp_path):
                           eval_fn=lambda m: {"score": next(scores)}, primary_metric="score").stopped_early
 
 
+def test_spent_patience_cools_down_one_epoch_with_the_rate_decaying_to_zero(tmp_path):
+    """With cooldown_epochs, a spent patience shortens the schedule to one more epoch instead of stopping: that
+    epoch trains with the learning rate falling to 0, it is evaluated, and the best epoch is still kept."""
+    data = micro_data()  # 48 examples in batches of 8: 6 steps an epoch, 10 epochs planned (60 steps)
+    scores = iter([0.5, 0.7, 0.6, 0.65, 0.68, 0.9])  # patience 2 spent at the 4th evaluation
+    seen = []
+
+    def score(m):
+        seen.append(copy.deepcopy(m.state_dict()))
+        return {"score": next(scores)}
+
+    config = TrainConfig(epochs=10, batch_size=8, lr=1e-3, precision="fp32", patience=2, cooldown_epochs=1,
+                         log_every=1)
+    model = micro_bert(0)
+    result = train_loop(model, data, lambda m, b: (m(**b).loss, {}), config, tmp_path / "run", eval_fn=score,
+                        primary_metric="score")
+    assert len(result.history) == 5 and result.steps == 30 and result.planned_steps == 30 and result.epochs_planned == 5
+    assert result.stopped_early and result.best_metrics == {"score": 0.7}
+    for key, value in seen[1].items():
+        torch.testing.assert_close(model.state_dict()[key], value, msg=key)
+    log = [json.loads(line) for line in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
+    assert [row["cooldown_after_epoch"] for row in log if "cooldown_after_epoch" in row] == [3]
+    lrs = {row["step"]: row["lr"] for row in log if "lr" in row}
+    # Linear decay after int(total * 0.06) warm-up steps: after step 24 the planned schedule (60 steps) is still at
+    # 36/57 of the peak; the cool-down's (30 steps, 1 warm-up step) is at 5/29 after step 25 and 0 after step 30.
+    assert lrs[24] == pytest.approx(1e-3 * 36 / 57)
+    assert lrs[25] == pytest.approx(1e-3 * 5 / 29) and lrs[30] == 0.0
+    assert all(lrs[s] > lrs[s + 1] for s in range(25, 30))
+    assert read_progress(tmp_path / "run")["cooling"]
+
+    # A cool-down that would not end before the schedule does changes nothing: the stage stops at once.
+    scores = iter([0.5, 0.7, 0.6, 0.65])
+    late = TrainConfig(epochs=4, batch_size=8, lr=1e-3, precision="fp32", patience=2, cooldown_epochs=1)
+    result = train_loop(micro_bert(0), data, lambda m, b: (m(**b).loss, {}), late, tmp_path / "late",
+                        eval_fn=lambda m: {"score": next(scores)}, primary_metric="score")
+    assert result.steps == 24 and len(result.history) == 4
+
+
 @pytest.mark.parametrize("task,labels,metrics,near", [
     ("sst2", [0] * 60 + [1] * 40, {"accuracy": 0.62}, True),   # majority 0.60, margin ~0.098
     ("sst2", [0] * 60 + [1] * 40, {"accuracy": 0.75}, False),

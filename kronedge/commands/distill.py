@@ -66,7 +66,7 @@ FIELD_CLI = {
                         note=f"Written NAME=WEIGHT,... with NAME one of {', '.join(LOSSES)}; unnamed ones are 1."),
     "unlabelled": Cli(type=Path, to_field=lambda p: str(p) if p else None),
     **{name: zero_is_none() for name in ("stage1_examples", "stage2_examples", "min_steps", "stage1_min_steps",
-                                         "stage2_min_steps", "patience")},
+                                         "stage2_min_steps", "patience", "cooldown_epochs")},
 }
 # Filled from the data-source options (--task, --data-dir, the data files), not one option each.
 SOURCE_FIELDS = ("task", "data_dir", "source")

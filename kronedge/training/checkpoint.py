@@ -44,6 +44,7 @@ class Progress:
     examples: int = 0
     stale_evals: int = 0  # evaluations in a row without a better primary metric
     stopped_early: bool = False
+    cooling: bool = False  # patience is spent and the schedule now ends after the cool-down epochs
 
     def to_dict(self) -> dict:
         return asdict(self)

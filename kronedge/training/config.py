@@ -58,12 +58,16 @@ class TrainConfig:
         max_epochs: the most epochs ``min_steps`` may plan (``epochs`` itself is never cut).
         patience: stop after this many evaluations in a row without a better primary metric
             (needs an evaluation function and a primary metric); None never stops early.
+        cooldown_epochs: when ``patience`` is spent, train this many more epochs with the learning rate
+            decaying to zero (from where the shortened schedule puts it) instead of stopping at once: a
+            stop in the middle of a long schedule otherwise keeps weights trained at a high rate. The best
+            epoch is still the one kept. None: stop at once.
 
     Example:
         >>> TrainConfig(epochs=1, lr=5e-5, batch_size=32, min_steps=600, patience=2)
     """
 
-    VERSION = 2  # 2: min_steps, max_epochs, patience
+    VERSION = 3  # 2: min_steps, max_epochs, patience; 3: cooldown_epochs
 
     epochs: int = 1
     batch_size: int = 32
@@ -82,6 +86,7 @@ class TrainConfig:
     min_steps: int | None = None
     max_epochs: int = 10
     patience: int | None = None
+    cooldown_epochs: int | None = None
 
     def __post_init__(self):
         if self.epochs < 1:
@@ -104,6 +109,8 @@ class TrainConfig:
             raise TrainingError(f"max_epochs must be >= 1, got {self.max_epochs}")
         if self.patience is not None and self.patience < 1:
             raise TrainingError(f"patience must be >= 1 evaluation or None (never stop early), got {self.patience}")
+        if self.cooldown_epochs is not None and self.cooldown_epochs < 1:
+            raise TrainingError(f"cooldown_epochs must be >= 1 epoch or None (stop at once), got {self.cooldown_epochs}")
 
     def planned_epochs(self, steps_per_epoch: int) -> int:
         """Epochs to run: ``epochs``, raised towards ``min_steps`` optimizer steps (at most ``max_epochs``)."""

@@ -16,7 +16,7 @@ from torch import nn
 
 from ..artifact import write_json_atomic
 from .batching import Encoded, bucket_batches, collate
-from .budget import BudgetPlan, TimeBudget
+from .budget import TimeBudget
 from .checkpoint import (LOG_FILE, Progress, RunLog, RunningLoss, TrainResult, load_best, load_checkpoint, mark_done,
                          read_progress, save_best, save_checkpoint)
 from .config import TrainConfig
@@ -81,7 +81,7 @@ class Trainer:
         optimizer = build_optimizer(self.modules, config, self.device)
         self.steps_per_epoch = math.ceil(len(self.epoch_batches(0)) / config.grad_accum)
         self.epochs = config.planned_epochs(self.steps_per_epoch)
-        self.epochs_planned = self.epochs  # what the time budget keeps of them (apply_plan)
+        self.epochs_planned = self.epochs  # what the time budget or a cool-down keeps of them
         total = min(self.steps_per_epoch * self.epochs, config.max_steps or 10**12)
         self.schedule = LinearSchedule(total, config.warmup_ratio)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, self.schedule)
@@ -188,7 +188,7 @@ class Trainer:
         now = time.perf_counter()
         plan = self.budget.after_step(p.step, now)
         if plan is not None:
-            self.apply_plan(plan)
+            self.end_schedule_at(plan.total_steps, plan.epochs)
             self.say(f"time budget {self.config.time_budget_s:.0f} s: "
                      f"{plan.seconds_per_step * 1000:.1f} ms/step, {plan.epochs} of {self.epochs} epoch(s) fit "
                      f"({plan.total_steps} steps)")
@@ -223,11 +223,11 @@ class Trainer:
             self.evaluate()
         p.epoch += 1
         p.batch = 0
-        if not self.stopping and p.epoch < self.epochs:
+        if not self.stopping and not p.cooling and p.epoch < self.epochs:  # a cool-down keeps its end
             before = self.schedule.total
             plan = self.budget.replan(p.step, p.epoch, time.perf_counter())
             if plan is not None and plan.total_steps != before:
-                self.apply_plan(plan)
+                self.end_schedule_at(plan.total_steps, plan.epochs)
                 self.say(f"time budget: re-planned to {plan.epochs} epoch(s) after {p.epoch} done")
                 self.report.write({"replanned_after_epoch": p.epoch, "epochs_planned": plan.epochs,
                                 "total_steps": plan.total_steps})
@@ -244,15 +244,30 @@ class Trainer:
         verdict = self.selection.update(p)
         if verdict == "best" and self.main:
             save_best(self.run_dir, self.accelerator.unwrap_model(self.model), p.best)
-        elif verdict == "stop":
-            primary = self.selection.primary
-            self.say(f"no better {primary} in {p.stale_evals} evaluation(s): stopping early (best {p.best[primary]:.4f})")
+        elif verdict == "stop" and not p.cooling:
+            self.stop_early()
+
+    def stop_early(self) -> None:
+        """Patience is spent: end the schedule after the cool-down epochs, or at once without them."""
+        p, primary = self.progress, self.selection.primary
+        stale = f"no better {primary} in {p.stale_evals} evaluation(s)"
+        cooldown = (self.config.cooldown_epochs or 0) * self.steps_per_epoch
+        if cooldown and p.step + cooldown < self.schedule.total:
+            p.cooling = True
+            self.end_schedule_at(p.step + cooldown, epochs=p.epoch + 1 + self.config.cooldown_epochs)
+            self.say(f"{stale}: the learning rate now decays to zero over {self.config.cooldown_epochs} more "
+                     f"epoch(s), then the stage ends (best so far {p.best[primary]:.4f})")
+            self.report.write({"cooldown_after_epoch": p.epoch, "epochs_planned": self.epochs_planned,
+                               "total_steps": self.schedule.total})
+        else:
+            self.say(f"{stale}: stopping early (best {p.best[primary]:.4f})")
             p.stopped_early = self.stopping = True
 
-    def apply_plan(self, plan: BudgetPlan) -> None:
-        self.schedule.total = plan.total_steps
-        self.epochs_planned = plan.epochs
-        self.report.set_total(plan.total_steps)
+    def end_schedule_at(self, total_steps: int, epochs: int) -> None:
+        """The learning-rate schedule (and the stage) now ends at ``total_steps``, after ``epochs`` epochs."""
+        self.schedule.total = total_steps
+        self.epochs_planned = epochs
+        self.report.set_total(total_steps)
 
     def snapshot(self, **changes) -> Progress:
         """The progress record as of now, over every session."""
@@ -274,7 +289,8 @@ class Trainer:
             load_best(self.run_dir, model, self.device)
         result = TrainResult(final.step, final.seconds, final.examples / max(final.seconds, 1e-9), self.precision,
                              self.precision_reason, final.best, final.last, final.history, self.resumed_from,
-                             final.total_steps, self.stopped_at_budget, final.stopped_early, self.epochs_planned)
+                             final.total_steps, self.stopped_at_budget, final.stopped_early or final.cooling,
+                             self.epochs_planned)
         if self.main:
             mark_done(self.run_dir, final)
             write_json_atomic(self.run_dir / "metrics.json", result.to_dict())
