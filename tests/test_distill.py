@@ -417,12 +417,12 @@ def test_spent_patience_cools_down_one_epoch_with_the_rate_decaying_to_zero(tmp_
     assert all(lrs[s] > lrs[s + 1] for s in range(25, 30))
     assert read_progress(tmp_path / "run")["cooling"]
 
-    # A cool-down that would not end before the schedule does changes nothing: the stage stops at once.
+    # Patience spent at the last planned epoch changes nothing: the schedule ends there, and not "early".
     scores = iter([0.5, 0.7, 0.6, 0.65])
     late = TrainConfig(epochs=4, batch_size=8, lr=1e-3, precision="fp32", patience=2, cooldown_epochs=1)
     result = train_loop(micro_bert(0), data, lambda m, b: (m(**b).loss, {}), late, tmp_path / "late",
                         eval_fn=lambda m: {"score": next(scores)}, primary_metric="score")
-    assert result.steps == 24 and len(result.history) == 4
+    assert result.steps == 24 and len(result.history) == 4 and not result.stopped_early
 
 
 @pytest.mark.parametrize("task,labels,metrics,near", [

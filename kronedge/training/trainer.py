@@ -250,6 +250,8 @@ class Trainer:
     def stop_early(self) -> None:
         """Patience is spent: end the schedule after the cool-down epochs, or at once without them."""
         p, primary = self.progress, self.selection.primary
+        if p.step >= self.schedule.total:
+            return  # the last planned epoch: the stage ends here anyway
         stale = f"no better {primary} in {p.stale_evals} evaluation(s)"
         cooldown = (self.config.cooldown_epochs or 0) * self.steps_per_epoch
         if cooldown and p.step + cooldown < self.schedule.total:
