@@ -425,6 +425,49 @@ def test_spent_patience_cools_down_one_epoch_with_the_rate_decaying_to_zero(tmp_
     assert result.steps == 24 and len(result.history) == 4 and not result.stopped_early
 
 
+class InterruptAt:
+    """A training step function that raises KeyboardInterrupt (as Ctrl-C does) on its ``at``-th call."""
+
+    def __init__(self, at: int):
+        self.at, self.calls = at, 0
+
+    def __call__(self, model, batch):
+        self.calls += 1
+        if self.calls == self.at:
+            raise KeyboardInterrupt
+        return model(**batch).loss, {}
+
+
+def test_a_cool_down_interrupted_and_resumed_ends_like_an_uninterrupted_one(tmp_path):
+    """Interrupted in the first of two cool-down epochs, --resume keeps the shortened schedule and the cool-down
+    (a spent patience does not cut it again) and ends with the weights of a run never interrupted."""
+    data = micro_data()
+    config = TrainConfig(epochs=10, batch_size=8, lr=1e-3, precision="fp32", patience=2, cooldown_epochs=2)
+    scores = [0.5, 0.7, 0.6, 0.65, 0.68, 0.69]
+
+    def run(step_fn, run_dir, resume=False, evals=None):
+        model = micro_bert(0)
+        it = iter(evals if evals is not None else scores)
+        result = train_loop(model, data, step_fn, config, run_dir, eval_fn=lambda m: {"score": next(it)},
+                            primary_metric="score", resume=resume)
+        return model, result
+
+    # The best epoch is the second: compare the last weights (the checkpoint's), not the kept ones.
+    reference, done = run(InterruptAt(0), tmp_path / "ref")
+    with pytest.raises(KeyboardInterrupt):
+        run(InterruptAt(27), tmp_path / "cut")  # step 27 of 36: inside the first cool-down epoch
+    assert read_progress(tmp_path / "cut")["cooling"]
+    _, resumed = run(InterruptAt(0), tmp_path / "cut", resume=True, evals=scores[4:])
+    assert resumed.steps == done.steps == 36 and resumed.history == done.history
+    for name in ("ref", "cut"):
+        state = torch.load(tmp_path / name / "checkpoint" / "state.pt", weights_only=False)
+        assert state["scheduler"]["_last_lr"][0] == 0.0, name
+    last = [torch.load(tmp_path / n / "checkpoint" / "state.pt", weights_only=False)["modules"]["model"]
+            for n in ("ref", "cut")]
+    for key, tensor in last[0].items():
+        assert torch.equal(last[1][key], tensor), key
+
+
 @pytest.mark.parametrize("task,labels,metrics,near", [
     ("sst2", [0] * 60 + [1] * 40, {"accuracy": 0.62}, True),   # majority 0.60, margin ~0.098
     ("sst2", [0] * 60 + [1] * 40, {"accuracy": 0.75}, False),
