@@ -3,7 +3,8 @@
 #   - qemu-user-static (runs the arm64 userland), qemu-user (non-static: accepts TCG plugins),
 #     gcc (builds the instruction-count plugin), dpkg-dev (apt-get source), xz-utils;
 #   - the cached arm64 userland (python3 + aarch64 numpy/onnxruntime/tokenizers at the host's versions)
-#     and the insncount plugin, under device_tests/.cache (idempotent: fast when cached).
+#     and the insncount plugin, in the machine's cache that `kronedge bench --target arm64` uses too
+#     ($KRONEDGE_QEMU_CACHE, default ~/.cache/kronedge/qemu; idempotent: fast when cached, also for a new clone).
 # Needs the project installed first (pip install -e ".[dev]"): the wheel versions follow the host's.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -34,6 +35,5 @@ if [ "${#need[@]}" -gt 0 ]; then
     util-linux ca-certificates >/dev/null
 fi
 
-# The checkout keeps its cache beside the device tests (device_tests/conftest.py reads the same place).
-export KRONEDGE_QEMU_CACHE="${KRONEDGE_QEMU_CACHE:-$PWD/device_tests/.cache}"
+# The machine's cache ($KRONEDGE_QEMU_CACHE, default ~/.cache/kronedge/qemu): device_tests/ read the same place.
 python -m kronedge.qemu --plugin --check

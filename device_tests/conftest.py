@@ -19,8 +19,6 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
 
 ROOT = Path(__file__).resolve().parents[1]
-# The checkout keeps the arm64 userland beside the device tests (ci_setup.sh builds it there).
-os.environ.setdefault("KRONEDGE_QEMU_CACHE", str(ROOT / "device_tests" / ".cache"))
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 

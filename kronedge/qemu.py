@@ -15,8 +15,8 @@ Recipe (every step checked on bookworm x86-64; the device tests in the repositor
    redirects the guest's /proc/cpuinfo there). Runs on different CPU models can then go in parallel.
 6. Always ``-cpu cortex-a53|cortex-a72|cortex-a76``: QEMU's default ``max`` has SVE2/SME/i8mm that no Pi has.
 
-Everything is cached under ``$KRONEDGE_QEMU_CACHE`` (default ``~/.cache/kronedge/qemu``; the checkout's
-device tests and ``ci_setup.sh`` point it at ``device_tests/.cache``) and the setup is idempotent: a second
+Everything is cached under ``$KRONEDGE_QEMU_CACHE`` (default ``~/.cache/kronedge/qemu``, shared by the
+device tests, ``ci_setup.sh`` and ``kronedge bench --target arm64``) and the setup is idempotent: a second
 call only checks stamps.
 
 The instruction counter is ``kronedge/plugins/insncount.c`` (package data, so an installed kronedge builds it
