@@ -7,14 +7,21 @@ from .checkpoint import Progress
 
 class EarlyStopping:
     """Keeps the best evaluation by ``primary`` (higher is better) in a :class:`Progress`, and stops after
-    ``patience`` evaluations in a row without a better one (None: never).
+    ``patience`` evaluations in a row without a better one (None: never), after ``cooldown_epochs`` more epochs
+    with the learning rate decaying to zero when set.
 
     Example:
         >>> verdict = EarlyStopping("accuracy", patience=2).update(progress)   # "best", "worse" or "stop"
     """
 
-    def __init__(self, primary: str | None, patience: int | None):
-        self.primary, self.patience = primary, patience
+    def __init__(self, primary: str | None, patience: int | None, cooldown_epochs: int | None = None):
+        self.primary, self.patience, self.cooldown_epochs = primary, patience, cooldown_epochs
+
+    def cooldown_end(self, progress: Progress, steps_per_epoch: int, total_steps: int) -> int | None:
+        """The step at which the schedule ends when patience is spent now; None: stop at once (no cool-down,
+        or one that would not end before the schedule does)."""
+        end = progress.step + (self.cooldown_epochs or 0) * steps_per_epoch
+        return end if progress.step < end < total_steps else None
 
     def update(self, progress: Progress) -> str | None:
         """Score ``progress.last``: "best" (a new best, now ``progress.best``), "worse", "stop" (patience

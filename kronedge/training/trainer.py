@@ -59,7 +59,7 @@ class Trainer:
         from accelerate import Accelerator
 
         self.data, self.step_fn, self.config, self.desc = data, step_fn, config, desc
-        self.eval_fn, self.selection = eval_fn, EarlyStopping(primary_metric, config.patience)
+        self.eval_fn, self.selection = eval_fn, EarlyStopping(primary_metric, config.patience, config.cooldown_epochs)
         self.run_dir = Path(run_dir)
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self.accelerator = Accelerator(gradient_accumulation_steps=config.grad_accum, mixed_precision="no")
@@ -244,26 +244,23 @@ class Trainer:
         verdict = self.selection.update(p)
         if verdict == "best" and self.main:
             save_best(self.run_dir, self.accelerator.unwrap_model(self.model), p.best)
-        elif verdict == "stop" and not p.cooling:
+        elif verdict == "stop" and not p.cooling and p.step < self.schedule.total:  # else it ends here anyway
             self.stop_early()
 
     def stop_early(self) -> None:
         """Patience is spent: end the schedule after the cool-down epochs, or at once without them."""
-        p, primary = self.progress, self.selection.primary
-        if p.step >= self.schedule.total:
-            return  # the last planned epoch: the stage ends here anyway
+        p, primary, selection = self.progress, self.selection.primary, self.selection
         stale = f"no better {primary} in {p.stale_evals} evaluation(s)"
-        cooldown = (self.config.cooldown_epochs or 0) * self.steps_per_epoch
-        if cooldown and p.step + cooldown < self.schedule.total:
-            p.cooling = True
-            self.end_schedule_at(p.step + cooldown, epochs=p.epoch + 1 + self.config.cooldown_epochs)
-            self.say(f"{stale}: the learning rate now decays to zero over {self.config.cooldown_epochs} more "
-                     f"epoch(s), then the stage ends (best so far {p.best[primary]:.4f})")
-            self.report.write({"cooldown_after_epoch": p.epoch, "epochs_planned": self.epochs_planned,
-                               "total_steps": self.schedule.total})
-        else:
+        end = selection.cooldown_end(p, self.steps_per_epoch, self.schedule.total)
+        if end is None:
             self.say(f"{stale}: stopping early (best {p.best[primary]:.4f})")
             p.stopped_early = self.stopping = True
+            return
+        p.cooling = True
+        self.end_schedule_at(end, epochs=p.epoch + 1 + selection.cooldown_epochs)
+        self.say(f"{stale}: the learning rate now decays to zero over {selection.cooldown_epochs} more epoch(s), "
+                 f"then the stage ends (best so far {p.best[primary]:.4f})")
+        self.report.write({"cooldown_after_epoch": p.epoch, "epochs_planned": self.epochs_planned, "total_steps": end})
 
     def end_schedule_at(self, total_steps: int, epochs: int) -> None:
         """The learning-rate schedule (and the stage) now ends at ``total_steps``, after ``epochs`` epochs."""
@@ -302,10 +299,6 @@ class Trainer:
 def train_loop(model: nn.Module, data: Encoded, step_fn: StepFn, config: TrainConfig, run_dir: str | os.PathLike,
                eval_fn: EvalFn | None = None, primary_metric: str | None = None, resume: bool = False,
                extra_modules: dict[str, nn.Module] | None = None, desc: str = "train") -> TrainResult:
-    """``Trainer(...).run(resume)`` in one call (see :class:`Trainer`).
-
-    Example:
-        >>> train_loop(model, encoded, lambda m, b: (m(**b).loss, {}), TrainConfig(), "runs/ft")
-    """
+    """``Trainer(...).run(resume)`` in one call (see :class:`Trainer`)."""
     trainer = Trainer(model, data, step_fn, config, run_dir, eval_fn, primary_metric, extra_modules, desc)
     return trainer.run(resume)
