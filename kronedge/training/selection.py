@@ -20,8 +20,10 @@ class EarlyStopping:
     def cooldown_end(self, progress: Progress, steps_per_epoch: int, total_steps: int) -> int | None:
         """The step at which the schedule ends when patience is spent now; None: stop at once (no cool-down,
         or one that would not end before the schedule does)."""
-        end = progress.step + (self.cooldown_epochs or 0) * steps_per_epoch
-        return end if progress.step < end < total_steps else None
+        if not self.cooldown_epochs:
+            return None
+        end = progress.step + self.cooldown_epochs * steps_per_epoch
+        return end if end < total_steps else None
 
     def update(self, progress: Progress) -> str | None:
         """Score ``progress.last``: "best" (a new best, now ``progress.best``), "worse", "stop" (patience

@@ -249,7 +249,8 @@ class Trainer:
 
     def stop_early(self) -> None:
         """Patience is spent: end the schedule after the cool-down epochs, or at once without them."""
-        p, primary, selection = self.progress, self.selection.primary, self.selection
+        p, selection = self.progress, self.selection
+        primary = selection.primary
         stale = f"no better {primary} in {p.stale_evals} evaluation(s)"
         end = selection.cooldown_end(p, self.steps_per_epoch, self.schedule.total)
         if end is None:
