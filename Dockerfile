@@ -20,22 +20,24 @@
 
 ARG PYTHON_IMAGE=python:3.11-slim-bookworm
 
-# ---- build: install the runtime extra into a venv, which is all the final stage copies -------------
-FROM ${PYTHON_IMAGE} AS build
+# ---- deps: the runtime's dependencies in a venv, listed from pyproject.toml alone (tomllib: Python 3.11+) ---
+# A change to the source leaves this stage, and the final image's layer copied from it, as they were: a new
+# version of the package is a layer of a few MB to build, push and pull, not the whole venv.
+FROM ${PYTHON_IMAGE} AS deps
 ENV PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PYTHONDONTWRITEBYTECODE=1
 WORKDIR /src
-# The dependencies first, listed from pyproject.toml alone (tomllib: Python 3.11+), so that a change to the
-# source rebuilds only the last, small install and not numpy and onnxruntime.
 COPY pyproject.toml ./
 RUN python -c "import tomllib; p = tomllib.load(open('pyproject.toml', 'rb'))['project']; print('\n'.join(p['dependencies'] + p['optional-dependencies']['serve']))" > requirements.txt && python -m venv /opt/venv && /opt/venv/bin/pip install --no-cache-dir -r requirements.txt
+
+# ---- build: the package as a wheel ------------------------------------------------------------------
+FROM deps AS build
 COPY README.md ./
 COPY kronedge/ kronedge/
 COPY exporters/ exporters/
 COPY runtime/ runtime/
-# tests/test_runtime_docker.py runs the install steps of these two RUNs in a fresh venv; keep each on one line.
-RUN /opt/venv/bin/pip install --no-cache-dir ".[serve]"
+RUN /opt/venv/bin/pip wheel --no-deps --no-cache-dir --wheel-dir /wheels .
 
 # ---- model: empty unless `--build-context model=DIR` supplies one ------------------------------------
 FROM scratch AS model
@@ -44,7 +46,12 @@ FROM scratch AS model
 FROM ${PYTHON_IMAGE}
 ARG UID=10001
 RUN useradd --system --uid "${UID}" --no-create-home --shell /usr/sbin/nologin kronedge
-COPY --from=build /opt/venv /opt/venv
+COPY --from=deps /opt/venv /opt/venv
+# The wheel is COPYed, not bind-mounted: buildah's layer cache ignores a mount's content, so a new wheel would
+# not rebuild the layer. tests/test_runtime_docker.py runs the install steps of the deps stage, the wheel build
+# and this one in a fresh venv; keep each on one line.
+COPY --from=build /wheels/ /wheels/
+RUN /opt/venv/bin/pip install --no-deps --no-cache-dir --no-index /wheels/kronedge-*.whl
 COPY --from=model --chown=root:root / /model/
 ENV PATH=/opt/venv/bin:$PATH \
     PYTHONDONTWRITEBYTECODE=1 \

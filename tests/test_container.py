@@ -72,14 +72,13 @@ def _require_podman() -> None:
 
 @pytest.fixture(scope="module")
 def image() -> str:
-    """The runtime image, built from the working tree's Dockerfile (cached layers make a rebuild quick)."""
+    """The runtime image, built from the working tree's Dockerfile by ``setup.sh --image`` (cached layers make
+    a rebuild quick)."""
     _require_podman()
     start = time.monotonic()
-    _podman("build", "--network", "host", *LIMITS, "--format", "docker",  # docker format keeps HEALTHCHECK
-            "--build-arg", f"PYTHON_IMAGE={BASE_IMAGE}", "-t", IMAGE, "-f", "Dockerfile", str(REPO), timeout=900)
-    # Each source change leaves the previous image and build stage behind as untagged layers; keep a
-    # day of them as build cache, so a CI machine that keeps its storage does not fill its disk.
-    _podman("image", "prune", "-f", "--filter", "until=24h", check=False)
+    build = subprocess.run(["bash", SETUP, "--image"], cwd=REPO, capture_output=True, text=True, timeout=900,
+                           env={**os.environ, "KRONEDGE_CONTAINER_BASE": BASE_IMAGE, "KRONEDGE_CONTAINER_IMAGE": IMAGE})
+    assert build.returncode == 0, f"{SETUP} --image failed:\n{build.stdout[-2000:]}{build.stderr[-3000:]}"
     size = json.loads(_podman("image", "inspect", IMAGE).stdout)[0]["Size"]
     print(f"image {IMAGE} built in {time.monotonic() - start:.0f} s, {size / 1e6:.0f} MB")
     return IMAGE
@@ -87,14 +86,19 @@ def image() -> str:
 
 @pytest.fixture(scope="module")
 def model_dir(informative_artifact, tmp_path_factory) -> Path:
-    """A fresh int8 export by the `kronedge export` CLI, in a process with the common umask 022."""
+    """A fresh int8 export by the `kronedge export` CLI, written under the common umask 022."""
+    from typer.testing import CliRunner
+
+    from kronedge.cli import app
+
     out = tmp_path_factory.mktemp("container") / "kb-int8"
-    code = ("import os, sys; os.umask(0o022); from kronedge.cli import main; "
-            "sys.argv = ['kronedge', *sys.argv[1:]]; main()")
-    proc = subprocess.run([sys.executable, "-c", code, "export", str(informative_artifact), "--out", str(out),
-                           "--target", "x86_64", "--quantize", "int8", "--max-length", "32"],
-                          capture_output=True, text=True, timeout=300, cwd=REPO)
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    umask = os.umask(0o022)
+    try:
+        result = CliRunner().invoke(app, ["export", str(informative_artifact), "--out", str(out),
+                                          "--target", "x86_64", "--quantize", "int8", "--max-length", "32"])
+    finally:
+        os.umask(umask)
+    assert result.exit_code == 0, result.output[-3000:]
     return out
 
 

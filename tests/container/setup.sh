@@ -9,6 +9,9 @@
 # Idempotent: when the stand-in image exists already, only the tools are checked (a few seconds).
 # The runtime image itself is built by the tests, from the Dockerfile in the working tree.
 #
+# --image: then also build the runtime image from the working tree's Dockerfile (localhost/kronedge-serve:test,
+# what tests/test_container.py runs; the test builds it this way).
+#
 # --arm64 (opt-in, not part of CI: ~6 min): the arm64 stand-in, localhost/python:3.11-slim-bookworm-arm64,
 # built under QEMU user mode through binfmt_misc (qemu-user-static; binfmt_misc is mounted and
 # qemu-aarch64 registered from /usr/lib/binfmt.d if they are not). For KRONEDGE_CONTAINER_ARM64=1.
@@ -17,12 +20,23 @@ cd "$(dirname "$0")/../.."
 
 arch=amd64
 if [ "${1:-}" = "--arm64" ]; then arch=arm64; fi
+image=""
+if [ "${1:-}" = "--image" ]; then image="${KRONEDGE_CONTAINER_IMAGE:-localhost/kronedge-serve:test}"; fi
 BASE_IMAGE="${KRONEDGE_CONTAINER_BASE:-localhost/python:3.11-slim-bookworm}"
 MIN_IMAGE="localhost/debian-min:bookworm"
 if [ "$arch" = arm64 ]; then BASE_IMAGE="$BASE_IMAGE-arm64"; MIN_IMAGE="$MIN_IMAGE-arm64"; fi
 PODMAN=(podman --runtime runc)
 LIMITS=(--ulimit nofile=1024:1024 --ulimit nproc=1024:1024)
 say() { echo "tests/container/setup.sh: $*"; }
+
+build_image() {
+  # --format docker keeps HEALTHCHECK. Each source change leaves the previous image and build stages behind as
+  # untagged layers; a day of them stays as build cache, so a CI machine that keeps its storage does not fill
+  # its disk.
+  "${PODMAN[@]}" build --network host "${LIMITS[@]}" --format docker --build-arg "PYTHON_IMAGE=$BASE_IMAGE" \
+    -t "$image" -f Dockerfile .
+  "${PODMAN[@]}" image prune -f --filter until=24h >/dev/null || true
+}
 
 need=()
 for bin in podman runc debootstrap; do
@@ -49,6 +63,7 @@ fi
 
 if "${PODMAN[@]}" image exists "$BASE_IMAGE"; then
   say "$BASE_IMAGE exists (cached)"
+  if [ -n "$image" ]; then build_image; fi
   exit 0
 fi
 
@@ -78,3 +93,4 @@ CONTAINERFILE
   "$work" >/dev/null
 "${PODMAN[@]}" run --rm --network host "${LIMITS[@]}" "$BASE_IMAGE" python --version
 say "built $BASE_IMAGE in $((SECONDS - start)) s"
+if [ -n "$image" ]; then build_image; fi
