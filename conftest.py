@@ -25,6 +25,24 @@ import helpers  # noqa: E402
 
 INFORMATIVE_MAX_LENGTH = 32
 
+# The heaviest test files first, by their heaviest mark (emulated CPUs, several processes, slow), then by
+# number of tests. `.ci/run` passes --no-loadscope-reorder, so xdist hands the files out in this order and
+# the workers end together instead of one running a long file after the other has finished.
+_COST_MARKS = ("device", "distributed", "slow")
+
+
+def pytest_collection_modifyitems(items):
+    files: dict[str, list] = {}
+    for item in items:
+        files.setdefault(item.nodeid.split("::")[0], []).append(item)
+
+    def cost(tests) -> tuple[int, int]:
+        marks = {mark.name for test in tests for mark in test.iter_markers()}
+        heaviest = next((i for i, name in enumerate(_COST_MARKS) if name in marks), len(_COST_MARKS))
+        return heaviest, -len(tests)
+
+    items[:] = [item for _, tests in sorted(files.items(), key=lambda kv: cost(kv[1])) for item in tests]
+
 
 @pytest.fixture(scope="session")
 def probe_texts() -> list[str]:

@@ -20,6 +20,8 @@ from runtime.contract import GOLDEN_MIN_SQNR_DB, sqnr
 
 import helpers  # tests/helpers.py: the root conftest puts tests/ on the path
 
+pytestmark = pytest.mark.device
+
 ROOT = Path(__file__).resolve().parents[1]
 
 # Same default as device_tests/conftest.py (not imported from it: the root conftest has that module name too).

@@ -2,26 +2,41 @@
 
 Two CPU processes (gloo) stand in for two GPUs: each takes half of every epoch's batches, gradients
 are averaged, only rank 0 writes files, and the learning-rate schedule spans the run's real steps.
+The ranks are real processes forked from the preloaded forkserver (tests/preloaded.py) with the variables
+torchrun gives each worker (RANK, LOCAL_RANK, WORLD_SIZE, MASTER_ADDR, ...): what the loop reads is that
+environment (the launcher is torch's), and forking skips three interpreter start-ups with their imports of torch.
 """
 
 import json
-import os
 import re
-import subprocess
-import sys
-from pathlib import Path
+import socket
 
 import pytest
 
+from preloaded import Child
+
+pytestmark = pytest.mark.distributed
+
+WORLD = 2
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
 
 def test_two_processes_train_one_model(tmp_path):
-    env = {**os.environ, "ACCELERATE_USE_CPU": "1", "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
-    worker = Path(__file__).parent / "ddp_worker.py"
-    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-                           str(worker), str(tmp_path / "run")], capture_output=True, text=True, env=env, timeout=280)
-    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]
-    # Both ranks share one stdout, so their lines may run together.
-    ranks = [json.loads(m) for m in re.findall(r"RESULT (\{[^}]*\})", proc.stdout)]
+    port = str(_free_port())
+    ranks = []
+    for rank in range(WORLD):
+        env = {"ACCELERATE_USE_CPU": "1", "PYTHONWARNINGS": "ignore", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": port,
+               "RANK": str(rank), "LOCAL_RANK": str(rank), "WORLD_SIZE": str(WORLD), "LOCAL_WORLD_SIZE": str(WORLD),
+               "GROUP_RANK": "0", "GROUP_WORLD_SIZE": "1"}
+        ranks.append(Child("ddp_worker:main", str(tmp_path / "run"), logs=tmp_path / f"rank{rank}", env=env))
+    codes = [child.wait(280) for child in ranks]
+    assert codes == [0] * WORLD, "\n".join(child.stdout()[-2000:] + child.stderr()[-4000:] for child in ranks)
+    ranks = [json.loads(m) for child in ranks for m in re.findall(r"RESULT (\{[^}]*\})", child.stdout())]
     assert sorted(r["rank"] for r in ranks) == [0, 1] and {r["world"] for r in ranks} == {2}
     # 48 examples in batches of 8: 6 batches per epoch, 3 per rank, 2 epochs -> 6 optimizer steps each.
     assert [r["steps"] for r in ranks] == [6, 6]
