@@ -1,6 +1,6 @@
 """The runtime image without a Docker engine: lint the Dockerfile, check its shape, and run its install
-steps (the dependencies from pyproject.toml, the package's wheel, then that wheel) in a fresh venv, then serve a prediction from
-that venv (no torch in it).
+steps (the dependencies from pyproject.toml, the package's wheel, then that wheel) in a fresh venv, then
+serve a prediction from that venv (no torch in it).
 
 The venv install takes ~10 s with a warm pip cache; set KRONEDGE_SKIP_IMAGE_INSTALL=1 to skip it.
 """
