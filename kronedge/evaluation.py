@@ -145,7 +145,10 @@ def evaluate_artifact(path: str | os.PathLike, task: str | None = None, data_dir
     data = data if data is not None else load_task(task, split, data_dir)
     if limit is not None:
         data.texts, data.labels = data.texts[:limit], data.labels[:limit]
+    # At the length the student was trained and scored at by `compress` (its recipe's), else encode's default.
+    length = (recipe.get("compress_config") or {}).get("max_length")
     t = time.perf_counter()
-    metrics = evaluate_model(model, spec, encode(tokenizer, data.texts, data.labels), batch_size)
+    encoded = encode(tokenizer, data.texts, data.labels, **({"max_length": length} if length else {}))
+    metrics = evaluate_model(model, spec, encoded, batch_size)
     return {"task": task, "split": split, "examples": len(data), "primary_metric": spec.primary_metric,
             **metrics, "seconds": round(time.perf_counter() - t, 2), "backend": "torch", "path": str(path)}

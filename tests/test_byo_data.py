@@ -93,9 +93,15 @@ def test_own_files_compress_export_predict_serve(tmp_path, monkeypatch, task, bu
     assert recipe["task_spec"]["is_pair"] == pair and recipe["compress_config"]["source"]["files"]["train"] == train
     primary = compressed["primary_metric"]
 
-    # kronedge eval on the artifact (torch) reproduces the student's dev score
+    # kronedge eval on the artifact (torch) reproduces the student's dev score, tokenised at compress's length
+    import kronedge.training as training
+
+    encode, lengths = training.encode, []
+    monkeypatch.setattr(training, "encode", lambda *args, **kw: lengths.append(kw.get("max_length")) or encode(*args, **kw))
     scored = _invoke(["eval", artifact, "--validation", dev, *options, "--json"])
     assert scored.exit_code == 0, scored.output
+    assert lengths == [int(COMMON[COMMON.index("--max-length") + 1])]
+    monkeypatch.setattr(training, "encode", encode)
     assert json.loads(scored.stdout)[primary] == pytest.approx(compressed["student_metrics"][primary], abs=1e-6)
 
     export = tmp_path / "export"

@@ -240,6 +240,9 @@ MALFORMED = [
     ("number.jsonl", b'{"text": "a", "label": "x"}\n{"text": 5, "label": "y"}\n', "train", 2, "expected text"),
     ("null.jsonl", b'{"text": "a", "label": "x"}\n{"text": "b", "label": null}\n', "train", 2, "empty label"),
     ("quote.tsv", b'text\tlabel\na\tx\n"Great" film\ty\n', "train", 3, 'must be quoted, with ""'),
+    ("nan-label.csv", b"text,label\na,x\nb,NaN\nc,y\n", "train", 3, "'NaN', a missing value"),
+    ("nan-score.jsonl", b'{"text": "a", "label": 0.5}\n{"text": "b", "label": NaN}\n', "train", 2, "missing value"),
+    ("na-label.csv", b"text,label\na,x\nb,#N/A\n", "validation", 3, "missing value"),
     ("unknown.csv", b"text,label\na,x\nb,z\n", "validation", 3, "unknown label 'z'"),
 ]
 

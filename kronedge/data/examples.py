@@ -13,6 +13,9 @@ from .spec import CLASSIFICATION, REGRESSION, TaskData, TaskSpec
 from .tables import Table
 
 _INT = re.compile(r"[+-]?\d+")
+# How spreadsheets, pandas and str(float("nan")) write a missing number. "NA", "null" and "none" are left out:
+# they can be real class names.
+_MISSING_LABELS = frozenset({"nan", "-nan", "+nan", "<na>", "#n/a"})
 
 
 def _text(table: Table, lineno: int, column, value) -> str:
@@ -38,6 +41,9 @@ def _raw_label(table: Table, lineno: int, column, value) -> str:
     value = value.strip()
     if not value:
         raise table.error(f"{table.path}:{lineno}: empty label in column {column!r}")
+    if value.lower() in _MISSING_LABELS:
+        raise table.error(f"{table.path}:{lineno}: the label in column {column!r} is {value!r}, a missing value "
+                          "(as a spreadsheet or pandas writes one), not a class; fill it in or drop the row")
     return value
 
 
