@@ -16,7 +16,7 @@ from pathlib import Path
 from .artifact import write_json_atomic
 from .compress_checks import check_options
 from .finetune import finetune
-from .recipe import CompressConfig, CompressResult
+from .recipe import CompressConfig, CompressResult, share_text
 
 logger = logging.getLogger(__name__)
 
@@ -44,10 +44,9 @@ class CompressRun:
     """One run of the pipeline: each step is a method and what it makes is kept in attributes."""
 
     def __init__(self, config: CompressConfig, out, run_dir, resume: bool = False, threads: int | None = None):
-        if threads:
-            import torch
+        from .training import set_threads
 
-            torch.set_num_threads(threads)
+        set_threads(threads)
         self.config, self.out, self.resume = config, Path(out) if out is not None else None, resume
         self.run_dir = Path(run_dir)
         self.source = config.task_source()
@@ -101,7 +100,7 @@ class CompressRun:
         """A teacher with a head for the task (fine-tuned and cached when it has none), scored on dev."""
         from .evaluation import TeacherNearChanceError, check_not_chance, evaluate_model
         from .teachers import load_teacher
-        from .training import encode, load_tokenizer
+        from .training import check_max_length, encode, load_tokenizer
 
         c, task = self.config, self.spec.name
         if self.teacher_head:
@@ -118,6 +117,7 @@ class CompressRun:
         self.tokenizer = load_tokenizer(self.loaded.tokenizer_dir)
         self.dev = self.source.load("dev", self.spec)
         self.dev_enc = encode(self.tokenizer, self.dev.texts, self.dev.labels, c.max_length)
+        check_max_length(self.teacher.config, self.dev_enc)
         self.teacher_metrics = evaluate_model(self.teacher, self.spec, self.dev_enc)
         logger.info(f"[compress] teacher {task} dev {self.primary} = {self.teacher_metrics[self.primary]:.4f}")
         if not c.check_teacher:
@@ -205,8 +205,9 @@ class CompressRun:
     def _stage(self, name: str, enc, losses, train_config, primary: str | None) -> None:
         from .distill import Distiller
         from .evaluation import evaluate_model
-        from .training import train_loop
+        from .training import check_max_length, train_loop
 
+        check_max_length(self.teacher.config, enc)
         distiller = Distiller(self.teacher, self.student, losses)
         extra = {"projection": distiller.project} if any(True for _ in distiller.project.parameters()) else None
         logger.info(f"[{name}] {len(enc)} examples, losses {losses.to_dict()}")
@@ -228,7 +229,7 @@ class CompressRun:
                                 self.params_teacher, self.params_student,
                                 round(self.params_teacher / self.params_student, 3), self.seconds, self.precision)
         logger.info(f"[compress] student {self.spec.name} dev {p} = {student_metrics[p]:.4f} (teacher "
-                    f"{self.teacher_metrics[p]:.4f}, {100 * result.retained:.1f}% of it) at "
+                    f"{self.teacher_metrics[p]:.4f}; {share_text(student_metrics[p], self.teacher_metrics[p])}) at "
                     f"{result.compression:.2f}x fewer embedding+encoder params")
         warning = result.retention_warning(c.min_retention)
         if warning:

@@ -127,12 +127,12 @@ def finetune(teacher: str = DEFAULT_TEACHER, task=DEFAULT_TASK, out: str | os.Pa
     from .data import TaskSource
     from .evaluation import evaluate_model
     from .teachers import load_teacher
-    from .training import encode, load_tokenizer, train_loop, versions, wait_for_everyone
+    from .training import (TrainingError, check_max_length, encode, load_tokenizer, set_threads, train_loop, versions,
+                           wait_for_everyone)
 
-    if threads:
-        import torch
-
-        torch.set_num_threads(threads)
+    set_threads(threads)
+    if train_limit is not None and train_limit < 1:
+        raise TrainingError(f"--train-limit must be a positive count of examples or left out (all), got {train_limit}")
     config = config or default_teacher_config()
     source = task if isinstance(task, TaskSource) else TaskSource(task=task, data_dir=data_dir)
     require_both_files(source, "finetune")
@@ -156,6 +156,7 @@ def finetune(teacher: str = DEFAULT_TEACHER, task=DEFAULT_TASK, out: str | os.Pa
     tokenizer = load_tokenizer(loaded.tokenizer_dir)
     train_enc = encode(tokenizer, train.texts, train.labels, config.max_length)
     dev_enc = encode(tokenizer, dev.texts, dev.labels, config.max_length)
+    check_max_length(model.config, train_enc, dev_enc)
     logger.info(f"[finetune] {teacher} on {task}: {len(train)} train / {len(dev)} dev examples -> {out}")
 
     result = train_loop(model, train_enc, lambda m, batch: (m(**batch).loss, {}), config, Path(str(out) + ".run"),

@@ -193,10 +193,9 @@ class GeneralRun:
 
     def __init__(self, config: GeneralConfig, teacher: str, texts: list[str], fingerprint: str, corpus: str,
                  key: str, path: Path, resume: bool = False, threads: int | None = None):
-        if threads:
-            import torch
+        from .training import set_threads
 
-            torch.set_num_threads(threads)
+        set_threads(threads)
         self.config, self.teacher_spec, self.texts = config, teacher, texts
         self.fingerprint, self.corpus, self.key, self.path, self.resume = fingerprint, corpus, key, path, resume
         self.run_dir = Path(str(path) + ".run")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from .recipe import share_text
+
 METHOD_TEXT = {
     "kronecker": "word embeddings, Q/K/V/O and both FFN maps are Kronecker products, initialised by the nearest "
                  "Kronecker product (SVD) of the teacher's weights; biases, LayerNorms, position/type embeddings, "
@@ -45,7 +47,7 @@ def model_card(recipe: dict) -> str:
     rows = "\n".join(f"| {k} | {m['teacher'].get(k, float('nan')):.4f} | {m['student'].get(k, float('nan')):.4f} |"
                      for k in m["student"])
     plan = f"preset {cfg['preset']}" if cfg["preset"] else f"target compression {cfg['compression']}x"
-    retained = 100 * m["student"][primary] / m["teacher"][primary]
+    retained = share_text(m["student"][primary], m["teacher"][primary])
     return f"""# KroneckerBERT student: {recipe['task']} ({recipe['compression']:.2f}x)
 
 Compressed by kronedge from `{recipe['teacher']}` (fine-tuned teacher: `{recipe['teacher_finetuned']}`).
@@ -56,7 +58,7 @@ Compressed by kronedge from `{recipe['teacher']}` (fine-tuned teacher: `{recipe[
 {rows}
 
 Primary metric: **{primary}** on the {m['examples']} {recipe['task']} dev examples: student
-{m['student'][primary]:.4f} vs teacher {m['teacher'][primary]:.4f} ({retained:.1f}% of the teacher); before
+{m['student'][primary]:.4f} vs teacher {m['teacher'][primary]:.4f} ({retained}); before
 distillation (initialisation from the teacher only) the student scored {m['student_before_training'][primary]:.4f}.
 
 ## Recipe

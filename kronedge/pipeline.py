@@ -13,6 +13,9 @@ def kron_config(preset: str | None = None, **fields) -> KronConfig:
     :class:`KronConfig` fields (those left at KronConfig's defaults keep a preset's own values)."""
     if (preset is None) == (fields.get("compression") is None):
         raise PlanError("give exactly one of --preset (kb8, kb21) or --compression X")
+    if fields.get("embedding_k") is not None and fields.get("structure", "paper") != "paper":
+        raise PlanError(f"--embedding-k sets the embedding factor of --structure paper; --structure "
+                        f"{fields['structure']} chooses its own, so leave --embedding-k out")
     if preset is None:
         return KronConfig(**fields)
     config = KronConfig.preset(preset)

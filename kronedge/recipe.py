@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
@@ -239,6 +240,18 @@ class CompressConfig:
         return {k: v for k, v in saved.items() if k not in free and k != "version" and v is not None} == mine
 
 
+def retained_share(student: float, teacher: float) -> float:
+    """The share of the teacher's score the student keeps; nan when the teacher scores <= 0 (an MCC or a
+    Pearson can), where a share means nothing."""
+    return student / teacher if teacher > 0 else float("nan")
+
+
+def share_text(student: float, teacher: float) -> str:
+    """``"97.4% of the teacher"``, or why there is no share."""
+    share = retained_share(student, teacher)
+    return "no share: the teacher scores <= 0" if math.isnan(share) else f"{100 * share:.1f}% of the teacher"
+
+
 @dataclass
 class CompressResult:
     artifact: Path | None
@@ -261,14 +274,17 @@ class CompressResult:
     @property
     def retained(self) -> float:
         """Share of the teacher's primary metric that the student keeps."""
-        teacher = self.teacher_metrics[self.primary_metric]
-        return self.student_metrics[self.primary_metric] / teacher if teacher else float("nan")
+        return retained_share(self.student_metrics[self.primary_metric], self.teacher_metrics[self.primary_metric])
 
     def retention_warning(self, min_retention: float) -> str | None:
         """The warning for a student that keeps less than ``min_retention`` of its teacher (None when it keeps enough)."""
+        p = self.primary_metric
+        if math.isnan(self.retained):
+            return (f"the teacher's own dev {p} is {self.teacher_metrics[p]:.4f}, no better than a guess, so the "
+                    f"student's {self.student_metrics[p]:.4f} cannot be judged against it: check the labels, or give "
+                    "the teacher fine-tune more data or time")
         if self.retained >= min_retention:
             return None
-        p = self.primary_metric
         return (f"the student keeps only {100 * self.retained:.1f}% of the teacher's {p} "
                 f"({self.student_metrics[p]:.4f} vs {self.teacher_metrics[p]:.4f}), below the "
                 f"{100 * min_retention:.0f}% this recipe aims for: check it on your data before use; more stage-2 steps "

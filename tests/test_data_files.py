@@ -483,3 +483,17 @@ def test_large_file_streams(tmp_path):
     # about the text column (~0.3 MB of characters, ~1 MB as str objects) plus one row at a time.
     assert load_peak < size / 4, (load_peak, size, kept)
     assert chunk_peak < 1_000_000, chunk_peak
+
+
+def test_a_pair_layout_found_only_in_validation_says_it_was_detected(tmp_path):
+    train = _bad(tmp_path, "train.csv", b"text,label\na,x\nb,y\n")
+    dev = _bad(tmp_path, "dev.csv", b"sentence1,sentence2,label\na,b,x\nc,d,y\n")
+    with pytest.raises(DataFileError, match="'sentence1' and 'sentence2' were read as a sentence pair; pass --text-column"):
+        DataFiles(train=train, validation=dev).load("validation")
+
+
+@pytest.mark.parametrize("name", ["tickets/v2", "..", "a\\b"])
+def test_a_task_name_cannot_leave_its_directory(tmp_path, name):
+    train = _bad(tmp_path, "train.csv", b"text,label\na,x\nb,y\n")
+    with pytest.raises(DataFileError, match="becomes a file name"):
+        DataFiles(train=train, name=name)

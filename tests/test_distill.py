@@ -224,11 +224,27 @@ def test_time_budget_keeps_whole_epochs_and_rescales_the_schedule(tmp_path, monk
         TrainConfig(time_budget_s=0)
 
 
-def test_train_config_checks_itself():
-    with pytest.raises(ValueError, match="precision"):
-        TrainConfig(precision="fp8")
-    with pytest.raises(ValueError, match="epochs"):
-        TrainConfig(epochs=0)
+@pytest.mark.parametrize("bad,match", [
+    ({"precision": "fp8"}, "precision"), ({"epochs": 0}, "epochs"), ({"weight_decay": -1.0}, "weight_decay"),
+    ({"max_grad_norm": -1.0}, "max_grad_norm"), ({"log_every": 0}, "log_every"), ({"max_steps": 0}, "max_steps"),
+    ({"max_steps": -1}, "max_steps"), ({"checkpoint_seconds": -1.0}, "checkpoint_seconds"),
+])
+def test_train_config_checks_itself(bad, match):
+    with pytest.raises(ValueError, match=match):
+        TrainConfig(**bad)
+    TrainConfig(max_grad_norm=0.0, checkpoint_seconds=0.0, max_steps=1)  # no clipping, a checkpoint every step
+
+
+def test_an_example_longer_than_the_positions_stops_before_training():
+    from transformers import BertConfig
+
+    from kronedge.training import Encoded, check_max_length
+
+    config = BertConfig(max_position_embeddings=64)
+    fits, too_long = Encoded([[1] * 64, [1] * 10], [[0] * 64, [0] * 10]), Encoded([[1] * 65], [[0] * 65])
+    check_max_length(config, fits)
+    with pytest.raises(ValueError, match="65-token examples through, but the teacher has 64 positions"):
+        check_max_length(config, fits, too_long)
 
 
 TINY = {"vocab_size": 30522, "hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 4,
@@ -516,6 +532,8 @@ def test_compress_stops_on_a_near_chance_teacher_before_distilling(tmp_path, mon
     (["--compression", "1000"], "the most this selection allows"),  # refused before the teacher fine-tune
     (["--patience", "-1"], "patience"),
     (["--min-retention", "2"], "min_retention"),
+    (["--threads", "-2"], "--threads must be >= 1"),
+    (["--threads", "0"], "--threads must be >= 1"),
 ])
 def test_compress_checks_options_before_training(tmp_path, monkeypatch, extra, match):
     from typer.testing import CliRunner
@@ -541,6 +559,29 @@ def test_resume_refuses_another_recipe_but_not_another_checkpoint_cadence():
     assert not CompressConfig(min_steps=100).same_recipe(saved)
 
 
+@pytest.mark.parametrize("command,extra,match", [
+    ("finetune", ["--train-limit", "0"], "--train-limit must be a positive count"),
+    ("finetune", ["--log-every", "0"], "log_every"),
+    ("finetune", ["--max-grad-norm", "-1"], "max_grad_norm"),
+    ("finetune", ["--max-steps", "-1"], "max_steps"),
+    ("finetune", ["--threads", "-1"], "--threads must be >= 1"),
+    ("eval", ["--limit", "0"], "--limit must be >= 1"),
+])
+def test_finetune_and_eval_check_options_first(tmp_path, monkeypatch, command, extra, match):
+    from typer.testing import CliRunner
+
+    from kronedge.cli import app
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "tiny.json").write_text(json.dumps(TINY))
+    target = ["--task", "sst2"] if command == "finetune" else [str(tmp_path), "--task", "sst2"]
+    first = [f"random:{tmp_path / 'tiny.json'}"] if command == "finetune" else []
+    result = CliRunner().invoke(app, [command, *first, *target, *extra])
+    text = " ".join(result.output.split())
+    assert result.exit_code == 1 and match in text and "Traceback" not in text, text
+    assert not (tmp_path / "runs").exists()
+
+
 def test_retention_warning_reaches_the_model_card():
     from kronedge.compress import CompressConfig, CompressResult
     from kronedge.model_card import model_card
@@ -548,6 +589,9 @@ def test_retention_warning_reaches_the_model_card():
     result = CompressResult(None, "t", {"matthews": 0.28}, {"matthews": 0.13}, {"matthews": 0.0}, "matthews", 10, 2, 5.0)
     warning = result.retention_warning(0.9)
     assert "46.4%" in warning and "90%" in warning
+    # A teacher at or below zero (MCC, Pearson): no share, a warning about the teacher instead.
+    poor = CompressResult(None, "t", {"matthews": -0.01}, {"matthews": 0.05}, {}, "matthews", 10, 2, 5.0)
+    assert poor.retained != poor.retained and "no better than a guess" in poor.retention_warning(0.9)
     assert CompressResult(None, "t", {"matthews": 0.28}, {"matthews": 0.27}, {}, "matthews", 10, 2,
                           5.0).retention_warning(0.9) is None
     recipe = {"task": "cola", "compression": 5.0, "teacher": "t", "teacher_finetuned": "t", "params_teacher": 10,

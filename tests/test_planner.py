@@ -111,3 +111,11 @@ def test_plan_json_has_the_documented_fields():
     for key in ("params_teacher", "params_student", "compression", "flops_teacher", "flops_student", "layers"):
         assert key in data
     assert data["layers"][0]["params_after"] < data["layers"][0]["params_before"]
+
+
+def test_embedding_k_is_refused_where_the_structure_chooses_it():
+    assert kron_config(compression=5, embedding_k=8).embedding_k == 8  # the paper structure takes it
+    for structure in ("svd", "search"):
+        with pytest.raises(PlanError, match=f"--structure {structure} chooses its own"):
+            kron_config(compression=5, embedding_k=8, structure=structure)
+    assert kron_config("kb21", structure="svd").embedding_k == 16  # a preset's own k is not the user's option

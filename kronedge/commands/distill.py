@@ -13,7 +13,7 @@ from typing import Optional
 import typer
 
 from ..errors import UsageError
-from ..recipe import LOSSES, CompressConfig, default_teacher_config
+from ..recipe import LOSSES, CompressConfig, default_teacher_config, share_text
 from ..training.config import TrainConfig, TrainingError
 from .options import Cli, Option, config_options, field_docs, field_values, with_options, zero_is_none
 
@@ -60,7 +60,7 @@ def _minutes(value: float | None) -> float | None:
 FIELD_CLI = {
     "stage2_kd": Cli(flag="--kd/--no-kd"),
     "check_teacher": Cli(flag="--teacher-check/--no-teacher-check"),
-    "time_budget_s": Cli(flag="--time-budget", type=float, to_field=_minutes, note="On the command line: minutes."),
+    "time_budget_s": Cli(flag="--time-budget", type=float, to_field=_minutes, note="On the command line: minutes (0: None)."),
     "checkpoint_seconds": Cli(flag="--checkpoint-every"),
     "loss_weights": Cli(type=str, from_field=_weights_text, to_field=_weights,
                         note=f"Written NAME=WEIGHT,... with NAME one of {', '.join(LOSSES)}; unnamed ones are 1."),
@@ -252,7 +252,7 @@ def _print_compress(out, result, task: str, again: str) -> None:
     p = result.primary_metric
     out.print(f"teacher {task} dev {p}: [bold]{result.teacher_metrics[p]:.4f}[/]")
     out.print(f"student {task} dev {p}: [bold]{result.student_metrics[p]:.4f}[/] "
-              f"({100 * result.student_metrics[p] / result.teacher_metrics[p]:.1f}% of the teacher) with "
+              f"({share_text(result.student_metrics[p], result.teacher_metrics[p])}) with "
               f"{result.params_student / 1e6:.2f}M instead of {result.params_teacher / 1e6:.2f}M embedding+encoder "
               f"params ({result.compression:.2f}x fewer)")
     out.print("time: " + ", ".join(f"{stage} {seconds:.1f} s" for stage, seconds in result.seconds.items()))
@@ -265,6 +265,8 @@ def _print_compress(out, result, task: str, again: str) -> None:
 def _evaluate(out, values: dict, eval_files: list[Option]) -> None:
     """`kronedge eval`: an exported directory through ONNX Runtime, anything else through torch."""
     model_dir, task, data_dir, validation = values["model_dir"], values["task"], values["data_dir"], values["validation"]
+    if values["limit"] is not None and values["limit"] < 1:
+        raise UsageError(f"--limit must be >= 1 example, got {values['limit']}; leave it out to score them all")
     file_options = [o for o in eval_files if values[o.name] is not None]
     source = _source(values, task, [EVAL_VALIDATION, *eval_files]) if validation is not None or task else None
     if validation is None and file_options:

@@ -103,6 +103,9 @@ class DataFiles:
             raise DataFileError(f"the text and text-pair columns are both {self.text_column!r}")
         if self.name is not None and not self.name.strip():
             raise DataFileError("the task name is empty")
+        if self.name is not None and ("/" in self.name or "\\" in self.name or self.name.strip() in (".", "..")):
+            raise DataFileError(f"--name {self.name!r} becomes a file name (artifacts/kronedge-NAME, runs/compress-NAME): "
+                                "it cannot hold '/' or '\\' or be '.' or '..'")
 
     @classmethod
     def help(cls, name: str) -> str:
@@ -210,8 +213,11 @@ class DataFiles:
             if spec.is_pair:
                 raise DataFileError(f"{table.path}:1: {spec.name} is a sentence-pair task but this file has no "
                                     f"second text column; pass --text-pair-column (the file's columns are {names})")
+            how = ("drop --text-pair-column" if layout is None else
+                   f"its columns {layout[0]!r} and {layout[1]!r} were read as a sentence pair; pass --text-column "
+                   "NAME to read one of them as the text")
             raise DataFileError(f"{table.path}:1: {spec.name} takes one text, but the column {pair!r} makes this "
-                                "file a pair task; drop --text-pair-column")
+                                f"file a pair task; {how}")
         if label in (text, pair):
             raise DataFileError(f"{table.path}:1: column {label!r} cannot be both a text and the label")
         return Columns(text, pair, label)

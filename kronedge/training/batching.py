@@ -37,6 +37,18 @@ def load_tokenizer(tokenizer_dir):
     return AutoTokenizer.from_pretrained(str(tokenizer_dir), use_fast=True)
 
 
+def check_max_length(model_config, *encoded: Encoded) -> None:
+    """Fail before training when a tokenised example is longer than the model's learned positions (a BERT reads
+    at most ``max_position_embeddings`` tokens; a longer one stops training with a shape error)."""
+    from .config import TrainingError
+
+    positions = getattr(model_config, "max_position_embeddings", None)
+    longest = max((n for enc in encoded for n in enc.lengths()), default=0)
+    if positions is not None and longest > positions:
+        raise TrainingError(f"--max-length lets {longest}-token examples through, but the teacher has {positions} "
+                            f"positions; pass --max-length {positions} or less")
+
+
 def encode(tokenizer, texts: list, labels: list | None = None, max_length: int = 128) -> Encoded:
     """Tokenise single sentences or (a, b) pairs without padding (batches pad themselves)."""
     if texts and isinstance(texts[0], tuple):

@@ -101,6 +101,14 @@ class TrainConfig:
             raise TrainingError(f"precision must be auto, bf16 or fp32, not {self.precision!r}")
         if self.max_length < 8:
             raise TrainingError(f"max_length {self.max_length} is too short; use 64 or 128")
+        if self.weight_decay < 0 or self.max_grad_norm < 0:
+            raise TrainingError(f"weight_decay and max_grad_norm must be >= 0 (max_grad_norm 0: no clipping), got "
+                                f"{self.weight_decay} and {self.max_grad_norm}")
+        if self.log_every < 1 or self.checkpoint_seconds < 0:
+            raise TrainingError(f"log_every must be >= 1 step and checkpoint_seconds >= 0 (0: at every step), got "
+                                f"{self.log_every} and {self.checkpoint_seconds}")
+        if self.max_steps is not None and self.max_steps < 1:
+            raise TrainingError(f"max_steps must be >= 1 optimizer step or None (all epochs), got {self.max_steps}")
         if self.time_budget_s is not None and not self.time_budget_s > 0:
             raise TrainingError(f"time_budget_s must be > 0 seconds, got {self.time_budget_s}")
         if self.min_steps is not None and self.min_steps < 1:

@@ -10,6 +10,17 @@ from runtime.hostinfo import has_cpu_flag, versions as hostinfo_versions
 TRAINING_DISTS = ("kronedge", "torch", "transformers", "accelerate")
 
 
+def set_threads(threads: int | None) -> None:
+    """torch's intra-op threads (``--threads``); None leaves torch's own choice."""
+    from .config import TrainingError
+
+    if threads is None:
+        return
+    if threads < 1:
+        raise TrainingError(f"--threads must be >= 1, got {threads}; leave it out for torch's own choice")
+    torch.set_num_threads(threads)
+
+
 def cpu_has_bf16() -> bool:
     """True when the CPU executes bf16 natively (avx512_bf16 or AMX); emulated bf16 is slower than fp32."""
     return has_cpu_flag("avx512_bf16", "amx_bf16")
