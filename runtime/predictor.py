@@ -327,7 +327,9 @@ class Predictor:
         Returns one dict per input: ``label`` (the argmax label name), ``score`` (its probability),
         ``scores`` ({label: probability}) and ``latency_ms`` (wall time of this whole call, tokenisation
         included, the same for every item of the call). Regression models return ``label`` None,
-        ``score`` the predicted value and ``scores`` {"value": score}.
+        ``score`` the predicted value and ``scores`` {"value": score}. An empty text is scored as it is
+        (the model sees only [CLS] [SEP]), so a batch job keeps one answer per row; the HTTP server
+        refuses one with 422 ``empty_item`` instead, and training files refuse empty rows.
         """
         start = time.perf_counter()
         logits = self.logits(inputs)
