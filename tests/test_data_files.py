@@ -239,7 +239,8 @@ MALFORMED = [
     ("nokey.jsonl", b'{"text": "a", "label": "x"}\n\n{"text": "b"}\n', "train", 3, "no 'label' field"),
     ("number.jsonl", b'{"text": "a", "label": "x"}\n{"text": 5, "label": "y"}\n', "train", 2, "expected text"),
     ("null.jsonl", b'{"text": "a", "label": "x"}\n{"text": "b", "label": null}\n', "train", 2, "empty label"),
-    ("quote.tsv", b'text\tlabel\na\tx\n"Great" film\ty\n', "train", 3, 'must be quoted, with ""'),
+    ("quote.tsv", b'text\tlabel\na\tx\n"Great" film\ty\n', "train", 3, "--format tsv-raw"),
+    ("mac.csv", b"text,label\ra,x\rb,y\r", "train", 1, "bare carriage return"),
     ("nan-label.csv", b"text,label\na,x\nb,NaN\nc,y\n", "train", 3, "'NaN', a missing value"),
     ("nan-score.jsonl", b'{"text": "a", "label": 0.5}\n{"text": "b", "label": NaN}\n', "train", 2, "missing value"),
     ("na-label.csv", b"text,label\na,x\nb,#N/A\n", "validation", 3, "missing value"),
@@ -277,7 +278,7 @@ def test_multiline_quoted_field_keeps_line_numbers(tmp_path):
 
 def test_format_from_extension_or_option(tmp_path):
     path = write(tmp_path, "data.txt", [("a", "x"), ("b", "y")], ["text", "label"])
-    with pytest.raises(DataFileError, match=r"data\.txt: cannot tell the format.*--format csv\|tsv\|jsonl"):
+    with pytest.raises(DataFileError, match=r"data\.txt: cannot tell the format.*--format csv\|tsv\|tsv-raw\|jsonl"):
         DataFiles(train=path).load()
     assert DataFiles(train=path, format="csv").load().texts == ["a", "b"]
     with pytest.raises(DataFileError, match="unknown data format 'xml'"):
@@ -497,3 +498,9 @@ def test_a_task_name_cannot_leave_its_directory(tmp_path, name):
     train = _bad(tmp_path, "train.csv", b"text,label\na,x\nb,y\n")
     with pytest.raises(DataFileError, match="becomes a file name"):
         DataFiles(train=train, name=name)
+
+
+def test_tsv_raw_reads_quotes_as_plain_characters(tmp_path):
+    path = _bad(tmp_path, "raw.tsv", b'text\tlabel\n"Great" film\tx\nok "so"\ty\n')
+    data = DataFiles(train=path, format="tsv-raw").load()
+    assert data.texts == ['"Great" film', 'ok "so"']

@@ -69,7 +69,8 @@ class DataFiles:
     validation: str | None = field(default=None, metadata={"help": (
         "Validation file; a label the training file lacks is an error.")})
     format: str | None = field(default=None, metadata={"help": (
-        "csv, tsv or jsonl for both files (default: from each file's extension).")})
+        "csv, tsv, tsv-raw (quotes are plain characters, as in GLUE's TSVs) or jsonl for both files (default: "
+        "from each file's extension).")})
     text_column: str | None = field(default=None, metadata={"help": (
         f"Column of the text (default: the first of {', '.join(TEXT_COLUMNS)} present, any case).")})
     text_pair_column: str | None = field(default=None, metadata={"help": (

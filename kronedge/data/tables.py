@@ -20,7 +20,8 @@ from .spec import DataError, DataFileError
 # Long MNLI/QQP fields exceed csv's default 128 KiB field limit in some GLUE copies.
 csv.field_size_limit(min(sys.maxsize, 2**31 - 1))
 
-FORMATS = ("csv", "tsv", "jsonl")
+# tsv-raw: tab-separated with quotes as plain characters, as GLUE's TSVs are (only when asked for by name).
+FORMATS = ("csv", "tsv", "tsv-raw", "jsonl")
 EXTENSIONS = {".csv": "csv", ".tsv": "tsv", ".tab": "tsv", ".jsonl": "jsonl", ".ndjson": "jsonl"}
 
 
@@ -68,7 +69,7 @@ class Table:
             raise error(f"{self.path} is not a file")
         self.format = detect_format(self.path, format)
         self.header = header or self.format == "jsonl"
-        self.quoting = quoting
+        self.quoting = quoting and self.format != "tsv-raw"
         self.width = width
         self._columns: list[str] | None = None
 
@@ -111,8 +112,13 @@ class Table:
             except StopIteration:
                 return
             except csv.Error as exc:
+                if "new-line character" in str(exc):
+                    raise self.error(f"{self.path}:{start}: its lines end with a bare carriage return (old Mac "
+                                     "style); convert them to \\n line endings, e.g. tr '\\r' '\\n'") from None
+                raw = " (or pass --format tsv-raw if its quotes are plain characters, as in GLUE's TSVs)"
                 raise self.error(f"{self.path}:{start}: malformed {self.format.upper()} ({exc}); a field that starts "
-                                 'with " must be quoted, with "" for each quote inside it') from None
+                                 'with " must be quoted, with "" for each quote inside it'
+                                 f"{raw if self.format == 'tsv' else ''}") from None
             if row and not (len(row) == 1 and not row[0].strip()):
                 yield start, row
             start = reader.line_num + 1  # a quoted field may span lines: the next record starts after them
