@@ -63,6 +63,8 @@ class ExportOptions:
         name: the model's name, e.g. "tickets-kb21"; default: the artifact's directory name (the output
             directory's for a teacher spec). The runtime and the server answer with NAME@MODEL_VERSION.
         model_version: e.g. "1.2.0"; default: the first 12 hex digits of model.onnx's sha256.
+        calibration: for "int8-static": a text file of the model's own inputs, one per line (pairs:
+            FIRST<TAB>SECOND), to calibrate on instead of ``task``'s sentences (a model of a user's task).
         validate: run validation (fails loudly); only tests of the export machinery turn it off.
         ort_format: also write model.ort and its required-operators config.
         fold_biases: fold the key, value and FFN-down biases into other constants before tracing
@@ -83,6 +85,7 @@ class ExportOptions:
     ort_format: bool = True
     fold_biases: bool = True
     calibration_size: int = 128
+    calibration: str | None = None
     name: str | None = None
     model_version: str | None = None
     extra: dict = field(default_factory=dict)
@@ -105,8 +108,11 @@ class ExportOptions:
         if self.gelu is not None and self.quantize == "none":
             raise ExportError("--gelu chooses the GELU of an int8 export; an fp32 export keeps the exact one "
                               "(it must match PyTorch): add --quantize int8 or drop --gelu")
-        if self.quantize == "int8-static" and not self.task:
-            raise ExportError("--quantize int8-static calibrates on real task sentences: give --task (e.g. sst2)")
+        if self.quantize == "int8-static" and not (self.task or self.calibration):
+            raise ExportError("--quantize int8-static calibrates on real task sentences: give --task (e.g. sst2) or, "
+                              "for your own task, --calibration FILE (one input text per line)")
+        if self.calibration is not None and self.quantize != "int8-static":
+            raise ExportError("--calibration is for --quantize int8-static (dynamic int8 needs no calibration)")
 
 
 def split_name(text: str | None) -> tuple[str | None, str | None]:

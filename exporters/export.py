@@ -269,7 +269,7 @@ def _export_into(model, out: Path, work: Path, tokenizer_dir: Path, opts: Export
                             gelu=opts.gelu)
         calibration = None
         if preset.is_static:
-            calibration = _calibration_feeds(tokenizer_dir, task_data, opts)
+            calibration = _calibration_feeds(tokenizer_dir, task_data, opts, info.pair_input)
         final = work / "model.int8.onnx"
         to_quantize = fp32_path
         if preset.gelu == "tanh":
@@ -377,14 +377,20 @@ def _sentence_batches(tokenizer_dir: Path, task_data, max_length: int) -> list[d
     return [encode(path, batch, max_length) for batch in batches if batch]
 
 
-def _calibration_feeds(tokenizer_dir: Path, task_data, opts: ExportOptions) -> list[dict[str, np.ndarray]]:
-    """Real task sentences (train split when shipped, else dev), one per feed, for static calibration."""
-    from kronedge.data import load_task
+def _calibration_feeds(tokenizer_dir: Path, task_data, opts: ExportOptions, pair: bool) -> list[dict[str, np.ndarray]]:
+    """Real task sentences, one per feed, for static calibration: ``opts.calibration``'s lines, else the
+    task's train split when shipped, else its dev split."""
+    if opts.calibration is not None:
+        from kronedge.augment import read_unlabelled
 
-    try:
-        data = load_task(task_data.spec.name, split="train", data_dir=opts.data_dir)
-    except Exception:  # noqa: BLE001 - not every task ships its train split
-        data = task_data
+        texts = read_unlabelled(opts.calibration, pair, flag="--calibration")
+    else:
+        from kronedge.data import load_task
+
+        try:
+            texts = load_task(task_data.spec.name, split="train", data_dir=opts.data_dir).texts
+        except Exception:  # noqa: BLE001 - not every task ships its train split
+            texts = task_data.texts
     rng = np.random.default_rng(0)
-    picks = rng.choice(len(data.texts), size=min(opts.calibration_size, len(data.texts)), replace=False)
-    return [encode(tokenizer_dir / "tokenizer.json", [data.texts[i]], opts.max_length) for i in picks]
+    picks = rng.choice(len(texts), size=min(opts.calibration_size, len(texts)), replace=False)
+    return [encode(tokenizer_dir / "tokenizer.json", [texts[i]], opts.max_length) for i in picks]

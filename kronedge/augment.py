@@ -142,11 +142,11 @@ class Augmenter:
         return " ".join(words)
 
 
-def read_unlabelled(path: str | os.PathLike, is_pair: bool) -> list:
+def read_unlabelled(path: str | os.PathLike, is_pair: bool, flag: str = "--unlabelled") -> list:
     """Texts from a file, one a line (pair tasks: ``FIRST<TAB>SECOND``); blank lines are skipped."""
     path = Path(path)
     if not path.is_file():
-        raise DataError(f"--unlabelled: {path} is not a file (one text per line)")
+        raise DataError(f"{flag}: {path} is not a file (one text per line)")
     texts = []
     for lineno, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
         if not line.strip():
@@ -154,13 +154,13 @@ def read_unlabelled(path: str | os.PathLike, is_pair: bool) -> list:
         if is_pair:
             parts = line.split("\t")
             if len(parts) != 2 or not all(p.strip() for p in parts):
-                raise DataError(f"--unlabelled: {path}:{lineno} needs two texts separated by one tab for this "
+                raise DataError(f"{flag}: {path}:{lineno} needs two texts separated by one tab for this "
                                 "pair task")
             texts.append((parts[0].strip(), parts[1].strip()))
         else:
             texts.append(line.strip())
     if not texts:
-        raise DataError(f"--unlabelled: {path} holds no text")
+        raise DataError(f"{flag}: {path} holds no text")
     return texts
 
 

@@ -188,6 +188,28 @@ def test_static_int8_is_qdq_calibrated_on_task(artifact, tmp_path):
     assert manifest["quantization"]["mode"] == "static"
 
 
+def test_static_int8_calibrates_on_the_users_own_file(artifact, tmp_path):
+    def scales(name, calibration_lines):
+        path = tmp_path / f"{name}.txt"
+        path.write_text("\n".join(calibration_lines) + "\n")
+        out = export_model(artifact, tmp_path / path.stem, target="arm64", quantize="int8-static", calibration=str(path),
+                           max_length=MAX_LEN, ort_format=False, calibration_size=16)
+        manifest = json.loads((out / "manifest.json").read_text())
+        assert manifest["quantization"]["mode"] == "static"
+        graph = onnx.load(out / "model.onnx").graph
+        return {t.name: onnx.numpy_helper.to_array(t) for t in graph.initializer if t.name.endswith("_scale")}
+
+    half = len(helpers.PROBE_TEXTS) // 2
+    short = scales("first-half", list(helpers.PROBE_TEXTS[:half]))
+    varied = scales("second-half", list(helpers.PROBE_TEXTS[half:]) + ["a long and winding sentence about many different things " * 3])
+    assert short.keys() == varied.keys() and any(not np.array_equal(short[k], varied[k]) for k in short), \
+        "the activation scales do not depend on the calibration file"
+    with pytest.raises(ValueError, match="--calibration: .* holds no text"):
+        (tmp_path / "empty.txt").write_text("\n\n")
+        export_model(artifact, tmp_path / "none", target="arm64", quantize="int8-static",
+                     calibration=str(tmp_path / "empty.txt"), max_length=MAX_LEN, ort_format=False)
+
+
 def _shift_bias(graph):
     bias = next(t for t in graph.graph.initializer if t.name.endswith("classifier.bias"))
     values = onnx.numpy_helper.to_array(bias) + 0.01
@@ -339,8 +361,10 @@ def test_bad_input_leaves_no_output(case, artifact, tmp_path):
 
 
 def test_options_check_themselves():
-    with pytest.raises(ValueError, match="give --task"):
+    with pytest.raises(ValueError, match="give --task .* or, for your own task, --calibration FILE"):
         ExportOptions(quantize="int8-static")
+    with pytest.raises(ValueError, match="--calibration is for --quantize int8-static"):
+        ExportOptions(quantize="int8", calibration="texts.txt")
     with pytest.raises(ValueError, match="unknown profile"):
         ExportOptions(profile="fast")
     with pytest.raises(ValueError, match="exact or tanh"):

@@ -21,7 +21,9 @@ def register(app, friendly_errors) -> None:
                                                         "model.ort, tokenizer.json, golden.npz, manifest.json."),
         target: str = typer.Option("x86_64", help="arm64 | x86_64: the int8 preset and the ORT-format platform."),
         quantize: str = typer.Option("none", help="none | int8 (dynamic) | int8-static (QDQ calibrated on --task "
-                                                  "sentences)."),
+                                                  "sentences or --calibration FILE)."),
+        calibration: Optional[Path] = typer.Option(None, help="int8-static on your own task: a text file of its "
+                                                              "inputs, one per line (pairs: FIRST<TAB>SECOND)."),
         profile: str = typer.Option("portable", help="portable (ai.onnx ops only, ONNX Attention opset 23) | "
                                                      "ort (ONNX Runtime contrib MultiHeadAttention)."),
         task: Optional[str] = typer.Option(None, help="GLUE task (labels, calibration, golden sentences), e.g. sst2."),
@@ -52,7 +54,8 @@ def register(app, friendly_errors) -> None:
                                 max_length=max_length,
                                 data_dir=str(data_dir) if data_dir else None, vnni=not no_vnni,
                                 sqnr_floor_db=sqnr_floor, name=model_name, model_version=model_version,
-                                gelu=gelu, fold_biases=fold_biases)
+                                gelu=gelu, fold_biases=fold_biases,
+                                calibration=str(calibration) if calibration else None)
         typer.echo(summary_text(path))
 
 
