@@ -209,7 +209,8 @@ def export_model(model, out_dir: str | os.PathLike, target: str = "x86_64", quan
     # teacher spec): exports of one artifact for several targets share the name and differ in version.
     name_dir = source["path"] if source.get("kind") == "kronedge-artifact" else out_dir
 
-    with atomic_directory(out_dir) as tmp, tempfile.TemporaryDirectory(prefix="kronedge-export-") as work:
+    with (atomic_directory(out_dir, MANIFEST_FILE) as tmp,
+          tempfile.TemporaryDirectory(prefix="kronedge-export-") as work):
         _export_into(torch_model, Path(tmp), Path(work), Path(tokenizer_dir), opts, task_data, source, info,
                      name_dir)
     return Path(out_dir)

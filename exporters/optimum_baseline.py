@@ -17,6 +17,8 @@ import shutil
 import tempfile
 from pathlib import Path
 
+from runtime.contract import MANIFEST_FILE
+
 from .config import ExportError, ExportOptions
 
 OPTIMUM_PRESETS = {"arm64": "arm64", "x86_64": "avx512_vnni", "x86_64-novnni": "avx2"}
@@ -52,7 +54,8 @@ def optimum_baseline(model: str, out_dir: str | os.PathLike, target: str = "x86_
     if getattr(torch_model.config, "kronecker_layout", None):
         raise ExportError("optimum cannot match Kronecker layers; use `kronedge export` for kronedge artifacts")
 
-    with atomic_directory(out_dir) as out, tempfile.TemporaryDirectory(prefix="kronedge-optimum-") as work:
+    with (atomic_directory(out_dir, MANIFEST_FILE) as out,
+          tempfile.TemporaryDirectory(prefix="kronedge-optimum-") as work):
         work = Path(work)
         onnx_dir, steps = _export(torch_model, tokenizer_dir, work)
         current = onnx_dir / "model.onnx"

@@ -71,15 +71,33 @@ def _as_umask_allows(path: Path) -> None:
     os.chmod(path, 0o666 & ~_umask())
 
 
+def check_replaceable(target: Path, marker: str) -> None:
+    """Refuse to replace what is not an earlier output of the same kind: a file, the working directory or one
+    above it, or a non-empty directory without ``marker`` (a user's folder, or another kind of output)."""
+    if not target.exists() and not target.is_symlink():
+        return
+    if not target.is_dir():
+        raise ArtifactError(f"{target} is a file, not an output directory: choose another --out")
+    here = Path.cwd().resolve()
+    if target.resolve() in (here, *here.parents):
+        raise ArtifactError(f"{target} is the working directory or holds it: choose a new directory for --out")
+    if any(target.iterdir()) and not (target / marker).is_file():
+        raise ArtifactError(f"{target} exists and holds no {marker}, so it is not an earlier output of this command: "
+                            "choose a new or empty directory for --out (nothing was replaced)")
+
+
 @contextmanager
-def atomic_directory(target: str | os.PathLike) -> Iterator[Path]:
-    """Yield a temporary directory that replaces ``target`` only if the block succeeds.
+def atomic_directory(target: str | os.PathLike, marker: str) -> Iterator[Path]:
+    """Yield a temporary directory that replaces ``target`` only if the block succeeds. ``target`` may be new,
+    empty, or an earlier output holding ``marker`` (the file every such output has); anything else is refused
+    before the block runs.
 
     Example:
-        >>> with atomic_directory("out/model") as tmp:
-        ...     (tmp / "a.txt").write_text("hello")
+        >>> with atomic_directory("out/model", "manifest.json") as tmp:
+        ...     (tmp / "manifest.json").write_text("{}")
     """
     target = Path(target)
+    check_replaceable(target, marker)
     parent = target.parent if str(target.parent) else Path(".")
     try:
         parent.mkdir(parents=True, exist_ok=True)
@@ -142,7 +160,7 @@ def save_artifact(model, out_dir: str | os.PathLike, tokenizer_dir: str | os.Pat
 
     recipe = {"kronedge_version": __version__, "head": head_of(model), **recipe}
     _name_labels(model.config, recipe.get("labels"))
-    with atomic_directory(out_dir) as tmp:
+    with atomic_directory(out_dir, RECIPE_FILE) as tmp:
         model.config.save_pretrained(tmp)
         state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
         save_file(state, tmp / WEIGHTS_FILE, metadata={"format": "pt", "producer": f"kronedge {__version__}"})

@@ -188,7 +188,7 @@ def _save_teacher(model, out: Path, loaded, teacher: str, info: dict) -> None:
         save_artifact(model, out, loaded.tokenizer_dir, {"teacher": teacher, "finetune": info})
         write_json_atomic(out / FINETUNE_FILE, info)
         return
-    with atomic_directory(out) as tmp:
+    with atomic_directory(out, FINETUNE_FILE) as tmp:
         model.save_pretrained(tmp, safe_serialization=True)
         copy_tokenizer(loaded.tokenizer_dir, tmp)
         write_json_atomic(tmp / FINETUNE_FILE, info)

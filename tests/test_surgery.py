@@ -114,11 +114,33 @@ def test_artifact_errors_name_the_file(tmp_path):
 
 def test_atomic_directory_leaves_old_artifact_on_failure(tmp_path):
     target = tmp_path / "art"
-    with atomic_directory(target) as tmp:
+    with atomic_directory(target, "a.txt") as tmp:
         (tmp / "a.txt").write_text("first")
     with pytest.raises(RuntimeError):
-        with atomic_directory(target) as tmp:
+        with atomic_directory(target, "a.txt") as tmp:
             (tmp / "a.txt").write_text("half")
             raise RuntimeError("crash mid-write")
     assert (target / "a.txt").read_text() == "first"
     assert [p.name for p in tmp_path.iterdir()] == ["art"]
+
+
+def test_atomic_directory_replaces_only_an_earlier_output(tmp_path, monkeypatch):
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "notes.txt").write_text("the user's")
+    (tmp_path / "file.txt").write_text("the user's")
+    (tmp_path / "empty").mkdir()
+    refused = {mine: "holds no manifest.json", tmp_path / "file.txt": "is a file", tmp_path: "working directory"}
+    monkeypatch.chdir(tmp_path / "empty")
+    refused[tmp_path / "empty"] = "working directory"
+    for target, why in refused.items():
+        with pytest.raises(ArtifactError, match=why):
+            with atomic_directory(target, "manifest.json") as tmp:
+                (tmp / "manifest.json").write_text("{}")
+    assert (mine / "notes.txt").read_text() == "the user's" and (tmp_path / "file.txt").read_text() == "the user's"
+    monkeypatch.chdir(tmp_path)
+    with atomic_directory(tmp_path / "empty", "manifest.json") as tmp:  # empty: fine
+        (tmp / "manifest.json").write_text("{}")
+    with atomic_directory(tmp_path / "empty", "manifest.json") as tmp:  # an earlier output: replaced
+        (tmp / "manifest.json").write_text('{"second": 1}')
+    assert (tmp_path / "empty" / "manifest.json").read_text() == '{"second": 1}'

@@ -25,6 +25,7 @@ import torch
 from ..artifact import atomic_directory, write_json_atomic
 
 CHECKPOINT_DIR = "checkpoint"
+PROGRESS_FILE = "progress.json"
 LOG_FILE = "log.jsonl"
 
 
@@ -143,11 +144,11 @@ def load_location(device: torch.device):
 
 
 def save_checkpoint(run_dir: Path, modules: dict, optimizer, scheduler, progress: Progress) -> None:
-    with atomic_directory(run_dir / CHECKPOINT_DIR) as tmp:
+    with atomic_directory(run_dir / CHECKPOINT_DIR, PROGRESS_FILE) as tmp:
         torch.save({"modules": {k: m.state_dict() for k, m in modules.items()},
                     "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
                     "rng": rng_state()}, tmp / "state.pt")
-        write_json_atomic(tmp / "progress.json", progress.to_dict())
+        write_json_atomic(tmp / PROGRESS_FILE, progress.to_dict())
 
 
 def load_checkpoint(run_dir: Path, modules: dict, optimizer, scheduler, device) -> None:
@@ -163,7 +164,7 @@ def load_checkpoint(run_dir: Path, modules: dict, optimizer, scheduler, device) 
 def mark_done(run_dir: Path, progress: Progress) -> None:
     """Record a finished run in its checkpoint, so ``--resume`` reloads it instead of training again."""
     if (run_dir / CHECKPOINT_DIR).exists():
-        write_json_atomic(run_dir / CHECKPOINT_DIR / "progress.json", progress.to_dict())
+        write_json_atomic(run_dir / CHECKPOINT_DIR / PROGRESS_FILE, progress.to_dict())
 
 
 def save_best(run_dir: Path, model: torch.nn.Module, metrics: dict) -> None:
@@ -179,5 +180,5 @@ def load_best(run_dir: Path, model: torch.nn.Module, device) -> None:
 
 def read_progress(run_dir: str | os.PathLike) -> dict | None:
     """The progress record of a run's checkpoint, or None if there is none."""
-    path = Path(run_dir) / CHECKPOINT_DIR / "progress.json"
+    path = Path(run_dir) / CHECKPOINT_DIR / PROGRESS_FILE
     return json.loads(path.read_text()) if path.is_file() else None
