@@ -4,12 +4,16 @@ resume with another recipe, bad data files and an impossible compression (each o
 from __future__ import annotations
 
 import json
+import logging
 from dataclasses import replace
 from pathlib import Path
 
+from .artifact import RECIPE_FILE, check_replaceable
 from .finetune import require_both_files, teacher_head_spec
 from .recipe import CompressConfig
 from .training import TrainingError
+
+logger = logging.getLogger(__name__)
 
 
 def check_options(config: CompressConfig, out, run_dir: Path, resume: bool, source=None):
@@ -22,10 +26,16 @@ def check_options(config: CompressConfig, out, run_dir: Path, resume: bool, sour
     """
     if out is not None and config.method == "svd":
         raise TrainingError("the svd baseline has no artifact format: run it without --out (library: out=None)")
+    if out is not None:
+        check_replaceable(Path(out), RECIPE_FILE)  # a user's folder: refused now, not after training
     saved = run_dir / "compress_config.json"
-    if resume and saved.is_file() and not config.same_recipe(json.loads(saved.read_text())):
-        raise TrainingError(f"--resume: {run_dir} was started with a different recipe ({saved}); "
-                            "rerun with the same options or use another --run-dir")
+    if resume and not saved.is_file():
+        logger.info(f"[compress] --resume: {run_dir} holds no earlier run; starting from the beginning")
+    changes = config.recipe_changes(json.loads(saved.read_text())) if resume and saved.is_file() else {}
+    if changes:
+        shown = ", ".join(f"{k.replace('_', '-')} {old!r} -> {new!r}" for k, (old, new) in changes.items())
+        raise TrainingError(f"--resume: {run_dir} was started with another recipe ({shown}); rerun with its options "
+                            "or use another --run-dir")
     source = source or config.task_source()
     require_both_files(source, "compress")
     source.check()  # an unknown task or a bad data file fails here, not after the teacher

@@ -8,7 +8,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from .artifact import RECIPE_FILE, read_recipe, write_json_atomic
+from .artifact import RECIPE_FILE, check_replaceable, read_recipe, write_json_atomic
 from .recipe import DEFAULT_TASK, DEFAULT_TEACHER, default_teacher_config
 from .teachers import TeacherError
 from .training import TrainConfig, settings_key
@@ -144,6 +144,7 @@ def finetune(teacher: str = DEFAULT_TEACHER, task=DEFAULT_TASK, out: str | os.Pa
                     f"({spec.primary_metric} {info['metrics'][spec.primary_metric]:.4f})")
         return FinetuneResult(out, info["metrics"], info["seconds"], True, info["train_examples"], info.get("precision"))
 
+    check_replaceable(out, FINETUNE_FILE)  # a user's folder: refused now, not after training
     # The data first: a bad row fails before the teacher loads and before anything is written.
     train = source.load("train", spec).subset(train_limit, seed=config.seed)
     dev = source.load("dev", spec).subset(eval_limit, seed=0)

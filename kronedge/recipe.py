@@ -233,11 +233,17 @@ class CompressConfig:
     def to_dict(self) -> dict:
         return {"version": self.VERSION, **asdict(self)}
 
-    def same_recipe(self, saved: dict) -> bool:
-        """True when a saved ``to_dict()`` describes the same computation (checkpoint cadence aside)."""
+    def recipe_changes(self, saved: dict) -> dict[str, tuple]:
+        """{field: (saved value, this value)} where a saved ``to_dict()`` computes something else (checkpoint
+        cadence aside); empty for the same recipe."""
         mine = json.loads(json.dumps(result_settings(self)))
         free = {f.name for f in fields(self) if not f.metadata.get("affects_result", True)}
-        return {k: v for k, v in saved.items() if k not in free and k != "version" and v is not None} == mine
+        theirs = {k: v for k, v in saved.items() if k not in free and k != "version" and v is not None}
+        return {k: (theirs.get(k), mine.get(k)) for k in sorted(theirs.keys() | mine.keys()) if theirs.get(k) != mine.get(k)}
+
+    def same_recipe(self, saved: dict) -> bool:
+        """True when a saved ``to_dict()`` describes the same computation (checkpoint cadence aside)."""
+        return not self.recipe_changes(saved)
 
 
 def retained_share(student: float, teacher: float) -> float:

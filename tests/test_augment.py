@@ -192,7 +192,7 @@ def test_cli_augment_reaches_the_stage2_trainer(tmp_path, monkeypatch):
     assert resumed["student_metrics"] == first["student_metrics"]
     assert json.loads((tmp_path / "run3" / "stage2" / "config.json").read_text())["examples"] == 48
     other = runner.invoke(app, args + ["--run-dir", "run3", "--augment", "2", "--resume"])
-    assert other.exit_code == 1 and "different recipe" in other.output
+    assert other.exit_code == 1 and "another recipe (augment 3 -> 2)" in " ".join(other.output.split())
 
 
 @pytest.mark.parametrize("extra,match", [

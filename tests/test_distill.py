@@ -534,6 +534,7 @@ def test_compress_stops_on_a_near_chance_teacher_before_distilling(tmp_path, mon
     (["--min-retention", "2"], "min_retention"),
     (["--threads", "-2"], "--threads must be >= 1"),
     (["--threads", "0"], "--threads must be >= 1"),
+    (["--out", "."], "is the working directory"),
 ])
 def test_compress_checks_options_before_training(tmp_path, monkeypatch, extra, match):
     from typer.testing import CliRunner
@@ -557,6 +558,8 @@ def test_resume_refuses_another_recipe_but_not_another_checkpoint_cadence():
     saved = CompressConfig().to_dict()
     assert CompressConfig(checkpoint_seconds=0).same_recipe(saved)
     assert not CompressConfig(min_steps=100).same_recipe(saved)
+    assert CompressConfig(min_steps=100, checkpoint_seconds=0).recipe_changes(saved) == {
+        "min_steps": (saved["min_steps"], 100)}  # what the --resume error names
 
 
 @pytest.mark.parametrize("command,extra,match", [
