@@ -147,8 +147,15 @@ def read_unlabelled(path: str | os.PathLike, is_pair: bool, flag: str = "--unlab
     path = Path(path)
     if not path.is_file():
         raise DataError(f"{flag}: {path} is not a file (one text per line)")
+    if path.suffix.lower() in (".csv", ".tsv", ".jsonl", ".json"):
+        raise DataError(f"{flag}: {path} looks like a table; this option takes plain text, one input per line "
+                        "(write its text column to a .txt file)")
+    try:
+        content = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise DataError(f"{flag}: {path} is not UTF-8 text (byte {exc.start})") from None
     texts = []
-    for lineno, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+    for lineno, line in enumerate(content.splitlines(), 1):
         if not line.strip():
             continue
         if is_pair:

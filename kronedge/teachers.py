@@ -91,13 +91,27 @@ def bert_config(spec: str, num_labels: int | None = None):
             raise TeacherError(f"config file {path} not found")
         try:
             values = json.loads(path.read_text())
-        except json.JSONDecodeError as exc:
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
             raise TeacherError(f"{path} is not valid JSON: {exc}") from exc
+        if not isinstance(values, dict):
+            raise TeacherError(f"{path} holds a JSON {type(values).__name__}, not an object of BertConfig fields")
     else:
         raise TeacherError(f"unknown random config {name!r}; use one of {sorted(BUILTIN_CONFIGS)} or random:PATH.json")
     if num_labels is not None:
         values["num_labels"] = num_labels
-    return BertConfig(**values)
+    try:
+        return BertConfig(**values)
+    except (TypeError, ValueError) as exc:
+        raise TeacherError(f"{spec}: not a valid BertConfig: {exc}") from exc
+
+
+def _build(cls, config, spec: str):
+    """``cls(config)``; a config whose numbers do not make a model (hidden size not a multiple of the heads,
+    a count written as text) is one error naming the spec."""
+    try:
+        return cls(config)
+    except (TypeError, ValueError, AttributeError) as exc:
+        raise TeacherError(f"{spec}: its config does not make a {cls.__name__}: {exc}") from exc
 
 
 def load_teacher(spec: str, head: str = "base", num_labels: int | None = None, seed: int = 0,
@@ -123,7 +137,7 @@ def load_teacher(spec: str, head: str = "base", num_labels: int | None = None, s
     if spec.startswith("random:"):
         config = bert_config(spec, num_labels)
         with torch.device("meta" if meta else device):
-            model = cls(config)
+            model = _build(cls, config, spec)
         return Teacher(model, minilm_dir(), spec, pretrained=False)
 
     if spec == "builtin:minilm":
@@ -137,8 +151,11 @@ def load_teacher(spec: str, head: str = "base", num_labels: int | None = None, s
         from transformers import AutoConfig
 
         config = _from_pretrained(AutoConfig, path, extra)
+        if getattr(config, "model_type", None) != "bert":
+            raise TeacherError(f"{spec} holds a {getattr(config, 'model_type', 'unknown')!r} model; kronedge "
+                               "compresses BERT models (model_type 'bert')")
         with torch.device("meta"):
-            model = cls(config)
+            model = _build(cls, config, spec)
         return Teacher(model, _tokenizer_dir(path), spec, pretrained=True)
 
     local = Path(path)
@@ -168,9 +185,12 @@ def _hub_reachable(timeout: float = 3.0) -> bool:
 
 def _from_pretrained(cls, path: str, extra: dict):
     """Local folder or hub cache first; the hub only when it answers."""
+    if Path(path).is_dir() and not (Path(path) / "config.json").is_file():
+        raise TeacherError(f"{path} is a directory without a config.json: not a saved model (give the folder that "
+                           "save_pretrained wrote, or a kronedge artifact)")
     try:
         return cls.from_pretrained(path, local_files_only=True, **extra)
-    except OSError as local_error:
+    except (OSError, ValueError) as local_error:
         if Path(path).is_dir() or not _hub_reachable():
             raise TeacherError(_not_found_message(path, local_error)) from local_error
     try:

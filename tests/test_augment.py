@@ -213,3 +213,15 @@ def test_cli_refuses_bad_augment_options_before_training(tmp_path, monkeypatch, 
     text = " ".join(result.output.split())
     assert result.exit_code == 1 and match in text and "Traceback" not in text
     assert not (tmp_path / "run" / "stage1").exists()
+
+
+def test_plain_text_options_refuse_a_table_or_bytes(tmp_path):
+    from kronedge.augment import read_unlabelled
+    from kronedge.data import DataError
+
+    (tmp_path / "dev.csv").write_text("text,label\na,b\n")
+    (tmp_path / "bin.txt").write_bytes(b"\xff\xfe bad\n")
+    with pytest.raises(DataError, match="--calibration: .*dev.csv looks like a table"):
+        read_unlabelled(tmp_path / "dev.csv", False, flag="--calibration")
+    with pytest.raises(DataError, match="bin.txt is not UTF-8 text"):
+        read_unlabelled(tmp_path / "bin.txt", False)

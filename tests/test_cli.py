@@ -69,6 +69,24 @@ def test_errors_are_one_line_not_a_traceback(args, message):
     assert "Traceback" not in result.output
 
 
+@pytest.mark.parametrize("name,content,message", [
+    ("nomodel", None, "a directory without a config.json"),
+    ("list.json", "[1, 2]", "holds a JSON list, not an object"),
+    ("odd.json", '{"hidden_size": 65, "num_attention_heads": 4, "num_hidden_layers": 1, "intermediate_size": 8}',
+     "is not a multiple of the number of attention heads"),
+    ("words.json", '{"num_hidden_layers": "two"}', "does not make a BertModel"),
+])
+def test_a_bad_model_spec_is_one_line(tmp_path, name, content, message):
+    path = tmp_path / name
+    if content is None:
+        path.mkdir()
+    else:
+        path.write_text(content)
+    result = runner.invoke(app, ["plan", str(path) if content is None else f"random:{path}", "--compression", "5"])
+    assert result.exit_code == 1 and message in " ".join(result.output.split()), result.output
+    assert "Traceback" not in result.output
+
+
 def test_help_does_not_import_torch():
     code = "import sys; from kronedge.cli import app; assert 'torch' not in sys.modules, 'torch imported'"
     subprocess.run([sys.executable, "-c", code], check=True)
