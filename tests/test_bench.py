@@ -202,6 +202,9 @@ def test_run_bench_structure_and_ratios(models):
             assert row["speedup_vs_baseline"] == pytest.approx(1.0)
     narrow = [r for r in report["rows"] if r["model"] == "narrow"]
     assert all(r["size_ratio_vs_baseline"] < 1 for r in narrow)
+    # each row's FLOPs are one sequence at that row's length, not at the bench's longest
+    flops = {r["seq"]: r["flops"] for r in narrow if r["batch"] == 1}
+    assert 0 < flops[8] < flops[16] and all(f"seq {r['seq']}" in r["flops_note"] for r in narrow)
     group = report["speedup_matrix"]["threads=1,batch=2,seq=16"]
     rows = {r["model"]: r for r in report["rows"] if (r["batch"], r["seq"]) == (2, 16)}
     assert group["narrow"]["wide"] == pytest.approx(rows["wide"]["p50_ms"] / rows["narrow"]["p50_ms"])

@@ -42,6 +42,14 @@ class ModelInfo:
             self._gemm[(batch, seq)] = count_gemm_flops(self.graph, batch, seq)
         return self._gemm[(batch, seq)]
 
+    def flops_at(self, seq: int) -> tuple[Optional[float], str]:
+        """(FLOPs, note) of one sequence of ``seq`` tokens: the graph's GEMM FLOPs at that length when the graph
+        can be read, else the model's one figure (``flops``, at the length its note names)."""
+        counted = self.gemm_flops(1, seq)
+        if counted is not None and counted.complete:
+            return counted.total, f"graph: GEMM FLOPs at batch 1, seq {seq}"
+        return self.flops, self.flops_note
+
     def to_dict(self) -> dict:
         skip = ("manifest", "graph", "_gemm")
         d = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name not in skip}

@@ -112,13 +112,14 @@ class Bench:
 
     def _row(self, info: ModelInfo, cell: dict, stats: dict) -> dict:
         cfg, env = self.config, self.environment
+        flops, flops_note = info.flops_at(cell["seq"])  # the row's own length, not the longest of the bench
         entry = {
             "model": info.name, "baseline": info is self.models[0], "threads": cell["threads"], "batch": cell["batch"],
             "seq": cell["seq"], **{k: stats[k] for k in ("p50_ms", "p90_ms", "p99_ms", "mean_ms", "std_ms", "min_ms",
                                                         "n", "load_ms", "throughput_seq_per_s")},
             "file_bytes": info.file_bytes, "file_mb": info.file_bytes / 1e6, "params": info.params,
-            "flops": info.flops, "quantization": info.quantization, "onnxruntime": env["onnxruntime"],
-            "provider": env["provider"], "target": cfg.target,
+            "flops": flops, "flops_note": flops_note, "quantization": info.quantization,
+            "onnxruntime": env["onnxruntime"], "provider": env["provider"], "target": cfg.target,
             "cpu": (f"{cfg.cpu} (QEMU {self.qemu_version} TCG, emulated)" if cfg.emulated else hostinfo.cpu_model()),
             "emulated": cfg.emulated, "latency_kind": "emulated wall time" if cfg.emulated else "wall time",
             "peak_rss_mb": None, "instructions": None, "profile": None,
