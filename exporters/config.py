@@ -111,6 +111,9 @@ class ExportOptions:
         if self.quantize == "int8-static" and not (self.task or self.calibration):
             raise ExportError("--quantize int8-static calibrates on real task sentences: give --task (e.g. sst2) or, "
                               "for your own task, --calibration FILE (one input text per line)")
+        if not self.vnni and (self.quantize == "none" or self.target != "x86_64"):
+            raise ExportError("--no-vnni picks the x86_64 int8 weights for CPUs without VNNI; it does nothing for "
+                              f"--target {self.target} --quantize {self.quantize}")
         if self.calibration is not None and self.quantize != "int8-static":
             raise ExportError("--calibration is for --quantize int8-static (dynamic int8 needs no calibration)")
 

@@ -13,9 +13,16 @@ def kron_config(preset: str | None = None, **fields) -> KronConfig:
     :class:`KronConfig` fields (those left at KronConfig's defaults keep a preset's own values)."""
     if (preset is None) == (fields.get("compression") is None):
         raise PlanError("give exactly one of --preset (kb8, kb21) or --compression X")
-    if fields.get("embedding_k") is not None and fields.get("structure", "paper") != "paper":
+    structure = fields.get("structure", "paper")
+    if fields.get("embedding_k") is not None and structure != "paper":
         raise PlanError(f"--embedding-k sets the embedding factor of --structure paper; --structure "
-                        f"{fields['structure']} chooses its own, so leave --embedding-k out")
+                        f"{structure} chooses its own, so leave --embedding-k out")
+    searched_only = [flag for flag, given in (("--allocation", fields.get("allocation", "global") != "global"),
+                                              ("--max-flops-per-token", fields.get("max_flops_per_token") is not None))
+                     if given]
+    if searched_only and structure != "search":
+        raise PlanError(f"{' and '.join(searched_only)} {'steer' if len(searched_only) > 1 else 'steers'} "
+                        f"--structure search; with --structure {structure} it would do nothing")
     if preset is None:
         return KronConfig(**fields)
     config = KronConfig.preset(preset)
@@ -82,6 +89,8 @@ def plan_teacher(teacher: str, config: KronConfig, seq_len: int = 128, calibrati
     from .planner import plan_model
     from .teachers import load_teacher
 
+    if seq_len < 1:
+        raise PlanError(f"--seq-len must be >= 1 token, got {seq_len}")
     loaded = load_teacher(teacher, head="base", meta=not needs_weights(config, calibration))
     full = sum(p.numel() for p in loaded.model.parameters())
     config = shallower(loaded.model, config, layers)

@@ -61,6 +61,7 @@ def test_kronize_writes_a_loadable_artifact(tmp_path):
     (["plan", "random:minilm", "--compression", "900"], "most this selection allows"),
     (["plan", "random:nope", "--preset", "kb21"], "unknown random config"),
     (["plan", "builtin:other", "--preset", "kb21"], "unknown builtin"),
+    (["plan", "random:minilm", "--compression", "5", "--seq-len", "-5"], "--seq-len must be >= 1"),
 ])
 def test_errors_are_one_line_not_a_traceback(args, message):
     result = runner.invoke(app, args)

@@ -365,6 +365,9 @@ def test_options_check_themselves():
         ExportOptions(quantize="int8-static")
     with pytest.raises(ValueError, match="--calibration is for --quantize int8-static"):
         ExportOptions(quantize="int8", calibration="texts.txt")
+    for target, quantize in (("arm64", "int8"), ("x86_64", "none")):
+        with pytest.raises(ValueError, match="--no-vnni picks the x86_64 int8 weights"):
+            ExportOptions(target=target, quantize=quantize, vnni=False)
     with pytest.raises(ValueError, match="unknown profile"):
         ExportOptions(profile="fast")
     with pytest.raises(ValueError, match="exact or tanh"):

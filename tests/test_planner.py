@@ -119,3 +119,8 @@ def test_embedding_k_is_refused_where_the_structure_chooses_it():
         with pytest.raises(PlanError, match=f"--structure {structure} chooses its own"):
             kron_config(compression=5, embedding_k=8, structure=structure)
     assert kron_config("kb21", structure="svd").embedding_k == 16  # a preset's own k is not the user's option
+    with pytest.raises(PlanError, match="--allocation steers --structure search; with --structure svd"):
+        kron_config(compression=5, structure="svd", allocation="uniform")
+    with pytest.raises(PlanError, match="--max-flops-per-token steers"):
+        kron_config(compression=5, max_flops_per_token=1000)
+    assert kron_config(compression=5, structure="search", allocation="uniform").allocation == "uniform"
