@@ -12,6 +12,7 @@ import contextlib
 import json
 import logging
 import os
+import select
 import shutil
 import socket
 import subprocess
@@ -917,12 +918,21 @@ def _free_port() -> int:
 
 
 def test_python_m_runtime_serve_on_loopback(export_dir, probe_texts, shared_predictor):
-    port = _free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("KRONEDGE_API_TOKEN")}
-    proc = subprocess.Popen([sys.executable, "-m", "runtime.serve", str(export_dir), "--host", "127.0.0.1",
-                             "--port", str(port), "--threads", "1"], cwd=REPO, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    command = [sys.executable, "-m", "runtime.serve", str(export_dir), "--host", "127.0.0.1", "--threads", "1"]
+    # --port 0: the system picks a free port, and the start event says which
+    proc = subprocess.Popen([*command, "--port", "0"], cwd=REPO, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    start_line = []
     try:
+        assert select.select([proc.stdout], [], [], 30)[0], "no start event in 30 s"
+        start_line.append(proc.stdout.readline())
+        port = json.loads(start_line[0])["port"]
+        assert port > 0
+        busy = subprocess.run([*command, "--port", str(port)], cwd=REPO, env=env, capture_output=True, text=True,
+                              timeout=60)
+        assert busy.returncode == 1 and f"cannot listen on 127.0.0.1:{port}" in busy.stderr, busy.stderr
+        assert '"event": "start"' not in busy.stdout  # refused before it announces a start
         base = f"http://127.0.0.1:{port}"
         deadline = time.monotonic() + 30
         while True:
@@ -941,7 +951,7 @@ def test_python_m_runtime_serve_on_loopback(export_dir, probe_texts, shared_pred
     finally:
         proc.terminate()
         out, err = proc.communicate(timeout=20)
-    events = [json.loads(line) for line in out.splitlines() if line.startswith("{")]
+    events = [json.loads(line) for line in "".join(start_line + [out]).splitlines() if line.startswith("{")]
     assert events[0]["event"] == "start" and events[0]["auth"] is False
     assert any(e.get("path") == "/v1/classify" and e.get("status") == 200 for e in events)
     # Timed at start-up, so admission control can predict waits from the first request on.

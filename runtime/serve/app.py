@@ -6,6 +6,7 @@ import asyncio
 import json
 import logging
 import math
+import socket
 import sys
 import time
 import uuid
@@ -280,14 +281,30 @@ def uvicorn_settings(config: ServeConfig) -> dict:
                 timeout_graceful_shutdown=int(math.ceil(config.timeout_s)))
 
 
+def listening_socket(host: str, port: int) -> socket.socket:
+    """The server's socket, bound before the start event: a port in use is one error instead of a start that
+    never happens, and ``port`` 0 logs the port the system chose."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn binds: a restart reuses the port
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        raise OSError(exc.errno, f"cannot listen on {host}:{port}: {exc.strerror}") from None
+    return sock
+
+
 def serve(config: ServeConfig) -> None:
-    """Check auth rules, load and self-check the model, then run uvicorn until interrupted."""
+    """Check auth rules, load and self-check the model, bind the port, then run uvicorn until interrupted."""
     import uvicorn
 
     token = resolve_token(config)  # before loading the model: refuse fast
     app = create_app(config, token=token)
+    sock = listening_socket(config.host, config.port)
     with access_log_to_stdout():
         access_log.info(json.dumps({"ts": round(time.time(), 3), "event": "start", "host": config.host,
-                                    "port": config.port, "auth": token is not None, "model_dir": str(config.model_dir),
+                                    "port": sock.getsockname()[1], "auth": token is not None,
+                                    "model_dir": str(config.model_dir),
                                     "config": {k: v for k, v in asdict(config).items() if k != "token_env"}}))
-        uvicorn.run(app, host=config.host, port=config.port, **uvicorn_settings(config))
+        uvicorn.Server(uvicorn.Config(app, **uvicorn_settings(config))).run(sockets=[sock])
