@@ -306,6 +306,18 @@ def test_cli_bench_json_markdown_plot(models, tmp_path):
     assert png.stat().st_size > 1000
 
 
+def test_cli_bench_refuses_an_unwritable_report_before_measuring(models, tmp_path, monkeypatch):
+    import kronedge.benchmark as benchmark
+
+    monkeypatch.setattr(benchmark, "run_bench", lambda *a, **k: pytest.fail("measured before checking the outputs"))
+    (tmp_path / "notes.txt").write_text("x")
+    for option, target, message in (("-o", tmp_path, "is a directory"),
+                                    ("--markdown", tmp_path / "notes.txt" / "r.md", "notes.txt is a file")):
+        result = CliRunner().invoke(app, ["bench", str(models[0]), option, str(target)])
+        assert result.exit_code == 1 and message in " ".join(result.output.split()), result.output
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.txt"]  # no temporary file left behind
+
+
 def test_cli_bench_bad_seq_is_one_line(models):
     result = CliRunner().invoke(app, ["bench", str(models[0]), "--seq", "abc"])
     assert result.exit_code == 1

@@ -28,11 +28,30 @@ def _csv(values) -> str:
 
 
 def _write(path: Path, text: str) -> None:
-    """Write atomically: a reader never sees half a report."""
+    """Write atomically: a reader never sees half a report, and a failed write leaves no temporary file."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+    try:
+        tmp.write_text(text)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def _check_writable(path: Optional[Path]) -> None:
+    """Before measuring: an output that cannot be written is one error now, not after the whole bench."""
+    if path is None:
+        return
+    if path.is_dir():
+        raise BenchError(f"{path} is a directory: give the report a file name")
+    existing = next(parent for parent in path.parents if parent.exists())
+    if not existing.is_dir():
+        raise BenchError(f"cannot write {path}: {existing} is a file, not a directory")
+    try:
+        _write(path.with_name(path.name + ".probe"), "")
+        path.with_name(path.name + ".probe").unlink()
+    except OSError as exc:
+        raise BenchError(f"cannot write {path}: {exc.strerror or exc}") from None
 
 
 def register(app, friendly_errors) -> None:
@@ -77,6 +96,8 @@ def register(app, friendly_errors) -> None:
         from ..benchmark import print_table, run_bench, to_markdown
         from .distill import show_progress
 
+        for path in (output, markdown, plot):
+            _check_writable(path)
         show_progress()  # the bench's progress lines are INFO records of kronedge.benchmark
         err = Console(stderr=True)
         if not err.is_terminal:
