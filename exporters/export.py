@@ -188,7 +188,7 @@ def export_model(model, out_dir: str | os.PathLike, target: str = "x86_64", quan
     Example:
         >>> export_model("runs/kb21", "runs/kb21-arm64", target="arm64", quantize="int8")
     """
-    from kronedge.artifact import atomic_directory
+    from kronedge.artifact import atomic_directory, sibling_prefix
 
     tokenizer_dir = options.pop("tokenizer_dir", None)
     opts = ExportOptions(target=target, quantize=quantize, profile=profile, task=task, max_length=max_length, **options)
@@ -209,8 +209,9 @@ def export_model(model, out_dir: str | os.PathLike, target: str = "x86_64", quan
     # teacher spec): exports of one artifact for several targets share the name and differ in version.
     name_dir = source["path"] if source.get("kind") == "kronedge-artifact" else out_dir
 
+    # The work directory sits beside the output, named for this process: a killed export's is swept by the next.
     with (atomic_directory(out_dir, MANIFEST_FILE) as tmp,
-          tempfile.TemporaryDirectory(prefix="kronedge-export-") as work):
+          tempfile.TemporaryDirectory(prefix=sibling_prefix(Path(out_dir), "work"), dir=tmp.parent) as work):
         _export_into(torch_model, Path(tmp), Path(work), Path(tokenizer_dir), opts, task_data, source, info,
                      name_dir)
     return Path(out_dir)

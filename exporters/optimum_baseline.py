@@ -40,7 +40,7 @@ def optimum_baseline(model: str, out_dir: str | os.PathLike, target: str = "x86_
     Example:
         >>> optimum_baseline("random:bert-base-uncased", "runs/dense-int8", target="arm64", quantize="int8")
     """
-    from kronedge.artifact import atomic_directory
+    from kronedge.artifact import atomic_directory, sibling_prefix
 
     from .export import _golden_texts, _task_data, _write_golden, _write_tokenizer, load_source
     from .identity import resolve_task
@@ -55,7 +55,7 @@ def optimum_baseline(model: str, out_dir: str | os.PathLike, target: str = "x86_
         raise ExportError("optimum cannot match Kronecker layers; use `kronedge export` for kronedge artifacts")
 
     with (atomic_directory(out_dir, MANIFEST_FILE) as out,
-          tempfile.TemporaryDirectory(prefix="kronedge-optimum-") as work):
+          tempfile.TemporaryDirectory(prefix=sibling_prefix(Path(out_dir), "work"), dir=out.parent) as work):
         work = Path(work)
         onnx_dir, steps = _export(torch_model, tokenizer_dir, work)
         current = onnx_dir / "model.onnx"

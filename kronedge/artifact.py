@@ -13,6 +13,7 @@ either the previous artifact or the new one, never a half-written mix.
 
 from __future__ import annotations
 
+import glob
 import json
 import os
 import secrets
@@ -86,6 +87,32 @@ def check_replaceable(target: Path, marker: str) -> None:
                             "choose a new or empty directory for --out (nothing was replaced)")
 
 
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
+
+
+def sibling_prefix(target: Path, kind: str) -> str:
+    """The name prefix of a writer's ``kind`` ("tmp", "old", "work") entry beside ``target``; it carries the
+    writer's PID, so a later writer can tell a killed one's leftovers from a live one's."""
+    return f".{target.name}.{kind}-{os.getpid()}-"
+
+
+def sweep_stale_siblings(target: Path) -> None:
+    """Remove what killed writers of ``target`` left beside it (a SIGKILL runs no cleanup)."""
+    parent = target.parent if str(target.parent) else Path(".")
+    for kind in ("tmp", "old", "work"):
+        for path in parent.glob(f".{glob.escape(target.name)}.{kind}-*"):
+            pid = path.name.rsplit(f".{kind}-", 1)[1].split("-", 1)[0]
+            if pid.isdigit() and not _alive(int(pid)):
+                shutil.rmtree(path, ignore_errors=True)
+
+
 @contextmanager
 def atomic_directory(target: str | os.PathLike, marker: str) -> Iterator[Path]:
     """Yield a temporary directory that replaces ``target`` only if the block succeeds. ``target`` may be new,
@@ -101,14 +128,15 @@ def atomic_directory(target: str | os.PathLike, marker: str) -> Iterator[Path]:
     parent = target.parent if str(target.parent) else Path(".")
     try:
         parent.mkdir(parents=True, exist_ok=True)
-        tmp = _unique_sibling(parent, f".{target.name}.tmp-", os.mkdir)
+        sweep_stale_siblings(target)
+        tmp = _unique_sibling(parent, sibling_prefix(target, "tmp"), os.mkdir)
     except OSError as exc:
         raise ArtifactError(f"cannot write to {parent}: {exc.strerror or exc}") from exc
     try:
         yield tmp
         if target.exists():
             # A free name for the old copy: made, then removed, so the rename below can take it.
-            backup = _unique_sibling(parent, f".{target.name}.old-", os.mkdir)
+            backup = _unique_sibling(parent, sibling_prefix(target, "old"), os.mkdir)
             backup.rmdir()
             target.rename(backup)
             tmp.rename(target)

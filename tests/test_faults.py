@@ -132,9 +132,11 @@ def test_sigkill_during_kronedge_export_leaves_no_partial_directory(tiny_artifac
         assert _snapshot(target) == before, "the previous complete export was changed"
     else:
         assert not target.exists(), f"partial export at the target: {sorted(os.listdir(target))}"
-    # The leftover sibling does not block the next export.
+    assert any(p.name.startswith(".export.work-") for p in tmp_path.iterdir()), "the killed export's work directory"
+    # The leftovers do not block the next export, which sweeps them (their writer's PID is gone).
     export_model(tiny_artifact, target, quantize="int8", max_length=MAX_LENGTH)
     assert (target / "manifest.json").is_file()
+    assert not [p.name for p in tmp_path.iterdir() if p.name.startswith(".export.")], "stale siblings left behind"
 
 
 @pytest.mark.slow
