@@ -2,6 +2,7 @@
 profile breakdown, outputs. No timing assertions: only structure and arithmetic between reported fields."""
 
 import json
+import logging
 from pathlib import Path
 
 import numpy as np
@@ -382,3 +383,18 @@ def test_multi_thread_timing_keeps_one_session_alive(monkeypatch, threads, most_
     rows = bench_core.measure(models, batch=1, seq=8, threads=threads, warmup=1, iters=10)
     assert peak[0] == most_alive
     assert [row["n"] for row in rows] == [10, 10, 10] and [row["name"] for row in rows] == ["m0", "m1", "m2"]
+
+
+def test_a_seq_past_the_exported_length_is_flagged(informative_export_fp32, caplog):
+    with caplog.at_level(logging.WARNING, logger="kronedge.benchmark.run"):
+        run_bench([informative_export_fp32], seqs=[64], batches=[1], threads=[1], warmup=0, iters=1, rss=False,
+                  floor=False)
+    assert "exported for at most 32 tokens; --seq 64" in caplog.text
+
+
+def test_a_file_that_is_not_a_model_is_named(tmp_path):
+    from kronedge.benchmark.describe import resolve_model_file
+
+    (tmp_path / "notes.txt").write_text("x")
+    with pytest.raises(FileNotFoundError, match="notes.txt is a file but not a model"):
+        resolve_model_file(tmp_path / "notes.txt")

@@ -399,7 +399,8 @@ def test_check_reads_every_file_up_front(tmp_path):
 
 
 @pytest.mark.parametrize("options,message", [
-    ({"task": "sst2", "train": "t.csv"}, "not both"),
+    ({"task": "sst2", "train": "t.csv"}, "give --task sst2 or --train FILE, not both"),
+    ({"task": "sst2", "validation": "v.csv"}, "give --task sst2 or --validation FILE, not both"),  # as eval has it
     ({}, "give a GLUE task"),
     ({"task": "imdb"}, "unknown task 'imdb'"),
     ({"label_column": "queue"}, "--label-column applies to data files"),

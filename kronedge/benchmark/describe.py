@@ -59,6 +59,9 @@ class ModelInfo:
 
 def resolve_model_file(path: Path) -> Path:
     if path.is_file():
+        if path.suffix not in (".onnx", ".ort"):
+            raise FileNotFoundError(f"{path} is a file but not a model: give an exported directory or an "
+                                    ".onnx/.ort file")
         return path
     if not path.is_dir():
         raise FileNotFoundError(f"{path} is neither a model directory nor an .onnx/.ort file")

@@ -44,6 +44,11 @@ class Bench:
         self.probes: dict[str, dict] = {}  # group key -> {precision: {p50_ms, gflops}}
         self.qemu_version: Optional[str] = None
         self.qenv = None  # the emulated userland, for target arm64
+        for info in self.models:
+            exported = (info.manifest or {}).get("max_length")
+            if exported and max(config.seqs) > exported:
+                log.warning(f"{info.name} was exported for at most {exported} tokens; --seq {max(config.seqs)} "
+                            "times longer inputs than its runtime ever runs (the Predictor truncates at that length)")
 
     def say(self, msg: str) -> None:
         log.info(msg)

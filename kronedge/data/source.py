@@ -55,7 +55,8 @@ class TaskSource:
                                     "and/or --validation FILE")
             return cls(task=task, data_dir=data_dir)
         if task is not None:
-            raise DataFileError(f"give --task {task} or --train/--validation, not both")
+            given = "--validation" if train is None else "--train" if validation is None else "--train/--validation"
+            raise DataFileError(f"give --task {task} or {given} FILE, not both")
         return cls(data_dir=data_dir, files=DataFiles(train=train, validation=validation, **file_options))
 
     @property
