@@ -505,3 +505,14 @@ def test_tsv_raw_reads_quotes_as_plain_characters(tmp_path):
     path = _bad(tmp_path, "raw.tsv", b'text\tlabel\n"Great" film\tx\nok "so"\ty\n')
     data = DataFiles(train=path, format="tsv-raw").load()
     assert data.texts == ['"Great" film', 'ok "so"']
+
+
+def test_class_ids_match_an_unnamed_head_by_position(tmp_path):
+    from kronedge.data import TaskSpec
+
+    dev = _bad(tmp_path, "dev.csv", b"text,label\na,1\nb,0\nc,1.0\n")
+    spec = TaskSpec.custom("dense", ["LABEL_0", "LABEL_1"], data_file="dev.csv")
+    assert DataFiles(validation=dev).load("validation", spec).labels == [1, 0, 1]
+    named = TaskSpec.custom("named", ["negative", "positive"], data_file="dev.csv")
+    with pytest.raises(DataFileError, match="unknown label '1'"):  # named labels are still matched by name
+        DataFiles(validation=dev).load("validation", named)

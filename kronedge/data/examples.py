@@ -79,16 +79,23 @@ def iter_examples(table: Table, spec: TaskSpec, text_keys: Sequence, label_key, 
     if len(text_keys) != (2 if spec.is_pair else 1):
         raise table.error(f"{table.path}: {spec.name} is a {'pair' if spec.is_pair else 'single-text'} task "
                           f"but {len(text_keys)} text column(s) were given")
+    from ..artifact import generic_labels
+
     index = {raw: i for i, raw in enumerate(spec.raw_labels)}
+    # A head nobody named (LABEL_0, LABEL_1, ...) takes the class ids 0, 1, ... by position.
+    unnamed = list(spec.raw_labels) == generic_labels(len(spec.raw_labels))
     texts, labels = [], []
     for lineno, text, raw in iter_rows(table, text_keys, label_key):
         if spec.is_regression:
             labels.append(_number(table, lineno, raw, spec.name))
         else:
+            written = raw
             if raw not in index and _integer(raw) is not None:
                 raw = _integer(raw)  # "01", "+1" and "1.0" are the class "1"
+                if unnamed and raw not in index and 0 <= int(raw) < len(index):
+                    raw = spec.raw_labels[int(raw)]
             if raw not in index:
-                raise table.error(f"{table.path}:{lineno}: unknown label {raw!r} for {spec.name}; "
+                raise table.error(f"{table.path}:{lineno}: unknown label {written!r} for {spec.name}; "
                                   f"expected one of {list(spec.raw_labels)}")
             labels.append(index[raw])
         texts.append(text)
