@@ -76,6 +76,9 @@ def check_replaceable(target: Path, marker: str) -> None:
     """Refuse to replace what is not an earlier output of the same kind: a file, the working directory or one
     above it, or a non-empty directory without ``marker`` (a user's folder, or another kind of output)."""
     if not target.exists() and not target.is_symlink():
+        existing = next((parent for parent in target.parents if parent.exists()), None)
+        if existing is not None and not existing.is_dir():
+            raise ArtifactError(f"cannot write {target}: {existing} is a file, not a directory")
         return
     if not target.is_dir():
         raise ArtifactError(f"{target} is a file, not an output directory: choose another --out")

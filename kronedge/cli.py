@@ -18,7 +18,7 @@ import typer
 from rich.console import Console
 
 from . import __version__
-from .commands.options import Option, config_options, field_docs, with_options
+from .commands.options import Cli, Option, config_options, field_docs, with_options
 from .errors import KronedgeError
 
 app = typer.Typer(
@@ -147,8 +147,11 @@ def structure_options() -> list[Option]:
     """The structure options of plan and kronize: --preset, KronConfig's own fields (their defaults are
     KronConfig's), --calibration and --layers."""
     from .kron_config import KronConfig
+    from .recipe import CompressConfig
 
     fields = config_options(KronConfig, docs=field_docs(KronConfig) | PLAN_HELP,
+                            cli={"compression": Cli(note=f"(default without --preset: {CompressConfig.compression}, "
+                                                         "as compress)")},
                             exclude=("role_shapes", "layer_shapes", "name"))
     return [Option("preset", Optional[str], None, PLAN_HELP["preset"]), *fields,
             Option("calibration", Optional[str], None, PLAN_HELP["calibration"]),
@@ -161,8 +164,12 @@ KRON_FIELDS = [o.field for o in STRUCTURE_OPTIONS if o.field]
 
 def _kron_config(values: dict):
     from .pipeline import kron_config
+    from .recipe import CompressConfig
 
-    return kron_config(values["preset"], **{name: values[name] for name in KRON_FIELDS})
+    fields = {name: values[name] for name in KRON_FIELDS}
+    if values["preset"] is None and fields["compression"] is None:
+        fields["compression"] = CompressConfig.compression  # what `kronedge compress` plans by default
+    return kron_config(values["preset"], **fields)
 
 
 @app.command()

@@ -57,7 +57,7 @@ def test_kronize_writes_a_loadable_artifact(tmp_path):
 
 @pytest.mark.parametrize("args, message", [
     (["plan", "random:minilm", "--preset", "kb99"], "unknown preset"),
-    (["plan", "random:minilm"], "exactly one of"),
+    (["plan", "random:minilm", "--preset", "kb21", "--compression", "5"], "exactly one of"),
     (["plan", "random:minilm", "--compression", "900"], "most this selection allows"),
     (["plan", "random:nope", "--preset", "kb21"], "unknown random config"),
     (["plan", "builtin:other", "--preset", "kb21"], "unknown builtin"),

@@ -130,7 +130,8 @@ def test_atomic_directory_replaces_only_an_earlier_output(tmp_path, monkeypatch)
     (mine / "notes.txt").write_text("the user's")
     (tmp_path / "file.txt").write_text("the user's")
     (tmp_path / "empty").mkdir()
-    refused = {mine: "holds no manifest.json", tmp_path / "file.txt": "is a file", tmp_path: "working directory"}
+    refused = {mine: "holds no manifest.json", tmp_path / "file.txt": "is a file", tmp_path: "working directory",
+               tmp_path / "file.txt" / "sub": "file.txt is a file, not a directory"}
     monkeypatch.chdir(tmp_path / "empty")
     refused[tmp_path / "empty"] = "working directory"
     for target, why in refused.items():
