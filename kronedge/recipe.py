@@ -239,7 +239,8 @@ class CompressConfig:
         mine = json.loads(json.dumps(result_settings(self)))
         free = {f.name for f in fields(self) if not f.metadata.get("affects_result", True)}
         theirs = {k: v for k, v in saved.items() if k not in free and k != "version" and v is not None}
-        return {k: (theirs.get(k), mine.get(k)) for k in sorted(theirs.keys() | mine.keys()) if theirs.get(k) != mine.get(k)}
+        return {k: (theirs.get(k), mine.get(k)) for k in sorted(theirs.keys() | mine.keys())
+                if theirs.get(k) != mine.get(k)}
 
     def same_recipe(self, saved: dict) -> bool:
         """True when a saved ``to_dict()`` describes the same computation (checkpoint cadence aside)."""

@@ -151,9 +151,6 @@ def load_teacher(spec: str, head: str = "base", num_labels: int | None = None, s
         from transformers import AutoConfig
 
         config = _from_pretrained(AutoConfig, path, extra)
-        if getattr(config, "model_type", None) != "bert":
-            raise TeacherError(f"{spec} holds a {getattr(config, 'model_type', 'unknown')!r} model; kronedge "
-                               "compresses BERT models (model_type 'bert')")
         with torch.device("meta"):
             model = _build(cls, config, spec)
         return Teacher(model, _tokenizer_dir(path), spec, pretrained=True)

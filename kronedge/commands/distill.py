@@ -60,7 +60,8 @@ def _minutes(value: float | None) -> float | None:
 FIELD_CLI = {
     "stage2_kd": Cli(flag="--kd/--no-kd"),
     "check_teacher": Cli(flag="--teacher-check/--no-teacher-check"),
-    "time_budget_s": Cli(flag="--time-budget", type=float, to_field=_minutes, note="On the command line: minutes (0: None)."),
+    "time_budget_s": Cli(flag="--time-budget", type=float, to_field=_minutes,
+                         note="On the command line: minutes (0: None)."),
     "checkpoint_seconds": Cli(flag="--checkpoint-every"),
     "loss_weights": Cli(type=str, from_field=_weights_text, to_field=_weights,
                         note=f"Written NAME=WEIGHT,... with NAME one of {', '.join(LOSSES)}; unnamed ones are 1."),

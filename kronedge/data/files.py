@@ -105,8 +105,8 @@ class DataFiles:
         if self.name is not None and not self.name.strip():
             raise DataFileError("the task name is empty")
         if self.name is not None and ("/" in self.name or "\\" in self.name or self.name.strip() in (".", "..")):
-            raise DataFileError(f"--name {self.name!r} becomes a file name (artifacts/kronedge-NAME, runs/compress-NAME): "
-                                "it cannot hold '/' or '\\' or be '.' or '..'")
+            raise DataFileError(f"--name {self.name!r} becomes a file name (artifacts/kronedge-NAME, "
+                                "runs/compress-NAME): it cannot hold '/' or '\\' or be '.' or '..'")
 
     @classmethod
     def help(cls, name: str) -> str:

@@ -16,12 +16,12 @@ import importlib
 # name -> submodule. Loaded on first use, so that the configs (torch-free) import without torch and
 # `kronedge --help` stays fast.
 _EXPORTS = {
-    "Encoded": "batching", "bucket_batches": "batching", "check_max_length": "batching", "collate": "batching", "encode": "batching",
-    "load_tokenizer": "batching", "TimeBudget": "budget", "Progress": "checkpoint", "read_progress": "checkpoint",
-    "TrainResult": "checkpoint", "TrainConfig": "config", "TrainingError": "config", "settings_key": "config",
-    "is_main_process": "distributed", "wait_for_everyone": "distributed", "choose_precision": "hardware",
-    "cpu_has_bf16": "hardware", "seed_everything": "hardware", "set_threads": "hardware", "versions": "hardware", "Trainer": "trainer",
-    "train_loop": "trainer",
+    "Encoded": "batching", "bucket_batches": "batching", "check_max_length": "batching", "collate": "batching",
+    "encode": "batching", "load_tokenizer": "batching", "TimeBudget": "budget", "Progress": "checkpoint",
+    "read_progress": "checkpoint", "TrainResult": "checkpoint", "TrainConfig": "config", "TrainingError": "config",
+    "settings_key": "config", "is_main_process": "distributed", "wait_for_everyone": "distributed",
+    "choose_precision": "hardware", "cpu_has_bf16": "hardware", "seed_everything": "hardware",
+    "set_threads": "hardware", "versions": "hardware", "Trainer": "trainer", "train_loop": "trainer",
 }
 __all__ = sorted(_EXPORTS)
 
