@@ -30,7 +30,7 @@ from hypothesis import strategies as st
 
 from runtime.predictor import Predictor
 from runtime.serve import ServeConfig, ServeConfigError, create_app, is_loopback, main, resolve_token, token_matches
-from runtime.serve.app import uvicorn_settings
+from runtime.serve.server import uvicorn_settings
 from runtime.serve.batcher import Batcher, Overloaded
 from runtime.serve.service_time import ServiceTime
 from runtime.serve.config import cli_options
@@ -752,7 +752,7 @@ def test_both_command_lines_come_from_serve_config(monkeypatch):
     """`python -m runtime.serve` and `kronedge serve` parse the same flags into the same ServeConfig."""
     from typer.testing import CliRunner
 
-    import runtime.serve.app
+    import runtime.serve.server
     from kronedge.cli import app
     from runtime.serve import build_parser
     from runtime.serve.config import from_namespace
@@ -767,7 +767,7 @@ def test_both_command_lines_come_from_serve_config(monkeypatch):
     assert from_namespace(vars(build_parser().parse_args(args))) == want
 
     seen = []
-    monkeypatch.setattr(runtime.serve.app, "serve", seen.append)
+    monkeypatch.setattr(runtime.serve.server, "serve", seen.append)
     runner = CliRunner()
     for argv, expected in ((["m"], ServeConfig("m")), (args, want)):
         result = runner.invoke(app, ["serve", *argv])
@@ -792,7 +792,7 @@ def test_kronedge_serve_cli_refuses_public_host(export_dir, monkeypatch):
 
 
 def test_server_modules_stay_torch_free():
-    code = ("import sys, runtime.serve, runtime.serve.app, runtime.serve.__main__\n"
+    code = ("import sys, runtime.serve, runtime.serve.app, runtime.serve.server, runtime.serve.__main__\n"
             "heavy = sorted(m for m in ('torch', 'transformers') if m in sys.modules)\n"
             "assert not heavy, heavy\n")
     subprocess.run([sys.executable, "-c", code], check=True, cwd=REPO)
@@ -864,7 +864,8 @@ def test_one_json_log_line_per_request_without_text(export_dir, shared_predictor
 def test_a_failed_start_leaves_logging_alone(tmp_path):
     """`serve` points the access log at stdout only while uvicorn runs: a start that fails (here: no
     model) must not leave a handler behind that swallows the log records of whatever runs next."""
-    from runtime.serve.app import access_log, access_log_to_stdout, serve
+    from runtime.serve.app import access_log
+    from runtime.serve.server import access_log_to_stdout, serve
 
     before = (list(access_log.handlers), access_log.propagate, access_log.level)
     with pytest.raises((ValueError, OSError)):

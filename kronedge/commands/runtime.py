@@ -38,7 +38,7 @@ def register(app, friendly_errors) -> None:
 
     def serve(**options):
         """Serve an exported model over HTTP (POST /v1/classify, /v1/model, /healthz, /readyz, /metrics)."""
-        from runtime.serve.app import serve as run_server
+        from runtime.serve.server import serve as run_server
         from runtime.serve.config import from_namespace
 
         run_server(from_namespace(options))

@@ -12,7 +12,8 @@ One module per job:
   - `service_time`: the learnt cost of a batch that admission control predicts waits with.
   - `schemas`: body pre-checks (size, content type, UTF-8, JSON) and the pydantic request/response models.
   - `metrics`: Prometheus counters and histogram via `prometheus_client`.
-  - `app`: `create_app` (routes, errors, access log) and `serve` (uvicorn).
+  - `app`: `create_app` (routes, errors, access log).
+  - `server`: `serve`, the process: the port bound before the start event, then uvicorn.
   - `__main__`: ``python -m runtime.serve``.
 
 The heavy parts (FastAPI, pydantic, prometheus_client, the predictor) load on first use, so the
@@ -26,7 +27,7 @@ import importlib
 from .config import ServeConfig, ServeConfigError
 
 _LAZY = {
-    "create_app": "app", "serve": "app", "load_predictor": "app",
+    "create_app": "app", "load_predictor": "app", "serve": "server",
     "resolve_token": "auth", "token_matches": "auth", "is_loopback": "auth",
     "Batcher": "batcher", "Overloaded": "batcher",
     "ApiError": "schemas", "ClassifyRequest": "schemas",

@@ -18,7 +18,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Optional[list[str]] = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        from .app import serve
+        from .server import serve
 
         serve(from_namespace(vars(args)))
     except (KronedgeError, OSError) as exc:  # the user's to fix: one line, exit 1
