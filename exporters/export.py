@@ -262,7 +262,8 @@ def _export_into(model, out: Path, work: Path, tokenizer_dir: Path, opts: Export
 
     validation = {}
     if opts.validate:
-        validation["fp32"] = validate(fp32_path, model, max_length=opts.max_length, precision="fp32")
+        validation["fp32"] = validate(fp32_path, model, max_length=opts.max_length, precision="fp32",
+                                      name="the fp32 export")
 
     preset = None
     final = fp32_path
@@ -283,7 +284,8 @@ def _export_into(model, out: Path, work: Path, tokenizer_dir: Path, opts: Export
         if opts.validate:
             sentences = _sentence_batches(tokenizer_dir, task_data, opts.max_length)
             validation["int8"] = validate(final, model, max_length=opts.max_length, precision="int8",
-                                          sqnr_floor=opts.sqnr_floor_db, feeds=sentences)
+                                          sqnr_floor=opts.sqnr_floor_db, feeds=sentences,
+                                          name=f"the {preset.name} int8 export")
 
     os.replace(final, out / "model.onnx")
     _write_tokenizer(tokenizer_dir, out, opts.max_length)

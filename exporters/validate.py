@@ -43,7 +43,8 @@ def random_inputs(batch: int, seq: int, vocab: int, seed: int = 0) -> dict[str, 
 
 def validate(onnx_path: str | os.PathLike, model, max_length: int = 128, precision: str = "fp32",
              shapes: list[tuple[int, int]] | None = None, atol: float = BertOnnxConfig.ATOL_FP32,
-             sqnr_floor: float = BertOnnxConfig.SQNR_FLOOR_INT8_DB, feeds: list[dict] | None = None) -> dict:
+             sqnr_floor: float = BertOnnxConfig.SQNR_FLOOR_INT8_DB, feeds: list[dict] | None = None,
+             name: str | None = None) -> dict:
     """Check ``onnx_path`` against the PyTorch ``model``; return the results or raise ValidationError.
 
     Args:
@@ -52,6 +53,7 @@ def validate(onnx_path: str | os.PathLike, model, max_length: int = 128, precisi
         max_length: the longest sequence to check (added to the default lengths).
         precision: "fp32" (max |diff| <= atol) or "int8" (SQNR >= sqnr_floor dB on every shape).
         shapes: (batch, sequence) pairs; default batch 1 and 4 x sequence 7, 19, 128, max_length.
+        name: what the messages call the model (default: ``onnx_path``, which an export deletes afterwards).
         feeds: explicit input batches instead of random ids at ``shapes``. int8 exports are judged on
             tokenized real sentences: a statically calibrated graph clips activations of random ids,
             which tells nothing about the task.
@@ -70,13 +72,13 @@ def validate(onnx_path: str | os.PathLike, model, max_length: int = 128, precisi
     inputs = [i.name for i in session.get_inputs()]
     outputs = [o.name for o in session.get_outputs()]
     if sorted(inputs) != sorted(BertOnnxConfig.INPUTS) or outputs != list(BertOnnxConfig.OUTPUTS):
-        raise ValidationError(f"{onnx_path}: inputs {inputs} / outputs {outputs}, expected "
+        raise ValidationError(f"{name or onnx_path}: inputs {inputs} / outputs {outputs}, expected "
                               f"{list(BertOnnxConfig.INPUTS)} / {list(BertOnnxConfig.OUTPUTS)}")
     # 2. dynamic axes: every declared axis must be symbolic, not a number baked in at export
     for arg in list(session.get_inputs()) + list(session.get_outputs()):
         for axis in BertOnnxConfig.DYNAMIC_AXES[arg.name]:
             if isinstance(arg.shape[axis], int):
-                raise ValidationError(f"{onnx_path}: axis {axis} of {arg.name} is fixed to {arg.shape[axis]}, "
+                raise ValidationError(f"{name or onnx_path}: axis {axis} of {arg.name} is fixed to {arg.shape[axis]}, "
                                       f"expected a dynamic axis")
 
     kind = "random ids" if feeds is None else "given inputs (tokenized sentences)"
@@ -92,7 +94,7 @@ def validate(onnx_path: str | os.PathLike, model, max_length: int = 128, precisi
             got = session.run(["logits"], feed)[0]
             # 3. shapes
             if got.shape != (batch, num_labels):
-                raise ValidationError(f"{onnx_path}: logits shape {got.shape} at batch {batch} x seq {seq}, "
+                raise ValidationError(f"{name or onnx_path}: logits shape {got.shape} at batch {batch} x seq {seq}, "
                                       f"expected {(batch, num_labels)}")
             # 4. values
             diff = float(np.abs(got - expected).max())
@@ -101,10 +103,10 @@ def validate(onnx_path: str | os.PathLike, model, max_length: int = 128, precisi
             results.append({"batch": batch, "sequence": seq, "max_abs_diff": diff,
                             "sqnr_db": round(ratio, 2) if math.isfinite(ratio) else None})
             if precision == "fp32" and not diff <= atol:
-                raise ValidationError(f"{onnx_path}: fp32 logits differ from PyTorch by {diff:.3g} > atol {atol:g} "
+                raise ValidationError(f"{name or onnx_path}: fp32 logits differ from PyTorch by {diff:.3g} > atol {atol:g} "
                                       f"at batch {batch} x seq {seq}")
             if precision == "int8" and not ratio >= sqnr_floor:
-                raise ValidationError(f"{onnx_path}: int8 logits SQNR {ratio:.1f} dB < floor {sqnr_floor:g} dB "
+                raise ValidationError(f"{name or onnx_path}: int8 logits SQNR {ratio:.1f} dB < floor {sqnr_floor:g} dB "
                                       f"at batch {batch} x seq {seq} (quantisation error too large)")
     return {
         "precision": precision,

@@ -313,6 +313,13 @@ def test_int8_validation_fails_under_the_floor(int8, informative_model, tmp_path
         validate(tmp_path / "corrupt.onnx", informative_model, precision="int8", feeds=_sentences(), sqnr_floor=floor)
 
 
+def test_a_failed_export_names_the_model_not_its_deleted_work_file(artifact, tmp_path):
+    with pytest.raises(ValidationError, match=r"^the arm64 int8 export: int8 logits SQNR .* < floor 200 dB"):
+        export_model(artifact, tmp_path / "out", target="arm64", quantize="int8", max_length=MAX_LEN,
+                     ort_format=False, sqnr_floor_db=200.0)
+    assert not (tmp_path / "out").exists()
+
+
 def test_ort_and_onnx_must_agree(portable, int8, tmp_path):
     import shutil
 
