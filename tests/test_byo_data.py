@@ -113,6 +113,11 @@ def test_own_files_compress_export_predict_serve(tmp_path, monkeypatch, task, bu
     on_export = _invoke(["eval", export, "--validation", dev, *options, "--json"])
     assert on_export.exit_code == 0, on_export.output
     assert json.loads(on_export.stdout)[primary] == pytest.approx(compressed["student_metrics"][primary], abs=1e-3)
+    # a file laid out like the training file needs no column options: the model records them
+    for model in (artifact, export):
+        plain = _invoke(["eval", model, "--validation", dev, "--json"])
+        assert plain.exit_code == 0, plain.output
+        assert json.loads(plain.stdout)[primary] == pytest.approx(compressed["student_metrics"][primary], abs=1e-3)
 
     predictor = Predictor(export, threads=1)
     assert predictor.labels == labels and predictor.task == task

@@ -263,11 +263,37 @@ def _print_compress(out, result, task: str, again: str) -> None:
         out.print(f"artifact: {result.artifact}  (score it: kronedge eval {result.artifact} {again})")
 
 
+def _recorded_columns(model_dir: Path, validation: Path) -> dict:
+    """The column names the model was trained with (the task spec in its kronedge.json, or in an export's
+    manifest source) that ``validation`` has too: a file laid out like the training file needs no column options."""
+    from ..data import DataError, Table
+
+    spec = None
+    for name, part in (("kronedge.json", None), ("manifest.json", "source")):
+        try:
+            data = json.loads((model_dir / name).read_text())
+        except (OSError, ValueError):
+            continue
+        spec = (data.get(part) or {} if part else data).get("task_spec")
+        if spec:
+            break
+    try:
+        columns = Table(validation).columns if spec else []
+    except DataError:
+        return {}  # the file's own error comes from reading it for real
+    texts = list(spec.get("text_columns") or ()) if spec else []
+    recorded = {"text_column": texts[0] if texts else None, "label_column": spec.get("label_column") if spec else None,
+                "text_pair_column": texts[1] if len(texts) == 2 else None}
+    return {k: v for k, v in recorded.items() if isinstance(v, str) and v in columns}
+
+
 def _evaluate(out, values: dict, eval_files: list[Option]) -> None:
     """`kronedge eval`: an exported directory through ONNX Runtime, anything else through torch."""
     model_dir, task, data_dir, validation = values["model_dir"], values["task"], values["data_dir"], values["validation"]
     if values["limit"] is not None and values["limit"] < 1:
         raise UsageError(f"--limit must be >= 1 example, got {values['limit']}; leave it out to score them all")
+    if validation is not None and not any(values[o.name] is not None for o in eval_files):
+        values = {**values, **_recorded_columns(model_dir, validation)}
     file_options = [o for o in eval_files if values[o.name] is not None]
     source = _source(values, task, [EVAL_VALIDATION, *eval_files]) if validation is not None or task else None
     if validation is None and file_options:
