@@ -41,6 +41,16 @@ def test_cli_export_writes_directory(cli_export):
     assert (cli_export / "model.ort").is_file() and (cli_export / "golden.npz").is_file()
 
 
+def test_sqnr_floor_is_for_int8_and_its_help_shows_the_exporters_default(tiny_spec, tmp_path):
+    from exporters.config import BertOnnxConfig
+    from kronedge.commands.export import SQNR_FLOOR_HELP
+
+    assert SQNR_FLOOR_HELP == BertOnnxConfig.SQNR_FLOOR_INT8_DB
+    result = runner.invoke(app, ["export", tiny_spec, "--sqnr-floor", "5", "--out", str(tmp_path / "x")])
+    assert result.exit_code == 1 and "--sqnr-floor judges an int8 export" in " ".join(result.output.split())
+    assert not (tmp_path / "x").exists()
+
+
 def test_cli_bad_target_is_one_line(tiny_spec, tmp_path):
     result = runner.invoke(app, ["export", tiny_spec, "--target", "riscv", "--out", str(tmp_path / "x")])
     assert result.exit_code == 1

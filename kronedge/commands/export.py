@@ -7,6 +7,12 @@ from typing import Optional
 
 import typer
 
+from ..errors import UsageError
+
+# exporters.config.BertOnnxConfig.SQNR_FLOOR_INT8_DB, written here so that `kronedge --help` does not import numpy
+# (tests/test_export_cli.py checks that the two agree).
+SQNR_FLOOR_HELP = 20.0
+
 
 def register(app, friendly_errors) -> None:
     """Add this module's commands to ``app``; wrap each with ``friendly_errors``."""
@@ -30,8 +36,9 @@ def register(app, friendly_errors) -> None:
         max_length: int = typer.Option(128, help="Longest sequence validated and recorded in the manifest."),
         data_dir: Optional[Path] = typer.Option(None, help="GLUE root for tasks that do not ship with kronedge."),
         no_vnni: bool = typer.Option(False, "--no-vnni", help="x86_64 without AVX-512/AVX VNNI: u8/u8 weights."),
-        sqnr_floor: float = typer.Option(20.0, help="int8 only: minimum SQNR (dB) of the logits vs PyTorch on real "
-                                                    "sentences, else the export fails."),
+        sqnr_floor: Optional[float] = typer.Option(None, help="int8 only: minimum SQNR (dB) of the logits vs PyTorch "
+                                                              f"on real sentences, else the export fails (default: "
+                                                              f"{SQNR_FLOOR_HELP:g})."),
         gelu: Optional[str] = typer.Option(None, help="int8 only: exact | tanh GELU (default: the target's preset, "
                                                       "tanh: as accurate after int8, and cheaper)."),
         fold_biases: bool = typer.Option(True, help="Fold the key, value and FFN-down biases into other constants "
@@ -47,13 +54,17 @@ def register(app, friendly_errors) -> None:
         from exporters.config import split_name
         from exporters.export import export_model
 
+        if sqnr_floor is not None and quantize == "none":
+            raise UsageError("--sqnr-floor judges an int8 export; an fp32 export is held to PyTorch by max |diff| "
+                             "instead: add --quantize int8 or drop --sqnr-floor")
         model_name, model_version = split_name(name)
         console = Console(stderr=True)
         with console.status(f"exporting {model} ({target}, {quantize}, {profile})..."):
             path = export_model(model, out_dir, target=target, quantize=quantize, profile=profile, task=task,
                                 max_length=max_length,
                                 data_dir=str(data_dir) if data_dir else None, vnni=not no_vnni,
-                                sqnr_floor_db=sqnr_floor, name=model_name, model_version=model_version,
+                                **({"sqnr_floor_db": sqnr_floor} if sqnr_floor is not None else {}),
+                                name=model_name, model_version=model_version,
                                 gelu=gelu, fold_biases=fold_biases,
                                 calibration=str(calibration) if calibration else None)
         typer.echo(summary_text(path))
