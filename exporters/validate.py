@@ -69,16 +69,17 @@ def validate(onnx_path: str | os.PathLike, model, max_length: int = 128, precisi
     session = create_session(onnx_path)
 
     # 1. names
+    where = name or onnx_path
     inputs = [i.name for i in session.get_inputs()]
     outputs = [o.name for o in session.get_outputs()]
     if sorted(inputs) != sorted(BertOnnxConfig.INPUTS) or outputs != list(BertOnnxConfig.OUTPUTS):
-        raise ValidationError(f"{name or onnx_path}: inputs {inputs} / outputs {outputs}, expected "
+        raise ValidationError(f"{where}: inputs {inputs} / outputs {outputs}, expected "
                               f"{list(BertOnnxConfig.INPUTS)} / {list(BertOnnxConfig.OUTPUTS)}")
     # 2. dynamic axes: every declared axis must be symbolic, not a number baked in at export
     for arg in list(session.get_inputs()) + list(session.get_outputs()):
         for axis in BertOnnxConfig.DYNAMIC_AXES[arg.name]:
             if isinstance(arg.shape[axis], int):
-                raise ValidationError(f"{name or onnx_path}: axis {axis} of {arg.name} is fixed to {arg.shape[axis]}, "
+                raise ValidationError(f"{where}: axis {axis} of {arg.name} is fixed to {arg.shape[axis]}, "
                                       f"expected a dynamic axis")
 
     kind = "random ids" if feeds is None else "given inputs (tokenized sentences)"
@@ -94,7 +95,7 @@ def validate(onnx_path: str | os.PathLike, model, max_length: int = 128, precisi
             got = session.run(["logits"], feed)[0]
             # 3. shapes
             if got.shape != (batch, num_labels):
-                raise ValidationError(f"{name or onnx_path}: logits shape {got.shape} at batch {batch} x seq {seq}, "
+                raise ValidationError(f"{where}: logits shape {got.shape} at batch {batch} x seq {seq}, "
                                       f"expected {(batch, num_labels)}")
             # 4. values
             diff = float(np.abs(got - expected).max())
@@ -103,10 +104,10 @@ def validate(onnx_path: str | os.PathLike, model, max_length: int = 128, precisi
             results.append({"batch": batch, "sequence": seq, "max_abs_diff": diff,
                             "sqnr_db": round(ratio, 2) if math.isfinite(ratio) else None})
             if precision == "fp32" and not diff <= atol:
-                raise ValidationError(f"{name or onnx_path}: fp32 logits differ from PyTorch by {diff:.3g} > atol {atol:g} "
+                raise ValidationError(f"{where}: fp32 logits differ from PyTorch by {diff:.3g} > atol {atol:g} "
                                       f"at batch {batch} x seq {seq}")
             if precision == "int8" and not ratio >= sqnr_floor:
-                raise ValidationError(f"{name or onnx_path}: int8 logits SQNR {ratio:.1f} dB < floor {sqnr_floor:g} dB "
+                raise ValidationError(f"{where}: int8 logits SQNR {ratio:.1f} dB < floor {sqnr_floor:g} dB "
                                       f"at batch {batch} x seq {seq} (quantisation error too large)")
     return {
         "precision": precision,

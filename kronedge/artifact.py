@@ -72,13 +72,19 @@ def _as_umask_allows(path: Path) -> None:
     os.chmod(path, 0o666 & ~_umask())
 
 
+def file_in_the_way(path: Path) -> Path | None:
+    """The file among ``path``'s parents that stops it from being created (``out.txt`` of ``out.txt/model``)."""
+    existing = next((parent for parent in path.parents if parent.exists()), None)
+    return existing if existing is not None and not existing.is_dir() else None
+
+
 def check_replaceable(target: Path, marker: str) -> None:
     """Refuse to replace what is not an earlier output of the same kind: a file, the working directory or one
     above it, or a non-empty directory without ``marker`` (a user's folder, or another kind of output)."""
     if not target.exists() and not target.is_symlink():
-        existing = next((parent for parent in target.parents if parent.exists()), None)
-        if existing is not None and not existing.is_dir():
-            raise ArtifactError(f"cannot write {target}: {existing} is a file, not a directory")
+        blocking = file_in_the_way(target)
+        if blocking is not None:
+            raise ArtifactError(f"cannot write {target}: {blocking} is a file, not a directory")
         return
     if not target.is_dir():
         raise ArtifactError(f"{target} is a file, not an output directory: choose another --out")
@@ -95,8 +101,8 @@ def _alive(pid: int) -> bool:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
-    except PermissionError:  # another user's process
-        return True
+    except PermissionError:  # another user's process: alive
+        pass
     return True
 
 

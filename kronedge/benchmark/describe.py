@@ -174,9 +174,7 @@ def describe_model(path: str | os.PathLike, name: Optional[str] = None, seq: int
     if hit:
         info.flops, info.flops_note = float(hit[1]), f"manifest {hit[0]}"
     else:
-        counted = info.gemm_flops(1, seq)
-        if counted is not None and counted.complete:
-            info.flops, info.flops_note = counted.total, f"graph: GEMM FLOPs at batch 1, seq {seq}"
+        info.flops, info.flops_note = info.flops_at(seq)  # the graph's count, or still None / "unknown"
     if info.params is None and manifest:
         hit = _find_key(manifest.get("source", manifest), ("param",))
         info.params = int(hit[1]) if hit else None

@@ -42,14 +42,18 @@ def _check_writable(path: Optional[Path]) -> None:
     """Before measuring: an output that cannot be written is one error now, not after the whole bench."""
     if path is None:
         return
+    from ..artifact import file_in_the_way
+
     if path.is_dir():
         raise BenchError(f"{path} is a directory: give the report a file name")
-    existing = next(parent for parent in path.parents if parent.exists())
-    if not existing.is_dir():
-        raise BenchError(f"cannot write {path}: {existing} is a file, not a directory")
+    blocking = file_in_the_way(path)
+    if blocking is not None:
+        raise BenchError(f"cannot write {path}: {blocking} is a file, not a directory")
+    probe = path.with_name(path.name + ".probe")
     try:
-        _write(path.with_name(path.name + ".probe"), "")
-        path.with_name(path.name + ".probe").unlink()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        probe.touch()
+        probe.unlink()
     except OSError as exc:
         raise BenchError(f"cannot write {path}: {exc.strerror or exc}") from None
 

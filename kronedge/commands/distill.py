@@ -277,12 +277,14 @@ def _recorded_columns(model_dir: Path, validation: Path) -> dict:
         spec = (data.get(part) or {} if part else data).get("task_spec")
         if spec:
             break
+    if not spec:
+        return {}
     try:
-        columns = Table(validation).columns if spec else []
+        columns = Table(validation).columns
     except DataError:
         return {}  # the file's own error comes from reading it for real
-    texts = list(spec.get("text_columns") or ()) if spec else []
-    recorded = {"text_column": texts[0] if texts else None, "label_column": spec.get("label_column") if spec else None,
+    texts = list(spec.get("text_columns") or ())
+    recorded = {"text_column": texts[0] if texts else None, "label_column": spec.get("label_column"),
                 "text_pair_column": texts[1] if len(texts) == 2 else None}
     return {k: v for k, v in recorded.items() if isinstance(v, str) and v in columns}
 
