@@ -1,4 +1,4 @@
-"""What the machine offers: native bf16, the precision to train in, seeding, library versions."""
+"""What the machine offers: native bf16, the precision to train in, TF32, seeding, library versions."""
 
 from __future__ import annotations
 
@@ -39,6 +39,13 @@ def choose_precision(requested: str, device: torch.device) -> tuple[str, str]:
     if requested == "bf16":
         return "bf16", "bf16 requested" + ("" if ok else f" ({why}: it will be slow)")
     return ("bf16" if ok else "fp32"), why
+
+
+def allow_tf32(device: torch.device) -> None:
+    """On a GPU, fp32 matmuls at tensor-core speed: TF32's rounding is far inside the accuracy that matters here."""
+    if device.type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
 
 
 def seed_everything(seed: int) -> None:

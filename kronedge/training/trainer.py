@@ -16,12 +16,12 @@ from torch import nn
 
 from ..artifact import write_json_atomic
 from .batching import Encoded, bucket_batches, collate
-from .budget import TimeBudget
+from .budget import BudgetPlan, TimeBudget
 from .checkpoint import (LOG_FILE, Progress, RunLog, RunningLoss, TrainResult, load_best, load_checkpoint, mark_done,
                          read_progress, save_best, save_checkpoint)
 from .config import TrainConfig
 from .distributed import agree
-from .hardware import choose_precision, seed_everything
+from .hardware import allow_tf32, choose_precision, seed_everything
 from .optim import LinearSchedule, build_optimizer
 from .report import Reporter
 from .selection import EarlyStopping
@@ -48,9 +48,6 @@ class Trainer:
         eval_fn: ``model -> metrics``; called in fp32 after each epoch.
         primary_metric: key of the metrics to maximise (and to stop early on).
         extra_modules: more trainable modules (e.g. distillation projections), checkpointed too.
-
-    Example:
-        >>> Trainer(model, encoded, lambda m, b: (m(**b).loss, {}), TrainConfig(), "runs/ft").run()
     """
 
     def __init__(self, model: nn.Module, data: Encoded, step_fn: StepFn, config: TrainConfig,
@@ -64,10 +61,7 @@ class Trainer:
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self.accelerator = Accelerator(gradient_accumulation_steps=config.grad_accum, mixed_precision="no")
         self.device = self.accelerator.device
-        if self.device.type == "cuda":
-            # TF32 matmuls: fp32 training at tensor-core speed, far inside the accuracy that matters here.
-            torch.backends.cuda.matmul.allow_tf32 = True
-            torch.backends.cudnn.allow_tf32 = True
+        allow_tf32(self.device)
         self.precision, self.precision_reason = choose_precision(config.precision, self.device)
         self.main = self.accelerator.is_main_process  # only rank 0 writes files and logs
         self.report = Reporter(desc, self.main, self.accelerator.is_local_main_process)
@@ -150,8 +144,7 @@ class Trainer:
         self.resumed_from = self.progress.step
         if self.main:
             RunLog.forget_after(self.run_dir, self.progress.step)
-        p = self.progress
-        self.say(f"resumed from step {p.step} (epoch {p.epoch}, batch {p.batch})")
+        self.say(f"resumed from step {self.progress.step} (epoch {self.progress.epoch}, batch {self.progress.batch})")
 
     def run_epoch(self) -> None:
         batches = self.epoch_batches(self.progress.epoch)
@@ -188,12 +181,10 @@ class Trainer:
         now = time.perf_counter()
         plan = self.budget.after_step(p.step, now)
         if plan is not None:
-            self.end_schedule_at(plan.total_steps, plan.epochs)
-            self.say(f"time budget {self.config.time_budget_s:.0f} s: "
-                     f"{plan.seconds_per_step * 1000:.1f} ms/step, {plan.epochs} of {self.epochs} epoch(s) fit "
-                     f"({plan.total_steps} steps)")
-            self.report.write({"time_budget_s": self.config.time_budget_s, "seconds_per_step": plan.seconds_per_step,
-                            "epochs_planned": plan.epochs, "total_steps": plan.total_steps})
+            self.follow_budget(plan, f"time budget {self.config.time_budget_s:.0f} s: "
+                               f"{plan.seconds_per_step * 1000:.1f} ms/step, {plan.epochs} of {self.epochs} epoch(s) "
+                               f"fit ({plan.total_steps} steps)",
+                               time_budget_s=self.config.time_budget_s, seconds_per_step=plan.seconds_per_step)
         if p.step % self.config.log_every == 0 or p.step == self.schedule.total:
             self.log_step(now)
         if p.step >= self.schedule.total:
@@ -227,10 +218,8 @@ class Trainer:
             before = self.schedule.total
             plan = self.budget.replan(p.step, p.epoch, time.perf_counter())
             if plan is not None and plan.total_steps != before:
-                self.end_schedule_at(plan.total_steps, plan.epochs)
-                self.say(f"time budget: re-planned to {plan.epochs} epoch(s) after {p.epoch} done")
-                self.report.write({"replanned_after_epoch": p.epoch, "epochs_planned": plan.epochs,
-                                "total_steps": plan.total_steps})
+                self.follow_budget(plan, f"time budget: re-planned to {plan.epochs} epoch(s) after {p.epoch} done",
+                                   replanned_after_epoch=p.epoch)
             self.stopping = p.step >= self.schedule.total
         self.checkpoint()
 
@@ -262,6 +251,12 @@ class Trainer:
         self.say(f"{stale}: the learning rate now decays to zero over {selection.cooldown_epochs} more epoch(s), "
                  f"then the stage ends (best so far {p.best[primary]:.4f})")
         self.report.write({"cooldown_after_epoch": p.epoch, "epochs_planned": self.epochs_planned, "total_steps": end})
+
+    def follow_budget(self, plan: BudgetPlan, message: str, **record) -> None:
+        """The time budget moved the stage's end: follow it, say so and log it."""
+        self.end_schedule_at(plan.total_steps, plan.epochs)
+        self.say(message)
+        self.report.write({**record, "epochs_planned": plan.epochs, "total_steps": plan.total_steps})
 
     def end_schedule_at(self, total_steps: int, epochs: int) -> None:
         """The learning-rate schedule (and the stage) now ends at ``total_steps``, after ``epochs`` epochs."""
