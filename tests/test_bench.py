@@ -287,6 +287,8 @@ def test_bench_rejects_bad_options(models):
         run_bench(models, target="arm64", profile=True)
     with pytest.raises(BenchError, match="--probe-size"):
         run_bench(models, probe_size=4)
+    with pytest.raises(BenchError, match="one optimizer name per flag"):  # ORT would disable nothing, silently
+        run_bench(models, disabled_optimizers=("SkipLayerNormFusion,MatmulTransposeFusion",))
     with pytest.raises(FileNotFoundError):
         run_bench([models[0].parent / "missing"])
 

@@ -41,7 +41,8 @@ class BenchConfig:
     disabled_optimizers: tuple[str, ...] = _opt((), "ORT optimizer to skip, e.g. SkipLayerNormFusion (repeatable). "
                                                     "None given: the runtime's default (runtime.predictor."
                                                     "DEFAULT_DISABLED_OPTIMIZERS, what a Predictor runs); 'none': "
-                                                    "run every fusion.")
+                                                    "run every fusion. ONNX Runtime ignores a name it does "
+                                                    "not know, silently: spell it as in its sources.")
     floor: bool = _opt(True, "Report each model's compute floor (GEMM FLOPs / this CPU's GEMM rate, measured with "
                              "a large-GEMM probe, fp32 and int8, interleaved) and the fraction of it achieved "
                              "(host only).")
@@ -59,6 +60,10 @@ class BenchConfig:
         # Measure what the runtime ships: an empty list means the Predictor's default, "none" means skip nothing.
         from runtime.predictor import DEFAULT_DISABLED_OPTIMIZERS
 
+        joined = [name for name in self.disabled_optimizers if not name or any(c in name for c in ",; \t")]
+        if joined:
+            raise BenchError(f"--disable-optimizer takes one optimizer name per flag, got {joined[0]!r}: ONNX Runtime "
+                             "would take it as one unknown name and disable nothing; repeat the flag instead")
         disabled = tuple(self.disabled_optimizers) or DEFAULT_DISABLED_OPTIMIZERS
         self.disabled_optimizers = () if disabled == ("none",) else disabled
         if self.target not in TARGETS:
