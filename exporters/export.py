@@ -137,6 +137,7 @@ def load_source(model_spec: str | os.PathLike, num_labels: int | None = None):
     else is a teacher spec (:func:`kronedge.teachers.load_teacher`), exported dense as it is.
     """
     from kronedge.artifact import ArtifactError, RECIPE_FILE, load_artifact, read_recipe
+    from kronedge.finetune import FINETUNE_FILE
     from kronedge.teachers import head_of, load_teacher
 
     spec = str(model_spec)
@@ -159,6 +160,9 @@ def load_source(model_spec: str | os.PathLike, num_labels: int | None = None):
         teacher = load_teacher(spec, head="sequence-classification", num_labels=num_labels)
         model, tokenizer_dir = teacher.model, teacher.tokenizer_dir
         source = {"kind": "teacher", "spec": spec, "pretrained": teacher.pretrained}
+        if path.is_dir() and (path / FINETUNE_FILE).is_file():  # `kronedge finetune` recorded what its head answers
+            tuned = json.loads((path / FINETUNE_FILE).read_text())
+            source.update(task=tuned.get("task"), task_spec=tuned.get("task_spec"))
     if head_of(model) != "sequence-classification":
         raise ExportError(f"{spec} has a {head_of(model)!r} head; export needs a sequence-classification model "
                          f"(kronize or distil it with a classification head)")

@@ -99,11 +99,32 @@ def _head_config(path: Path) -> dict | None:
     return config if any(a.endswith("ForSequenceClassification") for a in archs) else None
 
 
+def finetune_settings(teacher: str, task: str, train_limit: int | None, config: TrainConfig) -> dict:
+    """Everything that changes a fine-tuned teacher (see TrainConfig.result_settings); ``task`` is the data's cache key."""
+    return {"teacher": teacher, "task": task, "train_limit": train_limit, **config.result_settings()}
+
+
 def finetune_cache_dir(teacher: str, task: str, train_limit: int | None, config: TrainConfig,
                        cache_root=TEACHER_CACHE) -> Path:
-    """runs/teachers/<task>-<hash of everything that changes the result> (see TrainConfig.result_settings)."""
-    key = settings_key({"teacher": teacher, "task": task, "train_limit": train_limit, **config.result_settings()})
-    return Path(cache_root) / f"{task}-{key}"
+    """runs/teachers/<task>-<hash of everything that changes the result>."""
+    return Path(cache_root) / f"{task}-{settings_key(finetune_settings(teacher, task, train_limit, config))}"
+
+
+def _reusable(out: Path, settings: dict, keyed: bool) -> dict | None:
+    """The record of the finished teacher in ``out`` when it was trained with ``settings``, else None.
+
+    ``keyed``: ``out`` is the cache directory named by the hash of ``settings``, so a record written before
+    the settings were recorded in it is trusted."""
+    if not (out / FINETUNE_FILE).is_file():
+        return None
+    info = json.loads((out / FINETUNE_FILE).read_text())
+    recorded = info.get("settings")
+    if recorded == settings or (recorded is None and keyed):
+        return info
+    changed = "not recorded" if recorded is None else ", ".join(
+        sorted(k for k in settings.keys() | recorded.keys() if recorded.get(k) != settings.get(k)))
+    logger.info(f"[finetune] {out} holds a teacher fine-tuned with other settings ({changed}): training again")
+    return None
 
 
 def finetune(teacher: str = DEFAULT_TEACHER, task=DEFAULT_TASK, out: str | os.PathLike | None = None,
@@ -114,8 +135,9 @@ def finetune(teacher: str = DEFAULT_TEACHER, task=DEFAULT_TASK, out: str | os.Pa
     Args:
         teacher: any teacher spec (``builtin:minilm``, a local dir, ``random:...``).
         task: GLUE task name, or a :class:`~kronedge.data.TaskSource` (a user's ``--train``/``--validation``).
-        out: output directory; default ``runs/teachers/<task>-<hash>``: a finished directory is
-            reused, which is how ``compress`` and the benchmark share one fine-tuned teacher.
+        out: output directory; default ``runs/teachers/<task>-<hash>``. A finished directory is reused
+            when it was trained with the same settings and data (how ``compress`` and the benchmark share
+            one fine-tuned teacher), and trained again (replaced) otherwise.
         data_dir: GLUE root for tasks that do not ship.
         train_limit: use a seeded random subset of this many training examples.
         config: :class:`~kronedge.training.TrainConfig` (default: :func:`default_teacher_config`).
@@ -137,9 +159,11 @@ def finetune(teacher: str = DEFAULT_TEACHER, task=DEFAULT_TASK, out: str | os.Pa
     source = task if isinstance(task, TaskSource) else TaskSource(task=task, data_dir=data_dir)
     require_both_files(source, "finetune")
     spec, task = source.spec, source.name
-    out = Path(out) if out is not None else finetune_cache_dir(teacher, source.cache_key(), train_limit, config)
-    if (out / FINETUNE_FILE).is_file():
-        info = json.loads((out / FINETUNE_FILE).read_text())
+    settings = finetune_settings(teacher, source.cache_key(), train_limit, config)
+    cache_dir = finetune_cache_dir(teacher, source.cache_key(), train_limit, config)
+    out = Path(out) if out is not None else cache_dir
+    info = _reusable(out, settings, keyed=out == cache_dir)
+    if info is not None:
         logger.info(f"[finetune] reusing fine-tuned teacher {out} "
                     f"({spec.primary_metric} {info['metrics'][spec.primary_metric]:.4f})")
         return FinetuneResult(out, info["metrics"], info["seconds"], True, info["train_examples"], info.get("precision"))
@@ -168,7 +192,7 @@ def finetune(teacher: str = DEFAULT_TEACHER, task=DEFAULT_TASK, out: str | os.Pa
             "seconds": round(result.seconds, 1), "train_examples": len(train), "dev_examples": len(dev), "precision": result.precision,
             "examples_per_s": round(result.examples_per_s, 1), "steps": result.steps,
             "epochs_planned": result.epochs_planned, "stopped_early": result.stopped_early,
-            "config": config.to_dict(), "versions": versions()}
+            "config": config.to_dict(), "settings": settings, "versions": versions()}
     model.eval()
     _save_teacher(model, out, loaded, teacher, info)
     wait_for_everyone()

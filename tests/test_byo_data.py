@@ -248,3 +248,30 @@ def test_finetune_on_files_then_that_teacher_is_used_as_is(tmp_path, monkeypatch
     refused = _invoke(["eval", "teacher", "--validation", other])
     errors = [line for line in refused.output.splitlines() if line.startswith("error:")]
     assert refused.exit_code == 1 and len(errors) == 1 and "other.csv:3:" in errors[0], refused.output
+
+
+@pytest.mark.slow
+def test_finetune_out_reuses_only_its_own_settings_and_exports_its_task(tmp_path, monkeypatch):
+    """`finetune --out DIR` again with other data trains again (it used to return the old teacher and its old
+    scores); with the same data it reuses DIR. Exporting that teacher keeps its pair task and labels."""
+    monkeypatch.chdir(tmp_path)
+    train, dev, columns = nli(tmp_path)
+    args = ["finetune", helpers.tiny_spec(tmp_path), "--train", train, "--validation", dev, *columns, "--out", "teacher",
+            "--min-steps", "0", "--epochs", "1", "--patience", "0", "--precision", "fp32", "--threads", "1"]
+    assert _invoke(args).exit_code == 0
+    assert "reusing fine-tuned teacher" in _invoke(args).output
+    relabelled = [{**r, "answer": {"yes": "entailment", "no": "contradiction"}[r["answer"]]}
+                  for r in map(json.loads, (tmp_path / train).read_text().splitlines())]
+    _jsonl(tmp_path / train, relabelled)
+    _jsonl(tmp_path / dev, relabelled[:6])
+    again = _invoke(args)
+    assert again.exit_code == 0, again.output
+    assert "other settings (task): training again" in again.output and "reusing" not in again.output
+    config = json.loads((tmp_path / "teacher" / "config.json").read_text())
+    assert list(config["id2label"].values()) == ["contradiction", "entailment"]
+
+    exported = _invoke(["export", "teacher", "--out", "export", "--max-length", "32"])
+    assert exported.exit_code == 0, exported.output
+    manifest = json.loads((tmp_path / "export" / "manifest.json").read_text())
+    assert manifest["task"] == "nli" and manifest["pair_input"] is True
+    assert manifest["labels"] == ["contradiction", "entailment"] and manifest["data_file"] == train

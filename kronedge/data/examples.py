@@ -4,15 +4,22 @@ inferring it (a user's training file). GLUE presets and user files both come thr
 
 from __future__ import annotations
 
+import logging
 import math
 import re
 from array import array
+from collections import Counter
 from typing import Iterator, Sequence
 
 from .spec import CLASSIFICATION, REGRESSION, TaskData, TaskSpec
 from .tables import Table
 
+logger = logging.getLogger(__name__)
 _INT = re.compile(r"[+-]?\d+")
+_PADDED = re.compile(r"[+-]?0\d+")
+# Below this share of fractional labels among integers, auto-detection asks instead of choosing regression:
+# one "7.5" in a file of class ids is more likely a typo than a numeric target.
+MIN_FRACTIONAL_SHARE = 0.05
 # How spreadsheets, pandas and str(float("nan")) write a missing number. "NA", "null" and "none" are left out:
 # they can be real class names.
 _MISSING_LABELS = frozenset({"nan", "-nan", "+nan", "<na>", "#n/a"})
@@ -81,29 +88,55 @@ def iter_examples(table: Table, spec: TaskSpec, text_keys: Sequence, label_key, 
                           f"but {len(text_keys)} text column(s) were given")
     from ..artifact import generic_labels
 
-    index = {raw: i for i, raw in enumerate(spec.raw_labels)}
-    # A head nobody named (LABEL_0, LABEL_1, ...) takes the class ids 0, 1, ... by position.
-    unnamed = list(spec.raw_labels) == generic_labels(len(spec.raw_labels))
+    classes = _ClassIndex(spec, generic_labels(len(spec.raw_labels)))
+    rows = iter_rows(table, text_keys, label_key)
     texts, labels = [], []
-    for lineno, text, raw in iter_rows(table, text_keys, label_key):
+    for lineno, text, raw in rows:
         if spec.is_regression:
             labels.append(_number(table, lineno, raw, spec.name))
         else:
-            written = raw
-            if raw not in index and _integer(raw) is not None:
-                raw = _integer(raw)  # "01", "+1" and "1.0" are the class "1"
-                if unnamed and raw not in index and 0 <= int(raw) < len(index):
-                    raw = spec.raw_labels[int(raw)]
-            if raw not in index:
-                raise table.error(f"{table.path}:{lineno}: unknown label {written!r} for {spec.name}; "
-                                  f"expected one of {list(spec.raw_labels)}")
-            labels.append(index[raw])
+            label = classes.get(raw)
+            if label is None:
+                raise _unknown_labels(table, spec, classes, lineno, raw, rows)
+            labels.append(label)
         texts.append(text)
         if len(texts) >= chunk_size:
             yield TaskData(spec, split, texts, labels, table.path)
             texts, labels = [], []
     if texts:
         yield TaskData(spec, split, texts, labels, table.path)
+
+
+class _ClassIndex:
+    """A file's label -> the class index of ``spec``, or None for a label the model does not have."""
+
+    def __init__(self, spec: TaskSpec, generic: list[str]):
+        self.names = list(spec.raw_labels)
+        self.index = {raw: i for i, raw in enumerate(self.names)}
+        # A head nobody named (LABEL_0, LABEL_1, ...) takes the class ids 0, 1, ... by position.
+        self.unnamed = self.names == generic
+
+    def get(self, raw: str) -> int | None:
+        if raw not in self.index and _integer(raw) is not None:
+            raw = _integer(raw)  # "01", "+1" and "1.0" are the class "1"
+            if self.unnamed and raw not in self.index and 0 <= int(raw) < len(self.index):
+                raw = self.names[int(raw)]
+        return self.index.get(raw)
+
+
+def _unknown_labels(table: Table, spec: TaskSpec, classes: _ClassIndex, lineno: int, raw: str,
+                    rest: Iterator[tuple[int, object, str]]) -> Exception:
+    """The error for labels the model lacks, naming every one in the file (the rest of it is read), not only
+    the first, so that one fix covers them all."""
+    unknown = Counter({raw: 1})
+    for _, _, other in rest:
+        if classes.get(other) is None:
+            unknown[other] += 1
+    shown = ", ".join(f"{label!r} ({n})" for label, n in unknown.most_common(10))
+    more = f" and {len(unknown) - 10} more" if len(unknown) > 10 else ""
+    rows = sum(unknown.values())
+    return table.error(f"{table.path}:{lineno}: unknown label {raw!r} for {spec.name}: {rows} row(s) hold "
+                       f"{len(unknown)} label(s) the model lacks ({shown}{more}); expected one of {classes.names}")
 
 
 def read_examples(table: Table, spec: TaskSpec, text_keys: Sequence, label_key, split: str = "dev") -> TaskData:
@@ -143,8 +176,21 @@ class LabelSet:
         if self.problem_type is not None:
             return self.problem_type == REGRESSION
         # Fractional labels mean regression; integers and names mean classes (1..5 stars are classes).
-        numeric = all(_is_number(raw) for raw in self.ids)
-        return numeric and not all(_integer(raw) is not None for raw in self.ids)
+        if not all(_is_number(raw) for raw in self.ids):
+            return False
+        fractional = [raw for raw in self.ids if _integer(raw) is None]
+        if not fractional:
+            return False
+        counts = Counter(self.rows)
+        share = sum(counts[self.ids[raw]] for raw in fractional) / len(self.rows)
+        if share < MIN_FRACTIONAL_SHARE:
+            first = min(fractional, key=self.first_line.__getitem__)
+            raise self.table.error(
+                f"{self.table.path}:{self.first_line[first]}: label {first!r} is fractional, like "
+                f"{sum(counts[self.ids[raw]] for raw in fractional)} of {len(self.rows)} labels, while the others are "
+                "whole numbers: a class id with a typo, or a numeric target? Pass --problem-type regression for a "
+                "numeric target, or fix those labels (and pass --problem-type classification to be sure)")
+        return True
 
     def finish(self) -> tuple[list, tuple[str, ...]]:
         """(labels per row, label names in logit-column order; empty for regression)."""
@@ -154,15 +200,18 @@ class LabelSet:
         if self.is_regression():
             values = [_number(self.table, self.first_line[raw], raw, "this") for raw in raws]
             return [values[i] for i in self.rows], ()
-        if all(_integer(raw) is not None for raw in raws):
-            canonical = {raw: _integer(raw) for raw in raws}
-            names = sorted(set(canonical.values()), key=int)
-        else:
-            canonical = {raw: raw for raw in raws}
-            names = sorted(canonical.values())
+        canonical = {raw: _class_name(raw, keep_integers=_fixed_width_codes(raws)) for raw in raws}
+        names = sorted(set(canonical.values()), key=_class_order)
+        merged = {name: [raw for raw in raws if canonical[raw] == name] for name in names}
+        for name, spellings in merged.items():
+            if len(spellings) > 1:
+                logger.warning("%s: the labels %s are one class, %r (whole numbers are read by value; codes of one "
+                               "width such as 001..020 are kept as written)", self.table.path,
+                               ", ".join(map(repr, spellings)), name)
         if len(names) < 2:
+            hint = " (pass --problem-type regression for a numeric target)" if _is_number(names[0]) else ""
             raise self.table.error(f"{self.table.path}: every label is {names[0]!r}; a classifier needs at least "
-                                   "two classes (pass --problem-type regression for a numeric target)")
+                                   f"two classes{hint}")
         position = {name: i for i, name in enumerate(names)}
         index = [position[canonical[raw]] for raw in raws]
         return [index[i] for i in self.rows], tuple(names)
@@ -180,6 +229,25 @@ def _integer(raw: str) -> str | None:
     except ValueError:
         return None
     return str(int(value)) if math.isfinite(value) and value.is_integer() else None
+
+
+def _fixed_width_codes(raws: Sequence[str]) -> bool:
+    """The integer labels are codes of one width, some zero-padded ("001" .. "020"): names, not numbers."""
+    widths = {len(raw.lstrip("+-")) for raw in raws if _INT.fullmatch(raw)}
+    return len(widths) == 1 and any(_PADDED.fullmatch(raw) for raw in raws)
+
+
+def _class_name(raw: str, keep_integers: bool = False) -> str:
+    """The class a training label names: one spelling per whole number ("2.0", "02", "+2" -> "2") unless the
+    integers are ``keep_integers`` (fixed-width codes); any other name as written."""
+    if keep_integers and _INT.fullmatch(raw):
+        return raw
+    return _integer(raw) or raw
+
+
+def _class_order(name: str) -> tuple:
+    """Whole numbers first, in numeric order (a code after the number it spells), then names as strings."""
+    return (0, int(name), name) if _INT.fullmatch(name) else (1, 0, name)
 
 
 def _is_number(raw: str) -> bool:
