@@ -100,6 +100,15 @@ def test_cli_prints_plain_lines_and_no_quantizer_hint(tickets_cli):
     assert not any(ch in stdout for ch in "{}[]"), "raw Python containers in the CLI output: " + stdout
 
 
+def test_summary_line_keeps_many_or_odd_labels_readable():
+    from kronedge.commands.export import label_list
+
+    assert label_list(("billing", "bug")) == "billing, bug"
+    assert label_list(tuple(f"c{i}" for i in range(100))).endswith("c11, … (100 in all; manifest.json lists every one)")
+    assert label_list(("a,b", "c")) == "'a,b', c"  # a comma inside a label is not a separator
+    assert len(label_list(("x" * 300,))) == 40
+
+
 def test_predictor_carries_labels_task_and_identity(tickets_cli):
     predictor = Predictor(tickets_cli[0], threads=1)
     assert predictor.labels == TICKET_LABELS and predictor.task == "tickets"
