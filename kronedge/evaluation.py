@@ -35,14 +35,19 @@ def predict_logits(model: nn.Module, data: Encoded, batch_size: int = 64, device
     return torch.stack(out)
 
 
-def evaluate_model(model: nn.Module, task: str, data: Encoded, batch_size: int = 64) -> dict[str, float]:
-    """GLUE metrics of a sequence-classification model on tokenised labelled data."""
-    from .data import compute_metrics, get_task
+def evaluate_model(model: nn.Module, task: str, data: Encoded, batch_size: int = 64,
+                   per_class: bool = False) -> dict:
+    """GLUE metrics of a sequence-classification model on tokenised labelled data (``per_class``: and, for a
+    classifier, :func:`~kronedge.data.class_report` under the key ``per_class``)."""
+    from .data import class_report, compute_metrics, get_task
 
     logits = predict_logits(model, data, batch_size)
     spec = get_task(task)
     preds = logits[:, 0].numpy() if spec.is_regression else logits.argmax(-1).numpy()
-    return compute_metrics(task, preds, data.labels)
+    metrics = compute_metrics(task, preds, data.labels)
+    if per_class and not spec.is_regression:
+        metrics["per_class"] = class_report(task, preds, data.labels)
+    return metrics
 
 
 class TeacherNearChanceError(TrainingError):
@@ -149,6 +154,6 @@ def evaluate_artifact(path: str | os.PathLike, task: str | None = None, data_dir
     length = (recipe.get("compress_config") or {}).get("max_length")
     t = time.perf_counter()
     encoded = encode(tokenizer, data.texts, data.labels, **({"max_length": length} if length else {}))
-    metrics = evaluate_model(model, spec, encoded, batch_size)
+    metrics = evaluate_model(model, spec, encoded, batch_size, per_class=True)
     return {"task": task, "split": split, "examples": len(data), "primary_metric": spec.primary_metric,
             **metrics, "seconds": round(time.perf_counter() - t, 2), "backend": "torch", "path": str(path)}

@@ -118,6 +118,9 @@ def test_own_files_compress_export_predict_serve(tmp_path, monkeypatch, task, bu
         plain = _invoke(["eval", model, "--validation", dev, "--json"])
         assert plain.exit_code == 0, plain.output
         assert json.loads(plain.stdout)[primary] == pytest.approx(compressed["student_metrics"][primary], abs=1e-3)
+        per_class = json.loads(plain.stdout).get("per_class", {})  # torch and ONNX Runtime report the same classes
+        assert list(per_class) == list(labels) and sum(row["support"] for row in per_class.values()) == \
+            (json.loads(plain.stdout)["examples"] if labels else 0)
 
     predictor = Predictor(export, threads=1)
     assert predictor.labels == labels and predictor.task == task

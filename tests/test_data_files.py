@@ -462,6 +462,29 @@ def test_f1_macro_matches_sklearn():
                                                                                  average="macro", zero_division=0))
 
 
+def test_class_report_matches_sklearn_and_names_the_weakest(tmp_path):
+    from kronedge.commands.distill import weakest_classes
+    from kronedge.data import class_report
+
+    metrics = pytest.importorskip("sklearn.metrics")
+    rng = np.random.default_rng(1)
+    names = [f"c{i}" for i in range(7)]
+    spec = TaskSpec.custom("seven", tuple(names), "single_label_classification", False, ("text",), "label", "t.csv")
+    labels, pred = rng.integers(0, 6, 80), rng.integers(0, 7, 80)  # c6 never gold, c0 rarely predicted
+    pred[pred == 0] = 1
+    report = class_report(spec, pred, labels)
+    precision, recall, f1, support = metrics.precision_recall_fscore_support(labels, pred, labels=range(7),
+                                                                             zero_division=0)
+    assert list(report) == names
+    for i, name in enumerate(names):
+        row = report[name]
+        assert (row["precision"], row["recall"], row["f1"]) == pytest.approx((precision[i], recall[i], f1[i]))
+        assert row["support"] == support[i] and row["predicted"] == int((pred == i).sum())
+    weakest = weakest_classes(report)
+    assert weakest.startswith("c0 0.00 (") and "c6" not in weakest  # no gold example: not a weak class
+    assert weakest_classes(class_report("sst2", [1, 0], [1, 1])) == ""  # two classes: the metrics say it all
+
+
 def test_correlations():
     x, y = [0.5, 1.0, 4.0, 2.0], [0.0, 1.0, 5.0, 1.5]  # same order, not linear
     assert pearson(x, y) == pytest.approx(np.corrcoef(x, y)[0, 1])

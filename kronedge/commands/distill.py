@@ -323,3 +323,14 @@ def _evaluate(out, values: dict, eval_files: list[Option]) -> None:
         metrics = ", ".join(f"{k} {v:.4f}" for k, v in result.items() if isinstance(v, float) and k not in ("seconds",))
         where = validation if validation is not None else f"{result.get('task', task)} dev"
         out.print(f"{model_dir} on {where} ({result.get('examples', '?')} examples): {metrics}")
+        weakest = weakest_classes(result.get("per_class") or {})
+        if weakest:
+            out.print(f"  weakest classes by F1: {weakest} (--json lists every class)", highlight=False)
+
+
+def weakest_classes(per_class: dict, shown: int = 3) -> str:
+    """The ``shown`` classes with the lowest F1 among those the file holds, when there are more than two classes."""
+    present = [(row["f1"], name, row["support"]) for name, row in per_class.items() if row["support"]]
+    if len(per_class) <= 2 or not present:
+        return ""
+    return ", ".join(f"{name} {f1:.2f} ({support} examples)" for f1, name, support in sorted(present)[:shown])
