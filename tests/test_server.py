@@ -160,7 +160,11 @@ BAD_REQUESTS = [
     ("string body", b'"a"', JSON, 422, "invalid_request"),
     ("neither field", b"{}", JSON, 422, "invalid_request"),
     ("both fields", b'{"texts": ["a"], "pairs": [["a", "b"]]}', JSON, 422, "invalid_request"),
-    ("unknown field", b'{"texts": ["a"], "top_k": 2}', JSON, 422, "invalid_request"),
+    ("unknown field", b'{"texts": ["a"], "topk": 2}', JSON, 422, "invalid_request"),
+    ("top_k zero", b'{"texts": ["a"], "top_k": 0}', JSON, 422, "invalid_request"),
+    ("top_k string", b'{"texts": ["a"], "top_k": "2"}', JSON, 422, "invalid_request"),
+    ("top_k fraction", b'{"texts": ["a"], "top_k": 1.5}', JSON, 422, "invalid_request"),
+    ("top_k bool", b'{"texts": ["a"], "top_k": true}', JSON, 422, "invalid_request"),
     ("texts not a list", b'{"texts": "a"}', JSON, 422, "invalid_request"),
     ("texts null", b'{"texts": null}', JSON, 422, "invalid_request"),
     ("no texts", b'{"texts": []}', JSON, 422, "empty_request"),
@@ -184,6 +188,19 @@ def test_bad_request_gets_json_error(client, name, body, headers, status, code):
     assert r.headers["content-type"].startswith("application/json")
     err = r.json()["error"]
     assert err["code"] == code and err["status"] == status and err["message"]
+
+
+def test_top_k_keeps_the_most_likely_labels_first(client):
+    texts = ["a fine film", "dull"]
+    full = client.post("/v1/classify", json={"texts": texts}).json()["results"]
+    for k in (1, 2, 50):
+        results = client.post("/v1/classify", json={"texts": texts, "top_k": k}).json()["results"]
+        for short, whole in zip(results, full):
+            ranked = sorted(whole["scores"].items(), key=lambda item: -item[1])[:k]
+            assert list(short["scores"].items()) == ranked and short["label"] == ranked[0][0]
+            assert short["score"] == whole["score"]
+    err = client.post("/v1/classify", json={"texts": texts, "top_k": 0}).json()["error"]
+    assert err["message"] == "top_k must be a whole number >= 1"
 
 
 def test_item_errors_name_the_item(client):

@@ -22,7 +22,7 @@ from .batcher import Batcher, Overloaded
 from .config import ServeConfig
 from .metrics import CONTENT_TYPE, Metrics
 from .schemas import (ERROR_RESPONSES, ApiError, ClassifyRequest, ClassifyResponse, ErrorBody, error_response,
-                      parse_classify, read_json_body)
+                      parse_classify, read_json_body, top_scores)
 
 if TYPE_CHECKING:
     from runtime.predictor import Predictor
@@ -114,13 +114,15 @@ class ClassifyEndpoint:
         start = time.perf_counter()
         deadline = request.state.started + self.config.timeout_s
         body = await self._read(request, deadline)
-        items = parse_classify(body, self.summary["pair_input"], self.config.max_texts, self.config.max_chars)
+        parsed = parse_classify(body, self.summary["pair_input"], self.config.max_texts, self.config.max_chars)
+        items = parsed.inputs()
         request.state.n_inputs = len(items)
         if self.config.log_text:
             request.state.texts = items
         results = await self._run(items, deadline)
         inference_ms = results[0]["latency_ms"] if results else 0.0
-        return {"results": [{k: r[k] for k in ("label", "score", "scores")} for r in results],
+        return {"results": [{"label": r["label"], "score": r["score"], "scores": top_scores(r["scores"], parsed.top_k)}
+                            for r in results],
                 "model": self.summary.get("model"), "task": self.summary.get("task"), "latency_ms": round((time.perf_counter() - start) * 1e3, 3),
                 "inference_ms": round(inference_ms, 3), "request_id": request.state.request_id}
 

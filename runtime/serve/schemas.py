@@ -143,6 +143,9 @@ class ClassifyRequest(BaseModel):
 
     texts: Optional[list[Text]] = Field(None, min_length=1, description="Texts to classify; non-empty strings.")
     pairs: Optional[list[tuple[Text, Text]]] = Field(None, min_length=1, description="[text_a, text_b] pairs, for pair tasks.")
+    top_k: Optional[Annotated[int, Strict(), Field(ge=1)]] = Field(
+        None, description="Return only the k most likely labels in each result's scores, most likely first "
+                          "(default: every label, in the model's order). For models with many labels.")
 
     @model_validator(mode="before")
     @classmethod
@@ -150,9 +153,10 @@ class ClassifyRequest(BaseModel):
         # Checked before the items, so a request of the wrong kind or size is refused without looking at them.
         if not isinstance(data, dict):
             raise PydanticCustomError("invalid_request", 'body must be a JSON object: {"texts": [...]} or {"pairs": [[a, b], ...]}')
-        unknown = sorted(set(data) - {"texts", "pairs"})
+        unknown = sorted(set(data) - {"texts", "pairs", "top_k"})
         if unknown:
-            raise PydanticCustomError("invalid_request", "unknown field(s) {fields}; expected texts or pairs",
+            raise PydanticCustomError("invalid_request", "unknown field(s) {fields}; expected texts or pairs (and "
+                                      "optionally top_k)",
                                       {"fields": str(unknown[:5])})
         if ("texts" in data) == ("pairs" in data):
             raise PydanticCustomError("invalid_request", "give exactly one of texts or pairs")
@@ -182,15 +186,15 @@ def _where(loc: tuple) -> str:
     return out + "".join(f"[{part}]" for part in loc[1:])
 
 
-def parse_classify(body: Any, pair_input: bool, max_texts: int, max_chars: int) -> list:
-    """Validate a decoded JSON body against `ClassifyRequest` with these limits; the inputs, or ApiError 422."""
+def parse_classify(body: Any, pair_input: bool, max_texts: int, max_chars: int) -> ClassifyRequest:
+    """Validate a decoded JSON body against `ClassifyRequest` with these limits; the request, or ApiError 422."""
     try:
         request = ClassifyRequest.model_validate(body, context={"pair_input": pair_input, "max_texts": max_texts,
                                                                 "max_chars": max_chars})
     except ValidationError as exc:
         err = exc.errors(include_url=False)[0]
         raise ApiError(422, *_describe(err)) from None
-    return request.inputs()
+    return request
 
 
 def _describe(err: dict) -> tuple[str, str]:
@@ -198,6 +202,8 @@ def _describe(err: dict) -> tuple[str, str]:
     kind, loc = err["type"], tuple(err["loc"])
     if kind in CODES:
         return kind, f"{_where(loc)} {err['msg']}" if loc else err["msg"]
+    if loc == ("top_k",):
+        return "invalid_request", "top_k must be a whole number >= 1"
     if len(loc) == 1 and kind == "too_short":
         return "empty_request", f"{loc[0]} is empty"
     if len(loc) == 1:
@@ -210,11 +216,19 @@ def _describe(err: dict) -> tuple[str, str]:
     return "invalid_request", f"{_where(loc)}: {err['msg']}"
 
 
+def top_scores(scores: dict[str, float], top_k: int | None) -> dict[str, float]:
+    """``scores`` as the response gives them: all, in the model's order, or the ``top_k`` highest, highest first."""
+    if top_k is None:
+        return scores
+    return dict(sorted(scores.items(), key=lambda item: -item[1])[:top_k])
+
+
 # ---- responses (for /docs and clients) ----------------------------------------------------------------
 class Prediction(BaseModel):
     label: Optional[str] = Field(..., description="Most likely label (null for regression).")
     score: float = Field(..., description="Its probability (the value, for regression).")
-    scores: dict[str, float] = Field(..., description="Probability of every label.")
+    scores: dict[str, float] = Field(..., description="Probability of every label (of the top_k most likely, "
+                                                      "most likely first, when the request gives top_k).")
 
 
 class ClassifyResponse(BaseModel):
