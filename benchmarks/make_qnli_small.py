@@ -52,6 +52,13 @@ def pairs(articles: list[dict], rng: random.Random) -> list[tuple[str, str, str]
     return rows
 
 
+def load_articles(squad: Path) -> list[dict]:
+    """The articles of a SQuAD v1.1 JSON file (.json or .json.gz)."""
+    opener = gzip.open if squad.suffix == ".gz" else open
+    with opener(squad, "rt", encoding="utf-8") as f:
+        return json.load(f)["data"]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("squad", type=Path, help="SQuAD v1.1 JSON (.json or .json.gz)")
@@ -60,9 +67,7 @@ def main() -> None:
     parser.add_argument("--validation", type=int, default=1000, help="validation pairs (at most)")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
-    opener = gzip.open if args.squad.suffix == ".gz" else open
-    with opener(args.squad, "rt", encoding="utf-8") as f:
-        articles = json.load(f)["data"]
+    articles = load_articles(args.squad)
     rng = random.Random(args.seed)
     rng.shuffle(articles)
     n_dev = max(1, len(articles) // 5)  # disjoint articles: no paragraph is in both splits

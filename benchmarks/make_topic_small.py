@@ -12,10 +12,10 @@ from __future__ import annotations
 
 import argparse
 import csv
-import gzip
-import json
 import random
 from pathlib import Path
+
+from make_qnli_small import load_articles  # the same SQuAD file, read the same way
 
 
 def questions_by_article(articles: list[dict]) -> dict[str, list[str]]:
@@ -31,9 +31,7 @@ def main() -> None:
     parser.add_argument("--validation-share", type=float, default=0.2)
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
-    opener = gzip.open if args.squad.suffix == ".gz" else open
-    with opener(args.squad, "rt", encoding="utf-8") as f:
-        by_article = questions_by_article(json.load(f)["data"])
+    by_article = questions_by_article(load_articles(args.squad))
     rng = random.Random(args.seed)
     chosen = sorted(by_article, key=lambda t: (-len(by_article[t]), t))[:args.classes]
     splits: dict[str, list[tuple[str, str]]] = {"train": [], "validation": []}
