@@ -126,6 +126,19 @@ def test_one_fractional_label_among_class_ids_is_asked_about(tmp_path):
     assert DataFiles(train=path, problem_type="regression").load().spec.is_regression
 
 
+def test_boolean_labels_match_across_formats(tmp_path):
+    """JSON Lines writes true/false, a pandas CSV True/False: the same classes, unless both spellings are classes."""
+    train = write(tmp_path, "b.jsonl", [{"text": "a", "label": True}, {"text": "b", "label": False}])
+    spec = DataFiles(train=train).spec()
+    dev = write(tmp_path, "b-dev.csv", [("a", "True"), ("b", "FALSE")], ["text", "label"])
+    assert DataFiles(validation=dev).load("validation", spec).labels == [spec.label_names.index("true"),
+                                                                        spec.label_names.index("false")]
+    twins = DataFiles(train=write(tmp_path, "t.csv", [("a", "True"), ("b", "true"), ("c", "x")], ["text", "label"]))
+    with pytest.raises(DataFileError, match="unknown label 'TRUE'"):
+        DataFiles(validation=write(tmp_path, "t-dev.csv", [("a", "TRUE")], ["text", "label"])).load(
+            "validation", twins.spec())
+
+
 def test_every_unknown_label_is_named_at_once(tmp_path):
     train = write(tmp_path, "t.csv", [("a", "x"), ("b", "y")], ["text", "label"])
     dev = write(tmp_path, "v.csv", [("a", "x"), ("b", "z"), ("c", "w"), ("d", "z")], ["text", "label"])

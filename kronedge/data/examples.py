@@ -115,13 +115,18 @@ class _ClassIndex:
         self.index = {raw: i for i, raw in enumerate(self.names)}
         # A head nobody named (LABEL_0, LABEL_1, ...) takes the class ids 0, 1, ... by position.
         self.unnamed = self.names == generic
+        # JSON writes booleans true/false, pandas' CSV True/False: one spelling per model class, any case.
+        self.booleans = {name.lower(): i for i, name in enumerate(self.names) if name.lower() in ("true", "false")}
+        if len(self.booleans) != sum(name.lower() in ("true", "false") for name in self.names):
+            self.booleans = {}  # "True" and "true" are two classes here: no folding
 
     def get(self, raw: str) -> int | None:
         if raw not in self.index and _integer(raw) is not None:
             raw = _integer(raw)  # "01", "+1" and "1.0" are the class "1"
             if self.unnamed and raw not in self.index and 0 <= int(raw) < len(self.index):
                 raw = self.names[int(raw)]
-        return self.index.get(raw)
+        found = self.index.get(raw)
+        return self.booleans.get(raw.lower()) if found is None else found
 
 
 def _unknown_labels(table: Table, spec: TaskSpec, classes: _ClassIndex, lineno: int, raw: str,
