@@ -185,6 +185,18 @@ def test_finetune_options_reach_the_train_config(monkeypatch):
     assert (seen["teacher"], seen["source"].task, seen["train_limit"]) == ("random:minilm", "rte", 10)
 
 
+def test_metric_reaches_the_data_files(monkeypatch, tmp_path):
+    import kronedge.finetune
+
+    train = tmp_path / "t.csv"
+    train.write_text("text,label\na,x\nb,y\n")
+    seen = _capture(monkeypatch, kronedge.finetune, "finetune", "teacher", "source")
+    result = runner.invoke(app, ["finetune", "random:minilm", "--train", str(train), "--validation", str(train),
+                                 "--metric", "f1_macro"])
+    assert result.exit_code == 0, result.output
+    assert seen["source"].files.metric == "f1_macro" and seen["source"].spec.primary_metric == "f1_macro"
+
+
 def test_plan_and_kronize_show_kron_config_defaults():
     from kronedge.kron_config import KronConfig
 

@@ -139,6 +139,23 @@ def test_boolean_labels_match_across_formats(tmp_path):
             "validation", twins.spec())
 
 
+def test_metric_picks_the_primary_metric_of_a_classifier(tmp_path):
+    train = write(tmp_path, "t.csv", [("a", "x"), ("b", "y"), ("c", "y")], ["text", "label"])
+    assert DataFiles(train=train).spec().primary_metric == "accuracy"
+    assert "metric" not in DataFiles(train=train).to_dict()  # unset: the fingerprints of earlier data stay
+    for data in (DataFiles(train=train, metric="f1_macro"),) * 2:
+        assert data.spec().primary_metric == "f1_macro"  # through spec()...
+    assert DataFiles(train=train, metric="f1_macro").load().spec.primary_metric == "f1_macro"  # ...and load()
+    assert DataFiles(train=train, metric="f1_macro").fingerprint() != DataFiles(train=train).fingerprint()
+    with pytest.raises(DataFileError, match="--metric must be one of accuracy, f1_macro"):
+        DataFiles(train=train, metric="matthews")
+    with pytest.raises(DataFileError, match="a regression is picked by pearson"):
+        DataFiles(train=train, metric="f1_macro", problem_type="regression")
+    scores = write(tmp_path, "s.csv", [("a", "0.5"), ("b", "1.5"), ("c", "2.25")], ["text", "label"])
+    with pytest.raises(DataError, match="a regression is scored by pearson or spearman, not 'f1_macro'"):
+        DataFiles(train=scores, metric="f1_macro").spec()
+
+
 def test_every_unknown_label_is_named_at_once(tmp_path):
     train = write(tmp_path, "t.csv", [("a", "x"), ("b", "y")], ["text", "label"])
     dev = write(tmp_path, "v.csv", [("a", "x"), ("b", "z"), ("c", "w"), ("d", "z")], ["text", "label"])

@@ -137,7 +137,7 @@ def _source(values: dict, task: str | None, data_files: list[Option]):
     files = field_values(data_files, values)
     if files.get("train") is None and files.get("validation") is None:
         task = task or values.get("task")
-    files = {"train": None, "problem_type": None, "name": None, **files}
+    files = {"train": None, "problem_type": None, "name": None, "metric": None, **files}
     return TaskSource.from_options(task=task, data_dir=values.get("data_dir"), **files)
 
 

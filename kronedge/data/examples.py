@@ -263,12 +263,13 @@ def _is_number(raw: str) -> bool:
 
 
 def infer_examples(table: Table, text_keys: Sequence, label_key, name: str, problem_type: str | None = None,
-                   split: str = "train") -> TaskData:
+                   split: str = "train", metric: str | None = None) -> TaskData:
     """Read a training file and build its :class:`TaskSpec` from the labels it holds.
 
     Args:
         problem_type: ``regression``, ``single_label_classification``, or None to decide from the
             labels (all numbers and some not integers: regression).
+        metric: the spec's primary metric (default: accuracy, or Pearson for regression).
     """
     assert problem_type in (None, REGRESSION, CLASSIFICATION), problem_type
     labels = LabelSet(table, problem_type)
@@ -280,12 +281,12 @@ def infer_examples(table: Table, text_keys: Sequence, label_key, name: str, prob
         raise table.error(f"{table.path}: no examples")
     values, names = labels.finish()
     regression = labels.is_regression()
-    spec = file_spec(name, table, text_keys, label_key, names, regression)
+    spec = file_spec(name, table, text_keys, label_key, names, regression, metric)
     return TaskData(spec, split, texts, values, table.path)
 
 
 def file_spec(name: str, table: Table, text_keys: Sequence, label_key, label_names: tuple[str, ...],
-              regression: bool) -> TaskSpec:
-    """The :class:`TaskSpec` of a user's file read through ``table``."""
+              regression: bool, metric: str | None = None) -> TaskSpec:
+    """The :class:`TaskSpec` of a user's file read through ``table`` (``metric``: its primary metric)."""
     return TaskSpec.custom(name, label_names, REGRESSION if regression else CLASSIFICATION, len(text_keys) == 2,
-                           tuple(text_keys), label_key, table.path.name)
+                           tuple(text_keys), label_key, table.path.name, primary_metric=metric)

@@ -34,6 +34,8 @@ PAIR_COLUMNS = {"text": "text_pair", "sentence1": "sentence2", "question1": "que
                 "premise": "hypothesis", "text_a": "text_b"}
 TEXT_COLUMNS = ("text", "sentence", "sentence1", "question1", "premise", "text_a")
 LABEL_COLUMNS = ("label", "labels", "gold_label", "score")
+CLASSIFIER_METRICS = ("accuracy", "f1_macro")  # what TaskSpec.custom scores a classifier by
+LATER_FIELDS = ("metric",)
 PROBLEM_TYPES = {"regression": REGRESSION, "classification": CLASSIFICATION, CLASSIFICATION: CLASSIFICATION}
 SPLITS = {"train": "train", "validation": "validation", "dev": "validation", "eval": "validation"}
 
@@ -81,6 +83,9 @@ class DataFiles:
     problem_type: str | None = field(default=None, metadata={"help": (
         "classification or regression (default: regression when every training label is a number "
         "and some are fractional; 1.0 is the class 1).")})
+    metric: str | None = field(default=None, metadata={"help": (
+        "What picks a classifier's best epoch and stops its training early: accuracy (default) or f1_macro "
+        "(every class counts alike: for imbalanced classes).")})
     name: str | None = field(default=None, metadata={"help": (
         "Task name recorded in the model and manifest (default: the training file's stem without "
         "-train/_train; train.csv: its folder's name).")})
@@ -100,6 +105,10 @@ class DataFiles:
             if self.problem_type not in PROBLEM_TYPES:
                 raise DataFileError(f"unknown problem type {self.problem_type!r}; choose classification or regression")
             object.__setattr__(self, "problem_type", PROBLEM_TYPES[self.problem_type])
+        if self.metric is not None and self.metric not in CLASSIFIER_METRICS:
+            raise DataFileError(f"--metric must be one of {', '.join(CLASSIFIER_METRICS)}, got {self.metric!r}")
+        if self.metric is not None and self.problem_type == REGRESSION:
+            raise DataFileError("--metric picks a classifier's epochs; a regression is picked by pearson")
         if self.text_pair_column is not None and self.text_pair_column == self.text_column:
             raise DataFileError(f"the text and text-pair columns are both {self.text_column!r}")
         if self.name is not None and not self.name.strip():
@@ -116,7 +125,8 @@ class DataFiles:
     # -- persistence -----------------------------------------------------------------------
 
     def to_dict(self) -> dict:
-        return {"version": self.VERSION, **asdict(self)}
+        # A field added later is written only when set, so the fingerprints (teacher caches) of earlier data stay.
+        return {"version": self.VERSION, **{k: v for k, v in asdict(self).items() if k not in LATER_FIELDS or v is not None}}
 
     @classmethod
     def from_dict(cls, data: dict) -> "DataFiles":
@@ -242,7 +252,8 @@ class DataFiles:
         if not len(labels.rows):
             raise DataFileError(f"{table.path}: no examples")
         _, names = labels.finish()
-        spec = file_spec(self.task_name, table, columns.text_keys, columns.label, names, labels.is_regression())
+        spec = file_spec(self.task_name, table, columns.text_keys, columns.label, names, labels.is_regression(),
+                         self.metric)
         logger.info("%s: %d rows, columns text=%s pair=%s label=%s, %s", table.path, len(labels.rows), columns.text,
                     columns.pair, columns.label, "regression" if spec.is_regression else f"labels {list(names)}")
         self.__dict__["_spec"] = spec  # a cache, not a field: equality and to_dict ignore it
@@ -260,7 +271,8 @@ class DataFiles:
         table = self.table(key)
         if spec is None and key == "train" and "_spec" not in self.__dict__:
             columns = self._columns(table, None)
-            data = infer_examples(table, columns.text_keys, columns.label, self.task_name, self.problem_type, "train")
+            data = infer_examples(table, columns.text_keys, columns.label, self.task_name, self.problem_type, "train",
+                                  self.metric)
             self.__dict__["_spec"] = data.spec
             return data
         spec = spec or self._spec_for(key)

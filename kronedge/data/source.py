@@ -44,10 +44,10 @@ class TaskSource:
     @classmethod
     def from_options(cls, task: str | None = None, data_dir=None, train=None, validation=None, format=None,
                      text_column=None, text_pair_column=None, label_column=None, problem_type=None,
-                     name=None) -> "TaskSource":
+                     name=None, metric=None) -> "TaskSource":
         """Build from a command's options (the file options need ``--train`` or ``--validation``)."""
         file_options = {"format": format, "text_column": text_column, "text_pair_column": text_pair_column,
-                        "label_column": label_column, "problem_type": problem_type, "name": name}
+                        "label_column": label_column, "problem_type": problem_type, "name": name, "metric": metric}
         if train is None and validation is None:
             given = [k for k, v in file_options.items() if v is not None]
             if given:

@@ -92,9 +92,11 @@ class TaskSpec:
 
     @classmethod
     def custom(cls, name: str, label_names=(), problem_type: str = CLASSIFICATION, is_pair: bool = False,
-               text_columns: tuple | None = None, label_column: str = "label", data_file: str | None = None) -> "TaskSpec":
+               text_columns: tuple | None = None, label_column: str = "label", data_file: str | None = None,
+               primary_metric: str | None = None) -> "TaskSpec":
         """The spec of a task that is not a GLUE preset: scored by accuracy and macro-F1, or by
-        Pearson and Spearman for regression.
+        Pearson and Spearman for regression; ``primary_metric`` (one of those, default the first) is the one
+        that picks the best epoch and stops training early.
 
         :meth:`DataFiles.spec` builds it from a training file; an exported model's manifest
         (``task``, ``labels``, ``problem_type``, ``pair_input``) is enough to rebuild it for scoring.
@@ -111,11 +113,14 @@ class TaskSpec:
         if not regression and len(set(names)) != len(names):
             raise DataError(f"{name}: label names repeat: {list(names)}")
         text_columns = tuple(text_columns or (("text", "text_pair") if is_pair else ("text",)))
+        metrics = ("pearson", "spearman") if regression else ("accuracy", "f1_macro")
+        if primary_metric is not None and primary_metric not in metrics:
+            raise DataError(f"{name}: a {'regression' if regression else 'classifier'} is scored by "
+                            f"{' or '.join(metrics)}, not {primary_metric!r}")
         return cls(name=name, num_labels=1 if regression else len(names), label_names=names, is_pair=is_pair,
-                   is_regression=regression, primary_metric="pearson" if regression else "accuracy", folder="",
+                   is_regression=regression, primary_metric=primary_metric or metrics[0], folder="",
                    header=True, text_columns=text_columns, label_column=label_column, raw_labels=names,
-                   splits={"train": data_file} if data_file else {},
-                   metrics=("pearson", "spearman") if regression else ("accuracy", "f1_macro"), data_file=data_file)
+                   splits={"train": data_file} if data_file else {}, metrics=metrics, data_file=data_file)
 
     def to_dict(self) -> dict:
         """JSON-ready form (persist it next to a model; :meth:`from_dict` reads it back)."""
