@@ -148,11 +148,13 @@ def load_source(model_spec: str | os.PathLike, num_labels: int | None = None):
     if path.is_dir() and (path / RECIPE_FILE).exists():
         model = load_artifact(path)
         recipe = read_recipe(path)
+        tuned = recipe.get("finetune") or {}  # a kronized teacher that `kronedge finetune` trained
         source = {"kind": "kronedge-artifact", "path": str(path.resolve()), "teacher": recipe.get("teacher"),
                   "kron_config": recipe.get("kron_config"), "params": recipe.get("params_student"),
                   "training": recipe.get("training"),
                   # what the head answers (exporters.identity.resolve_task reads these three)
-                  "task": recipe.get("task"), "labels": recipe.get("labels"), "task_spec": recipe.get("task_spec")}
+                  "task": recipe.get("task") or tuned.get("task"), "labels": recipe.get("labels"),
+                  "task_spec": recipe.get("task_spec") or tuned.get("task_spec")}
         tokenizer_dir = path
     elif looks_like_path and not path.exists():
         raise ArtifactError(f"model directory {path} not found")
@@ -161,7 +163,11 @@ def load_source(model_spec: str | os.PathLike, num_labels: int | None = None):
         model, tokenizer_dir = teacher.model, teacher.tokenizer_dir
         source = {"kind": "teacher", "spec": spec, "pretrained": teacher.pretrained}
         if path.is_dir() and (path / FINETUNE_FILE).is_file():  # `kronedge finetune` recorded what its head answers
-            tuned = json.loads((path / FINETUNE_FILE).read_text())
+            try:
+                tuned = json.loads((path / FINETUNE_FILE).read_text())
+            except ValueError as exc:
+                raise ExportError(f"{path / FINETUNE_FILE} is not valid JSON ({exc}); fine-tune again or delete "
+                                  "it to export the model without its task") from None
             source.update(task=tuned.get("task"), task_spec=tuned.get("task_spec"))
     if head_of(model) != "sequence-classification":
         raise ExportError(f"{spec} has a {head_of(model)!r} head; export needs a sequence-classification model "

@@ -66,8 +66,21 @@ def teacher_head_spec(teacher: str, task):
     if labels != list(spec.label_names) and sorted(labels) == sorted(spec.label_names):
         raw = dict(zip(spec.label_names, spec.raw_labels))
         return replace(spec, label_names=tuple(labels), raw_labels=tuple(raw[n] for n in labels))
+    ours, theirs = _whole_numbers(spec.label_names), _whole_numbers(labels)
+    if ours and theirs and sorted(ours.values()) == sorted(theirs.values()):  # "1".."12" for the codes "001".."012"
+        raw = {ours[name]: raw for name, raw in zip(spec.label_names, spec.raw_labels)}
+        return replace(spec, label_names=tuple(labels), raw_labels=tuple(raw[int(n)] for n in labels))
     check_labels(spec, labels, f"the teacher {teacher}")
     return spec
+
+
+def _whole_numbers(names) -> dict[str, int] | None:
+    """Each name's value when every name is a whole number and no value repeats, else None."""
+    try:
+        values = {name: int(name) for name in names}
+    except ValueError:
+        return None
+    return values if len(set(values.values())) == len(values) else None
 
 
 def require_both_files(source, command: str) -> None:
@@ -110,20 +123,44 @@ def finetune_cache_dir(teacher: str, task: str, train_limit: int | None, config:
     return Path(cache_root) / f"{task}-{settings_key(finetune_settings(teacher, task, train_limit, config))}"
 
 
-def _reusable(out: Path, settings: dict, keyed: bool) -> dict | None:
-    """The record of the finished teacher in ``out`` when it was trained with ``settings``, else None.
+def _reusable(out: Path, settings: dict, label_names: tuple, keyed: bool) -> dict | None:
+    """The record of the finished teacher in ``out`` when it answers this task with these settings, else None.
 
-    ``keyed``: ``out`` is the cache directory named by the hash of ``settings``, so a record written before
-    the settings were recorded in it is trusted."""
-    if not (out / FINETUNE_FILE).is_file():
+    ``keyed``: ``out`` is the cache directory named by the hash of ``settings``. A record from before the
+    settings were recorded (an older kronedge) is trusted there; elsewhere it is reused, with a warning, when
+    the teacher, task and settings it does record agree. The label order must agree in every case: it decides
+    which logit is which class.
+    """
+    from .data.spec import describe_labels
+
+    try:
+        info = json.loads((out / FINETUNE_FILE).read_text())
+    except FileNotFoundError:
         return None
-    info = json.loads((out / FINETUNE_FILE).read_text())
+    except (OSError, ValueError) as exc:
+        logger.warning(f"[finetune] {out / FINETUNE_FILE} is unreadable ({exc}): training again")
+        return None
+    recorded_labels = tuple((info.get("task_spec") or {}).get("label_names") or ())
+    if recorded_labels and recorded_labels != tuple(label_names):
+        logger.info(f"[finetune] {out} holds a teacher whose labels are {describe_labels(recorded_labels)}, not "
+                    f"{describe_labels(label_names)}: training again")
+        return None
     recorded = info.get("settings")
-    if recorded == settings or (recorded is None and keyed):
+    if recorded is None:
+        old = {"teacher": info.get("teacher"), **{k: (info.get("config") or {}).get(k) for k in settings
+                                                    if k not in ("teacher", "task", "train_limit")}}
+        if keyed or old == {k: v for k, v in settings.items() if k not in ("task", "train_limit")}:
+            if not keyed:
+                logger.warning(f"[finetune] reusing {out}, written by an older kronedge that did not record which "
+                               "data it was trained on; delete it to train again on these files")
+            return info
+        changed = "written by an older kronedge"
+    elif recorded == settings:
         return info
-    changed = "not recorded" if recorded is None else ", ".join(
-        sorted(k for k in settings.keys() | recorded.keys() if recorded.get(k) != settings.get(k)))
-    logger.info(f"[finetune] {out} holds a teacher fine-tuned with other settings ({changed}): training again")
+    else:
+        keys = sorted(k for k in settings.keys() | recorded.keys() if recorded.get(k) != settings.get(k))
+        changed = "the data changed" if keys == ["task"] else "other settings: " + ", ".join(keys)
+    logger.info(f"[finetune] {out} holds a teacher fine-tuned otherwise ({changed}): training again")
     return None
 
 
@@ -162,7 +199,7 @@ def finetune(teacher: str = DEFAULT_TEACHER, task=DEFAULT_TASK, out: str | os.Pa
     settings = finetune_settings(teacher, source.cache_key(), train_limit, config)
     cache_dir = finetune_cache_dir(teacher, source.cache_key(), train_limit, config)
     out = Path(out) if out is not None else cache_dir
-    info = _reusable(out, settings, keyed=out == cache_dir)
+    info = _reusable(out, settings, spec.label_names, keyed=out == cache_dir)
     if info is not None:
         logger.info(f"[finetune] reusing fine-tuned teacher {out} "
                     f"({spec.primary_metric} {info['metrics'][spec.primary_metric]:.4f})")

@@ -101,27 +101,29 @@ def test_integer_labels_sort_numerically(tmp_path):
 
 
 def test_fixed_width_codes_keep_their_spelling(tmp_path, caplog):
-    """Codes of one width (001..012) are names: the model answers "013", not "13"; mixed widths are numbers,
-    and spellings read as one class are named in a warning."""
-    rows = [(f"text {i}", f"{i % 12 + 1:03d}") for i in range(24)]
+    """Codes of one width (001..012) are names: the model answers "012", not "12", and a validation file may write
+    the same value another way; mixed widths are numbers, and spellings read as one class are named in a warning."""
+    rows = [(f"text {i}", f"{i % 12 + 1:03d}") for i in range(24)] + [("float", "1.0")]
     codes = DataFiles(train=write(tmp_path, "codes.csv", rows, ["text", "label"])).load()
-    assert codes.spec.label_names == tuple(f"{i:03d}" for i in range(1, 13))
+    assert codes.spec.label_names == tuple(f"{i:03d}" for i in range(1, 13)) and codes.labels[-1] == 0
+    dev = write(tmp_path, "codes-dev.jsonl", [{"text": "a", "label": 12}, {"text": "b", "label": "01"}])
+    assert DataFiles(validation=dev).load("validation", codes.spec).labels == [11, 0]
     with caplog.at_level("WARNING", logger="kronedge.data.examples"):
         mixed = DataFiles(train=write(tmp_path, "mixed.csv", [("a", "7"), ("b", "07"), ("c", "10"), ("d", "7.0")],
                                       ["text", "label"])).load()
     assert mixed.spec.label_names == ("7", "10") and mixed.labels == [0, 0, 1, 0]
     assert "'7', '07', '7.0' are one class, '7'" in caplog.text
-    # With names beside them, a whole number written as 1.0 is still the class 1 (as --problem-type's help says).
-    named = [("a", "1"), ("b", "1.0"), ("c", "other"), ("d", "2")]
+    # Beside names, numbers are names too, as written and sorted as strings (as before codes were kept).
+    named = [("a", "1"), ("b", "1.0"), ("c", "other"), ("d", "10"), ("e", "9")]
     assert DataFiles(train=write(tmp_path, "named.csv", named, ["text", "label"])).load().spec.label_names == \
-        ("1", "2", "other")
+        ("1", "1.0", "10", "9", "other")
 
 
 def test_one_fractional_label_among_class_ids_is_asked_about(tmp_path):
     """A single 7.5 in a file of class ids is a typo more often than a regression target: ask, naming its line."""
     rows = [(f"text {i}", str(i % 20)) for i in range(60)] + [("typo", "7.5")]
     path = write(tmp_path, "ids.csv", rows, ["text", "label"])
-    with pytest.raises(DataFileError, match=rf"^{path}:62: label '7.5' is fractional, like 1 of 61 labels"):
+    with pytest.raises(DataFileError, match=rf"^{path}:62: '7.5' is one of 1 fractional labels among 61 "):
         DataFiles(train=path).load()
     assert DataFiles(train=path, problem_type="regression").load().spec.is_regression
 
@@ -163,6 +165,10 @@ def test_every_unknown_label_is_named_at_once(tmp_path):
     with pytest.raises(DataFileError, match=r"v\.csv:3: unknown label 'z' for t: 3 row\(s\) hold 2 label\(s\) the "
                                             r"model lacks \('z' \(2\), 'w' \(1\)\)"):
         DataFiles(validation=dev).load("validation", spec)
+    # A later row that is wrong in itself does not hide them: its own error comes once they are fixed.
+    broken = _bad(tmp_path, "u.csv", b"text,label\na,x\nb,z\n,y\nc,w\n")
+    with pytest.raises(DataFileError, match=r"u\.csv:3: unknown label 'z' for t: 1 row\(s\)"):
+        DataFiles(validation=broken).load("validation", spec)
 
 
 def test_regression_detected_from_float_labels(tmp_path):

@@ -101,12 +101,12 @@ def test_cli_prints_plain_lines_and_no_quantizer_hint(tickets_cli):
 
 
 def test_summary_line_keeps_many_or_odd_labels_readable():
-    from kronedge.commands.export import label_list
+    from kronedge.data.spec import describe_labels
 
-    assert label_list(("billing", "bug")) == "billing, bug"
-    assert label_list(tuple(f"c{i}" for i in range(100))).endswith("c11, … (100 in all; manifest.json lists every one)")
-    assert label_list(("a,b", "c")) == "'a,b', c"  # a comma inside a label is not a separator
-    assert len(label_list(("x" * 300,))) == 40
+    assert describe_labels(("billing", "bug")) == "billing, bug"
+    assert describe_labels(tuple(f"c{i}" for i in range(100))).endswith("c11, … (100 in all)")
+    assert describe_labels(("a,b", "c")) == "'a,b', c"  # a comma inside a label is not a separator
+    assert len(describe_labels(("x" * 300,))) == 40
 
 
 def test_predictor_carries_labels_task_and_identity(tickets_cli):

@@ -333,4 +333,5 @@ def weakest_classes(per_class: dict, shown: int = 3) -> str:
     present = [(row["f1"], name, row["support"]) for name, row in per_class.items() if row["support"]]
     if len(per_class) <= 2 or not present:
         return ""
-    return ", ".join(f"{name} {f1:.2f} ({support} examples)" for f1, name, support in sorted(present)[:shown])
+    return ", ".join(f"{repr(name) if ',' in name else name} {f1:.2f} ({support} examples)"
+                     for f1, name, support in sorted(present)[:shown])

@@ -74,6 +74,8 @@ def summary_text(path: Path) -> str:
     """What `kronedge export` prints: plain lines (no wrapping, no Python reprs), so a pipe or a log reads it."""
     from runtime.contract import MANIFEST_FILE, Manifest, model_id
 
+    from ..data.spec import describe_labels
+
     manifest = Manifest.load(path / MANIFEST_FILE)
     val = manifest.validation
     parts = [f"model.onnx {manifest.files['model.onnx']['bytes'] / 1e6:.2f} MB", f"opset {manifest.opset}"]
@@ -84,7 +86,7 @@ def summary_text(path: Path) -> str:
     if manifest.is_regression:
         answers = "a value (regression, no labels)"
     else:
-        answers = "labels " + label_list(manifest.labels)
+        answers = "labels " + describe_labels(manifest.labels)
         if manifest.source.get("labels_from") == "generic":
             answers += " (nothing names them: export with --task, or a model whose config names its labels)"
     task = manifest.task or "not recorded"
@@ -94,13 +96,3 @@ def summary_text(path: Path) -> str:
     return "\n".join([f"wrote {path}: " + ", ".join(parts),
                       f"  model {model_id(name, version)}", f"  task  {task}",
                       f"  input {'text pairs' if manifest.pair_input else 'single texts'}, {answers}"])
-
-
-def label_list(labels, shown: int = 12, longest: int = 40) -> str:
-    """Labels for one summary line: quoted when one holds a comma, cut when long, the first ``shown`` and a count."""
-    def one(label: str) -> str:
-        label = label if len(label) <= longest else label[:longest - 1] + "…"
-        return repr(label) if "," in label else label
-
-    head = ", ".join(one(label) for label in labels[:shown])
-    return head if len(labels) <= shown else f"{head}, … ({len(labels)} in all; manifest.json lists every one)"

@@ -8,7 +8,7 @@ import logging
 import math
 import re
 from array import array
-from collections import Counter
+from collections import Counter, defaultdict
 from typing import Iterator, Sequence
 
 from .spec import CLASSIFICATION, REGRESSION, TaskData, TaskSpec
@@ -125,23 +125,39 @@ class _ClassIndex:
             raw = _integer(raw)  # "01", "+1" and "1.0" are the class "1"
             if self.unnamed and raw not in self.index and 0 <= int(raw) < len(self.index):
                 raw = self.names[int(raw)]
+            if raw not in self.index:  # 1 is the class "001" of a model trained on codes
+                return self.by_value.get(int(raw))
         found = self.index.get(raw)
         return self.booleans.get(raw.lower()) if found is None else found
+
+    @property
+    def by_value(self) -> dict[int, int]:
+        """Whole-number class names by value (when every name is one and no value repeats)."""
+        if "_by_value" not in self.__dict__:
+            values = [int(name) for name in self.names if _INT.fullmatch(name)]
+            whole = len(values) == len(self.names) and len(set(values)) == len(values)
+            self.__dict__["_by_value"] = {v: i for i, v in enumerate(values)} if whole else {}
+        return self.__dict__["_by_value"]
 
 
 def _unknown_labels(table: Table, spec: TaskSpec, classes: _ClassIndex, lineno: int, raw: str,
                     rest: Iterator[tuple[int, object, str]]) -> Exception:
-    """The error for labels the model lacks, naming every one in the file (the rest of it is read), not only
-    the first, so that one fix covers them all."""
+    """The error for labels the model lacks, naming every one in the file (the rest of it is read, up to a row
+    that is itself wrong), not only the first, so that one fix covers them all."""
+    from .spec import DataError, describe_labels
+
     unknown = Counter({raw: 1})
-    for _, _, other in rest:
-        if classes.get(other) is None:
-            unknown[other] += 1
+    try:
+        for _, _, other in rest:
+            if classes.get(other) is None:
+                unknown[other] += 1
+    except DataError:
+        pass  # that row's own error comes once these labels are fixed
     shown = ", ".join(f"{label!r} ({n})" for label, n in unknown.most_common(10))
     more = f" and {len(unknown) - 10} more" if len(unknown) > 10 else ""
-    rows = sum(unknown.values())
-    return table.error(f"{table.path}:{lineno}: unknown label {raw!r} for {spec.name}: {rows} row(s) hold "
-                       f"{len(unknown)} label(s) the model lacks ({shown}{more}); expected one of {classes.names}")
+    return table.error(f"{table.path}:{lineno}: unknown label {raw!r} for {spec.name}: {sum(unknown.values())} "
+                       f"row(s) hold {len(unknown)} label(s) the model lacks ({shown}{more}); the model's labels: "
+                       f"{describe_labels(classes.names)}")
 
 
 def read_examples(table: Table, spec: TaskSpec, text_keys: Sequence, label_key, split: str = "dev") -> TaskData:
@@ -180,6 +196,11 @@ class LabelSet:
     def is_regression(self) -> bool:
         if self.problem_type is not None:
             return self.problem_type == REGRESSION
+        if "_regression" not in self.__dict__:
+            self.__dict__["_regression"] = self._detect_regression()
+        return self.__dict__["_regression"]
+
+    def _detect_regression(self) -> bool:
         # Fractional labels mean regression; integers and names mean classes (1..5 stars are classes).
         if not all(_is_number(raw) for raw in self.ids):
             return False
@@ -187,14 +208,13 @@ class LabelSet:
         if not fractional:
             return False
         counts = Counter(self.rows)
-        share = sum(counts[self.ids[raw]] for raw in fractional) / len(self.rows)
-        if share < MIN_FRACTIONAL_SHARE:
+        rows = sum(counts[self.ids[raw]] for raw in fractional)
+        if rows / len(self.rows) < MIN_FRACTIONAL_SHARE:
             first = min(fractional, key=self.first_line.__getitem__)
             raise self.table.error(
-                f"{self.table.path}:{self.first_line[first]}: label {first!r} is fractional, like "
-                f"{sum(counts[self.ids[raw]] for raw in fractional)} of {len(self.rows)} labels, while the others are "
-                "whole numbers: a class id with a typo, or a numeric target? Pass --problem-type regression for a "
-                "numeric target, or fix those labels (and pass --problem-type classification to be sure)")
+                f"{self.table.path}:{self.first_line[first]}: {first!r} is one of {rows} fractional labels among "
+                f"{len(self.rows)} otherwise whole numbers: a class id with a typo, or a numeric target? Fix those "
+                "labels, or pass --problem-type regression (or classification) to say which")
         return True
 
     def finish(self) -> tuple[list, tuple[str, ...]]:
@@ -205,14 +225,20 @@ class LabelSet:
         if self.is_regression():
             values = [_number(self.table, self.first_line[raw], raw, "this") for raw in raws]
             return [values[i] for i in self.rows], ()
-        canonical = {raw: _class_name(raw, keep_integers=_fixed_width_codes(raws)) for raw in raws}
-        names = sorted(set(canonical.values()), key=_class_order)
-        merged = {name: [raw for raw in raws if canonical[raw] == name] for name in names}
-        for name, spellings in merged.items():
-            if len(spellings) > 1:
+        if all(_integer(raw) is not None for raw in raws):
+            canonical = _integer_classes(raws)
+            names = sorted(set(canonical.values()), key=lambda name: (int(name), name))
+        else:
+            canonical = {raw: raw for raw in raws}
+            names = sorted(canonical.values())
+        spellings = defaultdict(list)
+        for raw in raws:
+            spellings[canonical[raw]].append(raw)
+        for name, written in spellings.items():
+            if len(written) > 1:
                 logger.warning("%s: the labels %s are one class, %r (whole numbers are read by value; codes of one "
-                               "width such as 001..020 are kept as written)", self.table.path,
-                               ", ".join(map(repr, spellings)), name)
+                               "width such as 001..020 keep their spelling)", self.table.path,
+                               ", ".join(map(repr, written)), name)
         if len(names) < 2:
             hint = " (pass --problem-type regression for a numeric target)" if _is_number(names[0]) else ""
             raise self.table.error(f"{self.table.path}: every label is {names[0]!r}; a classifier needs at least "
@@ -236,23 +262,17 @@ def _integer(raw: str) -> str | None:
     return str(int(value)) if math.isfinite(value) and value.is_integer() else None
 
 
-def _fixed_width_codes(raws: Sequence[str]) -> bool:
-    """The integer labels are codes of one width, some zero-padded ("001" .. "020"): names, not numbers."""
-    widths = {len(raw.lstrip("+-")) for raw in raws if _INT.fullmatch(raw)}
-    return len(widths) == 1 and any(_PADDED.fullmatch(raw) for raw in raws)
-
-
-def _class_name(raw: str, keep_integers: bool = False) -> str:
-    """The class a training label names: one spelling per whole number ("2.0", "02", "+2" -> "2") unless the
-    integers are ``keep_integers`` (fixed-width codes); any other name as written."""
-    if keep_integers and _INT.fullmatch(raw):
-        return raw
-    return _integer(raw) or raw
-
-
-def _class_order(name: str) -> tuple:
-    """Whole numbers first, in numeric order (a code after the number it spells), then names as strings."""
-    return (0, int(name), name) if _INT.fullmatch(name) else (1, 0, name)
+def _integer_classes(raws: Sequence[str]) -> dict[str, str]:
+    """Whole-number labels -> class names, one per value: "2.0", "02", "+2" are "2"; but when the integers are
+    codes of one width, some zero-padded ("001" .. "020"), each value keeps its code's spelling ("1.0" is "001")."""
+    integers = [raw for raw in raws if _INT.fullmatch(raw)]
+    if len({len(raw.lstrip("+-")) for raw in integers}) != 1 or not any(_PADDED.fullmatch(raw) for raw in integers):
+        return {raw: _integer(raw) for raw in raws}
+    code = {}
+    for raw in integers:
+        if raw[0] not in "+-":
+            code.setdefault(int(raw), raw)
+    return {raw: code.get(int(_integer(raw)), _integer(raw)) for raw in raws}
 
 
 def _is_number(raw: str) -> bool:

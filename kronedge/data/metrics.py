@@ -15,13 +15,20 @@ def accuracy(pred, labels) -> float:
     return float((pred == labels).mean()) if len(labels) else 0.0
 
 
+def _counts(pred, labels, c) -> tuple[int, int, int]:
+    """(hits, predicted, support) of class ``c``: examples rightly given ``c``, given ``c``, truly ``c``."""
+    import numpy as np
+    p, t = np.asarray(pred) == c, np.asarray(labels) == c
+    return int((p & t).sum()), int(p.sum()), int(t.sum())
+
+
+def _f1(hits: int, predicted: int, support: int) -> float:
+    return 2 * hits / (predicted + support) if predicted + support else 0.0
+
+
 def f1_binary(pred, labels, positive: int = 1) -> float:
     """F1 of the positive class (GLUE's MRPC/QQP convention); 0 when there is no true or predicted positive."""
-    import numpy as np
-    pred, labels = np.asarray(pred) == positive, np.asarray(labels) == positive
-    tp = float((pred & labels).sum())
-    denom = float(pred.sum() + labels.sum())
-    return 2 * tp / denom if denom else 0.0
+    return _f1(*_counts(pred, labels, positive))
 
 
 def matthews(pred, labels) -> float:
@@ -53,13 +60,7 @@ def f1_macro(pred, labels) -> float:
     pred, labels = np.asarray(pred), np.asarray(labels)
     if not len(labels):
         return 0.0
-    scores = []
-    for c in np.union1d(pred, labels):
-        p, t = pred == c, labels == c
-        tp = float((p & t).sum())
-        denom = float(p.sum() + t.sum())
-        scores.append(2 * tp / denom if denom else 0.0)
-    return float(np.mean(scores))
+    return float(np.mean([_f1(*_counts(pred, labels, c)) for c in np.union1d(pred, labels)]))
 
 
 def _correlation(kind: str, pred, labels) -> float:
@@ -131,9 +132,7 @@ def class_report(task, predictions, labels) -> dict[str, dict]:
         pred = pred.argmax(-1)
     report = {}
     for index, name in enumerate(spec.label_names):
-        p, t = pred == index, gold == index
-        hits, predicted, support = int((p & t).sum()), int(p.sum()), int(t.sum())
+        hits, predicted, support = _counts(pred, gold, index)
         report[name] = {"precision": hits / predicted if predicted else 0.0, "recall": hits / support if support else 0.0,
-                        "f1": 2 * hits / (predicted + support) if predicted + support else 0.0,
-                        "support": support, "predicted": predicted}
+                        "f1": _f1(hits, predicted, support), "support": support, "predicted": predicted}
     return report

@@ -161,3 +161,14 @@ class TaskData:
 
         idx = sorted(random.Random(seed).sample(range(len(self)), n))
         return TaskData(self.spec, self.split, [self.texts[i] for i in idx], [self.labels[i] for i in idx], self.path)
+
+
+def describe_labels(labels, shown: int = 12, longest: int = 40) -> str:
+    """Label names for one line of output: the first ``shown`` and a count, a label with a comma quoted, a long
+    one cut."""
+    def one(label: str) -> str:
+        label = label if len(label) <= longest else label[:longest - 1] + "…"
+        return repr(label) if "," in label else label
+
+    head = ", ".join(one(label) for label in labels[:shown])
+    return head if len(labels) <= shown else f"{head}, … ({len(labels)} in all)"
