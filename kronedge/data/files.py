@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import ClassVar, Iterator, NamedTuple
 
 from .examples import LabelSet, file_spec, infer_examples, iter_examples, iter_rows, read_examples
-from .spec import CLASSIFICATION, REGRESSION, DataFileError, TaskData, TaskSpec
+from .spec import CLASSIFICATION, REGRESSION, DataFileError, TaskData, TaskSpec, describe_labels
 from .tables import Table, detect_format
 
 logger = logging.getLogger(__name__)
@@ -255,7 +255,8 @@ class DataFiles:
         spec = file_spec(self.task_name, table, columns.text_keys, columns.label, names, labels.is_regression(),
                          self.metric)
         logger.info("%s: %d rows, columns text=%s pair=%s label=%s, %s", table.path, len(labels.rows), columns.text,
-                    columns.pair, columns.label, "regression" if spec.is_regression else f"labels {list(names)}")
+                    columns.pair, columns.label,
+                    "regression" if spec.is_regression else f"{len(names)} labels: {describe_labels(names)}")
         self.__dict__["_spec"] = spec  # a cache, not a field: equality and to_dict ignore it
         return spec
 
