@@ -132,13 +132,17 @@ def evaluate_artifact(path: str | os.PathLike, task: str | None = None, data_dir
         labels = task_spec.get("label_names") or [v for _, v in sorted(
             (int(k), v) for k, v in (config.get("id2label") or {}).items())]
         regression = task_spec.get("is_regression", config.get("problem_type") == "regression")
-        spec = source.model_spec(labels, regression, task_spec.get("name") or recipe.get("task"))
+        spec = source.model_spec(labels, regression, task_spec.get("name") or recipe.get("task"),
+                                 task_spec.get("primary_metric"))
         data = source.load(split, spec)  # a label outside the model's is an error naming file and line
         task = spec.name
     else:
         task = task or (source.task if source is not None else None) or recipe.get("task")
         if task is None:
             raise TrainingError(f"{path} does not record its task: pass --task")
+        own_file = (recipe.get("task_spec") or {}).get("data_file")
+        if own_file and task == recipe.get("task"):
+            raise TrainingError(f"{path} was trained on your own file {own_file}: score it with --validation FILE")
         spec = get_task(task)
         data = None
     if recipe:

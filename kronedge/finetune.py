@@ -142,8 +142,10 @@ def _reusable(out: Path, settings: dict, label_names: tuple, keyed: bool) -> dic
         return None
     recorded_labels = tuple((info.get("task_spec") or {}).get("label_names") or ())
     if recorded_labels and recorded_labels != tuple(label_names):
-        logger.info(f"[finetune] {out} holds a teacher whose labels are {describe_labels(recorded_labels)}, not "
-                    f"{describe_labels(label_names)}: training again")
+        gone, new = [n for n in recorded_labels if n not in label_names], [n for n in label_names if n not in recorded_labels]
+        how = (f"labels only it has: {describe_labels(gone) or 'none'}; only the data has: {describe_labels(new) or 'none'}"
+               if gone or new else "the same labels in another order")
+        logger.info(f"[finetune] {out} holds a teacher with other labels ({how}): training again")
         return None
     recorded = info.get("settings")
     if recorded is None:

@@ -22,14 +22,19 @@ def _stages(recipe: dict) -> list[str]:
                       f"against `{general['teacher']}`, made once by `kronedge distill-general` and reused")
     elif cfg["stage1"]:
         stages.append(f"1. general KD on {cfg['corpus'] or 'WikiText-2 (validation split)'}: "
-                      f"{cfg['stage1_examples'] or 'all'} text chunks, {cfg['stage1_epochs']} epoch(s) at least, "
+                      f"{_cap(cfg['stage1_examples'])} text chunks, {cfg['stage1_epochs']} epoch(s) at least, "
                       f"lr {cfg['stage1_lr']}, losses: embedding MSE + attention-score MSE + hidden MSE")
     losses = (f", losses: all intermediate + logit KL (T={cfg['temperature']}) + cross-entropy"
               if cfg["stage2_kd"] else "")
     stages.append(f"{len(stages) + 1}. task {'KD' if cfg['stage2_kd'] else 'fine-tuning (labels only)'} on "
-                  f"{recipe['task']} train: {cfg['stage2_examples'] or 'all'} examples, {cfg['stage2_epochs']} "
+                  f"{recipe['task']} train: {_cap(cfg['stage2_examples'])} examples, {cfg['stage2_epochs']} "
                   f"epoch(s) at least, lr {cfg['stage2_lr']}{losses}")
     return stages
+
+
+def _cap(limit) -> str:
+    """A recipe's example limit: a cap, not a count (a smaller file gives fewer)."""
+    return f"up to {limit:,}" if limit else "all"
 
 
 def _warnings(recipe: dict) -> str:

@@ -81,10 +81,12 @@ def test_own_files_compress_export_predict_serve(tmp_path, monkeypatch, task, bu
 
     monkeypatch.chdir(tmp_path)
     train, dev, options = build(tmp_path)
+    metric = ["--metric", "f1_macro"] if task == "tickets" else []  # recorded, and eval reports by it
     result = _invoke(["compress", "--teacher", helpers.tiny_spec(tmp_path), "--train", train, "--validation", dev,
-                      *options, *COMMON, "--json"])
+                      *options, *metric, *COMMON, "--json"])
     assert result.exit_code == 0, result.output
     compressed = json.loads(result.stdout[result.stdout.index("{\n"):])
+    assert compressed["primary_metric"] == (metric[1] if metric else "pearson" if not labels else "accuracy")
     artifact = tmp_path / "artifacts" / f"kronedge-{task}"
     assert compressed["artifact"] == str(artifact.relative_to(tmp_path))
     recipe = json.loads((artifact / "kronedge.json").read_text())
@@ -119,11 +121,15 @@ def test_own_files_compress_export_predict_serve(tmp_path, monkeypatch, task, bu
         assert plain.exit_code == 0, plain.output
         assert json.loads(plain.stdout)[primary] == pytest.approx(compressed["student_metrics"][primary], abs=1e-3)
         scored = json.loads(plain.stdout)  # torch and ONNX Runtime report the same classes; a regression none
+        assert scored["primary_metric"] == primary and scored["backend"] in ("torch", "onnxruntime")
         if labels:
             assert list(scored["per_class"]) == list(labels)
             assert sum(row["support"] for row in scored["per_class"].values()) == scored["examples"]
         else:
             assert "per_class" not in scored
+
+    bare = _invoke(["eval", artifact])  # its task is the user's file, not a GLUE set: say how to score it
+    assert bare.exit_code == 1 and "trained on your own file" in bare.output and "--validation FILE" in bare.output
 
     predictor = Predictor(export, threads=1)
     assert predictor.labels == labels and predictor.task == task
@@ -140,6 +146,8 @@ def test_own_files_compress_export_predict_serve(tmp_path, monkeypatch, task, bu
             assert body.json()["task"] == task
             if labels:
                 assert all(list(r["scores"]) == labels for r in body.json()["results"])
+            else:  # a regression answers a value: its label is null, not left out
+                assert all(r["label"] is None and list(r["scores"]) == ["value"] for r in body.json()["results"])
 
 
 def _teacher(directory, id2label):
@@ -290,7 +298,8 @@ def test_finetune_out_reuses_only_its_own_settings_and_exports_its_task(tmp_path
     _jsonl(tmp_path / dev, relabelled[:6])
     again = _invoke(args)
     assert again.exit_code == 0, again.output
-    assert "whose labels are no, yes, not contradiction, entailment: training again" in again.output
+    assert ("other labels (labels only it has: no, yes; only the data has: contradiction, entailment): training "
+            "again") in again.output
     # A record from before the settings were kept: reused when what it records agrees, with a warning.
     record = tmp_path / "teacher" / "finetune.json"
     record.write_text(json.dumps({k: v for k, v in json.loads(record.read_text()).items() if k != "settings"}))

@@ -135,10 +135,13 @@ def test_boolean_labels_match_across_formats(tmp_path):
     dev = write(tmp_path, "b-dev.csv", [("a", "True"), ("b", "FALSE")], ["text", "label"])
     assert DataFiles(validation=dev).load("validation", spec).labels == [spec.label_names.index("true"),
                                                                         spec.label_names.index("false")]
-    twins = DataFiles(train=write(tmp_path, "t.csv", [("a", "True"), ("b", "true"), ("c", "x")], ["text", "label"]))
-    with pytest.raises(DataFileError, match="unknown label 'TRUE'"):
-        DataFiles(validation=write(tmp_path, "t-dev.csv", [("a", "TRUE")], ["text", "label"])).load(
-            "validation", twins.spec())
+    # In one training file, JSON's true and a string "True" are one class too (not two that split its probability).
+    mixed = write(tmp_path, "m.jsonl", [{"text": "a", "label": True}, {"text": "b", "label": "True"},
+                                        {"text": "c", "label": False}, {"text": "d", "label": "FALSE"}])
+    folded = DataFiles(train=mixed).load()
+    assert folded.spec.label_names == ("false", "true") and folded.labels == [1, 1, 0, 0]
+    alone = DataFiles(train=write(tmp_path, "c.csv", [("a", "True"), ("b", "False")], ["text", "label"])).spec()
+    assert alone.label_names == ("False", "True")  # one spelling each: kept as written
 
 
 def test_metric_picks_the_primary_metric_of_a_classifier(tmp_path):
@@ -149,6 +152,7 @@ def test_metric_picks_the_primary_metric_of_a_classifier(tmp_path):
         assert data.spec().primary_metric == "f1_macro"  # through spec()...
     assert DataFiles(train=train, metric="f1_macro").load().spec.primary_metric == "f1_macro"  # ...and load()
     assert DataFiles(train=train, metric="f1_macro").fingerprint() != DataFiles(train=train).fingerprint()
+    assert DataFiles(train=train, metric="accuracy").fingerprint() == DataFiles(train=train).fingerprint()
     with pytest.raises(DataFileError, match="--metric must be one of accuracy, f1_macro"):
         DataFiles(train=train, metric="matthews")
     with pytest.raises(DataFileError, match="a regression is picked by pearson"):
@@ -504,21 +508,24 @@ def test_class_report_matches_sklearn_and_names_the_weakest(tmp_path):
 
     metrics = pytest.importorskip("sklearn.metrics")
     rng = np.random.default_rng(1)
-    names = [f"c{i}" for i in range(7)]
-    spec = TaskSpec.custom("seven", tuple(names), "single_label_classification", False, ("text",), "label", "t.csv")
-    labels, pred = rng.integers(0, 6, 80), rng.integers(0, 7, 80)  # c6 never gold, c0 rarely predicted
+    names = [f"c{i}" for i in range(8)]
+    spec = TaskSpec.custom("eight", tuple(names), "single_label_classification", False, ("text",), "label", "t.csv")
+    labels, pred = rng.integers(0, 6, 80), rng.integers(0, 7, 80)  # c6 never gold, c0 never predicted, c7 absent
     pred[pred == 0] = 1
     report = class_report(spec, pred, labels)
     precision, recall, f1, support = metrics.precision_recall_fscore_support(labels, pred, labels=range(7),
                                                                              zero_division=0)
     assert list(report) == names
-    for i, name in enumerate(names):
+    for i, name in enumerate(names[:7]):
         row = report[name]
         assert (row["precision"], row["recall"], row["f1"]) == pytest.approx((precision[i], recall[i], f1[i]))
         assert row["support"] == support[i] and row["predicted"] == int((pred == i).sum())
-    weakest = weakest_classes(report)
-    assert weakest.startswith("c0 0.00 (") and "c6" not in weakest  # no gold example: not a weak class
+    assert report["c7"] == {"precision": None, "recall": None, "f1": None, "support": 0, "predicted": 0}
+    weakest = weakest_classes(report, shown=8)
+    assert weakest.startswith("c0 0.00 (") and "c7" not in weakest  # neither in the file nor predicted: no score
+    assert f"c6 0.00 (0 examples, {(pred == 6).sum()} predicted)" in weakest  # predicted, never gold: a weak class
     assert weakest_classes(class_report("sst2", [1, 0], [1, 1])) == ""  # two classes: the metrics say it all
+    assert weakest_classes(class_report(spec, [0, 1, 2], [0, 1, 2])) == ""  # all perfect: nothing to point at
 
 
 def test_correlations():

@@ -198,7 +198,9 @@ def test_top_k_keeps_the_most_likely_labels_first(client):
         for short, whole in zip(results, full):
             ranked = sorted(whole["scores"].items(), key=lambda item: -item[1])[:k]
             assert list(short["scores"].items()) == ranked and short["label"] == ranked[0][0]
+            assert short["top"] == [{"label": label, "score": score} for label, score in ranked]
             assert short["score"] == whole["score"]
+    assert all("top" not in r for r in full)  # without top_k the answer is as before
     err = client.post("/v1/classify", json={"texts": texts, "top_k": 0}).json()["error"]
     assert err["message"] == "top_k must be a whole number >= 1"
 

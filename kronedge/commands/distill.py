@@ -307,7 +307,9 @@ def _evaluate(out, values: dict, eval_files: list[Option]) -> None:
         manifest = Manifest.load(model_dir / "manifest.json")
         data = None
         if source is not None and source.files is not None:
-            spec = source.model_spec(list(manifest.labels or ()), manifest.is_regression, manifest.task)
+            recorded = (manifest.source or {}).get("task_spec") or {}
+            spec = source.model_spec(list(manifest.labels or ()), manifest.is_regression, manifest.task,
+                                     recorded.get("primary_metric"))
             data, task = source.load("dev", spec), spec
         task = task or manifest.task
         if not task:
@@ -329,9 +331,13 @@ def _evaluate(out, values: dict, eval_files: list[Option]) -> None:
 
 
 def weakest_classes(per_class: dict, shown: int = 3) -> str:
-    """The ``shown`` classes with the lowest F1 among those the file holds, when there are more than two classes."""
-    present = [(row["f1"], name, row["support"]) for name, row in per_class.items() if row["support"]]
-    if len(per_class) <= 2 or not present:
+    """The ``shown`` classes with the lowest F1 (those in the file or predicted), and how many score 0, when there
+    are more than two classes and not every one is perfect."""
+    scored = sorted((row["f1"], name, row) for name, row in per_class.items() if row["f1"] is not None)
+    if len(per_class) <= 2 or not scored or scored[0][0] == 1.0:
         return ""
-    return ", ".join(f"{repr(name) if ',' in name else name} {f1:.2f} ({support} examples)"
-                     for f1, name, support in sorted(present)[:shown])
+    text = ", ".join(f"{repr(name) if ',' in name else name} {f1:.2f} ({row['support']} examples"
+                     f"{'' if row['support'] else ', ' + str(row['predicted']) + ' predicted'})"
+                     for f1, name, row in scored[:shown])
+    zeros = sum(f1 == 0.0 for f1, _, _ in scored)
+    return text + (f"; {zeros} of {len(scored)} classes at 0.00" if zeros > shown else "")

@@ -230,14 +230,18 @@ class LabelSet:
             names = sorted(set(canonical.values()), key=lambda name: (int(name), name))
         else:
             canonical = {raw: raw for raw in raws}
-            names = sorted(canonical.values())
+            for value in ("true", "false"):  # JSON's true beside a CSV's "True": one class, not two
+                spelled = [raw for raw in raws if raw.lower() == value]
+                if len(spelled) > 1:
+                    canonical.update({raw: value for raw in spelled})
+            names = sorted(set(canonical.values()))
         spellings = defaultdict(list)
         for raw in raws:
             spellings[canonical[raw]].append(raw)
         for name, written in spellings.items():
             if len(written) > 1:
-                logger.warning("%s: the labels %s are one class, %r (whole numbers are read by value; codes of one "
-                               "width such as 001..020 keep their spelling)", self.table.path,
+                logger.warning("%s: the labels %s are one class, %r (whole numbers are read by value, codes of one "
+                               "width such as 001..020 keep their spelling, true/false in any case)", self.table.path,
                                ", ".join(map(repr, written)), name)
         if len(names) < 2:
             hint = " (pass --problem-type regression for a numeric target)" if _is_number(names[0]) else ""

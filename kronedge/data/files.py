@@ -109,6 +109,8 @@ class DataFiles:
             raise DataFileError(f"--metric must be one of {', '.join(CLASSIFIER_METRICS)}, got {self.metric!r}")
         if self.metric is not None and self.problem_type == REGRESSION:
             raise DataFileError("--metric picks a classifier's epochs; a regression is picked by pearson")
+        if self.metric == CLASSIFIER_METRICS[0]:  # the default said aloud: the same data, the same cache key
+            object.__setattr__(self, "metric", None)
         if self.text_pair_column is not None and self.text_pair_column == self.text_column:
             raise DataFileError(f"the text and text-pair columns are both {self.text_column!r}")
         if self.name is not None and not self.name.strip():

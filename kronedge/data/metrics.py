@@ -117,7 +117,8 @@ def compute_metrics(task, predictions, labels) -> dict[str, float]:
 
 def class_report(task, predictions, labels) -> dict[str, dict]:
     """Per class of a classification task, in logit order: precision, recall, F1, ``support`` (gold examples)
-    and ``predicted`` (examples given that class). What a many-class user reads to find the classes that fail.
+    and ``predicted`` (examples given that class); None scores for a class neither in the file nor predicted.
+    What a many-class user reads to find the classes that fail.
 
     Example:
         >>> class_report("sst2", [1, 1, 0], [1, 0, 0])["positive"]
@@ -133,6 +134,9 @@ def class_report(task, predictions, labels) -> dict[str, dict]:
     report = {}
     for index, name in enumerate(spec.label_names):
         hits, predicted, support = _counts(pred, gold, index)
+        if not predicted and not support:  # not in this file at all: no score, rather than a false 0
+            report[name] = {"precision": None, "recall": None, "f1": None, "support": 0, "predicted": 0}
+            continue
         report[name] = {"precision": hits / predicted if predicted else 0.0, "recall": hits / support if support else 0.0,
                         "f1": _f1(hits, predicted, support), "support": support, "predicted": predicted}
     return report

@@ -88,7 +88,8 @@ class TaskSource:
             return
         self.files.check(spec, splits)
 
-    def model_spec(self, labels, regression: bool = False, name: str | None = None) -> TaskSpec:
+    def model_spec(self, labels, regression: bool = False, name: str | None = None,
+                   primary_metric: str | None = None) -> TaskSpec:
         """The spec to score a trained model on these files by: its label names (index = logit column),
         to which the files' labels are mapped by name; a GLUE source gives its preset.
 
@@ -101,7 +102,7 @@ class TaskSource:
         pair = self.files.columns(split).pair is not None
         return TaskSpec.custom(name or self.name, () if regression else labels,
                                REGRESSION if regression else CLASSIFICATION, is_pair=pair,
-                               data_file=Path(self.files.path(split)).name)
+                               data_file=Path(self.files.path(split)).name, primary_metric=primary_metric)
 
     def cache_key(self) -> str:
         """A short name for caches: the GLUE name, or the task name and a hash of the options and bytes."""

@@ -22,7 +22,7 @@ from .batcher import Batcher, Overloaded
 from .config import ServeConfig
 from .metrics import CONTENT_TYPE, Metrics
 from .schemas import (ERROR_RESPONSES, ApiError, ClassifyRequest, ClassifyResponse, ErrorBody, error_response,
-                      parse_classify, read_json_body, top_scores)
+                      parse_classify, present, read_json_body)
 
 if TYPE_CHECKING:
     from runtime.predictor import Predictor
@@ -121,8 +121,7 @@ class ClassifyEndpoint:
             request.state.texts = items
         results = await self._run(items, deadline)
         inference_ms = results[0]["latency_ms"] if results else 0.0
-        return {"results": [{"label": r["label"], "score": r["score"], "scores": top_scores(r["scores"], parsed.top_k)}
-                            for r in results],
+        return {"results": [present(r, parsed.top_k) for r in results],
                 "model": self.summary.get("model"), "task": self.summary.get("task"), "latency_ms": round((time.perf_counter() - start) * 1e3, 3),
                 "inference_ms": round(inference_ms, 3), "request_id": request.state.request_id}
 
@@ -189,7 +188,8 @@ def create_app(config: ServeConfig, predictor: Optional["Predictor"] = None, tok
     _install_access_middleware(app, config, metrics, token)
 
     classify = ClassifyEndpoint(config, batcher, metrics, summary)
-    app.post("/v1/classify", response_model=ClassifyResponse, responses=ERROR_RESPONSES,
+    # exclude_unset: "top" appears only when the request asked for top_k; a regression's null label stays.
+    app.post("/v1/classify", response_model=ClassifyResponse, response_model_exclude_unset=True, responses=ERROR_RESPONSES,
              openapi_extra={"requestBody": {"required": True, "content": {
                  "application/json": {"schema": ClassifyRequest.model_json_schema()}}}})(classify.classify)
     _add_probe_routes(app, config, batcher, metrics, summary)

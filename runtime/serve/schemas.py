@@ -216,19 +216,29 @@ def _describe(err: dict) -> tuple[str, str]:
     return "invalid_request", f"{_where(loc)}: {err['msg']}"
 
 
-def top_scores(scores: dict[str, float], top_k: int | None) -> dict[str, float]:
-    """``scores`` as the response gives them: all, in the model's order, or the ``top_k`` highest, highest first."""
-    if top_k is None:
-        return scores
-    return dict(sorted(scores.items(), key=lambda item: -item[1])[:top_k])
+def present(result: dict, top_k: int | None) -> dict:
+    """One result as the response gives it: every score in the model's order, or with ``top_k`` the k highest,
+    highest first, in ``scores`` and, as a list (a JSON object's key order is not kept by every client), in ``top``."""
+    out = {"label": result["label"], "score": result["score"], "scores": result["scores"]}
+    if top_k is not None:
+        out["scores"] = dict(sorted(result["scores"].items(), key=lambda item: -item[1])[:top_k])
+        out["top"] = [{"label": label, "score": score} for label, score in out["scores"].items()]
+    return out
 
 
 # ---- responses (for /docs and clients) ----------------------------------------------------------------
+class LabelScore(BaseModel):
+    label: str
+    score: float
+
+
 class Prediction(BaseModel):
     label: Optional[str] = Field(..., description="Most likely label (null for regression).")
     score: float = Field(..., description="Its probability (the value, for regression).")
     scores: dict[str, float] = Field(..., description="Probability of every label (of the top_k most likely, "
                                                       "most likely first, when the request gives top_k).")
+    top: Optional[list[LabelScore]] = Field(None, description="With top_k: the same labels and scores as a list, "
+                                                              "most likely first.")
 
 
 class ClassifyResponse(BaseModel):
