@@ -101,6 +101,18 @@ def check_not_chance(task: str, metrics: dict, labels: list, who: str = "teacher
     return chance
 
 
+def _finetune_record(path: Path, recipe: dict) -> dict:
+    """The task a fine-tuned teacher answers: its finetune.json (a kronized one keeps it in its recipe)."""
+    from .finetune import FINETUNE_FILE
+
+    if recipe.get("finetune"):
+        return recipe["finetune"]
+    try:
+        return json.loads((path / FINETUNE_FILE).read_text())
+    except (OSError, ValueError):
+        return {}
+
+
 def evaluate_artifact(path: str | os.PathLike, task: str | None = None, data_dir=None, limit: int | None = None,
                       batch_size: int = 64, split: str = "dev", source=None) -> dict:
     """Score a kronedge artifact (or any saved BERT classifier) on a GLUE split or a user's file with torch.
@@ -126,22 +138,24 @@ def evaluate_artifact(path: str | os.PathLike, task: str | None = None, data_dir
     if not path.is_dir():
         raise FileNotFoundError(f"{path} is not a directory")
     recipe = read_recipe(path) if (path / RECIPE_FILE).is_file() else {}  # corrupt: one-line ArtifactError
+    # What the head answers: the artifact's recipe, or what `kronedge finetune` recorded beside a teacher.
+    answers = recipe if recipe.get("task_spec") or recipe.get("task") else _finetune_record(path, recipe)
     if source is not None and source.files is not None:
-        task_spec = recipe.get("task_spec") or {}
+        task_spec = answers.get("task_spec") or {}
         config = json.loads((path / "config.json").read_text()) if not task_spec else {}
         labels = task_spec.get("label_names") or [v for _, v in sorted(
             (int(k), v) for k, v in (config.get("id2label") or {}).items())]
         regression = task_spec.get("is_regression", config.get("problem_type") == "regression")
-        spec = source.model_spec(labels, regression, task_spec.get("name") or recipe.get("task"),
+        spec = source.model_spec(labels, regression, task_spec.get("name") or answers.get("task"),
                                  task_spec.get("primary_metric"))
         data = source.load(split, spec)  # a label outside the model's is an error naming file and line
         task = spec.name
     else:
-        task = task or (source.task if source is not None else None) or recipe.get("task")
+        task = task or (source.task if source is not None else None) or answers.get("task")
         if task is None:
             raise TrainingError(f"{path} does not record its task: pass --task")
-        own_file = (recipe.get("task_spec") or {}).get("data_file")
-        if own_file and task == recipe.get("task"):
+        own_file = (answers.get("task_spec") or {}).get("data_file")
+        if own_file and task == answers.get("task"):
             raise TrainingError(f"{path} was trained on your own file {own_file}: score it with --validation FILE")
         spec = get_task(task)
         data = None

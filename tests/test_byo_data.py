@@ -300,6 +300,11 @@ def test_finetune_out_reuses_only_its_own_settings_and_exports_its_task(tmp_path
     assert again.exit_code == 0, again.output
     assert ("other labels (labels only it has: no, yes; only the data has: contradiction, entailment): training "
             "again") in again.output
+    # eval of the teacher names its task (not the scored file's) and, without a file, says how to score it.
+    (tmp_path / "held-out.jsonl").write_text((tmp_path / dev).read_text())
+    scored = _invoke(["eval", "teacher", "--validation", "held-out.jsonl", "--json"])
+    assert scored.exit_code == 0 and json.loads(scored.stdout)["task"] == "nli", scored.output
+    assert "trained on your own file nli-train.jsonl" in _invoke(["eval", "teacher"]).output
     # A record from before the settings were kept: reused when what it records agrees, with a warning.
     record = tmp_path / "teacher" / "finetune.json"
     record.write_text(json.dumps({k: v for k, v in json.loads(record.read_text()).items() if k != "settings"}))

@@ -264,12 +264,13 @@ def _print_compress(out, result, task: str, again: str) -> None:
 
 
 def _recorded_columns(model_dir: Path, validation: Path) -> dict:
-    """The column names the model was trained with (the task spec in its kronedge.json, or in an export's
-    manifest source) that ``validation`` has too: a file laid out like the training file needs no column options."""
+    """The column names the model was trained with (the task spec in its kronedge.json or finetune.json, or in an
+    export's manifest source) that ``validation`` has too: a file laid out like the training file needs no column
+    options."""
     from ..data import DataError, Table
 
     spec = None
-    for name, part in (("kronedge.json", None), ("manifest.json", "source")):
+    for name, part in (("kronedge.json", None), ("finetune.json", None), ("manifest.json", "source")):
         try:
             data = json.loads((model_dir / name).read_text())
         except (OSError, ValueError):
