@@ -239,12 +239,23 @@ class CompressConfig:
         mine = json.loads(json.dumps(result_settings(self)))
         free = {f.name for f in fields(self) if not f.metadata.get("affects_result", True)}
         theirs = {k: v for k, v in saved.items() if k not in free and k != "version" and v is not None}
-        return {k: (theirs.get(k), mine.get(k)) for k in sorted(theirs.keys() | mine.keys())
-                if theirs.get(k) != mine.get(k)}
+        return _changes(theirs, mine)
 
     def same_recipe(self, saved: dict) -> bool:
         """True when a saved ``to_dict()`` describes the same computation (checkpoint cadence aside)."""
         return not self.recipe_changes(saved)
+
+
+def _changes(theirs: dict, mine: dict, prefix: str = "") -> dict[str, tuple]:
+    """{dotted key: (theirs, mine)} of what differs, nested dicts by their own keys (``source.files.metric``)."""
+    out = {}
+    for k in sorted(theirs.keys() | mine.keys()):
+        a, b = theirs.get(k), mine.get(k)
+        if isinstance(a, dict) and isinstance(b, dict):
+            out.update(_changes(a, b, f"{prefix}{k}."))
+        elif a != b:
+            out[prefix + k] = (a, b)
+    return out
 
 
 def retained_share(student: float, teacher: float) -> float:

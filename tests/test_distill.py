@@ -560,6 +560,13 @@ def test_resume_refuses_another_recipe_but_not_another_checkpoint_cadence():
     assert not CompressConfig(min_steps=100).same_recipe(saved)
     assert CompressConfig(min_steps=100, checkpoint_seconds=0).recipe_changes(saved) == {
         "min_steps": (saved["min_steps"], 100)}  # what the --resume error names
+    # A nested option is named by its own key, not by two whole dicts.
+    from kronedge.data import DataFiles, TaskSource
+
+    def own(**options):
+        return CompressConfig(task=None, source=TaskSource(files=DataFiles(train="t.csv", validation="v.csv",
+                                                                           **options)).to_dict())
+    assert own(metric="f1_macro").recipe_changes(own().to_dict()) == {"source.files.metric": (None, "f1_macro")}
 
 
 @pytest.mark.parametrize("command,extra,match", [
