@@ -404,6 +404,11 @@ def test_fingerprint_follows_content(tmp_path):
     before = data.fingerprint()
     assert DataFiles(train=path).fingerprint() == before
     assert DataFiles(train=path, label_column="label").fingerprint() != before
+    # The same file reached by another path, or a copy in another folder: the same key (no second teacher).
+    (tmp_path / "copy").mkdir()
+    (tmp_path / "copy" / "t.csv").write_bytes(path.read_bytes())
+    assert DataFiles(train=tmp_path / "copy" / ".." / "t.csv").fingerprint() == before
+    assert DataFiles(train=tmp_path / "copy" / "t.csv").fingerprint() == before
     write(tmp_path, "t.csv", [("a", "x"), ("c", "y")], ["text", "label"])
     assert data.fingerprint() != before
 

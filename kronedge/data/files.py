@@ -140,8 +140,13 @@ class DataFiles:
         return cls(**{k: v for k, v in data.items() if k in known})
 
     def fingerprint(self) -> str:
-        """sha256 of these options and the files' bytes: a cache key that changes when the data does."""
-        h = hashlib.sha256(json.dumps(self.to_dict(), sort_keys=True).encode())
+        """sha256 of these options and the files' bytes: a cache key that changes when the data does. The files
+        count by name and bytes, not by path: the same files reached from another folder give the same key."""
+        options = self.to_dict()
+        for key in ("train", "validation"):
+            if options[key] is not None:
+                options[key] = Path(options[key]).name
+        h = hashlib.sha256(json.dumps(options, sort_keys=True).encode())
         for path in (self.train, self.validation):
             if path is None:
                 continue
