@@ -106,7 +106,7 @@ class CompressRun:
         if self.teacher_head:
             self.teacher_path = Path(c.teacher)
         else:
-            logger.info(f"[compress] {c.teacher} has no {task} head: fine-tuning it first")
+            logger.info(f"[compress] {c.teacher} has no {task} head: it gets one fine-tuned first (or cached from an earlier run)")
             ft = finetune(c.teacher, self.source, train_limit=c.teacher_train_limit,
                           config=c.teacher_config(self.budget("teacher")), resume=self.resume)
             self.teacher_path = ft.path
