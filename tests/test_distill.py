@@ -612,6 +612,10 @@ def test_retention_warning_reaches_the_model_card():
               "versions": {}, "warnings": [warning]}
     assert f"**Warning:** {warning}" in model_card(recipe)
     assert "Warning" not in model_card({**recipe, "warnings": []})
+    # The stage-2 example limit is a cap: a smaller file gives fewer, so the card says "up to".
+    assert "cola train: up to 20,000 examples" in model_card(recipe)
+    every = {**recipe, "compress_config": CompressConfig(task="cola", stage2_examples=None).to_dict()}
+    assert "cola train: all examples" in model_card(every)
 
 
 def test_cli_defaults_are_the_config_defaults():
