@@ -151,11 +151,12 @@ def evaluate_artifact(path: str | os.PathLike, task: str | None = None, data_dir
         data = source.load(split, spec)  # a label outside the model's is an error naming file and line
         task = spec.name
     else:
-        task = task or (source.task if source is not None else None) or answers.get("task")
+        asked = task or (source.task if source is not None else None)
+        task = asked or answers.get("task")
         if task is None:
             raise TrainingError(f"{path} does not record its task: pass --task")
         own_file = (answers.get("task_spec") or {}).get("data_file")
-        if own_file and task == answers.get("task"):
+        if own_file and asked is None:
             raise TrainingError(f"{path} was trained on your own file {own_file}: score it with --validation FILE")
         spec = get_task(task)
         data = None

@@ -162,6 +162,17 @@ def test_metric_picks_the_primary_metric_of_a_classifier(tmp_path):
         DataFiles(train=scores, metric="f1_macro").spec()
 
 
+def test_a_glue_model_scored_on_a_file_reports_by_the_files_metric(tmp_path):
+    """CoLA's matthews or MRPC's f1 is not a file spec's metric: scoring a GLUE model on your own file uses the
+    default (it used to stop with an error)."""
+    dev = write(tmp_path, "mine.csv", [("a", "acceptable"), ("b", "unacceptable")], ["text", "label"])
+    source = TaskSource.from_options(validation=dev)
+    for task in ("cola", "mrpc"):
+        spec = source.model_spec(list(get_task(task).label_names), False, task, get_task(task).primary_metric)
+        assert spec.primary_metric == "accuracy"
+    assert source.model_spec(["x", "y"], False, "mine", "f1_macro").primary_metric == "f1_macro"
+
+
 def test_every_unknown_label_is_named_at_once(tmp_path):
     train = write(tmp_path, "t.csv", [("a", "x"), ("b", "y")], ["text", "label"])
     dev = write(tmp_path, "v.csv", [("a", "x"), ("b", "z"), ("c", "w"), ("d", "z")], ["text", "label"])
@@ -411,6 +422,13 @@ def test_fingerprint_follows_content(tmp_path):
     assert DataFiles(train=tmp_path / "copy" / "t.csv").fingerprint() == before
     write(tmp_path, "t.csv", [("a", "x"), ("c", "y")], ["text", "label"])
     assert data.fingerprint() != before
+    # The same bytes split differently between the two files are other data.
+    for name, (train, dev) in {"one": (b"text,label\nab,x\n", b"c,y\n"), "two": (b"text,label\na", b"b,x\nc,y\n")}.items():
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "t.csv").write_bytes(train)
+        (tmp_path / name / "v.csv").write_bytes(dev)
+    assert DataFiles(train=tmp_path / "one" / "t.csv", validation=tmp_path / "one" / "v.csv").fingerprint() != \
+        DataFiles(train=tmp_path / "two" / "t.csv", validation=tmp_path / "two" / "v.csv").fingerprint()
 
 
 def test_check_labels():

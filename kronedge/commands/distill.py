@@ -275,7 +275,8 @@ def _recorded_columns(model_dir: Path, validation: Path) -> dict:
             data = json.loads((model_dir / name).read_text())
         except (OSError, ValueError):
             continue
-        spec = (data.get(part) or {} if part else data).get("task_spec")
+        record = data.get(part) or {} if part else data
+        spec = record.get("task_spec") or (record.get("finetune") or {}).get("task_spec")  # a kronized teacher's
         if spec:
             break
     if not spec:
@@ -312,6 +313,9 @@ def _evaluate(out, values: dict, eval_files: list[Option]) -> None:
             spec = source.model_spec(list(manifest.labels or ()), manifest.is_regression, manifest.task,
                                      recorded.get("primary_metric"))
             data, task = source.load("dev", spec), spec
+        own_file = ((manifest.source or {}).get("task_spec") or {}).get("data_file")
+        if source is None and own_file:
+            raise UsageError(f"{model_dir} was trained on your own file {own_file}: score it with --validation FILE")
         task = task or manifest.task
         if not task:
             raise UsageError(f"{model_dir}/manifest.json names no task: pass --task or --validation FILE")

@@ -141,7 +141,7 @@ class DataFiles:
 
     def fingerprint(self) -> str:
         """sha256 of these options and the files' bytes: a cache key that changes when the data does. The files
-        count by name and bytes, not by path: the same files reached from another folder give the same key."""
+        count by name, size and bytes, not by path: the same files reached by another path give the same key."""
         options = self.to_dict()
         for key in ("train", "validation"):
             if options[key] is not None:
@@ -152,6 +152,7 @@ class DataFiles:
                 continue
             try:
                 with open(path, "rb") as f:
+                    h.update(str(os.fstat(f.fileno()).st_size).encode() + b"\0")  # where one file ends
                     for block in iter(lambda: f.read(1 << 20), b""):
                         h.update(block)
             except OSError as exc:

@@ -98,6 +98,10 @@ class TaskSource:
         """
         if self.task is not None:
             return self.spec
+        # A GLUE model's own metric (CoLA's matthews, MRPC's f1) is not one a file's spec is scored by: the user's
+        # file is then scored, and reported, by the default.
+        if primary_metric not in (("pearson", "spearman") if regression else ("accuracy", "f1_macro")):
+            primary_metric = None
         split = "validation" if self.files.validation is not None else "train"
         pair = self.files.columns(split).pair is not None
         return TaskSpec.custom(name or self.name, () if regression else labels,
