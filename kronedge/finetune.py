@@ -123,7 +123,7 @@ def finetune_cache_dir(teacher: str, task: str, train_limit: int | None, config:
     return Path(cache_root) / f"{task}-{settings_key(finetune_settings(teacher, task, train_limit, config))}"
 
 
-def _reusable(out: Path, settings: dict, label_names: tuple, keyed: bool) -> dict | None:
+def _reusable(out: Path, settings: dict, spec, keyed: bool) -> dict | None:
     """The record of the finished teacher in ``out`` when it answers this task with these settings, else None.
 
     ``keyed``: ``out`` is the cache directory named by the hash of ``settings``. A record from before the
@@ -140,8 +140,9 @@ def _reusable(out: Path, settings: dict, label_names: tuple, keyed: bool) -> dic
     except (OSError, ValueError) as exc:
         logger.warning(f"[finetune] {out / FINETUNE_FILE} is unreadable ({exc}): training again")
         return None
+    label_names = tuple(spec.label_names)
     recorded_labels = tuple((info.get("task_spec") or {}).get("label_names") or ())
-    if recorded_labels and recorded_labels != tuple(label_names):
+    if recorded_labels and recorded_labels != label_names:
         gone, new = [n for n in recorded_labels if n not in label_names], [n for n in label_names if n not in recorded_labels]
         how = (f"labels only it has: {describe_labels(gone) or 'none'}; only the data has: {describe_labels(new) or 'none'}"
                if gone or new else "the same labels in another order")
@@ -151,7 +152,8 @@ def _reusable(out: Path, settings: dict, label_names: tuple, keyed: bool) -> dic
     if recorded is None:
         old = {"teacher": info.get("teacher"), **{k: (info.get("config") or {}).get(k) for k in settings
                                                     if k not in ("teacher", "task", "train_limit")}}
-        if keyed or old == {k: v for k, v in settings.items() if k not in ("task", "train_limit")}:
+        same_task = info.get("task") == spec.name
+        if keyed or (same_task and old == {k: v for k, v in settings.items() if k not in ("task", "train_limit")}):
             if not keyed:
                 logger.warning(f"[finetune] reusing {out}, written by an older kronedge that did not record which "
                                "data it was trained on; delete it to train again on these files")
@@ -201,7 +203,7 @@ def finetune(teacher: str = DEFAULT_TEACHER, task=DEFAULT_TASK, out: str | os.Pa
     settings = finetune_settings(teacher, source.cache_key(), train_limit, config)
     cache_dir = finetune_cache_dir(teacher, source.cache_key(), train_limit, config)
     out = Path(out) if out is not None else cache_dir
-    info = _reusable(out, settings, spec.label_names, keyed=out == cache_dir)
+    info = _reusable(out, settings, spec, keyed=out == cache_dir)
     if info is not None:
         logger.info(f"[finetune] reusing fine-tuned teacher {out} "
                     f"({spec.primary_metric} {info['metrics'][spec.primary_metric]:.4f})")
