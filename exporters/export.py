@@ -137,7 +137,7 @@ def load_source(model_spec: str | os.PathLike, num_labels: int | None = None):
     else is a teacher spec (:func:`kronedge.teachers.load_teacher`), exported dense as it is.
     """
     from kronedge.artifact import ArtifactError, RECIPE_FILE, load_artifact, read_recipe
-    from kronedge.finetune import FINETUNE_FILE
+    from kronedge.finetune import finetune_record
     from kronedge.teachers import head_of, load_teacher
 
     spec = str(model_spec)
@@ -148,7 +148,7 @@ def load_source(model_spec: str | os.PathLike, num_labels: int | None = None):
     if path.is_dir() and (path / RECIPE_FILE).exists():
         model = load_artifact(path)
         recipe = read_recipe(path)
-        tuned = recipe.get("finetune") or {}  # a kronized teacher that `kronedge finetune` trained
+        tuned = finetune_record(path, recipe)  # a kronized teacher that `kronedge finetune` trained
         source = {"kind": "kronedge-artifact", "path": str(path.resolve()), "teacher": recipe.get("teacher"),
                   "kron_config": recipe.get("kron_config"), "params": recipe.get("params_student"),
                   "training": recipe.get("training"),
@@ -162,12 +162,8 @@ def load_source(model_spec: str | os.PathLike, num_labels: int | None = None):
         teacher = load_teacher(spec, head="sequence-classification", num_labels=num_labels)
         model, tokenizer_dir = teacher.model, teacher.tokenizer_dir
         source = {"kind": "teacher", "spec": spec, "pretrained": teacher.pretrained}
-        if path.is_dir() and (path / FINETUNE_FILE).is_file():  # `kronedge finetune` recorded what its head answers
-            try:
-                tuned = json.loads((path / FINETUNE_FILE).read_text())
-            except ValueError as exc:
-                raise ExportError(f"{path / FINETUNE_FILE} is not valid JSON ({exc}); fine-tune again or delete "
-                                  "it to export the model without its task") from None
+        tuned = finetune_record(path) if path.is_dir() else {}  # what `kronedge finetune` recorded it answers
+        if tuned:
             source.update(task=tuned.get("task"), task_spec=tuned.get("task_spec"))
     if head_of(model) != "sequence-classification":
         raise ExportError(f"{spec} has a {head_of(model)!r} head; export needs a sequence-classification model "

@@ -101,18 +101,6 @@ def check_not_chance(task: str, metrics: dict, labels: list, who: str = "teacher
     return chance
 
 
-def _finetune_record(path: Path, recipe: dict) -> dict:
-    """The task a fine-tuned teacher answers: its finetune.json (a kronized one keeps it in its recipe)."""
-    from .finetune import FINETUNE_FILE
-
-    if recipe.get("finetune"):
-        return recipe["finetune"]
-    try:
-        return json.loads((path / FINETUNE_FILE).read_text())
-    except (OSError, ValueError):
-        return {}
-
-
 def evaluate_artifact(path: str | os.PathLike, task: str | None = None, data_dir=None, limit: int | None = None,
                       batch_size: int = 64, split: str = "dev", source=None) -> dict:
     """Score a kronedge artifact (or any saved BERT classifier) on a GLUE split or a user's file with torch.
@@ -131,6 +119,7 @@ def evaluate_artifact(path: str | os.PathLike, task: str | None = None, data_dir
     """
     from .artifact import RECIPE_FILE, load_artifact, read_recipe
     from .data import get_task, load_task
+    from .finetune import finetune_record
     from .teachers import load_teacher
     from .training import encode, load_tokenizer
 
@@ -139,7 +128,7 @@ def evaluate_artifact(path: str | os.PathLike, task: str | None = None, data_dir
         raise FileNotFoundError(f"{path} is not a directory")
     recipe = read_recipe(path) if (path / RECIPE_FILE).is_file() else {}  # corrupt: one-line ArtifactError
     # What the head answers: the artifact's recipe, or what `kronedge finetune` recorded beside a teacher.
-    answers = recipe if recipe.get("task_spec") or recipe.get("task") else _finetune_record(path, recipe)
+    answers = recipe if recipe.get("task_spec") or recipe.get("task") else finetune_record(path, recipe)
     if source is not None and source.files is not None:
         task_spec = answers.get("task_spec") or {}
         config = json.loads((path / "config.json").read_text()) if not task_spec else {}

@@ -112,6 +112,21 @@ def _head_config(path: Path) -> dict | None:
     return config if any(a.endswith("ForSequenceClassification") for a in archs) else None
 
 
+def finetune_record(path: Path, recipe: dict | None = None) -> dict:
+    """What `kronedge finetune` recorded beside the teacher in ``path`` (task, task_spec, metrics, settings): a
+    kronized teacher keeps it in its recipe (``recipe``, its kronedge.json) under "finetune", a dense one in
+    finetune.json; {} when neither. A record that is not JSON is one :class:`TeacherError`."""
+    if (recipe or {}).get("finetune"):
+        return recipe["finetune"]
+    try:
+        return json.loads((Path(path) / FINETUNE_FILE).read_text())
+    except OSError:
+        return {}
+    except ValueError as exc:
+        raise TeacherError(f"{Path(path) / FINETUNE_FILE} is not valid JSON ({exc}); fine-tune again, or delete it "
+                           "to use the model without the task it records") from None
+
+
 def finetune_settings(teacher: str, task: str, train_limit: int | None, config: TrainConfig) -> dict:
     """Everything that changes a fine-tuned teacher (see TrainConfig.result_settings); ``task`` is the data's cache key."""
     return {"teacher": teacher, "task": task, "train_limit": train_limit, **config.result_settings()}
@@ -200,8 +215,9 @@ def finetune(teacher: str = DEFAULT_TEACHER, task=DEFAULT_TASK, out: str | os.Pa
     source = task if isinstance(task, TaskSource) else TaskSource(task=task, data_dir=data_dir)
     require_both_files(source, "finetune")
     spec, task = source.spec, source.name
-    settings = finetune_settings(teacher, source.cache_key(), train_limit, config)
-    cache_dir = finetune_cache_dir(teacher, source.cache_key(), train_limit, config)
+    data_key = source.cache_key()  # for files: one pass over their bytes
+    settings = finetune_settings(teacher, data_key, train_limit, config)
+    cache_dir = finetune_cache_dir(teacher, data_key, train_limit, config)
     out = Path(out) if out is not None else cache_dir
     info = _reusable(out, settings, spec, keyed=out == cache_dir)
     if info is not None:

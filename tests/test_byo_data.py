@@ -321,6 +321,11 @@ def test_finetune_out_reuses_only_its_own_settings_and_exports_its_task(tmp_path
     manifest = json.loads((tmp_path / "export" / "manifest.json").read_text())
     assert manifest["task"] == "nli" and manifest["pair_input"] is True
     assert manifest["labels"] == ["contradiction", "entailment"] and manifest["data_file"] == train
+    # A record that is not JSON: export and eval say so in one line, naming the file.
+    (tmp_path / "teacher" / "finetune.json").write_text("{not json")
+    for command in (["export", "teacher", "--out", "export2"], ["eval", "teacher", "--validation", dev]):
+        broken = _invoke(command)
+        assert broken.exit_code == 1 and "finetune.json is not valid JSON" in broken.output, broken.output
 
 
 @pytest.mark.slow

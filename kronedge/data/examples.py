@@ -11,7 +11,7 @@ from array import array
 from collections import Counter, defaultdict
 from typing import Iterator, Sequence
 
-from .spec import CLASSIFICATION, REGRESSION, TaskData, TaskSpec
+from .spec import CLASSIFICATION, REGRESSION, DataError, TaskData, TaskSpec, describe_labels
 from .tables import Table
 
 logger = logging.getLogger(__name__)
@@ -119,33 +119,26 @@ class _ClassIndex:
         self.booleans = {name.lower(): i for i, name in enumerate(self.names) if name.lower() in ("true", "false")}
         if len(self.booleans) != sum(name.lower() in ("true", "false") for name in self.names):
             self.booleans = {}  # "True" and "true" are two classes here: no folding
+        # Whole-number names by value, when every name is one and no value repeats: 1 is the class "001".
+        values = [int(name) for name in self.names if _INT.fullmatch(name)]
+        whole = len(values) == len(self.names) and len(set(values)) == len(values)
+        self.by_value = {v: i for i, v in enumerate(values)} if whole else {}
 
     def get(self, raw: str) -> int | None:
         if raw not in self.index and _integer(raw) is not None:
             raw = _integer(raw)  # "01", "+1" and "1.0" are the class "1"
             if self.unnamed and raw not in self.index and 0 <= int(raw) < len(self.index):
                 raw = self.names[int(raw)]
-            if raw not in self.index:  # 1 is the class "001" of a model trained on codes
+            if raw not in self.index:
                 return self.by_value.get(int(raw))
         found = self.index.get(raw)
         return self.booleans.get(raw.lower()) if found is None else found
-
-    @property
-    def by_value(self) -> dict[int, int]:
-        """Whole-number class names by value (when every name is one and no value repeats)."""
-        if "_by_value" not in self.__dict__:
-            values = [int(name) for name in self.names if _INT.fullmatch(name)]
-            whole = len(values) == len(self.names) and len(set(values)) == len(values)
-            self.__dict__["_by_value"] = {v: i for i, v in enumerate(values)} if whole else {}
-        return self.__dict__["_by_value"]
 
 
 def _unknown_labels(table: Table, spec: TaskSpec, classes: _ClassIndex, lineno: int, raw: str,
                     rest: Iterator[tuple[int, object, str]]) -> Exception:
     """The error for labels the model lacks, naming every one in the file (the rest of it is read, up to a row
     that is itself wrong), not only the first, so that one fix covers them all."""
-    from .spec import DataError, describe_labels
-
     unknown = Counter({raw: 1})
     try:
         for _, _, other in rest:

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import ClassVar, Iterator, NamedTuple
 
 from .examples import LabelSet, file_spec, infer_examples, iter_examples, iter_rows, read_examples
-from .spec import CLASSIFICATION, REGRESSION, DataFileError, TaskData, TaskSpec, describe_labels
+from .spec import CLASSIFICATION, FILE_METRICS, REGRESSION, DataFileError, TaskData, TaskSpec, describe_labels
 from .tables import Table, detect_format
 
 logger = logging.getLogger(__name__)
@@ -34,8 +34,8 @@ PAIR_COLUMNS = {"text": "text_pair", "sentence1": "sentence2", "question1": "que
                 "premise": "hypothesis", "text_a": "text_b"}
 TEXT_COLUMNS = ("text", "sentence", "sentence1", "question1", "premise", "text_a")
 LABEL_COLUMNS = ("label", "labels", "gold_label", "score")
-CLASSIFIER_METRICS = ("accuracy", "f1_macro")  # what TaskSpec.custom scores a classifier by
-LATER_FIELDS = ("metric",)
+CLASSIFIER_METRICS = FILE_METRICS[CLASSIFICATION]
+LATER_FIELDS = ("metric",)  # written only when set: an options dict saved before a field existed reads the same
 PROBLEM_TYPES = {"regression": REGRESSION, "classification": CLASSIFICATION, CLASSIFICATION: CLASSIFICATION}
 SPLITS = {"train": "train", "validation": "validation", "dev": "validation", "eval": "validation"}
 
@@ -127,7 +127,6 @@ class DataFiles:
     # -- persistence -----------------------------------------------------------------------
 
     def to_dict(self) -> dict:
-        # A field added later is written only when set, so the fingerprints (teacher caches) of earlier data stay.
         return {"version": self.VERSION, **{k: v for k, v in asdict(self).items() if k not in LATER_FIELDS or v is not None}}
 
     @classmethod

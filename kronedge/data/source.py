@@ -12,7 +12,7 @@ from pathlib import Path
 
 from .files import DataFiles
 from .glue import get_task, load_task, task_file
-from .spec import CLASSIFICATION, REGRESSION, DataFileError, TaskData, TaskSpec
+from .spec import CLASSIFICATION, FILE_METRICS, REGRESSION, DataFileError, TaskData, TaskSpec
 
 
 @dataclass(frozen=True)
@@ -100,7 +100,7 @@ class TaskSource:
             return self.spec
         # A GLUE model's own metric (CoLA's matthews, MRPC's f1) is not one a file's spec is scored by: the user's
         # file is then scored, and reported, by the default.
-        if primary_metric not in (("pearson", "spearman") if regression else ("accuracy", "f1_macro")):
+        if primary_metric not in FILE_METRICS[REGRESSION if regression else CLASSIFICATION]:
             primary_metric = None
         split = "validation" if self.files.validation is not None else "train"
         pair = self.files.columns(split).pair is not None

@@ -28,6 +28,8 @@ class DataFileError(DataError):
 
 REGRESSION = "regression"
 CLASSIFICATION = "single_label_classification"
+# What a task from a user's files is scored by, the primary metric first unless one is chosen (--metric).
+FILE_METRICS = {CLASSIFICATION: ("accuracy", "f1_macro"), REGRESSION: ("pearson", "spearman")}
 SPEC_VERSION = 1
 
 
@@ -113,7 +115,7 @@ class TaskSpec:
         if not regression and len(set(names)) != len(names):
             raise DataError(f"{name}: label names repeat: {list(names)}")
         text_columns = tuple(text_columns or (("text", "text_pair") if is_pair else ("text",)))
-        metrics = ("pearson", "spearman") if regression else ("accuracy", "f1_macro")
+        metrics = FILE_METRICS[problem_type]
         if primary_metric is not None and primary_metric not in metrics:
             raise DataError(f"{name}: a {'regression' if regression else 'classifier'} is scored by "
                             f"{' or '.join(metrics)}, not {primary_metric!r}")
