@@ -35,7 +35,7 @@ def evaluate_exported(model_dir: str | os.PathLike, task, data_dir: str | os.Pat
     Example:
         >>> evaluate_exported("runs/sst2-arm64", "sst2")["accuracy"]
     """
-    from kronedge.data import class_report, compute_metrics, load_task
+    from kronedge.data import classification_report, compute_metrics, load_task
     from runtime.predictor import Predictor
 
     predictor = Predictor(model_dir, threads=threads, model_file=model_file, max_batch=batch_size)
@@ -58,7 +58,7 @@ def evaluate_exported(model_dir: str | os.PathLike, task, data_dir: str | os.Pat
 
     predictions = logits[:, 0] if data.spec.is_regression else logits.argmax(axis=1)
     metrics = compute_metrics(data.spec, predictions.tolist(), labels)
-    per_class = {} if data.spec.is_regression else {"per_class": class_report(data.spec, predictions, labels)}
+    per_class = {} if data.spec.is_regression else classification_report(data.spec, predictions, labels)
     return {"task": task, "split": "dev", "examples": len(texts), "primary_metric": data.spec.primary_metric,
             **{k: float(v) for k, v in metrics.items()}, "seconds": round(seconds, 3), "backend": "onnxruntime",
             "path": str(model_dir), "model_file": model_file, **per_class}

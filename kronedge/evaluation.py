@@ -38,15 +38,15 @@ def predict_logits(model: nn.Module, data: Encoded, batch_size: int = 64, device
 def evaluate_model(model: nn.Module, task: str, data: Encoded, batch_size: int = 64,
                    per_class: bool = False) -> dict:
     """GLUE metrics of a sequence-classification model on tokenised labelled data (``per_class``: and, for a
-    classifier, :func:`~kronedge.data.class_report` under the key ``per_class``)."""
-    from .data import class_report, compute_metrics, get_task
+    classifier, :func:`~kronedge.data.classification_report`'s ``per_class`` and ``confusions``)."""
+    from .data import classification_report, compute_metrics, get_task
 
     logits = predict_logits(model, data, batch_size)
     spec = get_task(task)
     preds = logits[:, 0].numpy() if spec.is_regression else logits.argmax(-1).numpy()
     metrics = compute_metrics(task, preds, data.labels)
     if per_class and not spec.is_regression:
-        metrics["per_class"] = class_report(task, preds, data.labels)
+        metrics.update(classification_report(task, preds, data.labels))
     return metrics
 
 

@@ -126,8 +126,17 @@ def test_own_files_compress_export_predict_serve(tmp_path, monkeypatch, task, bu
         if labels:
             assert list(scored["per_class"]) == list(labels)
             assert sum(row["support"] for row in scored["per_class"].values()) == scored["examples"]
+            hits = sum(round(row["recall"] * row["support"]) for row in scored["per_class"].values() if row["support"])
+            assert sum(c["count"] for c in scored["confusions"]) == scored["examples"] - hits
+            assert all(c["gold"] != c["predicted"] and {c["gold"], c["predicted"]} <= set(labels)
+                       for c in scored["confusions"])
+            if len(labels) > 2:  # the text output names the most frequent mix-up
+                text = _invoke(["eval", model, "--validation", dev]).output
+                assert ("most confused (gold -> predicted): " in text) == bool(scored["confusions"])
+                top = (scored["confusions"] or [None])[0]
+                assert top is None or f"{top['gold']} -> {top['predicted']} {top['count']}" in text
         else:
-            assert "per_class" not in scored
+            assert "per_class" not in scored and "confusions" not in scored
 
     for model in (artifact, export):  # its task is the user's file, not a GLUE set: say how to score it
         bare = _invoke(["eval", model])

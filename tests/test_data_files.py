@@ -551,6 +551,33 @@ def test_class_report_matches_sklearn_and_names_the_weakest(tmp_path):
     assert weakest_classes(class_report(spec, [0, 1, 2], [0, 1, 2])) == ""  # all perfect: nothing to point at
 
 
+def test_confusions_are_the_nonzero_off_diagonal_cells_most_frequent_first():
+    from kronedge.commands.distill import most_confused
+    from kronedge.data import classification_report, confusions
+
+    metrics = pytest.importorskip("sklearn.metrics")
+    rng = np.random.default_rng(2)
+    names = [f"c{i}" for i in range(6)]
+    spec = TaskSpec.custom("six", tuple(names), "single_label_classification", False, ("text",), "label", "t.csv")
+    labels = rng.integers(0, 6, 120)
+    pred = np.where(rng.random(120) < 0.5, labels, rng.integers(0, 6, 120))
+    pred[(labels == 2) & (rng.random(120) < 0.8)] = 4  # one pair mixed up far more than the rest
+    found = confusions(spec, pred, labels)
+    matrix = metrics.confusion_matrix(labels, pred, labels=range(6))
+    expected = {(names[g], names[p]): int(matrix[g, p]) for g in range(6) for p in range(6) if g != p and matrix[g, p]}
+    assert {(c["gold"], c["predicted"]): c["count"] for c in found} == expected and len(found) == len(expected)
+    counts = [c["count"] for c in found]
+    assert counts == sorted(counts, reverse=True) and (found[0]["gold"], found[0]["predicted"]) == ("c2", "c4")
+    assert sum(counts) == int((pred != labels).sum())
+    assert confusions(spec, labels, labels) == []  # no errors, no pairs
+    assert classification_report(spec, pred, labels)["confusions"] == found
+    one_hot = np.eye(6)[pred]  # logits are read by argmax, as class_report reads them
+    assert confusions(spec, one_hot, labels) == found
+    shown = most_confused(found, 6)
+    assert shown.startswith(f"c2 -> c4 {found[0]['count']}, ") and shown.count(" -> ") == 3
+    assert most_confused(confusions("sst2", [1, 0], [0, 1]), 2) == ""  # two classes: per-class scores say it
+
+
 def test_correlations():
     x, y = [0.5, 1.0, 4.0, 2.0], [0.0, 1.0, 5.0, 1.5]  # same order, not linear
     assert pearson(x, y) == pytest.approx(np.corrcoef(x, y)[0, 1])

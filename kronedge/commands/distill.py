@@ -333,6 +333,19 @@ def _evaluate(out, values: dict, eval_files: list[Option]) -> None:
         weakest = weakest_classes(result.get("per_class") or {})
         if weakest:
             out.print(f"  weakest classes by F1: {weakest} (--json lists every class)", highlight=False)
+        mixed = most_confused(result.get("confusions") or [], len(result.get("per_class") or ()))
+        if mixed:
+            out.print(f"  most confused (gold -> predicted): {mixed} (--json lists every pair)", highlight=False)
+
+
+def most_confused(confusions: list[dict], classes: int, shown: int = 3) -> str:
+    """The ``shown`` most frequent (gold, predicted) mix-ups when there are more than two classes (with two, the
+    per-class line already says which way the errors go)."""
+    def name(label: str) -> str:
+        return repr(label) if "," in label or "->" in label else label
+
+    return "" if classes <= 2 else ", ".join(f"{name(c['gold'])} -> {name(c['predicted'])} {c['count']}"
+                                             for c in confusions[:shown])
 
 
 def weakest_classes(per_class: dict, shown: int = 3) -> str:

@@ -17,11 +17,12 @@ Example:
 from .corpus import load_corpus
 from .files import MOVIE_REVIEWS, Columns, DataFiles, check_labels
 from .glue import TASKS, get_task, load_task, read_tsv, task_file
-from .metrics import METRICS, class_report, compute_metrics
+from .metrics import METRICS, class_report, classification_report, compute_metrics, confusions
 from .source import TaskSource
 from .spec import DataError, DataFileError, TaskData, TaskSpec
 from .tables import FORMATS, Table, detect_format
 
 __all__ = ["TASKS", "TaskSpec", "TaskData", "DataError", "DataFileError", "get_task", "load_task", "read_tsv",
-           "task_file", "compute_metrics", "class_report", "METRICS", "load_corpus", "DataFiles", "Columns", "check_labels", "MOVIE_REVIEWS",
+           "task_file", "compute_metrics", "class_report", "classification_report", "confusions", "METRICS",
+           "load_corpus", "DataFiles", "Columns", "check_labels", "MOVIE_REVIEWS",
            "Table", "FORMATS", "detect_format", "TaskSource"]
