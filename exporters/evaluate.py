@@ -58,7 +58,7 @@ def evaluate_exported(model_dir: str | os.PathLike, task, data_dir: str | os.Pat
 
     predictions = logits[:, 0] if data.spec.is_regression else logits.argmax(axis=1)
     metrics = compute_metrics(data.spec, predictions.tolist(), labels)
-    per_class = {} if data.spec.is_regression else classification_report(data.spec, predictions, labels)
+    report = {} if data.spec.is_regression else classification_report(data.spec, predictions, labels)
     return {"task": task, "split": "dev", "examples": len(texts), "primary_metric": data.spec.primary_metric,
             **{k: float(v) for k, v in metrics.items()}, "seconds": round(seconds, 3), "backend": "onnxruntime",
-            "path": str(model_dir), "model_file": model_file, **per_class}
+            "path": str(model_dir), "model_file": model_file, **report}
