@@ -47,6 +47,7 @@ def teacher_head_spec(teacher: str, task):
 
     from .artifact import generic_labels
     from .data import DataFileError, check_labels, get_task
+    from .data.examples import whole_number_values
 
     spec = get_task(task)
     config = _head_config(Path(teacher))
@@ -66,21 +67,12 @@ def teacher_head_spec(teacher: str, task):
     if labels != list(spec.label_names) and sorted(labels) == sorted(spec.label_names):
         raw = dict(zip(spec.label_names, spec.raw_labels))
         return replace(spec, label_names=tuple(labels), raw_labels=tuple(raw[n] for n in labels))
-    ours, theirs = _whole_numbers(spec.label_names), _whole_numbers(labels)
+    ours, theirs = whole_number_values(spec.label_names), whole_number_values(labels)
     if ours and theirs and sorted(ours.values()) == sorted(theirs.values()):  # "1".."12" for the codes "001".."012"
         raw = {ours[name]: raw for name, raw in zip(spec.label_names, spec.raw_labels)}
-        return replace(spec, label_names=tuple(labels), raw_labels=tuple(raw[int(n)] for n in labels))
+        return replace(spec, label_names=tuple(labels), raw_labels=tuple(raw[theirs[n]] for n in labels))
     check_labels(spec, labels, f"the teacher {teacher}")
     return spec
-
-
-def _whole_numbers(names) -> dict[str, int] | None:
-    """Each name's value when every name is a whole number and no value repeats, else None."""
-    try:
-        values = {name: int(name) for name in names}
-    except ValueError:
-        return None
-    return values if len(set(values.values())) == len(values) else None
 
 
 def require_both_files(source, command: str) -> None:

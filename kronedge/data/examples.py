@@ -119,10 +119,8 @@ class _ClassIndex:
         self.booleans = {name.lower(): i for i, name in enumerate(self.names) if name.lower() in ("true", "false")}
         if len(self.booleans) != sum(name.lower() in ("true", "false") for name in self.names):
             self.booleans = {}  # "True" and "true" are two classes here: no folding
-        # Whole-number names by value, when every name is one and no value repeats: 1 is the class "001".
-        values = [int(name) for name in self.names if _INT.fullmatch(name)]
-        whole = len(values) == len(self.names) and len(set(values)) == len(values)
-        self.by_value = {v: i for i, v in enumerate(values)} if whole else {}
+        # Whole-number names by value: 1 is the class "001".
+        self.by_value = {v: i for i, v in enumerate((whole_number_values(self.names) or {}).values())}
 
     def get(self, raw: str) -> int | None:
         if raw not in self.index and _integer(raw) is not None:
@@ -270,6 +268,13 @@ def _integer_classes(raws: Sequence[str]) -> dict[str, str]:
         if raw[0] not in "+-":
             code.setdefault(int(raw), raw)
     return {raw: code.get(int(_integer(raw)), _integer(raw)) for raw in raws}
+
+
+def whole_number_values(names: Sequence[str]) -> dict[str, int] | None:
+    """Each name's value when every name is a whole number ("001", "+2") and no value repeats, else None: then a
+    label may be matched to a name by value."""
+    values = {name: int(name) for name in names if _INT.fullmatch(name)}
+    return values if len(values) == len(names) and len(set(values.values())) == len(values) else None
 
 
 def _is_number(raw: str) -> bool:
