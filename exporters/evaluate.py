@@ -61,4 +61,4 @@ def evaluate_exported(model_dir: str | os.PathLike, task, data_dir: str | os.Pat
     report = {} if data.spec.is_regression else classification_report(data.spec, predictions, labels)
     return {"task": task, "split": "dev", "examples": len(texts), "primary_metric": data.spec.primary_metric,
             **{k: float(v) for k, v in metrics.items()}, "seconds": round(seconds, 3), "backend": "onnxruntime",
-            "path": str(model_dir), "model_file": model_file, **report}
+            "path": str(model_dir), "model_file": model_file, **data.skipped_report(), **report}

@@ -102,7 +102,7 @@ def check_not_chance(task: str, metrics: dict, labels: list, who: str = "teacher
 
 
 def evaluate_artifact(path: str | os.PathLike, task: str | None = None, data_dir=None, limit: int | None = None,
-                      batch_size: int = 64, split: str = "dev", source=None) -> dict:
+                      batch_size: int = 64, split: str = "dev", source=None, skip_unknown_labels: bool = False) -> dict:
     """Score a kronedge artifact (or any saved BERT classifier) on a GLUE split or a user's file with torch.
 
     Args:
@@ -113,6 +113,8 @@ def evaluate_artifact(path: str | os.PathLike, task: str | None = None, data_dir
         source: a :class:`~kronedge.data.TaskSource` of data files (``--validation FILE``) instead of
             ``task``; the file's labels are mapped by name to the model's (its recipe's ``task_spec``,
             else its config's ``id2label``).
+        skip_unknown_labels: leave out the rows of ``source``'s file whose label the model lacks (the result's
+            ``skipped_rows`` and ``skipped_labels``) instead of failing on them.
 
     Example:
         >>> evaluate_artifact("artifacts/kronedge-sst2", "sst2")["accuracy"]
@@ -137,7 +139,7 @@ def evaluate_artifact(path: str | os.PathLike, task: str | None = None, data_dir
         regression = task_spec.get("is_regression", config.get("problem_type") == "regression")
         spec = source.model_spec(labels, regression, task_spec.get("name") or answers.get("task"),
                                  task_spec.get("primary_metric"))
-        data = source.load(split, spec)  # a label outside the model's is an error naming file and line
+        data = source.load(split, spec, skip_unknown_labels)  # else a label the model lacks is an error
         task = spec.name
     else:
         asked = task or (source.task if source is not None else None)
@@ -164,4 +166,5 @@ def evaluate_artifact(path: str | os.PathLike, task: str | None = None, data_dir
     encoded = encode(tokenizer, data.texts, data.labels, **({"max_length": length} if length else {}))
     metrics = evaluate_model(model, spec, encoded, batch_size, per_class=True)
     return {"task": task, "split": split, "examples": len(data), "primary_metric": spec.primary_metric,
-            **metrics, "seconds": round(time.perf_counter() - t, 2), "backend": "torch", "path": str(path)}
+            **metrics, "seconds": round(time.perf_counter() - t, 2), "backend": "torch", "path": str(path),
+            **data.skipped_report()}

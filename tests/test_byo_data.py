@@ -138,6 +138,23 @@ def test_own_files_compress_export_predict_serve(tmp_path, monkeypatch, task, bu
         else:
             assert "per_class" not in scored and "confusions" not in scored
 
+    if task == "tickets":  # a file with labels the model lacks: one error saying how to score the other rows
+        with open(tmp_path / dev, newline="") as f:
+            rows = list(csv.reader(f))[1:]
+        extra = [("buy now", "spam"), ("hi there", "other"), ("cheap pills", "spam")]
+        mixed = _csv(tmp_path / "mixed.csv", ["text", "label"], rows[:4] + extra + rows[4:])
+        for model in (artifact, export):
+            refused = _invoke(["eval", model, "--validation", mixed])
+            assert refused.exit_code == 1 and "--skip-unknown-labels" in refused.output, refused.output
+            kept = _invoke(["eval", model, "--validation", mixed, "--skip-unknown-labels", "--json"])
+            assert kept.exit_code == 0, kept.output
+            scored, plain = json.loads(kept.stdout), json.loads(_invoke(["eval", model, "--validation", dev, "--json"]).stdout)
+            assert scored["examples"] == plain["examples"] == len(rows)
+            assert scored["skipped_rows"] == 3 and scored["skipped_labels"] == {"spam": 2, "other": 1}
+            assert scored[primary] == pytest.approx(plain[primary], abs=1e-6) and "skipped_rows" not in plain
+            text = _invoke(["eval", model, "--validation", mixed, "--skip-unknown-labels"]).output
+            assert "left out 3 row(s) whose label the model lacks: 'spam' (2), 'other' (1)" in text
+
     for model in (artifact, export):  # its task is the user's file, not a GLUE set: say how to score it
         bare = _invoke(["eval", model])
         assert bare.exit_code == 1 and "trained on your own file" in bare.output and "--validation FILE" in bare.output
@@ -262,6 +279,8 @@ def test_task_and_files_together_and_a_missing_validation_file_are_refused(tmp_p
     assert alone.exit_code == 1 and "--validation FILE" in alone.output
     stray = _invoke(["eval", tmp_path, "--text-column", "text"])
     assert stray.exit_code == 1 and "--validation" in stray.output
+    skip = _invoke(["eval", tmp_path, "--task", "sst2", "--skip-unknown-labels"])
+    assert skip.exit_code == 1 and "--validation FILE" in skip.output and "error:" in skip.output
     assert not (tmp_path / "runs").exists() and not (tmp_path / "artifacts").exists()
 
 

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from kronedge.data import (MOVIE_REVIEWS, TASKS, DataError, DataFileError, DataFiles, TaskSource, TaskSpec,
-                           check_labels, compute_metrics, get_task, load_task)
+                           UnknownLabelsError, check_labels, compute_metrics, get_task, load_task)
 from kronedge.data.metrics import f1_macro, pearson, spearman
 
 REVIEWS = [("a charming film", "positive"), ("dull, and far too long", "negative"),
@@ -119,6 +119,23 @@ def test_fixed_width_codes_keep_their_spelling(tmp_path, caplog):
         ("1", "1.0", "10", "9", "other")
 
 
+@pytest.mark.parametrize("fmt", ["csv", "jsonl"])
+def test_labels_that_differ_only_by_surrounding_spaces_are_one_class_named_in_a_warning(tmp_path, caplog, fmt):
+    rows = [("a", "pos"), ("b", " pos"), ("c", "neg"), ("d", "pos "), ("e", " neg "), ("f", " neg "), ("g", " x")]
+    path = write(tmp_path, f"spaces.{fmt}", rows if fmt == "csv" else [{"text": t, "label": y} for t, y in rows],
+                 ["text", "label"] if fmt == "csv" else None)
+    for read in (lambda: DataFiles(train=path).load(), lambda: DataFiles(train=path).spec()):
+        caplog.clear()
+        with caplog.at_level("WARNING", logger="kronedge.data.examples"):
+            read()
+        warned = [r.getMessage() for r in caplog.records]
+        assert len(warned) == 2, warned  # 'x' is always written one way: nothing to say about it
+        assert "2 of the 3 rows of the class 'pos' write it with surrounding spaces (' pos', 'pos ')" in warned[1]
+        assert "2 of the 3 rows of the class 'neg'" in warned[0]
+    data = DataFiles(train=path).load()
+    assert data.spec.label_names == ("neg", "pos", "x") and data.labels == [1, 1, 0, 1, 0, 0, 2]
+
+
 def test_one_fractional_label_among_class_ids_is_asked_about(tmp_path):
     """A single 7.5 in a file of class ids is a typo more often than a regression target: ask, naming its line."""
     rows = [(f"text {i}", str(i % 20)) for i in range(60)] + [("typo", "7.5")]
@@ -184,6 +201,28 @@ def test_every_unknown_label_is_named_at_once(tmp_path):
     broken = _bad(tmp_path, "u.csv", b"text,label\na,x\nb,z\n,y\nc,w\n")
     with pytest.raises(DataFileError, match=r"u\.csv:3: unknown label 'z' for t: 1 row\(s\)"):
         DataFiles(validation=broken).load("validation", spec)
+
+
+def test_rows_with_unknown_labels_can_be_left_out_and_counted(tmp_path, caplog):
+    """skip_unknown (`eval --skip-unknown-labels`) keeps the rows the model can score, mapped as before, and counts
+    the others per label; a file with no known label at all is still an error."""
+    train = write(tmp_path, "t.csv", [("a", "x"), ("b", "y")], ["text", "label"])
+    dev = write(tmp_path, "v.csv", [("a", "y"), ("b", "z"), ("c", "x"), ("d", "z"), ("e", "w")], ["text", "label"])
+    spec = DataFiles(train=train).spec()
+    with pytest.raises(UnknownLabelsError, match=r"v\.csv:3: unknown label 'z'"):
+        DataFiles(validation=dev).load("validation", spec)
+    with caplog.at_level("WARNING"):
+        data = DataFiles(validation=dev).load("validation", spec, skip_unknown=True)
+    assert data.texts == ["a", "c"] and data.labels == [1, 0]
+    assert data.skipped == {"z": 2, "w": 1}
+    assert data.skipped_report() == {"skipped_rows": 3, "skipped_labels": {"z": 2, "w": 1}}
+    assert "left out 3 row(s) whose label the model lacks: 'z' (2), 'w' (1)" in caplog.text
+    assert data.subset(1).skipped == data.skipped
+    none_known = write(tmp_path, "n.csv", [("a", "z"), ("b", "w")], ["text", "label"])
+    with pytest.raises(DataFileError, match=r"n\.csv: no examples with a label of t \(all 2 rows were left out\)"):
+        DataFiles(validation=none_known).load("validation", spec, skip_unknown=True)
+    clean = DataFiles(validation=write(tmp_path, "c.csv", [("a", "x")], ["text", "label"])).load("validation", spec, True)
+    assert clean.skipped == {} and clean.skipped_report() == {}
 
 
 def test_regression_detected_from_float_labels(tmp_path):

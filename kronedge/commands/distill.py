@@ -7,6 +7,7 @@ import json
 import logging
 import re
 import sys
+from collections import Counter
 from pathlib import Path
 from typing import Optional
 
@@ -128,6 +129,9 @@ RESUME = Option("resume", bool, False, "Continue an interrupted run from its che
 EVAL_VALIDATION = Option("validation", Optional[Path], None, "Score on this labelled file (.csv, .tsv, .jsonl) "
                          "instead; its labels are matched by name to the model's.", field="validation")
 AS_JSON = Option("as_json", bool, False, "Print the result as one JSON object.", flag="--json")
+SKIP_UNKNOWN = Option("skip_unknown_labels", bool, False, "With --validation: leave out the rows whose label the model "
+                      "lacks (counted per label in the result) instead of stopping at them.",
+                      flag="--skip-unknown-labels")
 
 
 def _source(values: dict, task: str | None, data_files: list[Option]):
@@ -241,7 +245,7 @@ def _add_eval(app, friendly_errors, out) -> None:
          task_option("GLUE task (default: the artifact's own).", default=None), DATA_DIR,
          EVAL_VALIDATION],
         eval_files,
-        [Option("limit", Optional[int], None, "Score only the first N dev examples."), AS_JSON])
+        [Option("limit", Optional[int], None, "Score only the first N dev examples."), SKIP_UNKNOWN, AS_JSON])
     def eval_(**values):
         """Score a model on a GLUE dev set or your own labelled file (torch for artifacts, ONNX Runtime for
         exported models)."""
@@ -293,7 +297,9 @@ def _recorded_columns(model_dir: Path, validation: Path) -> dict:
 
 def _evaluate(out, values: dict, eval_files: list[Option]) -> None:
     """`kronedge eval`: an exported directory through ONNX Runtime, anything else through torch."""
-    model_dir, task, data_dir, validation = values["model_dir"], values["task"], values["data_dir"], values["validation"]
+    from ..data import UnknownLabelsError
+
+    model_dir, task, validation = values["model_dir"], values["task"], values["validation"]
     if values["limit"] is not None and values["limit"] < 1:
         raise UsageError(f"--limit must be >= 1 example, got {values['limit']}; leave it out to score them all")
     if validation is not None and not any(values[o.name] is not None for o in eval_files):
@@ -302,6 +308,20 @@ def _evaluate(out, values: dict, eval_files: list[Option]) -> None:
     source = _source(values, task, [EVAL_VALIDATION, *eval_files]) if validation is not None or task else None
     if validation is None and file_options:
         _source(values, None, eval_files)  # the data-file options without a file: one clear error
+    skip_unknown = values["skip_unknown_labels"]
+    if skip_unknown and validation is None:
+        raise UsageError("--skip-unknown-labels leaves rows of your --validation FILE out; a GLUE dev set has only "
+                         "its task's labels")
+    try:
+        result = _score(model_dir, values, source, task, skip_unknown)
+    except UnknownLabelsError as exc:
+        raise UnknownLabelsError(f"{exc}; pass --skip-unknown-labels to score the other rows") from None
+    _print_eval(out, result, model_dir, values["as_json"], validation if validation is not None else
+                f"{result.get('task', task)} dev")
+
+
+def _score(model_dir: Path, values: dict, source, task: str | None, skip_unknown: bool) -> dict:
+    data_dir, limit = values["data_dir"], values["limit"]
     if (model_dir / "manifest.json").is_file():
         from exporters.evaluate import evaluate_exported
         from runtime.contract import Manifest
@@ -312,24 +332,31 @@ def _evaluate(out, values: dict, eval_files: list[Option]) -> None:
             recorded = (manifest.source or {}).get("task_spec") or {}
             spec = source.model_spec(list(manifest.labels or ()), manifest.is_regression, manifest.task,
                                      recorded.get("primary_metric"))
-            data, task = source.load("dev", spec), spec
+            data, task = source.load("dev", spec, skip_unknown), spec
         own_file = ((manifest.source or {}).get("task_spec") or {}).get("data_file")
         if source is None and own_file:
             raise UsageError(f"{model_dir} was trained on your own file {own_file}: score it with --validation FILE")
         task = task or manifest.task
         if not task:
             raise UsageError(f"{model_dir}/manifest.json names no task: pass --task or --validation FILE")
-        result = evaluate_exported(model_dir, task, data_dir=data_dir, limit=values["limit"], data=data)
-    else:
-        from ..evaluation import evaluate_artifact
+        return evaluate_exported(model_dir, task, data_dir=data_dir, limit=limit, data=data)
+    from ..evaluation import evaluate_artifact
 
-        result = evaluate_artifact(model_dir, task, data_dir=data_dir, limit=values["limit"], source=source)
-    if values["as_json"]:
+    return evaluate_artifact(model_dir, task, data_dir=data_dir, limit=limit, source=source,
+                             skip_unknown_labels=skip_unknown)
+
+
+def _print_eval(out, result: dict, model_dir: Path, as_json: bool, where) -> None:
+    if as_json:
         print(json.dumps(result, indent=2))
     else:
         metrics = ", ".join(f"{k} {v:.4f}" for k, v in result.items() if isinstance(v, float) and k not in ("seconds",))
-        where = validation if validation is not None else f"{result.get('task', task)} dev"
         out.print(f"{model_dir} on {where} ({result.get('examples', '?')} examples): {metrics}")
+        skipped = result.get("skipped_labels")
+        if skipped:
+            from ..data.examples import describe_skipped
+
+            out.print(f"  left out {describe_skipped(Counter(skipped))}", highlight=False)
         weakest = weakest_classes(result.get("per_class") or {})
         if weakest:
             out.print(f"  weakest classes by F1: {weakest} (--json lists every class)", highlight=False)

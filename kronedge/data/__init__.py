@@ -19,10 +19,10 @@ from .files import MOVIE_REVIEWS, Columns, DataFiles, check_labels
 from .glue import TASKS, get_task, load_task, read_tsv, task_file
 from .metrics import METRICS, class_report, classification_report, compute_metrics, confusions
 from .source import TaskSource
-from .spec import DataError, DataFileError, TaskData, TaskSpec
+from .spec import DataError, DataFileError, TaskData, TaskSpec, UnknownLabelsError
 from .tables import FORMATS, Table, detect_format
 
-__all__ = ["TASKS", "TaskSpec", "TaskData", "DataError", "DataFileError", "get_task", "load_task", "read_tsv",
+__all__ = ["TASKS", "TaskSpec", "TaskData", "DataError", "DataFileError", "UnknownLabelsError", "get_task", "load_task", "read_tsv",
            "task_file", "compute_metrics", "class_report", "classification_report", "confusions", "METRICS",
            "load_corpus", "DataFiles", "Columns", "check_labels", "MOVIE_REVIEWS",
            "Table", "FORMATS", "detect_format", "TaskSource"]

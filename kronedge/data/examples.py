@@ -11,7 +11,7 @@ from array import array
 from collections import Counter, defaultdict
 from typing import Iterator, Sequence
 
-from .spec import CLASSIFICATION, REGRESSION, DataError, TaskData, TaskSpec, describe_labels
+from .spec import CLASSIFICATION, REGRESSION, DataError, TaskData, TaskSpec, UnknownLabelsError, describe_labels
 from .tables import Table
 
 logger = logging.getLogger(__name__)
@@ -69,19 +69,29 @@ def _number(table: Table, lineno: int, raw: str, task: str) -> float:
     return value
 
 
-def iter_rows(table: Table, text_keys: Sequence, label_key) -> Iterator[tuple[int, object, str]]:
-    """(line, text or (text, pair), raw label string) per record."""
+def iter_rows(table: Table, text_keys: Sequence, label_key,
+              padded: dict[str, Counter] | None = None) -> Iterator[tuple[int, object, str]]:
+    """(line, text or (text, pair), raw label string) per record.
+
+    Args:
+        padded: collects, per label, how the rows that wrote it with surrounding spaces spelled it (the label is
+            the text without them).
+    """
     for lineno, values in table.rows([*text_keys, label_key]):
         texts = tuple(_text(table, lineno, k, v) for k, v in zip(text_keys, values))
-        yield lineno, texts if len(texts) == 2 else texts[0], _raw_label(table, lineno, label_key, values[-1])
+        label = _raw_label(table, lineno, label_key, values[-1])
+        if padded is not None and isinstance(values[-1], str) and values[-1] != label:
+            padded.setdefault(label, Counter())[values[-1]] += 1
+        yield lineno, texts if len(texts) == 2 else texts[0], label
 
 
 def iter_examples(table: Table, spec: TaskSpec, text_keys: Sequence, label_key, split: str = "dev",
-                  chunk_size: int = 10_000) -> Iterator[TaskData]:
+                  chunk_size: int = 10_000, skipped: Counter | None = None) -> Iterator[TaskData]:
     """The file as :class:`TaskData` chunks of at most ``chunk_size`` examples, labels mapped by ``spec``.
 
     Only one chunk is alive at a time when the caller does not keep them: tokenise a chunk, drop it.
-    A label outside ``spec``'s label set is an error naming the file and line.
+    A label outside ``spec``'s label set is an error naming the file and line, or, given ``skipped``, a
+    row left out and counted there under its label.
     """
     if len(text_keys) != (2 if spec.is_pair else 1):
         raise table.error(f"{table.path}: {spec.name} is a {'pair' if spec.is_pair else 'single-text'} task "
@@ -96,6 +106,9 @@ def iter_examples(table: Table, spec: TaskSpec, text_keys: Sequence, label_key, 
             labels.append(_number(table, lineno, raw, spec.name))
         else:
             label = classes.get(raw)
+            if label is None and skipped is not None:
+                skipped[raw] += 1
+                continue
             if label is None:
                 raise _unknown_labels(table, spec, classes, lineno, raw, rows)
             labels.append(label)
@@ -144,22 +157,41 @@ def _unknown_labels(table: Table, spec: TaskSpec, classes: _ClassIndex, lineno: 
                 unknown[other] += 1
     except DataError:
         pass  # that row's own error comes once these labels are fixed
-    shown = ", ".join(f"{label!r} ({n})" for label, n in unknown.most_common(10))
-    more = f" and {len(unknown) - 10} more" if len(unknown) > 10 else ""
-    return table.error(f"{table.path}:{lineno}: unknown label {raw!r} for {spec.name}: {sum(unknown.values())} "
-                       f"row(s) hold {len(unknown)} label(s) the model lacks ({shown}{more}); the model's labels: "
-                       f"{describe_labels(classes.names)}")
+    return UnknownLabelsError(f"{table.path}:{lineno}: unknown label {raw!r} for {spec.name}: {sum(unknown.values())} "
+                              f"row(s) hold {len(unknown)} label(s) the model lacks ({describe_counts(unknown)}); the "
+                              f"model's labels: {describe_labels(classes.names)}")
 
 
-def read_examples(table: Table, spec: TaskSpec, text_keys: Sequence, label_key, split: str = "dev") -> TaskData:
-    """The whole file as one :class:`TaskData` with ``spec``'s label set (an empty file is an error)."""
+def describe_counts(rows_per_label: Counter, shown: int = 10) -> str:
+    """``"'x' (3), 'y' (2) and 4 more"``: the ``shown`` most frequent labels with their rows, and how many others."""
+    listed = ", ".join(f"{label!r} ({n})" for label, n in rows_per_label.most_common(shown))
+    return listed + (f" and {len(rows_per_label) - shown} more" if len(rows_per_label) > shown else "")
+
+
+def describe_skipped(rows_per_label: Counter) -> str:
+    """How a warning or a CLI line names the rows left out because the model lacks their label."""
+    return f"{sum(rows_per_label.values())} row(s) whose label the model lacks: {describe_counts(rows_per_label)}"
+
+
+def read_examples(table: Table, spec: TaskSpec, text_keys: Sequence, label_key, split: str = "dev",
+                  skip_unknown: bool = False) -> TaskData:
+    """The whole file as one :class:`TaskData` with ``spec``'s label set (an empty file is an error).
+
+    Args:
+        skip_unknown: leave out the rows whose label ``spec`` lacks, counted per label in ``TaskData.skipped``
+            (a warning names them), instead of failing on the first.
+    """
     texts, labels = [], []
-    for chunk in iter_examples(table, spec, text_keys, label_key, split):
+    skipped = Counter() if skip_unknown else None
+    for chunk in iter_examples(table, spec, text_keys, label_key, split, skipped=skipped):
         texts.extend(chunk.texts)
         labels.extend(chunk.labels)
+    if skipped:
+        logger.warning("%s: left out %s", table.path, describe_skipped(skipped))
     if not texts:
-        raise table.error(f"{table.path}: no examples")
-    return TaskData(spec, split, texts, labels, table.path)
+        raise table.error(f"{table.path}: no examples" + (f" with a label of {spec.name} (all {sum(skipped.values())} "
+                                                          "rows were left out)" if skipped else ""))
+    return TaskData(spec, split, texts, labels, table.path, dict(skipped or {}))
 
 
 class LabelSet:
@@ -176,6 +208,7 @@ class LabelSet:
         self.ids: dict[str, int] = {}
         self.first_line: dict[str, int] = {}
         self.rows = array("i")
+        self.padded: dict[str, Counter] = {}  # iter_rows(..., padded=labels.padded) fills it
 
     def add(self, raw: str, lineno: int) -> None:
         i = self.ids.get(raw)
@@ -234,6 +267,7 @@ class LabelSet:
                 logger.warning("%s: the labels %s are one class, %r (whole numbers are read by value, codes of one "
                                "width such as 001..020 keep their spelling, true/false in any case)", self.table.path,
                                ", ".join(map(repr, written)), name)
+        self._warn_padding(canonical)
         if len(names) < 2:
             hint = " (pass --problem-type regression for a numeric target)" if _is_number(names[0]) else ""
             raise self.table.error(f"{self.table.path}: every label is {names[0]!r}; a classifier needs at least "
@@ -241,6 +275,21 @@ class LabelSet:
         position = {name: i for i, name in enumerate(names)}
         index = [position[canonical[raw]] for raw in raws]
         return [index[i] for i in self.rows], tuple(names)
+
+    def _warn_padding(self, canonical: dict[str, str]) -> None:
+        """One warning per class that some rows write with surrounding spaces and others without (or with other
+        spaces): they are one class, which a user who meant two should know."""
+        if not self.padded:
+            return
+        rows, total, by_class = Counter(self.rows), Counter(), defaultdict(Counter)
+        for raw, i in self.ids.items():
+            total[canonical[raw]] += rows[i]
+            by_class[canonical[raw]].update(self.padded.get(raw, {}))
+        for name, padded in sorted(by_class.items()):
+            if padded and (len(padded) > 1 or padded.total() < total[name]):
+                logger.warning("%s: %d of the %d rows of the class %r write it with surrounding spaces (%s); "
+                               "spaces around a label are ignored, so they are one class", self.table.path,
+                               padded.total(), total[name], name, ", ".join(repr(w) for w, _ in padded.most_common(3)))
 
 
 def _integer(raw: str) -> str | None:
@@ -296,7 +345,7 @@ def infer_examples(table: Table, text_keys: Sequence, label_key, name: str, prob
     assert problem_type in (None, REGRESSION, CLASSIFICATION), problem_type
     labels = LabelSet(table, problem_type)
     texts = []
-    for lineno, text, raw in iter_rows(table, text_keys, label_key):
+    for lineno, text, raw in iter_rows(table, text_keys, label_key, labels.padded):
         texts.append(text)
         labels.add(raw, lineno)
     if not texts:

@@ -254,7 +254,7 @@ class DataFiles:
         table = self.table("train")
         columns = self._columns(table, None)
         labels = LabelSet(table, self.problem_type)
-        for lineno, _, raw in iter_rows(table, columns.text_keys, columns.label):  # also checks each row
+        for lineno, _, raw in iter_rows(table, columns.text_keys, columns.label, labels.padded):  # checks each row
             labels.add(raw, lineno)
         if not len(labels.rows):
             raise DataFileError(f"{table.path}: no examples")
@@ -267,13 +267,14 @@ class DataFiles:
         self.__dict__["_spec"] = spec  # a cache, not a field: equality and to_dict ignore it
         return spec
 
-    def load(self, split: str = "train", spec: TaskSpec | None = None) -> TaskData:
+    def load(self, split: str = "train", spec: TaskSpec | None = None, skip_unknown: bool = False) -> TaskData:
         """One split as :class:`TaskData` (``split``: ``train`` or ``validation``/``dev``).
 
         Args:
             spec: the label set to map labels by: the training file's (:meth:`spec`, the default) or
                 a trained model's, read back with ``TaskSpec.from_dict``; a label outside it is an
                 error naming the file and line.
+            skip_unknown: leave the rows with such a label out instead (``TaskData.skipped`` counts them).
         """
         key = self.split_key(split)
         table = self.table(key)
@@ -285,7 +286,7 @@ class DataFiles:
             return data
         spec = spec or self._spec_for(key)
         columns = self._columns(table, spec)
-        return read_examples(table, spec, columns.text_keys, columns.label, key)
+        return read_examples(table, spec, columns.text_keys, columns.label, key, skip_unknown)
 
     def iter_chunks(self, split: str = "train", spec: TaskSpec | None = None,
                     chunk_size: int = 10_000) -> Iterator[TaskData]:

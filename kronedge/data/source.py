@@ -68,16 +68,18 @@ class TaskSource:
     def name(self) -> str:
         return get_task(self.task).name if self.task is not None else self.files.task_name
 
-    def load(self, split: str = "train", spec: TaskSpec | None = None) -> TaskData:
+    def load(self, split: str = "train", spec: TaskSpec | None = None, skip_unknown: bool = False) -> TaskData:
         """``train`` or ``dev``/``validation`` as :class:`TaskData`.
 
         Args:
             spec: for files, the label set to map by (a trained model's); default :attr:`spec`.
+            skip_unknown: for files, leave out the rows whose label ``spec`` lacks (counted in
+                ``TaskData.skipped``) instead of failing.
         """
         if self.task is not None:
             glue_split = "dev" if split in ("dev", "validation", "eval") else split
             return load_task(self.task, glue_split, self.data_dir)
-        return self.files.load(split, spec)
+        return self.files.load(split, spec, skip_unknown)
 
     def check(self, splits=("train", "dev"), spec: TaskSpec | None = None) -> None:
         """Fail now on a missing or malformed file of ``splits`` (call it before loading a model)."""

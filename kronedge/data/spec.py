@@ -26,6 +26,10 @@ class DataFileError(DataError):
     """
 
 
+class UnknownLabelsError(DataFileError):
+    """Rows whose label the model does not have (``kronedge eval --skip-unknown-labels`` scores the others)."""
+
+
 REGRESSION = "regression"
 CLASSIFICATION = "single_label_classification"
 # What a task from a user's files is scored by, the primary metric first unless one is chosen (--metric).
@@ -151,9 +155,17 @@ class TaskData:
     texts: list  # list[str] or list[tuple[str, str]]
     labels: list  # list[int] (class indices) or list[float] (regression)
     path: Path | None = None
+    # Rows left out because the model lacks their label (read with skip_unknown): label -> rows
+    skipped: dict[str, int] = field(default_factory=dict)
 
     def __len__(self) -> int:
         return len(self.texts)
+
+    def skipped_report(self) -> dict:
+        """What an evaluation result says about the rows left out: ``{"skipped_rows", "skipped_labels"}``, or {}."""
+        if not self.skipped:
+            return {}
+        return {"skipped_rows": sum(self.skipped.values()), "skipped_labels": dict(self.skipped)}
 
     def subset(self, n: int | None, seed: int = 0) -> "TaskData":
         """A seeded random subset of ``n`` examples (all of them when n is None or larger)."""
@@ -162,7 +174,8 @@ class TaskData:
         import random
 
         idx = sorted(random.Random(seed).sample(range(len(self)), n))
-        return TaskData(self.spec, self.split, [self.texts[i] for i in idx], [self.labels[i] for i in idx], self.path)
+        return TaskData(self.spec, self.split, [self.texts[i] for i in idx], [self.labels[i] for i in idx], self.path,
+                        dict(self.skipped))
 
 
 def describe_labels(labels, shown: int = 12, longest: int = 40) -> str:
