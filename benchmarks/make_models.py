@@ -38,9 +38,9 @@ def log(msg: str) -> None:
 
 
 def host_preset() -> str:
-    from runtime.hostinfo import cpu_flags, has_cpu_flag
+    from runtime.hostinfo import cpu_flags, host_saturates_s8_weights
 
-    if has_cpu_flag("avx512_vnni", "avx512vnni"):
+    if not host_saturates_s8_weights():
         return "avx512_vnni"
     if cpu_flags(("avx512",)):
         return "avx512"

@@ -52,6 +52,17 @@ def has_cpu_flag(*names: str, cpuinfo: Path = CPUINFO) -> bool:
     return any(name in flags for name in names)
 
 
+# Any of these gives ONNX Runtime an x86 int8 GEMM that accumulates u8 x s8 products in int32 directly; without them
+# it adds pairs of products into int16 first (VPMADDUBSW), which saturates.
+EXACT_INT8_FLAGS = ("avx512_vnni", "avx_vnni", "amx_int8")
+
+
+def host_saturates_s8_weights(cpuinfo: Path = CPUINFO) -> bool:
+    """True on an x86 host without VNNI, where ORT's int8 GEMM saturates on s8 weights (ARM has no such step)."""
+    return platform.machine().lower() in ("x86_64", "amd64", "i686", "x86") and \
+        not has_cpu_flag(*EXACT_INT8_FLAGS, cpuinfo=cpuinfo)
+
+
 def versions(dists: tuple[str, ...] = RUNTIME_DISTS) -> dict[str, str | None]:
     """``{"python", "machine", <dist>: version or None}`` for the installed distributions ``dists``."""
     import importlib.metadata as md

@@ -24,9 +24,12 @@ from .contract import (GOLDEN_FILE, GOLDEN_MIN_SQNR_DB, INPUTS, MANIFEST_FILE, M
                        TOKENIZER_FILE, Manifest, ModelDirError, check_requires, load_golden, model_id, sqnr,
                        verify_files)
 from .errors import KronedgeError
-from .hostinfo import default_threads
+from .hostinfo import EXACT_INT8_FLAGS, default_threads, host_saturates_s8_weights
+from .threads import AUTO, ThreadTrial, candidate_threads, fastest
 
 GRAPH_OPT_LEVELS = ("disabled", "basic", "extended", "all")
+# threads="auto" times one input of this many tokens: about a sentence or two, what a request to a server holds.
+PROBE_TOKENS = 64
 # ORT fusions that are measured slower than the ops they replace, skipped unless a caller asks for them
 # (benchmarks/results/speed_fusions.md, speed_folds.md):
 # - SkipLayerNormFusion: ORT's fused CPU kernel is slower than Add + Add + LayerNormalization.
@@ -137,7 +140,10 @@ class Predictor:
     Args:
         model_dir: directory written by `kronedge export` (manifest.json, tokenizer.json, model.onnx|model.ort).
         threads: ORT intra-op threads; None: :func:`runtime.hostinfo.default_threads` for this model (1 for a
-            Kronecker export, whose many small ops lose from a second thread; ORT's default otherwise).
+            Kronecker export, whose many small ops lose from a second thread; ORT's default otherwise); "auto":
+            time the model at each of ``thread_candidates`` and keep the fastest (:mod:`runtime.threads`; the
+            measurement is ``thread_trial``).
+        thread_candidates: the counts "auto" chooses from (default: 1, 2, 4 up to this process's cores).
         model_file: "model.onnx", "model.ort" or None (model.onnx if present, else model.ort). The .onnx
             lets ORT optimise for this CPU; the .ort loads faster and is what ORT Mobile runs.
         graph_optimization: ORT graph optimisation level (disabled | basic | extended | all).
@@ -153,11 +159,12 @@ class Predictor:
         >>> Predictor("runs/rte-int8").predict([("A man plays.", "Someone plays.")])
     """
 
-    def __init__(self, model_dir: str | os.PathLike, threads: int | None = None, *, model_file: str | None = None,
+    def __init__(self, model_dir: str | os.PathLike, threads: int | str | None = None, *, model_file: str | None = None,
                  graph_optimization: str = "all", optimized_model_path: str | os.PathLike | None = None,
                  disabled_optimizers: Sequence[str] = DEFAULT_DISABLED_OPTIMIZERS, max_batch: int = 16,
                  max_padding: float = 0.3,
-                 max_length: int | None = None, verify: bool = True, allow_spinning: bool = True):
+                 max_length: int | None = None, verify: bool = True, allow_spinning: bool = True,
+                 thread_candidates: Sequence[int] | None = None):
         import onnxruntime as ort
         from tokenizers import Tokenizer
 
@@ -189,7 +196,16 @@ class Predictor:
         if not 2 <= self.max_length <= self.manifest.max_length:
             raise PredictorOptionError(f"max_length must be in [2, {self.manifest.max_length}] (the export's limit), got {max_length}")
         self.model_file = model_file
+        candidates = None
+        if threads == AUTO:
+            candidates = sorted(set(candidate_threads() if thread_candidates is None else thread_candidates))
+            if not candidates or any(isinstance(t, bool) or not isinstance(t, int) or t < 1 for t in candidates):
+                raise PredictorOptionError(f"thread_candidates must be counts >= 1, got {thread_candidates}")
+            threads = candidates[0]
+        elif threads is not None and (isinstance(threads, bool) or not isinstance(threads, int)):
+            raise PredictorOptionError(f"threads must be a count >= 1, None or {AUTO!r}, got {threads!r}")
         self.threads = default_threads(self.manifest.graph) if threads is None else threads
+        self.thread_trial: ThreadTrial | None = None
         # Named in every answer so a client can tell which model answered (NAME@VERSION).
         self.name, self.model_version = self.manifest.identity(self.model_dir.resolve().name)
 
@@ -203,8 +219,8 @@ class Predictor:
         self.tokenizer.enable_truncation(self.max_length)
         self.pad_id = self._pad_id()
 
-        self.session = create_session(self.model_dir / model_file, self.threads, graph_optimization, optimized_model_path,
-                                      allow_spinning, disabled_optimizers)
+        session_options = (graph_optimization, optimized_model_path, allow_spinning, disabled_optimizers)
+        self.session = create_session(self.model_dir / model_file, self.threads, *session_options)
         session_inputs = [i.name for i in self.session.get_inputs()]
         unknown = [name for name in session_inputs if name not in INPUTS]
         if unknown:
@@ -214,6 +230,24 @@ class Predictor:
             raise ModelDirError(f"{model_file} has outputs {outputs}, the manifest says {list(OUTPUTS)}")
         self.input_names = session_inputs
         self.output_name = OUTPUTS[0]
+        if candidates is not None and len(candidates) > 1:
+            self._choose_threads(candidates, session_options)
+
+    def _choose_threads(self, candidates: list[int], session_options: tuple) -> None:
+        """Time the model at each thread count on one request of ``PROBE_TOKENS`` tokens; keep the fastest session."""
+        sessions = {self.threads: self.session}
+        sessions.update({t: create_session(self.model_dir / self.model_file, t, *session_options)
+                         for t in candidates if t != self.threads})
+        feeds = self._probe_feeds()
+        self.thread_trial = fastest(sessions, lambda session: session.run([self.output_name], feeds))
+        self.threads, self.session = self.thread_trial.threads, sessions[self.thread_trial.threads]
+
+    def _probe_feeds(self) -> dict[str, np.ndarray]:
+        """One input of ``min(PROBE_TOKENS, max_length)`` tokens, fed as ``logits`` would feed it."""
+        length = min(PROBE_TOKENS, self.max_length)
+        item = ("word " * length, "word " * length) if self.manifest.pair_input else "word " * length
+        _, feeds = self._batches(self.encode([item]))[0]
+        return {name: array[:, :length] for name, array in feeds.items()}
 
     def _pad_id(self) -> int:
         padding = json.loads(self.tokenizer.to_str()).get("padding") or {}
@@ -250,7 +284,8 @@ class Predictor:
             "model_file": self.model_file, "sha256": (m.files.get(self.model_file) or {}).get("sha256"),
             # Not "source": it may name paths on the exporting machine, which clients have no use for.
             "versions": m.versions or None,
-            "runtime": {"onnxruntime": ort.__version__, "threads": self.threads, "max_batch": self.max_batch},
+            "runtime": {"onnxruntime": ort.__version__, "threads": self.threads, "max_batch": self.max_batch,
+                        **({"thread_trial": self.thread_trial.to_dict()} if self.thread_trial else {})},
         }
 
     # ---- tokenisation and batching -------------------------------------------------------------
@@ -370,6 +405,13 @@ class Predictor:
                                 f"{expected.shape}")
         score = sqnr(expected, got)
         report = {"sqnr_db": score, "max_abs_diff": float(np.abs(expected - got).max()) if got.size else 0.0}
+        if score < min_sqnr_db and (self.manifest.quantization or {}).get("weight_type") == "int8" \
+                and host_saturates_s8_weights():
+            raise ModelDirError(
+                f"golden check failed: SQNR {score:.1f} dB < {min_sqnr_db} dB. This x86 CPU has no VNNI "
+                f"({' / '.join(EXACT_INT8_FLAGS)}), and ONNX Runtime's int8 GEMM saturates on the s8 weights of this "
+                f"{(self.manifest.quantization or {}).get('name')} export (made for an ARM or VNNI CPU): export for "
+                "this machine with `kronedge export DIR --target x86_64 --quantize int8` (u8 weights here)")
         if score < min_sqnr_db:
             raise ModelDirError(f"golden check failed: SQNR {score:.1f} dB < {min_sqnr_db} dB "
                                 f"(max |diff| {report['max_abs_diff']:.3g}); the model or runtime is broken")

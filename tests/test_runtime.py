@@ -162,16 +162,16 @@ def test_saved_optimized_graph_and_ort_format(informative_export_fp32, tmp_path,
     np.testing.assert_allclose(p.logits(texts), predictor.logits(texts), atol=1e-4, rtol=1e-4)
 
 
-def test_int8_export_runs_and_matches_its_golden(informative_export_int8, predictor, probe_texts):
-    onnx_p = Predictor(informative_export_int8, threads=1, model_file="model.onnx")
-    ort_p = Predictor(informative_export_int8, threads=1, model_file="model.ort")
+def test_int8_export_runs_and_matches_its_golden(host_export_int8, predictor, probe_texts):
+    onnx_p = Predictor(host_export_int8, threads=1, model_file="model.onnx")
+    ort_p = Predictor(host_export_int8, threads=1, model_file="model.ort")
     assert onnx_p.check_golden()["sqnr_db"] > 40
     np.testing.assert_allclose(ort_p.logits(probe_texts), onnx_p.logits(probe_texts), atol=1e-4, rtol=1e-4)
     assert_int8_close(onnx_p.logits(probe_texts), predictor.logits(probe_texts))
 
 
-def test_int8_checks_fail_on_a_corrupted_weight(informative_export_int8, predictor, probe_texts, tmp_path):
-    d = shutil.copytree(informative_export_int8, tmp_path / "m")
+def test_int8_checks_fail_on_a_corrupted_weight(host_export_int8, predictor, probe_texts, tmp_path):
+    d = shutil.copytree(host_export_int8, tmp_path / "m")
     helpers.corrupt_weight(d / "model.onnx", d / "model.onnx")
     with pytest.raises(ModelDirError, match="sha256|bytes"):
         Predictor(d)  # the manifest's hash catches the changed file first...
@@ -184,8 +184,8 @@ def test_int8_checks_fail_on_a_corrupted_weight(informative_export_int8, predict
 
 
 @pytest.mark.parametrize("how", helpers.BREAKS)
-def test_int8_check_fails_on_a_broken_runtime(informative_export_int8, predictor, probe_texts, how):
-    broken = Predictor(informative_export_int8, threads=1)
+def test_int8_check_fails_on_a_broken_runtime(host_export_int8, predictor, probe_texts, how):
+    broken = Predictor(host_export_int8, threads=1)
     broken.session = helpers.BrokenSession(broken.session, how)
     with pytest.raises(AssertionError):
         assert_int8_close(broken.logits(probe_texts), predictor.logits(probe_texts))

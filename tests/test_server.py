@@ -596,13 +596,13 @@ def test_concurrent_requests_batched_answer_each_text_alone(export_dir, shared_p
     assert labels == {"negative", "positive"}
 
 
-def test_int8_server_answers_match_the_int8_predictor(informative_export_int8, probe_texts):
+def test_int8_server_answers_match_the_int8_predictor(host_export_int8, probe_texts):
     """The int8 model served: per text, the label and scores of the same int8 model run alone.
 
     Dynamic int8 picks activation scales per model run, so a text batched with others can move
     slightly: labels must agree and scores stay within 5e-3 (fp32 is held to 1e-4 above)."""
-    predictor = Predictor(informative_export_int8, threads=1)
-    config = ServeConfig(str(informative_export_int8), max_batch_texts=32, timeout_s=60)
+    predictor = Predictor(host_export_int8, threads=1)
+    config = ServeConfig(str(host_export_int8), max_batch_texts=32, timeout_s=60)
     requests = _mixed_requests(probe_texts, 12)
     with TestClient(create_app(config, predictor=predictor)) as c:
         answers = [c.post("/v1/classify", json={"texts": t}) for t in requests]

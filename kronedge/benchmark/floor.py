@@ -36,13 +36,9 @@ FLOOR_DEFINITION = (
 def probe_weight_type() -> str:
     """s8 weights where the CPU has a VNNI/AMX int8 dot product (the x86_64-vnni export preset), u8 on other
     x86 (VPMADDUBSW saturates u8 x s8), s8 on ARM."""
-    import platform
+    from runtime.hostinfo import host_saturates_s8_weights
 
-    from runtime.hostinfo import has_cpu_flag
-
-    if platform.machine() not in ("x86_64", "AMD64"):
-        return "int8"
-    return "int8" if has_cpu_flag("avx512_vnni", "avx512vnni", "avx_vnni", "amx_int8") else "uint8"
+    return "uint8" if host_saturates_s8_weights() else "int8"
 
 
 def build_probes(directory: Path, size: int = 1024) -> dict[str, Path]:

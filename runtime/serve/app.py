@@ -228,9 +228,10 @@ def _add_probe_routes(app: FastAPI, config: ServeConfig, batcher: Batcher, metri
 def load_predictor(config: ServeConfig) -> "Predictor":
     """The model of ``config``, checked against its golden logits (when exported with them) and warmed up."""
     from runtime.predictor import Predictor  # here, not at the top: `import runtime.serve.app` stays light
+    from runtime.threads import candidate_threads
 
     predictor = Predictor(config.model_dir, threads=config.threads, model_file=config.model_file,
-                          max_length=config.max_length)
+                          max_length=config.max_length, thread_candidates=candidate_threads(config.workers))
     if config.self_check and (Path(config.model_dir) / "golden.npz").is_file():
         predictor.check_golden()
     predictor.warmup()

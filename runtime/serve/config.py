@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Optional
 
 from ..errors import KronedgeError
+from ..threads import AUTO
 
 if TYPE_CHECKING:
     import argparse
@@ -44,9 +45,10 @@ class ServeConfig:
     model_dir: str = field(metadata={"help": "Exported model directory (written by `kronedge export`).", "positional": True})
     host: str = _opt("127.0.0.1", "Bind address. A non-loopback host needs a token or --allow-no-auth.")
     port: int = _opt(8080, "TCP port.")
-    # One ORT thread, not one per core: a Kronecker graph (many small GEMMs and Transposes) scales
-    # badly across threads, so cores are better spent on --workers (benchmarks/results/load.md).
-    threads: Optional[int] = _opt(1, "ONNX Runtime intra-op threads per worker (1 is fastest for Kronecker graphs).")
+    # Measured, not assumed: whether a second thread helps a Kronecker graph depends on the CPU
+    # (benchmarks/results/speed_avx2.md, speed_xeon.md); with --workers the cores are shared out first.
+    threads: Optional[str] = _opt(AUTO, "ONNX Runtime intra-op threads per worker: a count, or auto: at start-up, time "
+                                        "the model at 1, 2, 4 threads (up to the cores per worker) and keep the fastest.")
     model_file: Optional[str] = _opt(None, "model.onnx or model.ort (default: model.onnx if present).",
                                      choices=("model.onnx", "model.ort"))
     max_length: Optional[int] = _opt(None, "Truncate to this many tokens (<= the export's max_length).")
@@ -74,14 +76,24 @@ class ServeConfig:
                 raise ServeConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.drain_bytes < self.max_body_bytes:
             raise ServeConfigError(f"drain_bytes ({self.drain_bytes}) must be >= max_body_bytes ({self.max_body_bytes})")
-        if self.threads is not None and self.threads < 1:
-            raise ServeConfigError(f"threads must be >= 1 (or unset for ONNX Runtime's default), got {self.threads}")
+        self.threads = _threads(self.threads)
         if not self.timeout_s > 0:
             raise ServeConfigError(f"timeout must be > 0 seconds, got {self.timeout_s}")
         if not 0 <= self.port <= 65535:
             raise ServeConfigError(f"port must be in 0..65535, got {self.port}")
         if self.model_file is not None and self.model_file not in ("model.onnx", "model.ort"):
             raise ServeConfigError(f"model_file must be model.onnx or model.ort, got {self.model_file!r}")
+
+
+def _threads(value) -> int | str | None:
+    """``threads`` as the Predictor takes it: a count >= 1, ``"auto"``, or None (ONNX Runtime's default)."""
+    if value is None or value == AUTO:
+        return value
+    if isinstance(value, str) and value.strip().isdigit():
+        value = int(value)
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ServeConfigError(f"threads must be a count >= 1 or {AUTO}, got {value!r}")
+    return value
 
 
 @dataclass(frozen=True)

@@ -72,5 +72,6 @@ def serve(config: ServeConfig) -> None:
         access_log.info(json.dumps({"ts": round(time.time(), 3), "event": "start", "host": config.host,
                                     "port": sock.getsockname()[1], "auth": token is not None,
                                     "model_dir": str(config.model_dir),
+                                    "runtime": app.state.predictor.summary()["runtime"],
                                     "config": {k: v for k, v in asdict(config).items() if k != "token_env"}}))
         uvicorn.Server(uvicorn.Config(app, **uvicorn_settings(config))).run(sockets=[sock])
