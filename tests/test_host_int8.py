@@ -136,3 +136,24 @@ def test_the_runtime_names_the_cause_when_this_host_saturates(host_export_int8, 
     monkeypatch.setattr(runtime.predictor, "host_saturates_s8_weights", lambda: False)
     with pytest.raises(runtime.predictor.ModelDirError, match="the model or runtime is broken"):
         predictor.check_golden()
+
+
+@pytest.mark.parametrize("saturates", [True, False])
+def test_eval_scores_the_numbers_the_target_cpu_computes(informative_export_int8, monkeypatch, tmp_path, saturates):
+    """`kronedge eval` of an arm64 int8 export on an x86 host without VNNI scores the u8-weight twin (the Pi's
+    numbers), and says so; elsewhere it scores the file as ORT runs it here."""
+    from exporters.evaluate import evaluate_exported
+    from kronedge.data import load_task
+
+    monkeypatch.setattr(exporters.host_int8, "host_saturates_s8_weights", lambda: saturates)
+    result = evaluate_exported(informative_export_int8, "sst2", limit=48, threads=1)
+    assert result.get("host_int8") == (HOST_TWIN_NOTE if saturates else None)
+    model = onnx.load(informative_export_int8 / "model.onnx")
+    if saturates:
+        u8_weight_twin(model)
+    onnx.save(model, tmp_path / "scored.onnx")
+    predictor = Predictor(informative_export_int8, threads=1, max_batch=32)  # eval's batches: int8 scales per batch
+    predictor.session = create_session(tmp_path / "scored.onnx", threads=1)
+    data = load_task("sst2", "dev")
+    predictions = predictor.logits(data.texts[:48]).argmax(axis=1)
+    assert result["accuracy"] == pytest.approx(float(np.mean(predictions == np.array(data.labels[:48]))))
