@@ -114,12 +114,12 @@ def informative_export_int8(informative_artifact, probe_texts, tmp_path_factory)
 
 @pytest.fixture(scope="session")
 def host_export_int8(informative_export_int8, informative_artifact, probe_texts, tmp_path_factory):
-    """A dynamic int8 export this host computes exactly, for tests that run int8 numbers here: the arm64 one,
-    except on an x86 host without VNNI (its int8 GEMM saturates on s8 weights), where it is the x86_64 export
-    with the u8 weights that ``kronedge export`` picks on such a host."""
+    """A dynamic int8 export whose model.onnx and model.ort this host both computes exactly, for tests that run
+    int8 numbers here: the arm64 one, except on an x86 host without VNNI, where a model.ort (optimised ahead of time)
+    keeps the saturating products of s8 weights: there it is the x86_64 export with u8 weights (--no-vnni)."""
     from runtime.hostinfo import host_saturates_s8_weights
 
     if not host_saturates_s8_weights():
         return informative_export_int8
     return _checked_export(informative_artifact, tmp_path_factory.mktemp("informative") / "int8-host", probe_texts,
-                           target="x86_64", quantize="int8")
+                           target="x86_64", quantize="int8", vnni=False)

@@ -55,9 +55,9 @@ class ExportOptions:
         task: GLUE task name (labels, calibration and golden sentences), e.g. "sst2".
         max_length: longest sequence the model is validated at and the runtime should feed.
         data_dir: GLUE root for tasks that do not ship with kronedge (passed to ``load_task``).
-        vnni: x86_64 int8 only: the deployment CPU has VNNI (AVX-512 VNNI or AVX-VNNI: s8 weights are safe and
-            fastest); False selects u8 weights, which an x86 CPU without VNNI computes without saturating.
-            None: as this host (``exporters.host_int8``).
+        vnni: x86_64 int8 only: s8 weights, fastest on a CPU with VNNI (AVX-512 VNNI or AVX-VNNI) and run exactly
+            without it by the runtime (ORT's x64 precision mode); False stores u8 weights, for ONNX Runtime
+            sessions elsewhere that run on x86 CPUs without VNNI and lack that option.
         per_channel: quantize weights per output channel (default: the target preset decides).
         gelu: quantized exports only: "exact" or "tanh" GELU (default: the target preset decides).
         sqnr_floor_db: the int8 logits must keep this signal-to-noise ratio (dB) against PyTorch on
@@ -79,7 +79,7 @@ class ExportOptions:
     task: str | None = None
     max_length: int = 128
     data_dir: str | None = None
-    vnni: bool | None = None
+    vnni: bool = True
     per_channel: bool | None = None
     gelu: str | None = None
     sqnr_floor_db: float = BertOnnxConfig.SQNR_FLOOR_INT8_DB
@@ -113,9 +113,9 @@ class ExportOptions:
         if self.quantize == "int8-static" and not (self.task or self.calibration):
             raise ExportError("--quantize int8-static calibrates on real task sentences: give --task (e.g. sst2) or, "
                               "for your own task, --calibration FILE (one input text per line)")
-        if self.vnni is not None and (self.quantize == "none" or self.target != "x86_64"):
-            raise ExportError(f"--{'' if self.vnni else 'no-'}vnni picks the x86_64 int8 weights for CPUs with or "
-                              f"without VNNI; it does nothing for --target {self.target} --quantize {self.quantize}")
+        if not self.vnni and (self.quantize == "none" or self.target != "x86_64"):
+            raise ExportError("--no-vnni picks the x86_64 int8 weights for CPUs without VNNI; it does nothing for "
+                              f"--target {self.target} --quantize {self.quantize}")
         if self.calibration is not None and self.quantize != "int8-static":
             raise ExportError("--calibration is for --quantize int8-static (dynamic int8 needs no calibration)")
 

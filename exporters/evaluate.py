@@ -39,7 +39,7 @@ def evaluate_exported(model_dir: str | os.PathLike, task, data_dir: str | os.Pat
     from runtime.predictor import Predictor
 
     predictor = Predictor(model_dir, threads=threads, model_file=model_file, max_batch=batch_size)
-    exact = _exact_int8_session(predictor, model_dir, model_file)
+    host_int8 = _host_int8(predictor, model_file)
     data = data if data is not None else load_task(task, split="dev", data_dir=data_dir)
     task = data.spec.name
     if data.spec.is_regression != predictor.manifest.is_regression or (
@@ -62,29 +62,16 @@ def evaluate_exported(model_dir: str | os.PathLike, task, data_dir: str | os.Pat
     report = {} if data.spec.is_regression else classification_report(data.spec, predictions, labels)
     return {"task": task, "split": "dev", "examples": len(texts), "primary_metric": data.spec.primary_metric,
             **{k: float(v) for k, v in metrics.items()}, "seconds": round(seconds, 3), "backend": "onnxruntime",
-            "path": str(model_dir), "model_file": model_file, **data.skipped_report(), **exact, **report}
+            "path": str(model_dir), "model_file": model_file, **data.skipped_report(), **host_int8, **report}
 
 
-def _exact_int8_session(predictor, model_dir, model_file: str) -> dict:
-    """On an x86 host whose int8 GEMM saturates on s8 weights (no VNNI), run the u8-weight twin of model.onnx
-    instead (exporters.host_int8), so that the score is the one the target CPU gets; what the result says about it."""
-    import tempfile
-    from pathlib import Path
+def _host_int8(predictor, model_file: str) -> dict:
+    """What the score says when s8 weights run on an x86 host without VNNI: model.onnx runs exactly there (ORT's
+    precision mode, which create_session sets), model.ort keeps the saturating products it was optimised with."""
+    from runtime.hostinfo import host_saturates_s8_weights
+    from runtime.predictor import HOST_INT8_NOTE
 
-    from runtime.predictor import create_session
-
-    from .host_int8 import HOST_TWIN_NOTE, exact_on_host
-
-    if (predictor.manifest.quantization or {}).get("weight_type") != "int8":
+    if (predictor.manifest.quantization or {}).get("weight_type") != "int8" or not host_saturates_s8_weights():
         return {}
-    if model_file != "model.onnx":
-        from runtime.hostinfo import host_saturates_s8_weights
-
-        return {"host_int8": "this CPU's int8 GEMM saturates on the s8 weights of model.ort: score model.onnx, which "
-                             "is checked exactly here"} if host_saturates_s8_weights() else {}
-    with tempfile.TemporaryDirectory() as work:
-        exact = exact_on_host(Path(model_dir) / model_file, work)
-        if exact == Path(model_dir) / model_file:
-            return {}
-        predictor.session = create_session(exact, predictor.threads)
-    return {"host_int8": HOST_TWIN_NOTE}
+    return {"host_int8": HOST_INT8_NOTE if model_file == "model.onnx" else
+            "model.ort keeps this CPU's saturating int8 products (no VNNI): score model.onnx for the target CPU's"}

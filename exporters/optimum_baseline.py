@@ -26,7 +26,7 @@ OPTIMUM_PRESETS = {"arm64": "arm64", "x86_64": "avx512_vnni", "x86_64-novnni": "
 
 def optimum_baseline(model: str, out_dir: str | os.PathLike, target: str = "x86_64", quantize: str = "none",
                      optimization_level: int | None = 2, task: str | None = None, max_length: int = 128,
-                     vnni: bool | None = None) -> Path:
+                     vnni: bool = True) -> Path:
     """Export a dense teacher with optimum (+ ORTOptimizer, + ORTQuantizer preset) into a runtime directory.
 
     Args:
@@ -36,23 +36,18 @@ def optimum_baseline(model: str, out_dir: str | os.PathLike, target: str = "x86_
         quantize: "none" or "int8" (dynamic; optimum's CLI --arm64 is always dynamic as well).
         optimization_level: ORTOptimizer level (1, 2, 99) or None to skip.
         task: GLUE task for labels and golden sentences.
-        vnni: x86_64 int8: optimum's avx512_vnni preset (s8 weights) or its avx2 one (u8); None: as this host.
 
     Example:
         >>> optimum_baseline("random:bert-base-uncased", "runs/dense-int8", target="arm64", quantize="int8")
     """
     from kronedge.artifact import atomic_directory, sibling_prefix
 
-    from runtime.hostinfo import host_saturates_s8_weights
-
     from .export import _golden_texts, _task_data, _write_golden, _write_tokenizer, load_source
-    from .host_int8 import exact_on_host
     from .identity import resolve_task
 
     if quantize not in ("none", "int8"):
         raise ExportError(f"optimum baselines support --quantize none|int8 (dynamic), got {quantize!r}")
     ExportOptions(target=target, quantize=quantize, max_length=max_length, task=task, vnni=vnni)  # checks them
-    vnni = not host_saturates_s8_weights() if vnni is None else vnni
     task_data = _task_data(task)
     torch_model, tokenizer_dir, source = load_source(model, task_data.spec.num_labels if task_data else None)
     info = resolve_task(torch_model.config, source, task_data.spec if task_data is not None else None)
@@ -73,7 +68,7 @@ def optimum_baseline(model: str, out_dir: str | os.PathLike, target: str = "x86_
         shutil.copy2(current, out / "model.onnx")
         shutil.copy2(onnx_dir / "config.json", out / "config.json")
         _write_tokenizer(tokenizer_dir, out, max_length)
-        _write_golden(out, _golden_texts(task_data), max_length, exact_on_host(out / "model.onnx", work))
+        _write_golden(out, _golden_texts(task_data), max_length)
         _write_manifest(out, out_dir, info, max_length, target, quant_config, source | {"steps": steps})
     return Path(out_dir)
 

@@ -53,11 +53,8 @@ def tickets_cli(tickets_artifact, tmp_path_factory):
     A child process, not CliRunner: under pytest the root logger has pytest's handlers, so a warning that
     would reach a user's terminal through logging's last-resort/basicConfig path is only visible here.
     """
-    from runtime.hostinfo import host_saturates_s8_weights
-
     out = tmp_path_factory.mktemp("identity") / "tickets-int8"
-    target = "x86_64" if host_saturates_s8_weights() else "arm64"  # served below: an export this host runs exactly
-    child = Child(KRONEDGE_CLI, "export", str(tickets_artifact), "--out", str(out), "--target", target,
+    child = Child(KRONEDGE_CLI, "export", str(tickets_artifact), "--out", str(out), "--target", "arm64",
                   "--quantize", "int8", "--max-length", str(MAX_LEN), "--name", "tickets-kb21@1.2.0",
                   logs=out.with_name("logs"), env={"COLUMNS": "40"})  # narrow: any wrapping would show
     assert child.wait(timeout=600) == 0, child.stderr()

@@ -35,10 +35,9 @@ def register(app, friendly_errors) -> None:
         task: Optional[str] = typer.Option(None, help="GLUE task (labels, calibration, golden sentences), e.g. sst2."),
         max_length: int = typer.Option(128, help="Longest sequence validated and recorded in the manifest."),
         data_dir: Optional[Path] = typer.Option(None, help="GLUE root for tasks that do not ship with kronedge."),
-        vnni: Optional[bool] = typer.Option(None, "--vnni/--no-vnni", show_default=False,
-                                            help="x86_64 int8: s8 weights for a CPU with AVX-512 VNNI or AVX-VNNI "
-                                                 "(--vnni) or u8 weights for one without (--no-vnni), whose s8 GEMM "
-                                                 "saturates. Default: as this machine."),
+        no_vnni: bool = typer.Option(False, "--no-vnni", help="x86_64 int8 with u8 weights, for ONNX Runtime "
+                                                              "sessions other than kronedge's on x86 CPUs without VNNI "
+                                                              "(kronedge's runtime runs s8 weights exactly there)."),
         sqnr_floor: Optional[float] = typer.Option(None, help="int8 only: minimum SQNR (dB) of the logits vs PyTorch "
                                                               f"on real sentences, else the export fails (default: "
                                                               f"{SQNR_FLOOR_HELP:g})."),
@@ -65,7 +64,7 @@ def register(app, friendly_errors) -> None:
         with console.status(f"exporting {model} ({target}, {quantize}, {profile})..."):
             path = export_model(model, out_dir, target=target, quantize=quantize, profile=profile, task=task,
                                 max_length=max_length,
-                                data_dir=str(data_dir) if data_dir else None, vnni=vnni,
+                                data_dir=str(data_dir) if data_dir else None, vnni=not no_vnni,
                                 **({"sqnr_floor_db": sqnr_floor} if sqnr_floor is not None else {}),
                                 name=model_name, model_version=model_version,
                                 gelu=gelu, fold_biases=fold_biases,
@@ -86,7 +85,7 @@ def summary_text(path: Path) -> str:
         parts.append(f"fp32 max|diff| {val['fp32']['max_abs_diff']:.1e}")
     if "int8" in val:
         parts.append(f"int8 SQNR >= {val['int8']['min_sqnr_db']} dB"
-                     + (" (checked with u8 weights: this CPU saturates on s8)" if val["int8"].get("host_twin") else ""))
+                     + (" (in ORT's x64 precision mode: this CPU has no VNNI)" if val["int8"].get("host_int8") else ""))
     if manifest.is_regression:
         answers = "a value (regression, no labels)"
     else:
