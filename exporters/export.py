@@ -27,10 +27,10 @@ import numpy as np
 import torch
 
 from runtime.contract import GOLDEN_FILE, MANIFEST_FILE, OUTPUTS, TOKENIZER_FILE
+from runtime.hostinfo import host_saturates_s8_weights
 from runtime.predictor import HOST_INT8_NOTE, create_session
 
 from .config import BertOnnxConfig, ExportError, ExportOptions
-from runtime.hostinfo import host_saturates_s8_weights
 from .identity import TaskInfo, resolve_task
 
 SAMPLE_SENTENCES = (
