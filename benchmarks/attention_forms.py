@@ -24,7 +24,7 @@ from onnx import TensorProto as T
 from onnx import helper as h
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from runtime.hostinfo import machine, versions  # noqa: E402
+from runtime.hostinfo import provenance  # noqa: E402
 
 HEADS, HEAD_SIZE, LAYERS = 12, 64, 12
 WIDTH = HEADS * HEAD_SIZE
@@ -77,9 +77,7 @@ def main() -> int:
     parser.add_argument("--seq", default="32,128")
     parser.add_argument("--runs", type=int, default=60)
     args = parser.parse_args()
-    print(f"command: python benchmarks/attention_forms.py --seq {args.seq} --runs {args.runs}")
-    print(f"host: {machine()}")
-    print(f"versions: {versions(('onnxruntime', 'onnx', 'numpy'))}")
+    print("\n".join(provenance(sys.argv, ("onnxruntime", "onnx", "numpy"))))
     print(f"1 thread, batch 1, median thread CPU time of {args.runs} interleaved runs")
     for seq in (int(s) for s in args.seq.split(",")):
         rng = np.random.default_rng(0)

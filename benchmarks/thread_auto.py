@@ -15,7 +15,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from runtime.hostinfo import machine, versions  # noqa: E402
+from runtime.hostinfo import provenance  # noqa: E402
 from runtime.predictor import Predictor  # noqa: E402
 from runtime.threads import AUTO  # noqa: E402
 
@@ -25,9 +25,7 @@ def main() -> int:
     parser.add_argument("models", nargs="+")
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
-    print(f"command: python benchmarks/thread_auto.py {' '.join(args.models)} --repeats {args.repeats}")
-    print(f"host: {machine()}")
-    print(f"versions: {versions(('onnxruntime', 'numpy', 'tokenizers'))}")
+    print("\n".join(provenance(sys.argv, ("onnxruntime", "numpy", "tokenizers"))))
     for model in args.models:
         for _ in range(args.repeats):
             trial = Predictor(model, threads=AUTO).thread_trial

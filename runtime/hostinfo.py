@@ -82,6 +82,12 @@ def machine() -> dict:
             "flags": cpu_flags(KERNEL_FLAG_PREFIXES)}
 
 
+def provenance(argv: list[str], dists: tuple[str, ...]) -> list[str]:
+    """The lines a measurement script prints before its figures: its command (``sys.argv``), the machine, the
+    versions of ``dists``."""
+    return [f"command: python {' '.join(argv)}", f"host: {machine()}", f"versions: {versions(dists)}"]
+
+
 def default_threads(graph: dict | None) -> int | None:
     """The intra-op thread count a Predictor uses when none is given, from the manifest's ``graph`` section:
     1 for a Kronecker export (one whose graph passes rewrote Kronecker factors), else None (ONNX Runtime's
