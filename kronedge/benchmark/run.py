@@ -190,7 +190,9 @@ class Bench:
                         "qemu": self.qemu_version},
             "environment": self.environment,
             "settings": {**cfg.to_dict(), "interleaved": True,
-                         "session": "runtime.predictor.create_session (arena off, sequential, ORT_ENABLE_ALL)"},
+                         "session": "runtime.predictor.create_session (arena off, sequential, ORT_ENABLE_ALL)"
+                                    + (", x64 int8 precision mode (s8 weights run as u8: no VNNI here)"
+                                       if not cfg.emulated and hostinfo.host_saturates_s8_weights() else "")},
             "floor": ({"definition": floor.FLOOR_DEFINITION.format(n=cfg.probe_size), "probe_size": cfg.probe_size,
                        "probe_weight_type": floor.probe_weight_type(), "probes": self.probes} if self.probes else None),
             "baseline": self.models[0].name,
