@@ -68,10 +68,10 @@ def evaluate_exported(model_dir: str | os.PathLike, task, data_dir: str | os.Pat
 def _host_int8(predictor, model_file: str) -> dict:
     """What the score says when s8 weights run on an x86 host without VNNI: model.onnx runs exactly there (ORT's
     precision mode, which create_session sets), model.ort keeps the saturating products it was optimised with."""
-    from runtime.hostinfo import host_saturates_s8_weights
+    from runtime.hostinfo import clips_s8_weights
     from runtime.predictor import HOST_INT8_NOTE
 
-    if (predictor.manifest.quantization or {}).get("weight_type") != "int8" or not host_saturates_s8_weights():
+    if not clips_s8_weights(predictor.manifest.quantization):
         return {}
     return {"host_int8": HOST_INT8_NOTE if model_file == "model.onnx" else
             "model.ort keeps this CPU's saturating int8 products (no VNNI): score model.onnx for the target CPU's"}

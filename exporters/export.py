@@ -27,7 +27,7 @@ import numpy as np
 import torch
 
 from runtime.contract import GOLDEN_FILE, MANIFEST_FILE, OUTPUTS, TOKENIZER_FILE
-from runtime.hostinfo import host_saturates_s8_weights
+from runtime.hostinfo import clips_s8_weights
 from runtime.predictor import HOST_INT8_NOTE, create_session
 
 from .config import BertOnnxConfig, ExportError, ExportOptions
@@ -278,7 +278,7 @@ def _export_into(model, out: Path, work: Path, tokenizer_dir: Path, opts: Export
     saturating_host = False
     if opts.quantize != "none":
         preset = preset_for(opts.target, opts.quantize, vnni=opts.vnni, per_channel=opts.per_channel, gelu=opts.gelu)
-        saturating_host = preset.weight_type == "int8" and host_saturates_s8_weights()
+        saturating_host = clips_s8_weights(preset.to_dict())
         calibration = None
         if preset.is_static:
             calibration = _calibration_feeds(tokenizer_dir, task_data, opts, info.pair_input)

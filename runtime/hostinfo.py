@@ -63,6 +63,12 @@ def host_saturates_s8_weights(cpuinfo: Path = CPUINFO) -> bool:
         not has_cpu_flag(*EXACT_INT8_FLAGS, cpuinfo=cpuinfo)
 
 
+def clips_s8_weights(quantization: dict | None) -> bool:
+    """True when a model quantized so (a manifest's ``quantization`` dict or a preset's ``to_dict()``) has s8 weights
+    and this host's int8 GEMM saturates on them."""
+    return (quantization or {}).get("weight_type") == "int8" and host_saturates_s8_weights()
+
+
 def versions(dists: tuple[str, ...] = RUNTIME_DISTS) -> dict[str, str | None]:
     """``{"python", "machine", <dist>: version or None}`` for the installed distributions ``dists``."""
     import importlib.metadata as md

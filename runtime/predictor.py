@@ -24,7 +24,7 @@ from .contract import (GOLDEN_FILE, GOLDEN_MIN_SQNR_DB, INPUTS, MANIFEST_FILE, M
                        TOKENIZER_FILE, Manifest, ModelDirError, check_requires, load_golden, model_id, sqnr,
                        verify_files)
 from .errors import KronedgeError
-from .hostinfo import EXACT_INT8_FLAGS, default_threads, host_saturates_s8_weights
+from .hostinfo import EXACT_INT8_FLAGS, clips_s8_weights, default_threads, host_saturates_s8_weights
 from .threads import AUTO, ThreadTrial, candidate_threads, fastest
 
 GRAPH_OPT_LEVELS = ("disabled", "basic", "extended", "all")
@@ -32,7 +32,7 @@ GRAPH_OPT_LEVELS = ("disabled", "basic", "extended", "all")
 PROBE_TOKENS = 64
 # ONNX Runtime's own fix for x86 CPUs without VNNI, whose u8 x s8 GEMM adds pairs of products into int16 (VPMADDUBSW)
 # and saturates: at load, its Avx2WeightS8ToU8Transformer stores the s8 weights of MatMulInteger,
-# DynamicQuantizeMatMul, QAttention ... as u8 of the same value, and the u8 x u8 GEMM does not saturate. Set only
+# DynamicQuantizeMatMul and its other int8 GEMM ops as u8 of the same value, and the u8 x u8 GEMM does not saturate. Set only
 # where hostinfo.host_saturates_s8_weights() (ORT would also apply it on VNNI CPUs, which need no help and lose speed).
 # A model.ort is optimised ahead of time, so it keeps the saturating products (benchmarks/results/speed_avx2.md).
 X64_QUANT_PRECISION = "session.x64quantprecision"
@@ -415,8 +415,7 @@ class Predictor:
                                 f"{expected.shape}")
         score = sqnr(expected, got)
         report = {"sqnr_db": score, "max_abs_diff": float(np.abs(expected - got).max()) if got.size else 0.0}
-        if score < min_sqnr_db and self.model_file == "model.ort" and host_saturates_s8_weights() \
-                and (self.manifest.quantization or {}).get("weight_type") == "int8":
+        if score < min_sqnr_db and self.model_file == "model.ort" and clips_s8_weights(self.manifest.quantization):
             raise ModelDirError(
                 f"golden check failed: SQNR {score:.1f} dB < {min_sqnr_db} dB. This x86 CPU has no VNNI "
                 f"({' / '.join(EXACT_INT8_FLAGS)}), so ONNX Runtime's int8 GEMM saturates on the s8 weights of this "

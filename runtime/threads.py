@@ -15,7 +15,6 @@ from dataclasses import dataclass
 from typing import Callable, Mapping
 
 AUTO = "auto"
-MOST_THREADS = 4  # beyond this a BERT-sized model at batch 1 has nothing left to split
 MARGIN = 0.05
 WARMUP = 2
 # Timed runs per candidate: as many as fit in BUDGET_S for the slowest one, within [MIN_RUNS, MAX_RUNS]. A fast
@@ -31,9 +30,9 @@ def usable_cores() -> int:
 
 
 def candidate_threads(workers: int = 1, cores: int | None = None) -> list[int]:
-    """1, 2, 4 ... up to the cores each of ``workers`` parallel model runs can have (at most ``MOST_THREADS``)."""
+    """1, 2 and 4, up to the cores each of ``workers`` parallel model runs can have."""
     share = max(1, (usable_cores() if cores is None else cores) // max(1, workers))
-    return [t for t in (1, 2, 4, 8) if t <= min(share, MOST_THREADS)]
+    return [t for t in (1, 2, 4) if t <= share]  # past 4 a BERT at batch 1 has little left to split
 
 
 @dataclass(frozen=True)

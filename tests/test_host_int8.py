@@ -77,9 +77,8 @@ def test_export_and_eval_say_how_they_ran_s8_weights(informative_export_int8, in
                                                       monkeypatch, saturates):
     """The arm64 export's checks ran its s8 weights exactly on such a host, and golden.npz holds those logits:
     what a Pi computes. model.ort (optimised ahead of time) is checked against model.onnx run the same way."""
-    for module in (exporters.export, exporters.evaluate, runtime.predictor, hostinfo):
-        if hasattr(module, "host_saturates_s8_weights"):
-            monkeypatch.setattr(module, "host_saturates_s8_weights", lambda: saturates)
+    for module in (runtime.predictor, hostinfo):  # the session factory's binding and the one clips_s8_weights reads
+        monkeypatch.setattr(module, "host_saturates_s8_weights", lambda: saturates)
     arm = exporters.export.export_model(informative_artifact, tmp_path / "arm", target="arm64", quantize="int8",
                                         max_length=32)
     validation = json.loads((arm / "manifest.json").read_text())["validation"]
@@ -104,7 +103,8 @@ def test_the_runtime_names_the_cause_when_a_model_ort_saturates(host_export_int8
     manifest = json.loads((d / "manifest.json").read_text())
     manifest["quantization"]["weight_type"] = "int8"
     (d / "manifest.json").write_text(json.dumps(manifest))
-    monkeypatch.setattr(runtime.predictor, "host_saturates_s8_weights", lambda: True)
+    for module in (runtime.predictor, hostinfo):
+        monkeypatch.setattr(module, "host_saturates_s8_weights", lambda: True)
     with pytest.raises(ModelDirError, match="no VNNI .* model.ort"):
         Predictor(d, threads=1, verify=False, model_file="model.ort").check_golden()
     with pytest.raises(ModelDirError, match="the model or runtime is broken"):  # model.onnx runs exactly
