@@ -4,7 +4,7 @@ Every preset quantizes the MatMuls whose second input is a constant (both produc
 Kronecker layer, the embedding factor, pooler and classifier) and the Gathers of constant tables
 (the Kronecker embedding's A^E, position and token-type embeddings). The attention core is a fused
 op and stays float. Factor products with a tiny inner dimension (constant with <= ``float_max_inner``
-rows, e.g. kb21's attention B 16x2) stay fp32: int8 buys nothing on a K=2 GEMM, while the fp32 MatMul
+rows, e.g. kb21's A 16x2 factors) stay fp32: int8 buys nothing on a K=2 GEMM, while the fp32 MatMul
 lets ONNX Runtime fold the axis swap in front of it into FusedMatMul(transA) instead of running a
 Transpose + DynamicQuantizeLinear (kb21 int8: 29.0 -> 23.3 ms at 1 thread, with the KronSmallLeft rule
 19.9 ms; benchmarks/results/speed_followup.md). The exact preset is saved in manifest.json.

@@ -35,8 +35,16 @@ class KronShape:
 
     @property
     def a_first(self) -> bool:
-        """True when contracting with A first costs fewer multiply-adds than with B first."""
-        return self.macs_a_first <= self.macs_b_first
+        """True when contracting with A first costs fewer multiply-adds than with B first.
+
+        On a tie the factor with the longer inner dimension goes first. When that is B, its product is one
+        flat GEMM over the input's contiguous axis, and the small A, second, sits between two axis swaps of
+        this layer's own that an exporter turns into one copy-free left-hand product (A first would put the
+        first swap on the layer's input, which Q, K and V share).
+        """
+        if self.macs_a_first != self.macs_b_first:
+            return self.macs_a_first < self.macs_b_first
+        return self.n1 > self.n2
 
     @property
     def macs_a_first(self) -> int:

@@ -21,6 +21,7 @@ from exporters.export import export_model, torch_to_onnx
 from exporters.manifest import sha256
 from exporters.validate import ValidationError, check_domains, check_ort_matches, random_inputs, validate
 from kronedge.artifact import ArtifactError
+from kronedge.kron_shape import KronShape
 from kronedge.layers import KroneckerEmbedding, KroneckerLinear
 
 TINY = helpers.TINY_FIELDS
@@ -540,3 +541,37 @@ def test_gelu_tanh_rule_changes_values_by_little():
     diff = np.abs(create_session(exact.SerializeToString()).run(None, x)[0]
                   - create_session(approx.SerializeToString()).run(None, x)[0]).max()
     assert 1e-6 < diff < 1e-3
+
+
+# The presets' factor order on the tiny BERT (hidden 48, FFN 96): every role with its small factor first, and the
+# same sizes with attention's factors swapped, as the paper's Table 1 lists them (small factor second).
+SMALL_FIRST = {"attention": KronShape(4, 2, 12, 24), "ffn_up": KronShape(4, 2, 24, 24),
+               "ffn_down": KronShape(2, 4, 24, 24)}
+ATTENTION_SMALL_SECOND = {**SMALL_FIRST, "attention": KronShape(12, 24, 4, 2)}
+# kb8's attention: either contraction order costs the same, and the tie must go to the order without swaps.
+SMALL_FIRST_TIE = {**SMALL_FIRST, "attention": KronShape(2, 2, 24, 24)}
+
+
+@pytest.mark.parametrize("role_shapes, transposes", [(SMALL_FIRST, 0), (SMALL_FIRST_TIE, 0),
+                                                      (ATTENTION_SMALL_SECOND, 6 * LAYERS)])
+def test_small_first_factors_export_without_axis_swaps(tmp_path, role_shapes, transposes):
+    from exporters import passes
+    from kronedge.planner import KronConfig
+    from kronedge.surgery import kronize_
+    from runtime.predictor import create_session
+
+    torch.manual_seed(0)
+    model = helpers.tiny_bert()
+    kronize_(model, KronConfig(compression=7, embedding_k=8, role_shapes=role_shapes))
+    for p in model.parameters():  # factors large enough that a misplaced axis would show in the logits
+        torch.nn.init.normal_(p, std=0.5)
+    raw = onnx.load(torch_to_onnx(model, tmp_path / "raw.onnx"))
+    heads = TINY["num_attention_heads"]
+    out, _ = passes.optimize(raw, "portable", heads, TINY["hidden_size"] // heads, expect_attention=LAYERS)
+    assert Counter(n.op_type for n in out.graph.node)["Transpose"] == transposes
+    feeds = helpers.encode(["a first text", "and a second, longer text than the first one"])
+    got = create_session(out.SerializeToString()).run(None, {k: v.astype(np.int64) for k, v in feeds.items()})[0]
+    with torch.no_grad():
+        want = model(**{k: torch.from_numpy(v.astype(np.int64)) for k, v in feeds.items()}).logits.numpy()
+    assert np.abs(want).max() > 1e-2
+    np.testing.assert_allclose(got, want, atol=1e-4, rtol=1e-4)

@@ -119,7 +119,7 @@ def test_embedding_width_must_divide():
 
 
 def test_shape_counts():
-    shape = KronShape(48, 384, 16, 2)  # KroneckerBERT21 attention
+    shape = KronShape(48, 384, 16, 2)  # KroneckerBERT21 attention in Table 1's order
     assert shape.params == 48 * 384 + 16 * 2
     assert shape.macs == min(shape.macs_a_first, shape.macs_b_first) < 768 * 768
     with pytest.raises(ValueError, match="positive integer"):
