@@ -67,6 +67,9 @@ KRON_LINEARS = 6 * LAYERS
 # per tiny layer attention.output, intermediate and output.dense; Q/K/V share one transposed input.
 SMALL_LEFT = 3 * LAYERS
 EXPECTED_MATMULS = 2 * KRON_LINEARS + 1 + 2
+# The tiny shapes' factors with a side of 1 (A 1x2, A 2x1) leave three swaps per layer that move only a size-1
+# axis: Reshapes after UnitTranspose.
+UNIT_SWAPS = 3 * LAYERS
 
 
 def test_directory_matches_interface(portable):
@@ -87,7 +90,7 @@ def test_directory_matches_interface(portable):
     # FFN-down biases of every layer were folded away before tracing
     assert manifest["graph"]["passes"] == {"FoldBiases": 3 * LAYERS, "GemmToMatMulAdd": 2, "KronTranspose": KRON_LINEARS, "KronUnitSwap": 0,
                                            "KronSmallLeft": SMALL_LEFT, "PositionIds": 1, "OnnxAttention": LAYERS,
-                                           "KronRank4": KRON_LINEARS + 1}
+                                           "KronRank4": KRON_LINEARS + 1, "UnitTranspose": UNIT_SWAPS}
     golden = np.load(portable / "golden.npz")
     assert golden["input_ids"].dtype == np.int64 and golden["logits"].shape == (golden["input_ids"].shape[0], 2)
 
@@ -400,7 +403,7 @@ def test_attention_rule_checks_scale_and_counts(tmp_path):
     heads, head_size = TINY["num_attention_heads"], TINY["hidden_size"] // TINY["num_attention_heads"]
     _, counts = passes.optimize(raw, "portable", heads, head_size)
     assert counts == {"GemmToMatMulAdd": 2, "KronTranspose": 0, "KronUnitSwap": 0, "KronSmallLeft": 0, "PositionIds": 1,
-                      "OnnxAttention": LAYERS, "KronRank4": 0}
+                      "OnnxAttention": LAYERS, "KronRank4": 0, "UnitTranspose": 0}
     # A wrong head size makes check() reject every match (the divisor is not sqrt(head_size))...
     _, counts = passes.optimize(raw, "ort", heads, head_size * 2)
     assert counts["MultiHeadAttention"] == 0
@@ -550,11 +553,16 @@ SMALL_FIRST = {"attention": KronShape(4, 2, 12, 24), "ffn_up": KronShape(4, 2, 2
 ATTENTION_SMALL_SECOND = {**SMALL_FIRST, "attention": KronShape(12, 24, 4, 2)}
 # kb8's attention: either contraction order costs the same, and the tie must go to the order without swaps.
 SMALL_FIRST_TIE = {**SMALL_FIRST, "attention": KronShape(2, 2, 24, 24)}
+# SVD corners, A (m x 1) ⊗ B (1 x n) summed r times (compress's default structure): the last swap of each product
+# moves only a size-1 axis.
+SVD_CORNERS = {"attention": KronShape(48, 1, 1, 48), "ffn_up": KronShape(96, 1, 1, 48),
+               "ffn_down": KronShape(48, 1, 1, 96)}
 
 
-@pytest.mark.parametrize("role_shapes, transposes", [(SMALL_FIRST, 0), (SMALL_FIRST_TIE, 0),
-                                                      (ATTENTION_SMALL_SECOND, 6 * LAYERS)])
-def test_small_first_factors_export_without_axis_swaps(tmp_path, role_shapes, transposes):
+@pytest.mark.parametrize("role_shapes, rank, transposes", [(SMALL_FIRST, 1, 0), (SMALL_FIRST_TIE, 1, 0),
+                                                            (SVD_CORNERS, 1, 0), (SVD_CORNERS, 3, 0),
+                                                            (ATTENTION_SMALL_SECOND, 1, 6 * LAYERS)])
+def test_factor_orders_export_without_axis_swaps(tmp_path, role_shapes, rank, transposes):
     from exporters import passes
     from kronedge.planner import KronConfig
     from kronedge.surgery import kronize_
@@ -562,7 +570,7 @@ def test_small_first_factors_export_without_axis_swaps(tmp_path, role_shapes, tr
 
     torch.manual_seed(0)
     model = helpers.tiny_bert()
-    kronize_(model, KronConfig(compression=7, embedding_k=8, role_shapes=role_shapes))
+    kronize_(model, KronConfig(compression=7, embedding_k=8, rank=rank, role_shapes=role_shapes))
     for p in model.parameters():  # factors large enough that a misplaced axis would show in the logits
         torch.nn.init.normal_(p, std=0.5)
     raw = onnx.load(torch_to_onnx(model, tmp_path / "raw.onnx"))
@@ -575,3 +583,31 @@ def test_small_first_factors_export_without_axis_swaps(tmp_path, role_shapes, tr
         want = model(**{k: torch.from_numpy(v.astype(np.int64)) for k, v in feeds.items()}).logits.numpy()
     assert np.abs(want).max() > 1e-2
     np.testing.assert_allclose(got, want, atol=1e-4, rtol=1e-4)
+
+
+@pytest.mark.parametrize("perm, shape, reshaped", [
+    ([0, 1, 3, 2], ["B", "S", 1, 7], True),    # (B, S, 1, 7) -> (B, S, 7, 1): no element moves
+    ([0, 2, 1], [5, 1, 1], True),
+    ([0, 1, 3, 2], ["B", "S", 2, 7], False),   # a real swap
+    ([1, 0, 2], ["B", "S", 7], False),          # two unknown dims trade places: they may both hold data
+])
+def test_unit_transpose_rule(perm, shape, reshaped):
+    from onnx import TensorProto, helper
+
+    from exporters import passes
+    from runtime.predictor import create_session
+
+    graph = helper.make_graph([helper.make_node("Transpose", ["x"], ["y"], perm=perm)], "g",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, shape)],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 20)])
+    out, counts = passes.optimize(model, "none", 1, 1)
+    assert counts["UnitTranspose"] == int(reshaped)
+    assert Counter(n.op_type for n in out.graph.node)["Transpose"] == int(not reshaped)
+    dims = [3 if isinstance(d, str) else d for d in shape]
+    x = np.random.default_rng(0).standard_normal(dims).astype(np.float32)
+
+    def run(m):
+        return create_session(m.SerializeToString()).run(None, {"x": x})[0]
+
+    np.testing.assert_array_equal(run(out), run(model))

@@ -25,7 +25,7 @@ def test_kb8_reproduces_paper_parameter_count():
 @pytest.mark.parametrize("preset", ["kb8", "kb21"])
 def test_presets_put_the_small_factor_first(preset):
     # Table 1's sizes with A the small factor in every role, so that no linear needs an axis swap in the
-    # exported graph (test_export.py::test_small_first_factors_export_without_axis_swaps checks the graph).
+    # exported graph (test_export.py::test_factor_orders_export_without_axis_swaps checks the graph).
     for role, shape in KronConfig.preset(preset).role_shapes.items():
         assert shape.m1 * shape.n1 < shape.m2 * shape.n2 and shape.n1 <= 16, (role, shape)
 

@@ -6,7 +6,8 @@ a profile and returns how often each fired, so callers and tests can assert on t
 
 Profiles:
   every profile: Gemm -> MatMul+Add (quantizable), rank-1 Kronecker head swap -> 2-D transpose, an SVD-corner
-                 layer's head swap (only size-1 axes move) -> nothing,
+                 layer's head swap (only size-1 axes move) -> nothing, any other Transpose that moves only
+                 size-1 axes -> Reshape,
                  small factor between two axis swaps -> left-hand MatMul (no transposes), position ids
                  counted along input_ids, Kronecker linears kept 4-D with constant reshapes (KronRank4),
                  so that ORT's SkipLayerNorm and BiasGelu fusions fire on load.
@@ -31,6 +32,7 @@ from .kron_small_left import KronSmallLeftReshapeRule, KronSmallLeftRule
 from .kron_transpose import KronTransposeRule, KronUnitSwapRule
 from .position_ids import PositionIdsRule
 from .skip_layer_norm import SkipLayerNormRule
+from .unit_transpose import UnitTransposeRule
 
 PORTABLE_OPSET = 23
 # Rules a profile holds but does not run unless asked (optimize(disable=())): measured slower here.
@@ -53,6 +55,11 @@ def rules_for(profile: str, num_heads: int, head_size: int) -> list:
 def graph_rules_for(profile: str) -> list:
     """Rules over whole chains (no fixed-size pattern), applied after :func:`rules_for`'s."""
     return [KronRank4Rule()]
+
+
+def cleanup_rules_for(profile: str) -> list:
+    """Rules for what the chain rules leave, applied after :func:`graph_rules_for`'s."""
+    return [UnitTransposeRule.rule()]
 
 
 def fusion_rules_for(profile: str) -> list:
@@ -97,6 +104,9 @@ def optimize(model: onnx.ModelProto, profile: str, num_heads: int, head_size: in
     for graph_rule in graph_rules_for(profile):
         if graph_rule.name not in disable:
             counts[graph_rule.name] = graph_rule.apply_to_model(ir_model)
+    for rule in cleanup_rules_for(profile):
+        if rule.name not in disable:
+            counts[rule.name] = RewriteRuleSet([rule]).apply_to_model(ir_model)
     # Drop the shape arithmetic the fused nodes no longer need; share the per-layer mask Expand.
     ir_model = optimizer.optimize(ir_model, num_iterations=1, onnx_shape_inference=False)
     CommonSubexpressionEliminationPass()(ir_model)
