@@ -63,13 +63,12 @@ def kron_linears(model) -> int:
 KRON_LINEARS = 6 * LAYERS
 
 
-# KronSmallLeft rewrites the small-factor product of a rank-1 linear when its transposes are its own:
-# per tiny layer attention.output, intermediate and output.dense; Q/K/V share one transposed input.
-SMALL_LEFT = 3 * LAYERS
+# KronSmallLeft rewrites the small-factor product of every rank-1 linear of the tiny model (A 1x2, A 2x1), Q, K
+# and V each after KronSharedSwap gave them their own copy of the input swap they share (2 copies per layer).
+SMALL_LEFT = KRON_LINEARS
+SHARED_SWAP_COPIES = 2 * LAYERS
 EXPECTED_MATMULS = 2 * KRON_LINEARS + 1 + 2
-# The tiny shapes' factors with a side of 1 (A 1x2, A 2x1) leave three swaps per layer that move only a size-1
-# axis: Reshapes after UnitTranspose.
-UNIT_SWAPS = 3 * LAYERS
+
 
 
 def test_directory_matches_interface(portable):
@@ -89,8 +88,9 @@ def test_directory_matches_interface(portable):
     # and every Kronecker linear (+ the word embedding) keeps the (batch, sequence) axes; the key, value and
     # FFN-down biases of every layer were folded away before tracing
     assert manifest["graph"]["passes"] == {"FoldBiases": 3 * LAYERS, "GemmToMatMulAdd": 2, "KronTranspose": KRON_LINEARS, "KronUnitSwap": 0,
-                                           "KronSmallLeft": SMALL_LEFT, "PositionIds": 1, "OnnxAttention": LAYERS,
-                                           "KronRank4": KRON_LINEARS + 1, "UnitTranspose": UNIT_SWAPS}
+                                           "KronSharedSwap": SHARED_SWAP_COPIES, "KronSmallLeft": SMALL_LEFT,
+                                           "PositionIds": 1, "OnnxAttention": LAYERS,
+                                           "KronRank4": KRON_LINEARS + 1, "UnitTranspose": 0}
     golden = np.load(portable / "golden.npz")
     assert golden["input_ids"].dtype == np.int64 and golden["logits"].shape == (golden["input_ids"].shape[0], 2)
 
@@ -402,7 +402,7 @@ def test_attention_rule_checks_scale_and_counts(tmp_path):
     raw = onnx.load(torch_to_onnx(model, tmp_path / "raw.onnx"))
     heads, head_size = TINY["num_attention_heads"], TINY["hidden_size"] // TINY["num_attention_heads"]
     _, counts = passes.optimize(raw, "portable", heads, head_size)
-    assert counts == {"GemmToMatMulAdd": 2, "KronTranspose": 0, "KronUnitSwap": 0, "KronSmallLeft": 0, "PositionIds": 1,
+    assert counts == {"GemmToMatMulAdd": 2, "KronTranspose": 0, "KronUnitSwap": 0, "KronSharedSwap": 0, "KronSmallLeft": 0, "PositionIds": 1,
                       "OnnxAttention": LAYERS, "KronRank4": 0, "UnitTranspose": 0}
     # A wrong head size makes check() reject every match (the divisor is not sqrt(head_size))...
     _, counts = passes.optimize(raw, "ort", heads, head_size * 2)

@@ -58,6 +58,20 @@ def raw_kron(tmp_path_factory):
     return onnx.load(torch_to_onnx(helpers.tiny_bert(kronecker=True), path))
 
 
+@pytest.fixture(scope="module")
+def raw_kron_swaps(tmp_path_factory):
+    """The tiny kronized BERT with attention's small factor second (Table 1's order for kb21's attention): axis
+    swaps that no rule removes, for the tests of what the runtime does with them."""
+    from kronedge.kron_shape import KronShape
+    from kronedge.planner import KronConfig
+    from kronedge.surgery import kronize_
+
+    model = helpers.tiny_bert()
+    shapes = {"attention": KronShape(12, 24, 4, 2), "ffn_up": KronShape(4, 2, 24, 24), "ffn_down": KronShape(2, 4, 24, 24)}
+    kronize_(model, KronConfig(compression=7, embedding_k=8, role_shapes=shapes))
+    return onnx.load(torch_to_onnx(model, tmp_path_factory.mktemp("swaps") / "raw.onnx"))
+
+
 def _same_logits(a: onnx.ModelProto, b: onnx.ModelProto, atol=1e-5):
     sa, sb = (create_session(m.SerializeToString(), threads=1) for m in (a, b))
     for batch, seq in [(1, 7), (3, 19), (2, 33)]:  # none of them the export shape
@@ -101,29 +115,32 @@ def test_ort_profile_writes_fused_ops(raw_kron, tmp_path):
     _same_logits(fused, portable)
 
 
-def test_int8_session_graph(raw_kron, tmp_path):
+@pytest.mark.parametrize("swaps", [False, True])
+def test_int8_session_graph(raw_kron, raw_kron_swaps, tmp_path, swaps):
     from exporters.quantize import QuantPreset, quantize
 
-    graph, _ = passes.optimize(raw_kron, "portable", HEADS, HEAD_SIZE)
+    graph, _ = passes.optimize(raw_kron_swaps if swaps else raw_kron, "portable", HEADS, HEAD_SIZE)
     onnx.save(graph, tmp_path / "fp32.onnx")
     quantize(tmp_path / "fp32.onnx", tmp_path / "int8.onnx", QuantPreset.arm64())
     ops = session_ops(tmp_path / "int8.onnx", tmp_path)
     assert ops["BiasGelu"] == LAYERS and ops["LayerNormalization"] == LAYER_NORMS
-    # The tiny shapes (A 1x2 ⊗ B 48x24) leave one axis swap per layer, on the input Q, K and V share; the
-    # rules turned the swaps that move only size-1 axes into Reshapes. The runtime's default keeps that swap
-    # before the fp32 small-factor product (MatmulTransposeFusion off), which ORT's fusion would fold.
     in_file = op_counts(onnx.load(tmp_path / "int8.onnx"))["Transpose"]
-    assert ops["Transpose"] == in_file == LAYERS and trans_a_matmuls(tmp_path / "int8.onnx", tmp_path) == 0
+    if not swaps:  # the tiny planner's shapes (A 1x2 ⊗ B 48x24): the rules leave no axis swap at all
+        assert in_file == ops["Transpose"] == 0
+        return
+    # int8 keeps the swaps in front of quantized products (MatMulInteger has no transA), and the runtime's
+    # default also keeps those in front of fp32 small-factor products (MatmulTransposeFusion off).
+    assert ops["Transpose"] == in_file > 0 and trans_a_matmuls(tmp_path / "int8.onnx", tmp_path) == 0
     folded = session_ops(tmp_path / "int8.onnx", tmp_path, disabled=("SkipLayerNormFusion",))
-    assert folded["Transpose"] == 0 < in_file
+    assert folded["Transpose"] < in_file  # ORT's fusion would fold the fp32 ones
     assert trans_a_matmuls(tmp_path / "int8.onnx", tmp_path, disabled=("SkipLayerNormFusion",)) > 0
     assert ops["DynamicQuantizeMatMul"] + ops["MatMulIntegerToFloat"] > 0
 
 
-def test_default_session_keeps_the_axis_swap_out_of_matmul(raw_kron, tmp_path):
+def test_default_session_keeps_the_axis_swap_out_of_matmul(raw_kron_swaps, tmp_path):
     """MatMul(transA) over (B, S, p, q) runs one tiny GEMM per token; the runtime keeps the Transpose instead,
     so that the product is one GEMM over all tokens (benchmarks/results/speed_folds.md)."""
-    graph, _ = passes.optimize(raw_kron, "portable", HEADS, HEAD_SIZE)
+    graph, _ = passes.optimize(raw_kron_swaps, "portable", HEADS, HEAD_SIZE)
     in_file = op_counts(graph)["Transpose"]
     default = session_ops(graph, tmp_path)
     assert in_file > 0 and default["Transpose"] == in_file and trans_a_matmuls(graph, tmp_path) == 0

@@ -8,7 +8,8 @@ Profiles:
   every profile: Gemm -> MatMul+Add (quantizable), rank-1 Kronecker head swap -> 2-D transpose, an SVD-corner
                  layer's head swap (only size-1 axes move) -> nothing, any other Transpose that moves only
                  size-1 axes -> Reshape,
-                 small factor between two axis swaps -> left-hand MatMul (no transposes), position ids
+                 small factor between two axis swaps -> left-hand MatMul (no transposes; a swap that Q, K
+                 and V share is copied for each first), position ids
                  counted along input_ids, Kronecker linears kept 4-D with constant reshapes (KronRank4),
                  so that ORT's SkipLayerNorm and BiasGelu fusions fire on load.
   portable  ai.onnx ops only; attention core -> ONNX ``Attention`` (opset 23).
@@ -28,7 +29,7 @@ from .bias_gelu import BiasGeluRule
 from .gelu_tanh import GeluTanhRule
 from .gemm_to_matmul import GemmToMatMulAddRule
 from .kron_rank4 import KronRank4Rule
-from .kron_small_left import KronSmallLeftReshapeRule, KronSmallLeftRule
+from .kron_small_left import KronSharedSwapRule, KronSmallLeftReshapeRule, KronSmallLeftRule
 from .kron_transpose import KronTransposeRule, KronUnitSwapRule
 from .position_ids import PositionIdsRule
 from .skip_layer_norm import SkipLayerNormRule
@@ -41,8 +42,9 @@ DISABLED_BY_DEFAULT = ("SkipLayerNorm",)
 
 def rules_for(profile: str, num_heads: int, head_size: int) -> list:
     """The rewrite rules a profile applies, in order."""
-    rules = [GemmToMatMulAddRule.rule(), KronTransposeRule.rule(), KronUnitSwapRule.rule(), KronSmallLeftReshapeRule.rule(),
-             KronSmallLeftRule.rule(), PositionIdsRule.rule()]
+    # KronSharedSwap (graph-level) needs the swaps KronTranspose writes and prepares KronSmallLeft's matches.
+    rules = [GemmToMatMulAddRule.rule(), KronTransposeRule.rule(), KronUnitSwapRule.rule(), KronSharedSwapRule(),
+             KronSmallLeftReshapeRule.rule(), KronSmallLeftRule.rule(), PositionIdsRule.rule()]
     if profile == "portable":
         rules.append(OnnxAttentionRule.rule(num_heads, head_size))
     elif profile == "ort":
@@ -89,7 +91,7 @@ def optimize(model: onnx.ModelProto, profile: str, num_heads: int, head_size: in
     """
     from onnxscript import ir, optimizer
     from onnxscript.ir.passes.common import CommonSubexpressionEliminationPass, RemoveUnusedNodesPass
-    from onnxscript.rewriter import RewriteRuleSet
+    from onnxscript.rewriter import RewriteRule, RewriteRuleSet
 
     if profile == "portable" and _opset(model) < PORTABLE_OPSET:
         from onnx import version_converter
@@ -100,7 +102,9 @@ def optimize(model: onnx.ModelProto, profile: str, num_heads: int, head_size: in
     for rule in rules_for(profile, num_heads, head_size):
         if rule.name in disable:
             continue
-        counts[rule.name] = counts.get(rule.name, 0) + RewriteRuleSet([rule]).apply_to_model(ir_model)
+        matches = RewriteRuleSet([rule]).apply_to_model(ir_model) if isinstance(rule, RewriteRule) else \
+            rule.apply_to_model(ir_model)
+        counts[rule.name] = counts.get(rule.name, 0) + matches
     for graph_rule in graph_rules_for(profile):
         if graph_rule.name not in disable:
             counts[graph_rule.name] = graph_rule.apply_to_model(ir_model)
@@ -130,7 +134,7 @@ def optimize(model: onnx.ModelProto, profile: str, num_heads: int, head_size: in
 def approximate_gelu(model: onnx.ModelProto) -> tuple[onnx.ModelProto, int]:
     """Every exact GELU -> ``approximate="tanh"`` (for quantized exports; see gelu_tanh.py); ``(model, count)``."""
     from onnxscript import ir
-    from onnxscript.rewriter import RewriteRuleSet
+    from onnxscript.rewriter import RewriteRule, RewriteRuleSet
 
     ir_model = ir.from_proto(model)
     count = RewriteRuleSet([GeluTanhRule.rule()]).apply_to_model(ir_model)

@@ -103,3 +103,59 @@ def _static_dim(value, axis: int):
             if len(dims) > axis and dims[axis] > 0:
                 return dims[axis]
     return None
+
+
+class KronSharedSwapRule:
+    """Graph-level rule, run before the two above: an axis swap that several small-factor products share gets one
+    copy per product, so that each chain becomes its own copy-free left-hand product.
+
+    ::
+
+        x (N, k, p)                                  x (N, k, p)
+           |                                          |      |      |
+        Transpose (0, 2, 1)                ==>     Transpose Transpose Transpose    (each then removed by
+         |        |        |                          |      |      |               KronSmallLeft)
+        MatMul  MatMul  MatMul  (k x m const)       MatMul  MatMul  MatMul
+        [Reshape] -> Transpose (0, 2, 1) each      [Reshape] -> Transpose (0, 2, 1) each
+
+    When A is the cheaper factor to contract first, Q, K and V each start with the same swap of the layer input,
+    and the exporter keeps one; shared, it belongs to none of the three patterns. Only a swap whose every use is
+    such a chain is copied, so nothing is copied that KronSmallLeft does not then remove.
+    """
+
+    name = "KronSharedSwap"
+
+    def apply_to_model(self, model: ir.Model) -> int:
+        """Copy every shared swap whose uses all open a small-factor chain; return how many copies were made."""
+        copies = 0
+        for node in list(model.graph):
+            if node.op_type != "Transpose" or not _perm_is_swap(node) or node.outputs[0].is_graph_output():
+                continue
+            uses = list(node.outputs[0].uses())
+            if len(uses) < 2 or not all(index == 0 and _opens_small_chain(user) for user, index in uses):
+                continue
+            for user, index in uses[1:]:
+                copy = ir.Node("", "Transpose", [node.inputs[0]], attributes=[ir.AttrInt64s("perm", [0, 2, 1])],
+                               name=f"{node.name}_for_{user.name}")
+                model.graph.insert_before(user, copy)
+                user.replace_input_with(index, copy.outputs[0])
+                copies += 1
+        return copies
+
+
+def _opens_small_chain(node) -> bool:
+    """``node`` is MatMul(·, small constant) followed, maybe through one Reshape, by a (0, 2, 1) swap alone."""
+    if node.op_type != "MatMul":
+        return False
+    weight = ir.convenience.get_const_tensor(node.inputs[1])
+    if weight is None or weight.numpy().ndim != 2 or weight.numpy().shape[0] > MAX_INNER:
+        return False
+    nxt = _only_user(node)
+    if nxt is not None and nxt.op_type == "Reshape":
+        nxt = _only_user(nxt)
+    return nxt is not None and nxt.op_type == "Transpose" and _perm_is_swap(nxt)
+
+
+def _only_user(node):
+    uses = list(node.outputs[0].uses())
+    return uses[0][0] if len(uses) == 1 and not node.outputs[0].is_graph_output() else None
