@@ -98,8 +98,9 @@ def default_threads(graph: dict | None) -> int | None:
     """The intra-op thread count a Predictor uses when none is given, from the manifest's ``graph`` section:
     1 for a Kronecker export (one whose graph passes rewrote Kronecker factors), else None (ONNX Runtime's
     default, one per physical core). A Kronecker model's many small GEMMs and elementwise ops each pay the
-    thread pool's hand-off: a second thread gains little on them when a core is free and loses much when it is
-    not, while dense BERT's GEMMs are big enough to split (benchmarks/results/speed_followup.md, speed_folds.md)."""
+    thread pool's hand-off: a second thread gains when a core is free (1.7x on kb21 once no axis swap is left,
+    benchmarks/results/factor_order.md) but loses much when it is not, which on shared virtual machines is often;
+    the server measures instead (``--threads auto``, runtime/threads.py)."""
     passes = (graph or {}).get("passes") or {}
     kronecker = any(count for name, count in passes.items() if name.startswith("Kron"))
     return 1 if kronecker else None

@@ -134,7 +134,7 @@ def optimize(model: onnx.ModelProto, profile: str, num_heads: int, head_size: in
 def approximate_gelu(model: onnx.ModelProto) -> tuple[onnx.ModelProto, int]:
     """Every exact GELU -> ``approximate="tanh"`` (for quantized exports; see gelu_tanh.py); ``(model, count)``."""
     from onnxscript import ir
-    from onnxscript.rewriter import RewriteRule, RewriteRuleSet
+    from onnxscript.rewriter import RewriteRuleSet
 
     ir_model = ir.from_proto(model)
     count = RewriteRuleSet([GeluTanhRule.rule()]).apply_to_model(ir_model)

@@ -72,10 +72,8 @@ def static_dims(value) -> list | None:
     if node.op_type == "Reshape":
         target = ir.convenience.get_const_tensor(node.inputs[1])
         return None if target is None else [d if d > 0 else None for d in target.numpy().tolist()]
-    if node.op_type == "MatMul":
-        weight = ir.convenience.get_const_tensor(node.inputs[1])
-        left = static_dims(node.inputs[0])
-        if weight is None or left is None or weight.numpy().ndim != 2:
-            return None
-        return left[:-1] + [int(weight.numpy().shape[1])]
-    return None
+    weight = ir.convenience.get_const_tensor(node.inputs[1])  # MatMul(left, constant 2-D factor)
+    left = static_dims(node.inputs[0])
+    if weight is None or left is None or weight.numpy().ndim != 2:
+        return None
+    return left[:-1] + [int(weight.numpy().shape[1])]
