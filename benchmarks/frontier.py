@@ -132,6 +132,9 @@ def main(argv=None) -> None:
     parser.add_argument("--no-arm", action="store_true", help="skip the emulated cortex-a72 instruction counts")
     parser.add_argument("--runs", nargs="*", type=Path, default=[], help="trained compress artifacts (accuracy)")
     parser.add_argument("--out", type=Path, default=RESULTS / "frontier.json")
+    parser.add_argument("--accuracy-from", type=Path,
+                        help="an earlier frontier.json whose measured metrics to keep for points without --runs "
+                             "(to re-measure speed after an export change; training does not depend on it)")
     parser.add_argument("--reuse-bench", action="store_true",
                         help="keep WORK's bench-x86.json / bench-a72.json when they hold every point (e.g. to add runs)")
     args = parser.parse_args(argv)
@@ -164,12 +167,21 @@ def main(argv=None) -> None:
                "1", "-o", str(insn)], bench_cmds, insn, names, args.reuse_bench)
         counts = {r["model"]: r["instructions"] for r in json.loads(insn.read_text())["rows"]}
     acc = accuracy(args.runs)
+    earlier = carried_accuracy(args.accuracy_from, acc) if args.accuracy_from else {}
+    acc = {**earlier, **acc}
     for row in rows:
         b = by_name[row["point"]]
         row.update({"int8_bytes": b["file_bytes"], "params": b["params"], "x86_p50_ms": round(b["p50_ms"], 3),
                     "x86_p90_ms": round(b["p90_ms"], 3), "a72_instructions": counts.get(row["point"]),
                     "accuracy": acc.get(row["point"])})
     write(args, argv, rows, bench_cmds, json.loads(speed.read_text()))
+
+
+def carried_accuracy(path: Path, measured: dict) -> dict[str, dict]:
+    """Metrics per point from an earlier frontier.json, each tagged with the command that measured it."""
+    earlier = json.loads(path.read_text())
+    return {row["point"]: {task: {**entry, "carried_from": earlier["command"]} for task, entry in row["accuracy"].items()}
+            for row in earlier["rows"] if row.get("accuracy") and row["point"] not in measured}
 
 
 def bench(cmd: list[str], log: list[str], out: Path, names: list[str], reuse: bool) -> None:
@@ -206,7 +218,10 @@ def write(args, argv, rows, bench_cmds, speed) -> None:
              "Speed students are untrained (`kronedge kronize` of the teacher; size and speed do not depend on the "
              "weights); the metric columns are the mean dev metric (SST-2 accuracy, CoLA Matthews correlation) of "
              "trained `kronedge compress` runs of the same point, ± half the range of the seeds and (the number of "
-             "seeds) (runs listed in frontier.json), '-' where none was run.", "",
+             "seeds) (runs listed in frontier.json), '-' where none was run."
+             + (f" Metrics of points without new runs are carried from `{args.accuracy_from}` (each entry names the "
+                "command that measured it: `carried_from` in frontier.json); only speed and size were re-measured."
+                if args.accuracy_from else ""), "",
              "| point | params | int8 MB | x86 p50 ms | a72 instructions (M) | SST-2 dev | CoLA dev MCC | vs TinyBERT bytes / ms / insn |",
              "|---|---:|---:|---:|---:|---:|---:|---|"]
     for r in rows:
