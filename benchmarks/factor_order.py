@@ -20,11 +20,13 @@ from kronedge.kron_shape import KronShape
 from kronedge.layer_roles import layer_role
 from kronedge.layers import kron_dense, nearest_kronecker
 
-# (small m x n, big m x n) per role at BERT_BASE's width; the big factor's dims scale with the model.
-PRESET_FACTORS = {
-    "kb8": {"attention": ((2, 2), (384, 384)), "ffn_up": ((8, 2), (384, 384)), "ffn_down": ((2, 8), (384, 384))},
-    "kb21": {"attention": ((16, 2), (48, 384)), "ffn_up": ((16, 2), (192, 384)), "ffn_down": ((2, 16), (384, 192))},
-}
+
+
+def preset_factors(name: str) -> dict:
+    """(small m x n, big m x n) per role of a preset (A is the small factor in both) at BERT_BASE's width."""
+    from kronedge.kron_config import KronConfig
+
+    return {role: ((s.m1, s.n1), (s.m2, s.n2)) for role, s in KronConfig.preset(name).role_shapes.items()}
 
 
 def relative_error(weight: torch.Tensor, shape: KronShape) -> float:
@@ -52,8 +54,8 @@ def main() -> None:
     model = load_teacher(args.teacher, head="base", num_labels=None).model
     width = model.config.hidden_size
     rows = []
-    for preset, factors in PRESET_FACTORS.items():
-        for role, (small, big) in scaled(factors, width).items():
+    for preset in ("kb8", "kb21"):
+        for role, (small, big) in scaled(preset_factors(preset), width).items():
             errors = [both_orders(module.weight.detach().float(), small, big)
                       for name, module in model.named_modules()
                       if isinstance(module, torch.nn.Linear) and name.startswith("encoder.")

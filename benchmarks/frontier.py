@@ -168,7 +168,7 @@ def main(argv=None) -> None:
         counts = {r["model"]: r["instructions"] for r in json.loads(insn.read_text())["rows"]}
     acc = accuracy(args.runs)
     earlier = carried_accuracy(args.accuracy_from, acc) if args.accuracy_from else {}
-    acc = {**earlier, **acc}
+    acc = {point: {**earlier.get(point, {}), **acc.get(point, {})} for point in {*earlier, *acc}}
     for row in rows:
         b = by_name[row["point"]]
         row.update({"int8_bytes": b["file_bytes"], "params": b["params"], "x86_p50_ms": round(b["p50_ms"], 3),
@@ -178,10 +178,15 @@ def main(argv=None) -> None:
 
 
 def carried_accuracy(path: Path, measured: dict) -> dict[str, dict]:
-    """Metrics per point from an earlier frontier.json, each tagged with the command that measured it."""
+    """The metrics of an earlier frontier.json per point and task, for every (point, task) without a new run; each
+    entry keeps the command that first measured it (an entry carried before keeps its own ``carried_from``)."""
     earlier = json.loads(path.read_text())
-    return {row["point"]: {task: {**entry, "carried_from": earlier["command"]} for task, entry in row["accuracy"].items()}
-            for row in earlier["rows"] if row.get("accuracy") and row["point"] not in measured}
+    carried: dict[str, dict] = {}
+    for row in earlier["rows"]:
+        for task, entry in (row.get("accuracy") or {}).items():
+            if task not in measured.get(row["point"], {}):
+                carried.setdefault(row["point"], {})[task] = {"carried_from": earlier["command"], **entry}
+    return carried
 
 
 def bench(cmd: list[str], log: list[str], out: Path, names: list[str], reuse: bool) -> None:

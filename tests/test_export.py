@@ -551,7 +551,8 @@ def test_gelu_tanh_rule_changes_values_by_little():
 SMALL_FIRST = {"attention": KronShape(4, 2, 12, 24), "ffn_up": KronShape(4, 2, 24, 24),
                "ffn_down": KronShape(2, 4, 24, 24)}
 ATTENTION_SMALL_SECOND = {**SMALL_FIRST, "attention": KronShape(12, 24, 4, 2)}
-# kb8's attention: either contraction order costs the same, and the tie must go to the order without swaps.
+# kb8's attention: either contraction order costs the same; the tie goes to B first, so no swap is even shared
+# (with A first, KronSharedSwap would have to copy the Q/K/V input swap; counted below).
 SMALL_FIRST_TIE = {**SMALL_FIRST, "attention": KronShape(2, 2, 24, 24)}
 # SVD corners, A (m x 1) ⊗ B (1 x n) summed r times (compress's default structure): the last swap of each product
 # moves only a size-1 axis.
@@ -575,8 +576,10 @@ def test_factor_orders_export_without_axis_swaps(tmp_path, role_shapes, rank, tr
         torch.nn.init.normal_(p, std=0.5)
     raw = onnx.load(torch_to_onnx(model, tmp_path / "raw.onnx"))
     heads = TINY["num_attention_heads"]
-    out, _ = passes.optimize(raw, "portable", heads, TINY["hidden_size"] // heads, expect_attention=LAYERS)
+    out, counts = passes.optimize(raw, "portable", heads, TINY["hidden_size"] // heads, expect_attention=LAYERS)
     assert Counter(n.op_type for n in out.graph.node)["Transpose"] == transposes
+    if role_shapes is SMALL_FIRST_TIE:
+        assert counts["KronSharedSwap"] == 0
     feeds = helpers.encode(["a first text", "and a second, longer text than the first one"])
     got = create_session(out.SerializeToString()).run(None, {k: v.astype(np.int64) for k, v in feeds.items()})[0]
     with torch.no_grad():
@@ -590,6 +593,7 @@ def test_factor_orders_export_without_axis_swaps(tmp_path, role_shapes, rank, tr
     ([0, 2, 1], [5, 1, 1], True),
     ([0, 1, 3, 2], ["B", "S", 2, 7], False),   # a real swap
     ([1, 0, 2], ["B", "S", 7], False),          # two unknown dims trade places: they may both hold data
+    ([1, 0, 2], [0, 1, 5], False),              # a known 0 would read as "copy the input's dim" in a Reshape
 ])
 def test_unit_transpose_rule(perm, shape, reshaped):
     from onnx import TensorProto, helper
@@ -611,3 +615,32 @@ def test_unit_transpose_rule(perm, shape, reshaped):
         return create_session(m.SerializeToString()).run(None, {"x": x})[0]
 
     np.testing.assert_array_equal(run(out), run(model))
+
+
+@pytest.mark.parametrize("reshape_to, copies", [([-1, 6, 3], 1), ([-1, 3, 6], 0)])
+def test_kron_shared_swap_copies_only_what_kron_small_left_removes(reshape_to, copies):
+    """Two small-factor chains share the swap of x (N, 2, 6); a copy is made only when both chains are then
+    rewritten (a Reshape that is not a no-op on (N, 6, 3) keeps KronSmallLeft off, so no copy)."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    from exporters import passes
+    from runtime.predictor import create_session
+
+    rng = np.random.default_rng(0)
+    inits, nodes, outputs = [numpy_helper.from_array(np.array(reshape_to, np.int64), "s")], [
+        helper.make_node("Transpose", ["x"], ["t"], perm=[0, 2, 1])], []
+    for i in range(2):
+        inits.append(numpy_helper.from_array(rng.standard_normal((2, 3)).astype(np.float32), f"w{i}"))
+        nodes += [helper.make_node("MatMul", ["t", f"w{i}"], [f"m{i}"]), helper.make_node("Reshape", [f"m{i}", "s"], [f"r{i}"]),
+                  helper.make_node("Transpose", [f"r{i}"], [f"y{i}"], perm=[0, 2, 1])]
+        outputs.append(helper.make_tensor_value_info(f"y{i}", TensorProto.FLOAT, None))
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 2, 6])],
+                              outputs, initializer=inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 20)])
+    out, counts = passes.optimize(model, "none", 1, 1)
+    assert counts["KronSharedSwap"] == copies and counts["KronSmallLeft"] == 2 * copies
+    assert Counter(n.op_type for n in out.graph.node)["Transpose"] == (0 if copies else 3)
+    x = rng.standard_normal((4, 2, 6)).astype(np.float32)
+    got, want = (create_session(m.SerializeToString()).run(None, {"x": x}) for m in (out, model))
+    for a, b in zip(got, want):
+        np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-6)

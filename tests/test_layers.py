@@ -25,6 +25,12 @@ def test_forward_matches_torch_kron(dims, rank):
     assert torch.equal(layer.to_dense(), dense)
 
 
+def test_a_cost_tie_contracts_the_longer_factor_first():
+    # kb8's attention sizes in both orders: B 384x384 first (no swap on the shared input), or A 384x384 first
+    assert not KronShape(2, 2, 384, 384).a_first and KronShape(384, 384, 2, 2).a_first
+    assert KronShape(2, 2, 384, 384).macs_a_first == KronShape(2, 2, 384, 384).macs_b_first
+
+
 def test_both_contraction_orders_agree():
     torch.manual_seed(0)
     a_first = KronShape(2, 16, 24, 12)

@@ -27,6 +27,8 @@ from __future__ import annotations
 import numpy as np
 from onnxscript.rewriter import MatchResult, RewriteRuleClassBase, ir
 
+from ._dims import static_dim
+
 MAX_INNER = 16
 
 
@@ -40,15 +42,8 @@ class _KronSmallLeftBase(RewriteRuleClassBase):
         result = MatchResult()
         if not (_perm_is_swap(t1_out.producer()) and _perm_is_swap(t2_out.producer())):
             return result.fail("the transposes are not (0, 2, 1) swaps")
-        weight = ir.convenience.get_const_tensor(w)
-        if weight is None:
-            return result.fail("the factor is not a constant")
-        shape = weight.numpy().shape
-        if len(shape) != 2 or shape[0] > MAX_INNER:
-            return result.fail(f"factor {shape} is not 2-D with inner dim <= {MAX_INNER}")
-        if x.shape is not None and len(x.shape) != 3:
-            return result.fail(f"input rank {len(x.shape)} != 3")
-        return result
+        reason = small_factor_refusal(x, w)
+        return result.fail(reason) if reason else result
 
     def rewrite(self, op, x, w, **_):
         weight = ir.convenience.get_const_tensor(w).numpy()
@@ -80,29 +75,34 @@ class KronSmallLeftReshapeRule(_KronSmallLeftBase):
         result = super().check(context, x, w, t1_out, t2_out, **kwargs)
         if not result:
             return result
-        target = ir.convenience.get_const_tensor(shape)
-        if target is None:
-            return result.fail("reshape target is not a constant")
-        target = target.numpy().tolist()
-        m = ir.convenience.get_const_tensor(w).numpy().shape[1]
-        p = _static_dim(x, 2)
-        if len(target) != 3 or target[0] != -1 or target[2] != m or p is None or target[1] != p:
-            return result.fail(f"reshape {target} is not a no-op on (N, {p}, {m})")
-        return result
+        reason = reshape_refusal(x, w, shape)
+        return result.fail(reason) if reason else result
 
 
-def _static_dim(value, axis: int):
-    """Dim ``axis`` of ``value`` when known: from the value's shape, else from a constant Reshape producing it."""
-    if value.shape is not None and len(value.shape) > axis and isinstance(value.shape[axis], int):
-        return value.shape[axis]
-    node = value.producer()
-    if node is not None and node.op_type == "Reshape":
-        target = ir.convenience.get_const_tensor(node.inputs[1])
-        if target is not None:
-            dims = target.numpy().tolist()
-            if len(dims) > axis and dims[axis] > 0:
-                return dims[axis]
-    return None
+def small_factor_refusal(x, w) -> str:
+    """Why MatMul(swap(x), w) cannot become a left-hand product ("" when it can)."""
+    weight = ir.convenience.get_const_tensor(w)
+    if weight is None:
+        return "the factor is not a constant"
+    shape = weight.numpy().shape
+    if len(shape) != 2 or shape[0] > MAX_INNER:
+        return f"factor {shape} is not 2-D with inner dim <= {MAX_INNER}"
+    if x.shape is not None and len(x.shape) != 3:
+        return f"input rank {len(x.shape)} != 3"
+    return ""
+
+
+def reshape_refusal(x, w, shape) -> str:
+    """Why the Reshape between the product and the second swap is not a no-op on (N, p, m) ("" when it is)."""
+    target = ir.convenience.get_const_tensor(shape)
+    if target is None:
+        return "reshape target is not a constant"
+    target = target.numpy().tolist()
+    m = ir.convenience.get_const_tensor(w).numpy().shape[1]
+    p = static_dim(x, 2)
+    if len(target) != 3 or target[0] != -1 or target[2] != m or p is None or target[1] != p:
+        return f"reshape {target} is not a no-op on (N, {p}, {m})"
+    return ""
 
 
 class KronSharedSwapRule:
@@ -132,7 +132,8 @@ class KronSharedSwapRule:
             if node.op_type != "Transpose" or not _perm_is_swap(node) or node.outputs[0].is_graph_output():
                 continue
             uses = list(node.outputs[0].uses())
-            if len(uses) < 2 or not all(index == 0 and _opens_small_chain(user) for user, index in uses):
+            x = node.inputs[0]
+            if len(uses) < 2 or not all(index == 0 and _opens_small_chain(user, x) for user, index in uses):
                 continue
             for user, index in uses[1:]:
                 copy = ir.Node("", "Transpose", [node.inputs[0]], attributes=[ir.AttrInt64s("perm", [0, 2, 1])],
@@ -143,15 +144,15 @@ class KronSharedSwapRule:
         return copies
 
 
-def _opens_small_chain(node) -> bool:
-    """``node`` is MatMul(·, small constant) followed, maybe through one Reshape, by a (0, 2, 1) swap alone."""
-    if node.op_type != "MatMul":
-        return False
-    weight = ir.convenience.get_const_tensor(node.inputs[1])
-    if weight is None or weight.numpy().ndim != 2 or weight.numpy().shape[0] > MAX_INNER:
+def _opens_small_chain(node, x) -> bool:
+    """``node`` is MatMul(swap(x), w) that KronSmallLeft rewrites once the swap is its own: a small constant ``w``,
+    then a (0, 2, 1) swap alone, maybe through the no-op Reshape."""
+    if node.op_type != "MatMul" or small_factor_refusal(x, node.inputs[1]):
         return False
     nxt = _only_user(node)
     if nxt is not None and nxt.op_type == "Reshape":
+        if reshape_refusal(x, node.inputs[1], nxt.inputs[1]):
+            return False
         nxt = _only_user(nxt)
     return nxt is not None and nxt.op_type == "Transpose" and _perm_is_swap(nxt)
 

@@ -11,15 +11,18 @@
 A permutation keeps every element where it is when the axes that hold more than one element stay in
 their order. The SVD corner's products, A (m x 1) ⊗ B (1 x n) summed r times, end in such a swap of
 (N, 1, m) to (N, m, 1), and ONNX Runtime runs it as a copy of the layer's whole output (36 per MiniLM
-student). Dims come from the value's shape or, failing that, from the constant Reshape / MatMul that
-produced it; a dim not known is taken to hold data. Applied after the Kronecker chain rules, which
-expect the swaps they remove in pairs.
+student). Dims come from the constant Reshape / MatMul that produced the value or, for other producers,
+from its recorded shape (``_dims.static_dims``); a dim not known is taken to hold data. Applied after the
+Kronecker chain rules, which expect the swaps they remove in pairs (KronUnitSwap still drops the SVD
+corner's 4-D head swap before KronRank4, which lifts only chains of 3-D swaps).
 """
 
 from __future__ import annotations
 
 import numpy as np
 from onnxscript.rewriter import MatchResult, RewriteRuleClassBase, ir
+
+from ._dims import static_dims
 
 
 class UnitTransposeRule(RewriteRuleClassBase):
@@ -61,19 +64,3 @@ def reshape_target(perm: list[int], dims: list) -> list[int] | None:
         else:
             return None
     return target
-
-
-def static_dims(value) -> list | None:
-    """Each dim of ``value`` as an int where known, else None; None for an unknown rank. The producing constant
-    Reshape or MatMul is read first: shapes recorded before the rewrites may be stale."""
-    node = value.producer()
-    if node is None or node.op_type not in ("Reshape", "MatMul"):
-        return None if value.shape is None else [d if isinstance(d, int) else None for d in value.shape]
-    if node.op_type == "Reshape":
-        target = ir.convenience.get_const_tensor(node.inputs[1])
-        return None if target is None else [d if d > 0 else None for d in target.numpy().tolist()]
-    weight = ir.convenience.get_const_tensor(node.inputs[1])  # MatMul(left, constant 2-D factor)
-    left = static_dims(node.inputs[0])
-    if weight is None or left is None or weight.numpy().ndim != 2:
-        return None
-    return left[:-1] + [int(weight.numpy().shape[1])]
