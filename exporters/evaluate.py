@@ -24,7 +24,7 @@ def evaluate_exported(model_dir: str | os.PathLike, task, data_dir: str | os.Pat
         data_dir: GLUE root for tasks that do not ship with kronedge.
         limit: score only the first N dev examples.
         model_file: "model.onnx" or "model.ort".
-        threads: ORT intra-op threads (None: ORT's default).
+        threads: ORT intra-op threads (None: the Predictor's default for the model, runtime.hostinfo.default_threads).
         batch_size: most texts per model run (the Predictor's ``max_batch``).
         data: a labelled split already read (``TaskData``, e.g. a user's ``--validation`` file mapped to
             the manifest's labels); ``task`` is then its TaskSpec or name.
