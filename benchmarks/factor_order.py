@@ -21,7 +21,6 @@ from kronedge.layer_roles import layer_role
 from kronedge.layers import kron_dense, nearest_kronecker
 
 
-
 def preset_factors(name: str) -> dict:
     """(small m x n, big m x n) per role of a preset (A is the small factor in both) at BERT_BASE's width."""
     from kronedge.kron_config import KronConfig

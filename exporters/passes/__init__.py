@@ -91,32 +91,19 @@ def optimize(model: onnx.ModelProto, profile: str, num_heads: int, head_size: in
     """
     from onnxscript import ir, optimizer
     from onnxscript.ir.passes.common import CommonSubexpressionEliminationPass, RemoveUnusedNodesPass
-    from onnxscript.rewriter import RewriteRule, RewriteRuleSet
 
     if profile == "portable" and _opset(model) < PORTABLE_OPSET:
         from onnx import version_converter
 
         model = version_converter.convert_version(model, PORTABLE_OPSET)
     ir_model = ir.from_proto(model)
-    counts = {}
-    for rule in rules_for(profile, num_heads, head_size):
-        if rule.name in disable:
-            continue
-        matches = RewriteRuleSet([rule]).apply_to_model(ir_model) if isinstance(rule, RewriteRule) else \
-            rule.apply_to_model(ir_model)
-        counts[rule.name] = counts.get(rule.name, 0) + matches
-    for graph_rule in graph_rules_for(profile):
-        if graph_rule.name not in disable:
-            counts[graph_rule.name] = graph_rule.apply_to_model(ir_model)
-    for rule in cleanup_rules_for(profile):
-        if rule.name not in disable:
-            counts[rule.name] = RewriteRuleSet([rule]).apply_to_model(ir_model)
+    counts: dict[str, int] = {}
+    _apply(rules_for(profile, num_heads, head_size) + graph_rules_for(profile) + cleanup_rules_for(profile),
+           ir_model, disable, counts)
     # Drop the shape arithmetic the fused nodes no longer need; share the per-layer mask Expand.
     ir_model = optimizer.optimize(ir_model, num_iterations=1, onnx_shape_inference=False)
     CommonSubexpressionEliminationPass()(ir_model)
-    for rule in fusion_rules_for(profile):
-        if rule.name not in disable:
-            counts[rule.name] = RewriteRuleSet([rule]).apply_to_model(ir_model)
+    _apply(fusion_rules_for(profile), ir_model, disable, counts)
     RemoveUnusedNodesPass()(ir_model)
     optimized = ir.to_proto(ir_model)
     # The shapes recorded while tracing and rewriting name the (batch, sequence) dims with a fresh symbol per
@@ -129,6 +116,19 @@ def optimize(model: onnx.ModelProto, profile: str, num_heads: int, head_size: in
         raise ExportError(f"fused {fused} attention cores, expected {expect_attention} (one per layer); "
                          f"the exported attention does not have the eager BERT pattern")
     return optimized, counts
+
+
+def _apply(rules: list, ir_model, disable: tuple[str, ...], counts: dict[str, int]) -> None:
+    """Apply each rule not in ``disable`` in order, adding its matches to ``counts``: onnxscript pattern rules
+    through a RewriteRuleSet, graph-level rules (no fixed-size pattern) through their own ``apply_to_model``."""
+    from onnxscript.rewriter import RewriteRule, RewriteRuleSet
+
+    for rule in rules:
+        if rule.name in disable:
+            continue
+        matches = (RewriteRuleSet([rule]).apply_to_model(ir_model) if isinstance(rule, RewriteRule)
+                   else rule.apply_to_model(ir_model))
+        counts[rule.name] = counts.get(rule.name, 0) + matches
 
 
 def approximate_gelu(model: onnx.ModelProto) -> tuple[onnx.ModelProto, int]:

@@ -136,7 +136,7 @@ class KronSharedSwapRule:
             if len(uses) < 2 or not all(index == 0 and _opens_small_chain(user, x) for user, index in uses):
                 continue
             for user, index in uses[1:]:
-                copy = ir.Node("", "Transpose", [node.inputs[0]], attributes=[ir.AttrInt64s("perm", [0, 2, 1])],
+                copy = ir.Node("", "Transpose", [x], attributes=[ir.AttrInt64s("perm", [0, 2, 1])],
                                name=f"{node.name}_for_{user.name}")
                 model.graph.insert_before(user, copy)
                 user.replace_input_with(index, copy.outputs[0])
