@@ -146,6 +146,23 @@ class CompressRun:
         self.seconds["calibration"] = round(time.perf_counter() - t, 1)
         return stats
 
+    def kept_vocabulary(self):
+        """With ``vocabulary="task"``, the tokens of the training text (and of ``unlabelled``): the rows the
+        student's word embedding keeps. Dev text is left out, as a user's test text would be."""
+        c = self.config
+        if c.vocabulary != "task":
+            return None
+        from .augment import read_unlabelled
+        from .vocab import KeptVocabulary
+
+        texts = list(self.source.load("train", self.spec).texts)
+        if c.unlabelled:
+            texts += read_unlabelled(c.unlabelled, self.spec.is_pair)
+        vocabulary = KeptVocabulary.of_texts(self.tokenizer, texts, c.max_length)
+        logger.info(f"[compress] task vocabulary: {len(vocabulary.keep_ids)} of {self.tokenizer.vocab_size} tokens "
+                    f"in {len(texts)} texts keep their embedding rows; the rest read their nearest kept token's")
+        return vocabulary
+
     def build_student(self) -> None:
         """Surgery on a copy of the teacher (nearest-Kronecker / truncated-SVD / sliced init), or the
         general student's embeddings and encoder under the teacher's pooler and head."""
@@ -155,8 +172,9 @@ class CompressRun:
 
         seed_everything(self.config.seed)
         t = time.perf_counter()
+        self.vocabulary = self.kept_vocabulary()
         kind = (GeneralStartStudent(str(self.general)) if self.general is not None
-                else self.config.student_config(self.calibration_stats()))
+                else self.config.student_config(self.calibration_stats(), self.vocabulary))
         self.student, self.plan = build_student(self.teacher, kind)
         self.params_teacher, self.params_student = core_params(self.teacher), core_params(self.student)
         self.seconds["surgery"] = round(time.perf_counter() - t, 1)
@@ -257,6 +275,8 @@ class CompressRun:
             "training": {"seconds": self.seconds, "precision": self.precision, "run_dir": str(self.run_dir)},
             "warnings": result.warnings, "versions": versions(),
             "general_student": general_record(self.general, c.general_student) if self.general else None,
+            "vocabulary": ({"kept": len(self.vocabulary.keep_ids), "of": self.tokenizer.vocab_size}
+                           if self.vocabulary is not None else None),
         }
         result.artifact = self.out
         if is_main_process():

@@ -147,7 +147,8 @@ class KroneckerEmbedding(nn.Module):
 
     Each word vector is row i of A tensored with a k-vector shared by the whole vocabulary. The
     table is stored as (v, d/k, r) so a lookup is one Gather followed by a MatMul with the
-    constant (r, k) factor on the right.
+    constant (r, k) factor on the right. Made from a :class:`kronedge.vocab.TrimmedEmbedding`, it keeps that
+    table's rows only and reads each of the ``vocab_size`` ids through its ``row_of_id`` map (one more Gather).
 
     Example:
         >>> emb = KroneckerEmbedding.from_dense(nn.Embedding(100, 32), k=4)
@@ -156,11 +157,17 @@ class KroneckerEmbedding(nn.Module):
     """
 
     def __init__(self, num_embeddings: int, embedding_dim: int, k: int, rank: int = 1,
-                 padding_idx: int | None = None, device=None, dtype=None):
+                 padding_idx: int | None = None, device=None, dtype=None, vocab_size: int | None = None):
         super().__init__()
         if embedding_dim % k:
             raise ValueError(f"embedding dim {embedding_dim} is not divisible by k={k}; pick a divisor of it")
         self.num_embeddings = num_embeddings
+        # A table of fewer rows than the vocabulary (kronedge.vocab) reads ids through a row map.
+        self.vocab_size = num_embeddings if vocab_size is None else vocab_size
+        row_of_id = None
+        if self.vocab_size != num_embeddings:
+            row_of_id = torch.zeros(self.vocab_size, dtype=torch.int32, device=device)
+        self.register_buffer("row_of_id", row_of_id)
         self.embedding_dim = embedding_dim
         self.k = k
         self.rank = rank
@@ -180,11 +187,15 @@ class KroneckerEmbedding(nn.Module):
         """Nearest-Kronecker initialisation from a dense nn.Embedding."""
         v, d = embedding.weight.shape
         w = embedding.weight
-        layer = cls(v, d, k, rank, embedding.padding_idx, device=w.device, dtype=w.dtype)
+        row_of_id = getattr(embedding, "row_of_id", None)  # a TrimmedEmbedding's
+        layer = cls(v, d, k, rank, embedding.padding_idx, device=w.device, dtype=w.dtype,
+                    vocab_size=None if row_of_id is None else row_of_id.numel())
         a, b = nearest_kronecker(w, layer.shape)  # (r, v, d/k), (r, 1, k)
         with torch.no_grad():
             layer.a.copy_(a.permute(1, 2, 0))
             layer.b.copy_(b[:, 0, :])
+            if row_of_id is not None:
+                layer.row_of_id.copy_(row_of_id)
         return layer
 
     def to_dense(self) -> torch.Tensor:
@@ -192,8 +203,12 @@ class KroneckerEmbedding(nn.Module):
         return kron_dense(self.a.permute(2, 0, 1), self.b[:, None, :])
 
     def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
+        if self.row_of_id is not None:
+            input_ids = self.row_of_id[input_ids]
         rows = self.a[input_ids]  # (..., d/k, r)
         return (rows @ self.b).reshape(*input_ids.shape, self.embedding_dim)  # (..., d/k, k) -> (..., d)
 
     def extra_repr(self) -> str:
-        return f"{self.num_embeddings}, {self.embedding_dim}, A {self.num_embeddings}x{self.embedding_dim // self.k} ⊗ B 1x{self.k}, rank={self.rank}"
+        rows = "" if self.row_of_id is None else f" (rows of {self.vocab_size} ids)"
+        return (f"{self.num_embeddings}{rows}, {self.embedding_dim}, A {self.num_embeddings}x{self.embedding_dim // self.k}"
+                f" ⊗ B 1x{self.k}, rank={self.rank}")

@@ -44,6 +44,14 @@ def _warnings(recipe: dict) -> str:
     return f"\n{lines}\n"
 
 
+def _vocabulary(recipe: dict) -> str:
+    kept = recipe.get("vocabulary")
+    if not kept:
+        return ""
+    return (f"- vocabulary: the word embedding keeps the rows of the {kept['kept']:,} tokens of the training text "
+            f"(of {kept['of']:,}); every other token reads the row of its nearest kept token\n")
+
+
 def model_card(recipe: dict) -> str:
     """README.md of an artifact: recipe, parameters, compression, teacher vs student metrics, warnings."""
     m = recipe["metrics"]
@@ -69,7 +77,7 @@ distillation (initialisation from the teacher only) the student scored {m['stude
 ## Recipe
 - method: {cfg['method']}; plan: {plan}, rank {cfg['rank']}
 - {METHOD_TEXT.get(cfg['method'], cfg['method'])}
-{chr(10).join('- stage ' + s for s in _stages(recipe))}
+{_vocabulary(recipe)}{chr(10).join('- stage ' + s for s in _stages(recipe))}
 - KD loss weights (1 unless listed): {cfg.get('loss_weights') or 'all 1'}
 - training time: {recipe['training']['seconds']}; precision {recipe['training']['precision']}
 - versions: {recipe['versions']}

@@ -16,6 +16,7 @@ from .kron_config import KronConfig, NoMatchingLayersError, PlanError
 from .layer_roles import (FilterFn, attention_core_macs, default_filter, dense_shape, layer_role, roles_of, targets,
                           tokens_per_sequence)
 from .kron_shape import KronShape
+from .vocab import dropped_params
 from .shape_choice import (choose_embedding_k, choose_linear_shape, linear_candidates, rank_capacity,
                            shapes_for_compression, shapes_from_roles, uniform_budgets)
 
@@ -32,14 +33,17 @@ class LayerPlan:
     kron: KronShape
     tokens: int  # vectors this layer sees per sequence (for FLOPs)
     errors: dict | None = None  # starting errors of the fitted factors, when the weights were at hand
+    # An embedding that keeps fewer rows than its vocabulary (kronedge.vocab): the ids its row map covers.
+    # The teacher's whole table counts before, the map's entries after.
+    row_map: int = 0
 
     @property
     def params_before(self) -> int:
-        return self.dense_shape[0] * self.dense_shape[1]
+        return (self.row_map or self.dense_shape[0]) * self.dense_shape[1]
 
     @property
     def params_after(self) -> int:
-        return self.kron.params
+        return self.kron.params + self.row_map
 
     @property
     def macs_before(self) -> int:
@@ -59,6 +63,7 @@ class LayerPlan:
             "params_before": self.params_before, "params_after": self.params_after,
             "flops_before": 2 * self.macs_before, "flops_after": 2 * self.macs_after,
             "structure": "svd" if (self.kron.n1, self.kron.m2) == (1, 1) else "kronecker",
+            **({"row_map": self.row_map} if self.row_map else {}),
             **({"errors": self.errors} if self.errors is not None else {}),
         }
 
@@ -130,7 +135,8 @@ def plan_model(model: nn.Module, config: KronConfig, filter_fn: FilterFn | None 
         PlanError: the request cannot be met (the message says what can).
     """
     roles = roles_of(_selected(model, config, filter_fn))
-    params_teacher = sum(p.numel() for p in model.parameters())
+    # A trimmed word embedding (kronedge.vocab) still counts the teacher's whole table.
+    params_teacher = sum(p.numel() for p in model.parameters()) + sum(dropped_params(m) for _, m, _ in roles)
     linear_macs = sum(m.in_features * m.out_features * tokens_per_sequence(n, seq_len)
                       for n, m in model.named_modules() if isinstance(m, nn.Linear))
     flops_teacher = 2 * (linear_macs + attention_core_macs(model, seq_len))
@@ -175,13 +181,18 @@ def _layer_plan(name: str, module: nn.Module, role: str, shape: KronShape, seq_l
     if kind == "linear" and (shape.out_features, shape.in_features) != dense:
         raise PlanError(f"{name}: {shape} implies a {shape.out_features}x{shape.in_features} weight, "
                         f"but the layer is {dense[0]}x{dense[1]}")
-    if kind == "embedding" and (shape.m1, shape.n1 * shape.n2, shape.m2) != (dense[0], dense[1], 1):
-        raise PlanError(f"{name}: embedding factors must be A {dense[0]}x(d/k) ⊗ B 1xk, got {shape}")
+    row_map = 0
+    if kind == "embedding":
+        vocab = getattr(module, "vocab_size", dense[0])
+        # fewer rows than the dense table: a trimmed layout loaded into the full-vocabulary model
+        if (shape.n1 * shape.n2, shape.m2) != (dense[1], 1) or shape.m1 > dense[0]:
+            raise PlanError(f"{name}: embedding factors must be A {dense[0]}x(d/k) ⊗ B 1xk, got {shape}")
+        row_map = vocab if shape.m1 < vocab else 0
     errors = None
     if with_errors:
         from .structure import fit_report
         errors = fit_report(name, module.weight, shape, stats).to_dict()
-    return LayerPlan(name, role, kind, dense, shape, tokens_per_sequence(name, seq_len), errors)
+    return LayerPlan(name, role, kind, dense, shape, tokens_per_sequence(name, seq_len), errors, row_map)
 
 
 def _structured_shapes(roles, config: KronConfig, params_teacher: int, stats, progress) -> dict[str, KronShape]:

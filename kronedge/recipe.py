@@ -13,6 +13,7 @@ DEFAULT_TEACHER = "builtin:minilm"
 DEFAULT_TASK = "sst2"
 DEFAULT_COMPRESSION = 5.5  # the planner lands on ~5.1x for MiniLM: >= 5x fewer parameters
 LOSSES = ("embedding", "attention", "hidden", "logits", "supervised")
+VOCABULARIES = ("task",)
 
 
 def structure_kron_config(config):
@@ -91,6 +92,10 @@ class CompressConfig:
             becomes "uniform"); the compression still counts against the full teacher.
         source: a user's own data files as ``TaskSource.to_dict()`` (``--train``/``--validation``);
             None: the GLUE ``task`` (with ``data_dir``). With files, ``task`` is the data set's name.
+        vocabulary: "task" keeps only the word-embedding rows of the tokens in the training text (and
+            ``unlabelled``), so the factorised matrices get the rows left out as rank at the same budget, counted
+            against the full teacher; any other token reads the row of the kept token nearest to it in the teacher's
+            embedding. None (or "full"): every token keeps its row.
         general_student: start from a general student (``kronedge distill-general``) instead of running
             stage 1: its directory, or ``auto`` for the cached one of this teacher and structure (stage 1
             runs when there is none). It must come from the same base teacher and structure.
@@ -100,8 +105,8 @@ class CompressConfig:
     """
 
     # 2: min_steps, stage1_min_steps, max_epochs, patience, check_teacher, min_retention; 3: stage2_min_steps;
-    # 4: cooldown_epochs
-    VERSION = 4
+    # 4: cooldown_epochs; 5: vocabulary
+    VERSION = 5
 
     teacher: str = DEFAULT_TEACHER
     task: str = DEFAULT_TASK
@@ -151,6 +156,7 @@ class CompressConfig:
     layers: int | None = None
     source: dict | None = None
     general_student: str | None = None
+    vocabulary: str | None = None
 
     def __post_init__(self):
         from .students import METHODS
@@ -192,6 +198,13 @@ class CompressConfig:
         if self.general_student is not None and self.method != "kronecker":
             raise TrainingError(f"a general student is a Kronecker student: --general-student needs --method "
                                 f"kronecker, not {self.method}")
+        if self.vocabulary == "full":
+            self.vocabulary = None  # the default, spelled out
+        if self.vocabulary not in (None, *VOCABULARIES):
+            raise TrainingError(f"vocabulary must be full or one of {VOCABULARIES}, not {self.vocabulary!r}")
+        if self.vocabulary == "task" and (self.method != "kronecker" or self.general_student is not None):
+            raise TrainingError("--vocabulary task trims the word embedding of a student made from its teacher: it "
+                                "needs --method kronecker and no --general-student (whose embedding is already made)")
 
     def task_source(self):
         """The :class:`~kronedge.data.TaskSource` the examples come from (files when ``source`` is set)."""
@@ -204,10 +217,10 @@ class CompressConfig:
     def kron_config(self):
         return structure_kron_config(self)
 
-    def student_config(self, stats: dict | None = None):
+    def student_config(self, stats: dict | None = None, vocabulary=None):
         from .students import student_config
 
-        return student_config(self.method, self.kron_config(), stats=stats, layers=self.layers)
+        return student_config(self.method, self.kron_config(), stats=stats, layers=self.layers, vocabulary=vocabulary)
 
     def augment_config(self, mask_token: str = "[MASK]"):
         from .augment import AugmentConfig

@@ -13,6 +13,7 @@ from torch import nn
 
 from .kron_config import KronConfig, PlanError
 from .layer_roles import dense_shape
+from .vocab import dropped_params, row_map_entries
 from .kron_shape import KronShape
 
 
@@ -157,10 +158,13 @@ def uniform_budgets(roles, config: KronConfig, params_teacher: int) -> dict[str,
 
 
 def _budget(roles, config: KronConfig, params_teacher: int) -> tuple[float, int, int]:
-    """(student params wanted, params of the selected matrices, params left dense); refuses an impossible target."""
+    """(student params wanted, params of the selected matrices, params left dense); refuses an impossible target.
+
+    A trimmed word embedding (kronedge.vocab) offers only its kept rows to the factors; the rows it dropped are
+    gone, and its id -> row map counts as kept parameters."""
     target = params_teacher / config.compression
     replaced = sum(math.prod(dense_shape(m)) for _, m, _ in roles)
-    kept = params_teacher - replaced
+    kept = params_teacher - replaced - sum(dropped_params(m) - row_map_entries(m) for _, m, _ in roles)
     if kept >= target:
         raise PlanError(
             f"{config.compression}x needs <= {target / 1e6:.2f}M parameters, but the layers left dense "

@@ -15,6 +15,7 @@ from typing import Callable
 
 from .planner import KronConfig
 from .training import TrainingError
+from .vocab import KeptVocabulary
 
 
 @dataclass(frozen=True)
@@ -23,11 +24,13 @@ class KroneckerStudent:
     (``kronize_``), initialised by the nearest Kronecker product of the teacher's weights.
 
     ``stats``: calibration statistics (``kronedge.calibration``) for the data-aware fit and the
-    structure search; ``layers``: keep this many encoder layers first (``keep_layers_``)."""
+    structure search; ``layers``: keep this many encoder layers first (``keep_layers_``);
+    ``vocabulary``: the word embedding keeps only these tokens' rows (``kronedge.vocab``)."""
 
     kron: KronConfig
     stats: dict | None = field(default=None, compare=False, repr=False)
     layers: int | None = None
+    vocabulary: KeptVocabulary | None = field(default=None, compare=False, repr=False)
     method = "kronecker"
 
 
@@ -88,12 +91,15 @@ def build_student(teacher, config):
 METHODS: dict[str, type] = {cls.method: cls for cls in (KroneckerStudent, SvdStudent, DenseSmallStudent)}
 
 
-def student_config(method: str, kron: KronConfig, stats: dict | None = None, layers: int | None = None):
+def student_config(method: str, kron: KronConfig, stats: dict | None = None, layers: int | None = None,
+                   vocabulary: KeptVocabulary | None = None):
     """The student config for a method name (``kronecker``, ``svd``, ``dense-small``)."""
     if method not in METHODS:
         raise TrainingError(f"unknown method {method!r}; choose one of {tuple(METHODS)}")
     if method == "kronecker":
-        return KroneckerStudent(kron, stats=stats, layers=layers)
+        return KroneckerStudent(kron, stats=stats, layers=layers, vocabulary=vocabulary)
+    if vocabulary is not None:
+        raise TrainingError(f"a task vocabulary trims the Kronecker student's embedding; method {method} has none")
     return METHODS[method](kron)
 
 
@@ -105,6 +111,8 @@ def _kronecker(teacher, config: KroneckerStudent):
 
     student = copy.deepcopy(teacher)
     kron = shallower(student, config.kron, config.layers)
+    if config.vocabulary is not None:
+        config.vocabulary.trim_(student)
     return student, kronize_(student, kron, stats=config.stats)
 
 
@@ -146,11 +154,13 @@ def _dense_small(teacher, config: DenseSmallStudent):
 
 
 def core_params(model) -> int:
-    """Parameters of the embeddings and the encoder (the paper's count; no pooler, no head)."""
+    """Parameters of the embeddings and the encoder (the paper's count; no pooler, no head), with the entries of a
+    trimmed vocabulary's id -> row map (``kronedge.vocab``)."""
     from .distill import bert_of
 
     bert = bert_of(model)
-    return sum(p.numel() for m in (bert.embeddings, bert.encoder) for p in m.parameters())
+    maps = sum(b.numel() for name, b in bert.embeddings.named_buffers() if name.endswith("row_of_id"))
+    return sum(p.numel() for m in (bert.embeddings, bert.encoder) for p in m.parameters()) + maps
 
 
 def dense_small_config(teacher_config, target_core_params: int, layers: int | None = None):

@@ -19,15 +19,18 @@ CONFIG_KEY = "kronecker_layout"
 
 
 def _build(dense: nn.Module, shape: KronShape, init: str, stats: InputStats | None = None) -> nn.Module:
-    new_type = _REPLACEMENTS[type(dense)]
+    # isinstance, not type(): a TrimmedEmbedding (kronedge.vocab) is an nn.Embedding
+    new_type = next(new for old, new in _REPLACEMENTS.items() if isinstance(dense, old))
     if init == "nearest" and stats is not None:
         return _weighted_fit(dense, shape, stats)
     if new_type is KroneckerEmbedding:
         if init == "nearest":
             return KroneckerEmbedding.from_dense(dense, k=shape.n2, rank=shape.rank)
         w = dense.weight
+        # shape.m1 rows under a vocabulary of more ids: a trimmed table (kronedge.vocab), loaded with its row map
         return KroneckerEmbedding(shape.m1, shape.n1 * shape.n2, shape.n2, shape.rank, dense.padding_idx,
-                                  device=w.device, dtype=w.dtype)
+                                  device=w.device, dtype=w.dtype,
+                                  vocab_size=getattr(dense, "vocab_size", dense.num_embeddings))
     if init == "nearest":
         return KroneckerLinear.from_dense(dense, shape)
     w = dense.weight
