@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 from .kron_shape import KronShape
+from .vocab import ROW_DTYPE
 
 
 def nearest_kronecker(weight: torch.Tensor, shape: KronShape) -> tuple[torch.Tensor, torch.Tensor]:
@@ -166,7 +167,7 @@ class KroneckerEmbedding(nn.Module):
         self.vocab_size = num_embeddings if vocab_size is None else vocab_size
         row_of_id = None
         if self.vocab_size != num_embeddings:
-            row_of_id = torch.zeros(self.vocab_size, dtype=torch.int32, device=device)
+            row_of_id = torch.zeros(self.vocab_size, dtype=ROW_DTYPE, device=device)
         self.register_buffer("row_of_id", row_of_id)
         self.embedding_dim = embedding_dim
         self.k = k

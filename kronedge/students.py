@@ -15,7 +15,7 @@ from typing import Callable
 
 from .planner import KronConfig
 from .training import TrainingError
-from .vocab import KeptVocabulary
+from .vocab import KeptVocabulary, row_map_entries
 
 
 @dataclass(frozen=True)
@@ -159,7 +159,7 @@ def core_params(model) -> int:
     from .distill import bert_of
 
     bert = bert_of(model)
-    maps = sum(b.numel() for name, b in bert.embeddings.named_buffers() if name.endswith("row_of_id"))
+    maps = sum(row_map_entries(m) for m in bert.embeddings.modules())
     return sum(p.numel() for m in (bert.embeddings, bert.encoder) for p in m.parameters()) + maps
 
 

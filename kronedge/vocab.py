@@ -161,8 +161,10 @@ def trim_vocabulary_(model: nn.Module, keep_ids: Sequence[int], unk_id: int, fal
 
 
 def row_map_entries(module: nn.Module) -> int:
-    """Entries of the id -> row map a module carries (0 for a table that keeps every row)."""
-    return module.vocab_size if isinstance(module, TrimmedEmbedding) else 0
+    """Entries of the id -> row map a module carries (a TrimmedEmbedding, or the KroneckerEmbedding made from one);
+    0 for a table that keeps every row."""
+    rows = getattr(module, "row_of_id", None)
+    return 0 if rows is None else rows.numel()
 
 
 def dropped_params(module: nn.Module) -> int:

@@ -616,6 +616,10 @@ def test_retention_warning_reaches_the_model_card():
     assert "cola train: up to 20,000 examples" in model_card(recipe)
     every = {**recipe, "compress_config": CompressConfig(task="cola", stage2_examples=None).to_dict()}
     assert "cola train: all examples" in model_card(every)
+    # --vocabulary task: the card says how many rows the word embedding kept
+    assert "vocabulary" not in model_card(recipe)
+    assert "5,590 tokens of the training text (of 30,522)" in model_card({**recipe, "vocabulary": {"kept": 5590,
+                                                                                                  "of": 30522}})
 
 
 def test_cli_defaults_are_the_config_defaults():
