@@ -1,18 +1,16 @@
-"""Where one encoder layer of an exported Kronecker model spends its time, and what the cheapest ORT forms of its
-two largest non-GEMM costs are.
+"""Where one encoder layer of an exported Kronecker model spends its time, and what GELU costs in each ORT form.
 
     python benchmarks/layer_costs.py MODEL_DIR [--layer 0] [--runs 300]
 
 1. chains: the layer cut into five subgraphs at the export's tensor names (Q/K/V linears, attention core, output
    linear + residual + LayerNorm, FFN up + GELU, FFN down + residual + LayerNorm), each run alone.
-2. small-factor forms: the contraction by a Kronecker layer's small constant factor A (m1 x n1) over the n1 axis of
-   (B, T, n1, m2), as exported (a broadcast MatMul) and as Einsum, Transpose + one GEMM + Transpose,
-   Unsqueeze + Mul + ReduceSum, and one MatMul with the expanded (A^T kron I) matrix.
-3. GELU forms on (1, T, 3072): the export's Add + Gelu(tanh) with ORT's fusion on and off, contrib FastGelu with
+2. GELU forms on (1, T, 3072): the export's Add + Gelu(tanh) with ORT's fusion on and off, contrib FastGelu with
    and without its bias input, and the Tanh op alone (the floor of a tanh GELU).
+3. the exported GELU at 16 to 256 tokens: its cost per value.
 
 Every figure is the median thread CPU time of one session run (1 ORT thread, the runtime's session options),
-interleaved within each part.
+interleaved within each part. The tensor names are those of kronedge's BERT export; another exporter's names are
+one error. The forms of the small factor's product are ``benchmarks/small_factor_forms.py``.
 """
 
 from __future__ import annotations
@@ -79,29 +77,6 @@ def _model(nodes, initializers: dict, shape, ms: bool = False) -> onnx.ModelProt
     return h.make_model(graph, opset_imports=opsets)
 
 
-def small_factor_forms(m1: int, n1: int, m2: int, seq: int, rng) -> dict[str, onnx.ModelProto]:
-    a = rng.standard_normal((m1, n1)).astype(np.float32)
-    shape, ints = [1, seq, n1, m2], (lambda *v: np.array(v, np.int64))
-    return {
-        "broadcast MatMul (exported)": _model([h.make_node("MatMul", ["a", "x"], ["y"])], {"a": a}, shape),
-        "Einsum": _model([h.make_node("Einsum", ["a", "x"], ["y"], equation="ij,btjk->btik")], {"a": a}, shape),
-        "Transpose + GEMM + Transpose": _model([
-            h.make_node("Transpose", ["x"], ["xt"], perm=[0, 2, 1, 3]), h.make_node("Reshape", ["xt", "s1"], ["x2"]),
-            h.make_node("MatMul", ["a", "x2"], ["y2"]), h.make_node("Reshape", ["y2", "s2"], ["y3"]),
-            h.make_node("Transpose", ["y3"], ["y"], perm=[0, 2, 1, 3])],
-            {"a": a, "s1": ints(n1, seq * m2), "s2": ints(1, m1, seq, m2)}, shape),
-        "Mul + ReduceSum": _model([
-            h.make_node("Unsqueeze", ["x", "ax"], ["xu"]), h.make_node("Mul", ["xu", "at"], ["p"]),
-            h.make_node("ReduceSum", ["p", "ax2"], ["y"], keepdims=0)],
-            {"at": a.T.reshape(n1, m1, 1).copy(), "ax": ints(3), "ax2": ints(2)}, shape),
-        "MatMul by A^T kron I": _model([
-            h.make_node("Reshape", ["x", "s1"], ["x2"]), h.make_node("MatMul", ["x2", "w"], ["y2"]),
-            h.make_node("Reshape", ["y2", "s2"], ["y"])],
-            {"w": np.kron(a.T, np.eye(m2, dtype=np.float32)), "s1": ints(1, seq, n1 * m2), "s2": ints(1, seq, m1, m2)},
-            shape),
-    }
-
-
 def gelu_forms(width: int, rng) -> dict[str, tuple[onnx.ModelProto, tuple]]:
     bias = (rng.standard_normal(width) * 0.1).astype(np.float32)
     shape = ["batch", "sequence", width]
@@ -147,22 +122,20 @@ def main() -> int:
         print("\n".join(f"| {name} | {ms:.3f} |" for name, ms in costs.items()))
         print(f"| sum | {sum(costs.values()):.3f} |")
 
-        print(f"\n## 2. the small factor's contraction, seq {args.seq}\n\n| A (m1 x n1), m2 | form | ms | max err |\n|---|---|---|---|")
-        for m1, n1, m2 in ((16, 2, 48), (16, 2, 192), (2, 16, 192)):
-            x = rng.standard_normal((1, args.seq, n1, m2)).astype(np.float32)
-            forms = small_factor_forms(m1, n1, m2, args.seq, np.random.default_rng(1))
-            sessions = {name: create_session(model.SerializeToString(), threads=1) for name, model in forms.items()}
-            reference = sessions["broadcast MatMul (exported)"].run(None, {"x": x})[0]
-            errors = {name: float(np.abs(s.run(None, {"x": x})[0] - reference).max()) for name, s in sessions.items()}
-            costs = interleaved(sessions, {name: {"x": x} for name in sessions}, args.runs)
-            print("\n".join(f"| {m1}x{n1}, {m2} | {name} | {ms:.4f} | {errors[name]:.1e} |" for name, ms in costs.items()))
-
-        print(f"\n## 3. GELU on (1, {args.seq}, 3072)\n\n| form | ms |\n|---|---|")
+        print(f"\n## 2. GELU on (1, {args.seq}, 3072)\n\n| form | ms |\n|---|---|")
         x = rng.standard_normal((1, args.seq, 3072)).astype(np.float32)
         sessions = {name: create_session(model.SerializeToString(), threads=1, disabled_optimizers=disabled)
                     for name, (model, disabled) in gelu_forms(3072, rng).items()}
         costs = interleaved(sessions, {name: {"x": x} for name in sessions}, args.runs)
         print("\n".join(f"| {name} | {ms:.4f} |" for name, ms in costs.items()))
+
+        print("\n## 3. the exported GELU by tokens (flat ns per value: compute-bound, not cache-bound)\n\n"
+              "| tokens | ms | ns per value |\n|---|---|---|")
+        exported = sessions["Add + Gelu(tanh), fused (exported)"]
+        tokens = (16, 32, 64, 128, 256)
+        xs = {t: rng.standard_normal((1, t, 3072)).astype(np.float32) for t in tokens}
+        costs = interleaved({t: exported for t in tokens}, {t: {"x": xs[t]} for t in tokens}, args.runs)
+        print("\n".join(f"| {t} | {ms:.4f} | {ms * 1e6 / (t * 3072):.3f} |" for t, ms in costs.items()))
     return 0
 
 

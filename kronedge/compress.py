@@ -156,8 +156,9 @@ class CompressRun:
         from .vocab import KeptVocabulary
 
         texts = list(self.source.load("train", self.spec).texts)
-        if c.unlabelled:
-            texts += read_unlabelled(c.unlabelled, self.spec.is_pair)
+        if c.unlabelled:  # without the lines that repeat dev texts, as stage 2 drops them
+            dev = set(self.dev.texts)
+            texts += [t for t in read_unlabelled(c.unlabelled, self.spec.is_pair) if t not in dev]
         vocabulary = KeptVocabulary.of_texts(self.tokenizer, texts, c.max_length)
         logger.info(f"[compress] task vocabulary: {len(vocabulary.keep_ids)} of {self.tokenizer.vocab_size} tokens "
                     f"in {len(texts)} texts keep their embedding rows; the rest read their nearest kept token's")

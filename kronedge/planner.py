@@ -16,7 +16,7 @@ from .kron_config import KronConfig, NoMatchingLayersError, PlanError
 from .layer_roles import (FilterFn, attention_core_macs, default_filter, dense_shape, layer_role, roles_of, targets,
                           tokens_per_sequence)
 from .kron_shape import KronShape
-from .vocab import dropped_params
+from .vocab import dropped_params, ids_covered
 from .shape_choice import (choose_embedding_k, choose_linear_shape, linear_candidates, rank_capacity,
                            shapes_for_compression, shapes_from_roles, uniform_budgets)
 
@@ -183,10 +183,11 @@ def _layer_plan(name: str, module: nn.Module, role: str, shape: KronShape, seq_l
                         f"but the layer is {dense[0]}x{dense[1]}")
     row_map = 0
     if kind == "embedding":
-        vocab = getattr(module, "vocab_size", dense[0])
-        # fewer rows than the dense table: a trimmed layout loaded into the full-vocabulary model
+        # Rows: the table's, or fewer when a trimmed layout (kronedge.vocab) is loaded into the full-vocabulary
+        # model; surgery's nearest fit refuses fewer rows than its source has.
         if (shape.n1 * shape.n2, shape.m2) != (dense[1], 1) or shape.m1 > dense[0]:
-            raise PlanError(f"{name}: embedding factors must be A {dense[0]}x(d/k) ⊗ B 1xk, got {shape}")
+            raise PlanError(f"{name}: embedding factors must be A (at most {dense[0]} rows)x(d/k) ⊗ B 1xk, got {shape}")
+        vocab = ids_covered(module)
         row_map = vocab if shape.m1 < vocab else 0
     errors = None
     if with_errors:

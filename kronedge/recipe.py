@@ -93,9 +93,10 @@ class CompressConfig:
         source: a user's own data files as ``TaskSource.to_dict()`` (``--train``/``--validation``);
             None: the GLUE ``task`` (with ``data_dir``). With files, ``task`` is the data set's name.
         vocabulary: "task" keeps only the word-embedding rows of the tokens in the training text (and
-            ``unlabelled``), so the factorised matrices get the rows left out as rank at the same budget, counted
-            against the full teacher; any other token reads the row of the kept token nearest to it in the teacher's
-            embedding. None (or "full"): every token keeps its row.
+            ``unlabelled``). With ``compression`` (the budget counted against the full teacher) the rows left out
+            become rank for the factorised matrices; a preset's fixed shapes simply compress further. Any other token
+            reads the row of the kept token nearest to it in the teacher's embedding, also in stage 1's general text.
+            None (or "full"): every token keeps its row.
         general_student: start from a general student (``kronedge distill-general``) instead of running
             stage 1: its directory, or ``auto`` for the cached one of this teacher and structure (stage 1
             runs when there is none). It must come from the same base teacher and structure.

@@ -52,8 +52,9 @@ def svd_corner(m: int, n: int, rank: int) -> KronShape:
 
 
 def equal_param_rank(params: int, m: int, n: int) -> int:
-    """The largest rank whose (m + n) * r parameters fit ``params`` (at least 1)."""
-    return max(1, min(params // (m + n), min(m, n)))
+    """The largest rank whose (m + n) * r parameters fit ``params`` (at least 1), and no more than a dense (m x n)
+    matrix holds: a budget above that (a trimmed vocabulary frees many rows) is left unspent, not doubled."""
+    return max(1, min(params // (m + n), m * n // (m + n)))
 
 
 def base_shapes(kind: str, m: int, n: int) -> list[KronShape]:

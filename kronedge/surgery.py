@@ -10,6 +10,7 @@ from torch import nn
 from .fitting import InputStats, WeightedProblem
 from .layers import KronShape, KroneckerEmbedding, KroneckerLinear
 from .planner import FilterFn, KronConfig, Plan, PlanError, plan_model
+from .vocab import ids_covered
 
 # Which Kronecker layer replaces which dense layer (peft's layers_mapping).
 _REPLACEMENTS: dict[type, type] = {nn.Linear: KroneckerLinear, nn.Embedding: KroneckerEmbedding}
@@ -25,12 +26,14 @@ def _build(dense: nn.Module, shape: KronShape, init: str, stats: InputStats | No
         return _weighted_fit(dense, shape, stats)
     if new_type is KroneckerEmbedding:
         if init == "nearest":
+            if shape.m1 != dense.num_embeddings:
+                raise PlanError(f"embedding factors of {shape.m1} rows for a table of {dense.num_embeddings}: only a "
+                                "saved trimmed layout (kronedge.vocab) is loaded with fewer rows")
             return KroneckerEmbedding.from_dense(dense, k=shape.n2, rank=shape.rank)
         w = dense.weight
         # shape.m1 rows under a vocabulary of more ids: a trimmed table (kronedge.vocab), loaded with its row map
         return KroneckerEmbedding(shape.m1, shape.n1 * shape.n2, shape.n2, shape.rank, dense.padding_idx,
-                                  device=w.device, dtype=w.dtype,
-                                  vocab_size=getattr(dense, "vocab_size", dense.num_embeddings))
+                                  device=w.device, dtype=w.dtype, vocab_size=ids_covered(dense))
     if init == "nearest":
         return KroneckerLinear.from_dense(dense, shape)
     w = dense.weight

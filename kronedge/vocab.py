@@ -1,10 +1,11 @@
 """A task's vocabulary: the student's word embedding keeps only the rows of the tokens its task uses.
 
-A word embedding is about half of a small BERT student's factorised parameters, yet one task's text uses a
-fraction of the vocabulary (SST-2's 67k training sentences use 11.6k of MiniLM's 30,522 wordpieces). Fitted
-on the kept rows alone, at the same parameter budget counted against the full teacher, every factorised
-matrix gets more rank. An id left out reads the row of the kept token nearest to it in the teacher's embedding
-(glad -> happy, village -> town), so a word seen only at test time keeps most of its meaning.
+The word embedding is half of MiniLM's embedding + encoder parameters, yet one task's text uses a fraction of
+the vocabulary (SST-2's 67k training sentences use 11.6k of its 30,522 wordpieces). Fitted on the kept rows alone,
+at the same parameter budget counted against the full teacher, every factorised matrix gets more rank. An id left
+out reads the row of the kept token nearest to it in the teacher's embedding (glad -> happy, village -> town), so a
+word seen only at test time keeps most of its meaning. The id -> row map counts one parameter per id, and its int32
+entries take 4 bytes each in the export.
 
     >>> KeptVocabulary.of_texts(tokenizer, train_texts).trim_(student)   # before kronize_
 """
@@ -58,6 +59,9 @@ class TrimmedEmbedding(nn.Embedding):
             raise VocabularyError(f"the [UNK] id {unk_id} must be kept: an id left out may read its row")
         if fallback not in FALLBACKS:
             raise VocabularyError(f"fallback must be one of {FALLBACKS}, not {fallback!r}")
+        w = embedding.weight
+        if w.is_meta:
+            raise VocabularyError("trimming the vocabulary copies the teacher's rows: load its weights (not meta)")
         rows = torch.full((vocab,), -1, dtype=torch.long)
         rows[keep] = torch.arange(keep.numel())
         left_out = (rows < 0).nonzero().flatten()
@@ -65,19 +69,15 @@ class TrimmedEmbedding(nn.Embedding):
         if fallback == "nearest":
             targets = keep[~torch.isin(keep, torch.tensor(list(special_ids) + [unk_id], dtype=torch.long))]
             if targets.numel():
-                rows[left_out] = rows[targets[nearest_rows(embedding.weight.detach(), left_out, targets)]]
-        padding = None if embedding.padding_idx is None else int(rows[embedding.padding_idx])
-        w = embedding.weight
+                rows[left_out] = rows[targets[nearest_rows(w.detach(), left_out, targets).cpu()]]
+        # a pad id left out would freeze the gradient of the row it reads, a real token's
+        padding = None if embedding.padding_idx is None or embedding.padding_idx not in keep else int(
+            rows[embedding.padding_idx])
         layer = cls(vocab, keep.numel(), dim, padding, device=w.device, dtype=w.dtype)
         with torch.no_grad():
             layer.weight.copy_(w[keep.to(w.device)])
             layer.row_of_id.copy_(rows.to(ROW_DTYPE))
         return layer
-
-    @property
-    def dropped_params(self) -> int:
-        """The teacher's parameters in the rows left out."""
-        return (self.vocab_size - self.num_embeddings) * self.embedding_dim
 
     def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
         return super().forward(self.row_of_id[input_ids])
@@ -95,21 +95,29 @@ class KeptVocabulary:
     special_ids: tuple[int, ...] = ()
     fallback: str = "nearest"
 
+    def __post_init__(self):
+        if self.fallback not in FALLBACKS:
+            raise VocabularyError(f"fallback must be one of {FALLBACKS}, not {self.fallback!r}")
+
     @classmethod
     def of_texts(cls, tokenizer, texts: Iterable, max_length: int | None = None,
                  fallback: str = "nearest") -> "KeptVocabulary":
+        """The tokens of ``texts`` (strings or (first, second) pairs) as ``tokenizer`` splits them, its special
+        tokens, and its [UNK]."""
         if tokenizer.unk_token_id is None:
             raise VocabularyError("the tokenizer has no [UNK] token for the ids a trimmed vocabulary leaves out")
         return cls(tuple(task_vocabulary(tokenizer, texts, max_length)), tokenizer.unk_token_id,
                    tuple(tokenizer.all_special_ids), fallback)
 
     def trim_(self, model: nn.Module) -> TrimmedEmbedding:
+        """Give ``model`` (a copy of the teacher, before ``kronize_``) the trimmed word embedding, in place."""
         return trim_vocabulary_(model, self.keep_ids, self.unk_id, self.fallback, self.special_ids)
 
 
 def nearest_rows(weight: torch.Tensor, queries: torch.Tensor, targets: torch.Tensor, chunk: int = 2048) -> torch.Tensor:
     """For each query row of ``weight``, the index into ``targets`` of the row closest in cosine."""
     unit = nn.functional.normalize(weight.float(), dim=1)
+    queries, targets = queries.to(weight.device), targets.to(weight.device)
     candidates = unit[targets].T  # (d, T)
     return torch.cat([(unit[queries[i:i + chunk]] @ candidates).argmax(1) for i in range(0, queries.numel(), chunk)])
 
@@ -160,12 +168,20 @@ def trim_vocabulary_(model: nn.Module, keep_ids: Sequence[int], unk_id: int, fal
     return trimmed
 
 
+# The one test of "a trimmed table" (a TrimmedEmbedding, or the KroneckerEmbedding made from one): a row map.
 def row_map_entries(module: nn.Module) -> int:
-    """Entries of the id -> row map a module carries (a TrimmedEmbedding, or the KroneckerEmbedding made from one);
-    0 for a table that keeps every row."""
+    """Entries of the id -> row map a module carries; 0 for a table that keeps every row."""
     rows = getattr(module, "row_of_id", None)
     return 0 if rows is None else rows.numel()
 
 
+def ids_covered(embedding: nn.Module) -> int:
+    """The ids an embedding takes: its vocabulary when it reads them through a row map, else its rows."""
+    return row_map_entries(embedding) or embedding.num_embeddings
+
+
 def dropped_params(module: nn.Module) -> int:
-    return module.dropped_params if isinstance(module, TrimmedEmbedding) else 0
+    """The teacher's parameters in the rows a trimmed table left out (0 for any other module)."""
+    if not row_map_entries(module):
+        return 0
+    return (row_map_entries(module) - module.num_embeddings) * module.embedding_dim
