@@ -126,25 +126,16 @@ def task_vocabulary(tokenizer, texts: Iterable, max_length: int | None = None, c
     """Sorted ids of every token the tokenizer makes of ``texts`` (strings or (first, second) pairs), with all of
     its special tokens."""
     seen: set[int] = set(tokenizer.all_special_ids)
-    batch: list = []
-
-    def flush():
+    texts = list(texts)
+    kwargs = {"truncation": max_length is not None, "max_length": max_length}
+    for start in range(0, len(texts), chunk):
+        batch = texts[start:start + chunk]
         pairs = [t for t in batch if isinstance(t, (tuple, list))]
         singles = [t for t in batch if not isinstance(t, (tuple, list))]
-        kwargs = {"truncation": max_length is not None, "max_length": max_length}
-        if singles:
-            for ids in tokenizer(singles, **kwargs)["input_ids"]:
-                seen.update(ids)
-        if pairs:
-            for ids in tokenizer([p[0] for p in pairs], [p[1] for p in pairs], **kwargs)["input_ids"]:
-                seen.update(ids)
-        batch.clear()
-
-    for text in texts:
-        batch.append(text)
-        if len(batch) == chunk:
-            flush()
-    flush()
+        encoded = (tokenizer(singles, **kwargs)["input_ids"] if singles else []) + (
+            tokenizer([p[0] for p in pairs], [p[1] for p in pairs], **kwargs)["input_ids"] if pairs else [])
+        for ids in encoded:
+            seen.update(ids)
     return sorted(seen)
 
 
