@@ -8,6 +8,7 @@ evaluate -> artifact with a model card (:mod:`.model_card`). With a general stud
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import time
@@ -139,12 +140,17 @@ class CompressRun:
             return None
         from .calibration import collect_input_stats, holdout_for, strided_sample
 
-        sample = strided_sample(self.source.load("train", self.spec).texts)
+        sample = strided_sample(self.train.texts)
         t = time.perf_counter()
         stats = collect_input_stats(self.teacher, self.tokenizer, sample, max_length=c.max_length,
                                     holdout_every=holdout_for(c.structure))
         self.seconds["calibration"] = round(time.perf_counter() - t, 1)
         return stats
+
+    @functools.cached_property
+    def train(self):
+        """The task's training split, read once for calibration, the kept vocabulary and stage 2."""
+        return self.source.load("train", self.spec)
 
     def kept_vocabulary(self):
         """With ``vocabulary="task"``, the tokens of the training text (and of ``unlabelled``): the rows the
@@ -155,7 +161,7 @@ class CompressRun:
         from .augment import read_unlabelled
         from .vocab import KeptVocabulary
 
-        texts = list(self.source.load("train", self.spec).texts)
+        texts = list(self.train.texts)
         if c.unlabelled:  # without the lines that repeat dev texts, as stage 2 drops them
             dev = set(self.dev.texts)
             texts += [t for t in read_unlabelled(c.unlabelled, self.spec.is_pair) if t not in dev]
@@ -203,7 +209,7 @@ class CompressRun:
         from .training import encode
 
         c = self.config
-        train = self.source.load("train", self.spec).subset(c.stage2_examples, seed=c.seed)
+        train = self.train.subset(c.stage2_examples, seed=c.seed)
         enc = encode(self.tokenizer, *self.stage2_texts(train), c.max_length)
         losses = (DistillConfig.task(**c.loss_weights, temperature=c.temperature, layer_map=c.layer_map)
                   if c.stage2_kd else DistillConfig.no_kd(layer_map=c.layer_map))

@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from .kron_shape import KronShape
-from .vocab import ROW_DTYPE
+from .vocab import ROW_DTYPE, ids_covered
 
 
 def nearest_kronecker(weight: torch.Tensor, shape: KronShape) -> tuple[torch.Tensor, torch.Tensor]:
@@ -164,10 +164,9 @@ class KroneckerEmbedding(nn.Module):
             raise ValueError(f"embedding dim {embedding_dim} is not divisible by k={k}; pick a divisor of it")
         self.num_embeddings = num_embeddings
         # A table of fewer rows than the vocabulary (kronedge.vocab) reads ids through a row map.
-        self.vocab_size = num_embeddings if vocab_size is None else vocab_size
         row_of_id = None
-        if self.vocab_size != num_embeddings:
-            row_of_id = torch.zeros(self.vocab_size, dtype=ROW_DTYPE, device=device)
+        if vocab_size is not None and vocab_size != num_embeddings:
+            row_of_id = torch.zeros(vocab_size, dtype=ROW_DTYPE, device=device)
         self.register_buffer("row_of_id", row_of_id)
         self.embedding_dim = embedding_dim
         self.k = k
@@ -178,6 +177,11 @@ class KroneckerEmbedding(nn.Module):
         self.b = nn.Parameter(torch.empty(rank, k, **factory))
         nn.init.normal_(self.a, std=(0.02 / rank ** 0.5) ** 0.5)
         nn.init.normal_(self.b, std=0.02 ** 0.5)
+
+    @property
+    def vocab_size(self) -> int:
+        """The ids this table takes: its row map's length, or its rows."""
+        return ids_covered(self)
 
     @property
     def shape(self) -> KronShape:

@@ -3,7 +3,7 @@
 The word embedding is half of MiniLM's embedding + encoder parameters, yet one task's text uses a fraction of
 the vocabulary (SST-2's 67k training sentences use 11.6k of its 30,522 wordpieces). Fitted on the kept rows alone,
 at the same parameter budget counted against the full teacher, every factorised matrix gets more rank. An id left
-out reads the row of the kept token nearest to it in the teacher's embedding (glad -> happy, village -> town), so a
+out reads the row of the kept token nearest to it in the teacher's embedding (taxes -> tax, trauma -> injuries), so a
 word seen only at test time keeps most of its meaning. The id -> row map counts one parameter per id, and its int32
 entries take 4 bytes each in the export.
 
@@ -43,7 +43,6 @@ class TrimmedEmbedding(nn.Embedding):
     def __init__(self, vocab_size: int, rows: int, embedding_dim: int, padding_idx: int | None = None,
                  device=None, dtype=None):
         super().__init__(rows, embedding_dim, padding_idx=padding_idx, device=device, dtype=dtype)
-        self.vocab_size = vocab_size
         self.register_buffer("row_of_id", torch.zeros(vocab_size, dtype=ROW_DTYPE, device=device))
 
     @classmethod
@@ -78,6 +77,10 @@ class TrimmedEmbedding(nn.Embedding):
             layer.weight.copy_(w[keep.to(w.device)])
             layer.row_of_id.copy_(rows.to(ROW_DTYPE))
         return layer
+
+    @property
+    def vocab_size(self) -> int:
+        return self.row_of_id.numel()
 
     def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
         return super().forward(self.row_of_id[input_ids])
