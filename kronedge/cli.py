@@ -51,6 +51,9 @@ PLAN_HELP = {
                             "(default: no more than the SVD corner of the same size)."),
     "embedding_share": ("With --structure svd or search: the word embedding's share of the factorised parameters "
                         "(e.g. 0.2); the encoder's matrices split the rest. Default: every matrix shrinks alike."),
+    "ffn": ("factored: the FFN maps get the structure; neurons: each FFN keeps the teacher's neurons that carry most "
+            "of its output (as many as the factored FFN's parameters pay for) as plain dense maps, so its GELU runs on "
+            "a few dozen values per token at ~20x (weights are loaded; --calibration scores them on real text)."),
     "layers": ("Keep this many encoder layers (teacher layers uniformly spaced, distilled with the uniform layer map); "
                "fewer layers cut latency more than fewer parameters do. Compression still counts against the full teacher."),
     "calibration": ("Text whose teacher activations weight the fit and the errors: a GLUE task (sst2, cola, rte), "
@@ -211,6 +214,8 @@ def kronize(**values):
                                        calibration=values["calibration"], progress=progress, layers=values["layers"])
     out.print(f"wrote {path}: {result.params_teacher / 1e6:.2f}M -> {result.params_student / 1e6:.2f}M params "
               f"({result.compression:.2f}x)")
+    for note in result.notes:
+        out.print(note)
 
 
 # Commands owned by the other parts of the toolchain, each in kronedge/commands/<name>.py.

@@ -284,6 +284,8 @@ class CompressRun:
             "general_student": general_record(self.general, c.general_student) if self.general else None,
             "vocabulary": ({"kept": len(self.vocabulary.keep_ids), "of": self.tokenizer.vocab_size}
                            if self.vocabulary is not None else None),
+            "ffn_neurons": ({"kept": self.student.config.intermediate_size, "of": self.teacher.config.intermediate_size}
+                            if c.ffn == "neurons" else None),
         }
         result.artifact = self.out
         if is_main_process():

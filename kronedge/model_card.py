@@ -52,6 +52,14 @@ def _vocabulary(recipe: dict) -> str:
             f"(of {kept['of']:,}); every other token reads the row of its nearest kept token\n")
 
 
+def _ffn(recipe: dict) -> str:
+    kept = recipe.get("ffn_neurons")
+    if not kept:
+        return ""
+    return (f"- FFN: every layer keeps {kept['kept']:,} of the teacher's {kept['of']:,} neurons, those that carry most of "
+            f"its output on the training text, as dense maps\n")
+
+
 def model_card(recipe: dict) -> str:
     """README.md of an artifact: recipe, parameters, compression, teacher vs student metrics, warnings."""
     m = recipe["metrics"]
@@ -77,7 +85,7 @@ distillation (initialisation from the teacher only) the student scored {m['stude
 ## Recipe
 - method: {cfg['method']}; plan: {plan}, rank {cfg['rank']}
 - {METHOD_TEXT.get(cfg['method'], cfg['method'])}
-{_vocabulary(recipe)}{chr(10).join('- stage ' + s for s in _stages(recipe))}
+{_vocabulary(recipe)}{_ffn(recipe)}{chr(10).join('- stage ' + s for s in _stages(recipe))}
 - KD loss weights (1 unless listed): {cfg.get('loss_weights') or 'all 1'}
 - training time: {recipe['training']['seconds']}; precision {recipe['training']['precision']}
 - versions: {recipe['versions']}

@@ -86,6 +86,7 @@ def plan_teacher(teacher: str, config: KronConfig, seq_len: int = 128, calibrati
         >>> plan_teacher("random:bert-base-uncased", KronConfig.kb21()).params_student
         >>> plan_teacher("builtin:minilm", KronConfig(compression=5, structure="search"), calibration="sst2")
     """
+    from .neurons import narrower
     from .planner import plan_model
     from .teachers import load_teacher
 
@@ -95,11 +96,20 @@ def plan_teacher(teacher: str, config: KronConfig, seq_len: int = 128, calibrati
     full = sum(p.numel() for p in loaded.model.parameters())
     config = shallower(loaded.model, config, layers)
     stats = teacher_stats(loaded.model, loaded.tokenizer_dir, calibration, structure=config.structure)
+    config = narrower(loaded.model, config, stats)
     plan = plan_model(loaded.model, config, seq_len=seq_len, stats=stats, progress=progress)
-    if layers is not None:
-        plan.notes.append(f"{layers} layers kept; {full / plan.params_student:.2f}x against the full teacher "
-                          f"({full / 1e6:.2f}M params)")
+    note_full_teacher(plan, full, layers)
     return plan
+
+
+def note_full_teacher(plan: Plan, full: int, layers: int | None) -> None:
+    """When fewer layers or FFN neurons were kept first, the plan counts the smaller model: say what the student is
+    against the full teacher (``full`` params), the figure a user compares."""
+    if full == plan.params_teacher:
+        return
+    kept = [f"{layers} layers" if layers is not None else "", "FFN neurons" if plan.config.ffn == "neurons" else ""]
+    plan.notes.append(f"{' and '.join(k for k in kept if k)} kept; {full / plan.params_student:.2f}x against the full "
+                      f"teacher ({full / 1e6:.2f}M params)")
 
 
 def kronize_teacher(teacher: str, config: KronConfig, out: str | Path, num_labels: int = 2,
@@ -111,6 +121,7 @@ def kronize_teacher(teacher: str, config: KronConfig, out: str | Path, num_label
         >>> kronize_teacher("random:bert-base-uncased", KronConfig.kb21(), "artifacts/kb21")
     """
     from .artifact import save_artifact
+    from .neurons import narrower
     from .surgery import kronize_
     from .teachers import load_teacher
 
@@ -118,7 +129,9 @@ def kronize_teacher(teacher: str, config: KronConfig, out: str | Path, num_label
     full = sum(p.numel() for p in loaded.model.parameters())
     config = shallower(loaded.model, config, layers)
     stats = teacher_stats(loaded.model, loaded.tokenizer_dir, calibration, structure=config.structure)
+    config = narrower(loaded.model, config, stats)
     plan = kronize_(loaded.model, config, stats=stats, progress=progress)
+    note_full_teacher(plan, full, layers)
     loaded.model.eval()
     recipe = {
         "teacher": teacher,

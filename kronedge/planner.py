@@ -142,6 +142,9 @@ def plan_model(model: nn.Module, config: KronConfig, filter_fn: FilterFn | None 
     flops_teacher = 2 * (linear_macs + attention_core_macs(model, seq_len))
 
     notes: list[str] = []
+    if config.ffn == "neurons":
+        sizes = sorted({m.out_features for n, m in model.named_modules() if layer_role(n) == "ffn_up"})
+        notes.append(f"FFN: kept neurons per layer {', '.join(map(str, sizes))}, dense (--ffn neurons)")
     if config.layer_shapes:
         shapes = dict(config.layer_shapes)
     elif config.structure != "paper":
@@ -158,6 +161,16 @@ def plan_model(model: nn.Module, config: KronConfig, filter_fn: FilterFn | None 
     return Plan(layers, params_teacher, flops_teacher, flops_rest, seq_len, config, notes)
 
 
+def layer_budgets(model: nn.Module, config: KronConfig, filter_fn: FilterFn | None = None) -> dict[str, int]:
+    """Each selected layer's parameter budget before any rounding: what "svd" and "search" spend per layer (a
+    structure's ranks round it down), and what a preset's fixed shapes spend."""
+    if config.structure == "paper":
+        return {l.name: l.params_after for l in plan_model(model, config, filter_fn, report_errors=False).layers}
+    roles = roles_of(_selected(model, config, filter_fn))
+    params_teacher = sum(p.numel() for p in model.parameters()) + sum(dropped_params(m) for _, m, _ in roles)
+    return uniform_budgets(roles, config, params_teacher)
+
+
 def _selected(model: nn.Module, config: KronConfig, filter_fn: FilterFn | None) -> list[tuple[str, nn.Module]]:
     found = targets(model, filter_fn)
     if not found:
@@ -170,6 +183,8 @@ def _selected(model: nn.Module, config: KronConfig, filter_fn: FilterFn | None) 
         if missing:
             raise PlanError(f"layer_shapes names layers the model does not have or the filter skipped: {missing[:5]}")
         found = [(n, m) for n, m in found if n in config.layer_shapes]
+    if config.ffn == "neurons":  # kept neurons (kronedge.neurons) stay dense
+        found = [(n, m) for n, m in found if layer_role(n) not in ("ffn_up", "ffn_down")]
     return found
 
 

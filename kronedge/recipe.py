@@ -97,6 +97,10 @@ class CompressConfig:
             become rank for the factorised matrices; a preset's fixed shapes simply compress further. Any other token
             reads the row of the kept token nearest to it in the teacher's embedding, also in stage 1's general text.
             None (or "full"): every token keeps its row.
+        ffn: "neurons" keeps, per FFN, the teacher's neurons that carry most of its output on the calibration text,
+            as many as the factored FFN's parameters pay for, as plain dense maps (``kronedge.neurons``), so its GELU
+            runs on that many values per token instead of the teacher's intermediate size (what it scores:
+            benchmarks/results/ffn_neurons.md). "factored" (the default): the FFN maps get ``structure``.
         general_student: start from a general student (``kronedge distill-general``) instead of running
             stage 1: its directory, or ``auto`` for the cached one of this teacher and structure (stage 1
             runs when there is none). It must come from the same base teacher and structure.
@@ -106,8 +110,8 @@ class CompressConfig:
     """
 
     # 2: min_steps, stage1_min_steps, max_epochs, patience, check_teacher, min_retention; 3: stage2_min_steps;
-    # 4: cooldown_epochs; 5: vocabulary
-    VERSION = 5
+    # 4: cooldown_epochs; 5: vocabulary; 6: ffn
+    VERSION = 6
 
     teacher: str = DEFAULT_TEACHER
     task: str = DEFAULT_TASK
@@ -158,6 +162,7 @@ class CompressConfig:
     source: dict | None = None
     general_student: str | None = None
     vocabulary: str | None = None
+    ffn: str = "factored"
 
     def __post_init__(self):
         from .students import METHODS
@@ -206,6 +211,9 @@ class CompressConfig:
         if self.vocabulary == "task" and (self.method != "kronecker" or self.general_student is not None):
             raise TrainingError("--vocabulary task trims the word embedding of a student made from its teacher: it "
                                 "needs --method kronecker and no --general-student (whose embedding is already made)")
+        if self.ffn == "neurons" and (self.method != "kronecker" or self.general_student is not None):
+            raise TrainingError("--ffn neurons keeps the FFN neurons of a student made from its teacher: it needs "
+                                "--method kronecker and no --general-student (whose FFN is already made)")
 
     def task_source(self):
         """The :class:`~kronedge.data.TaskSource` the examples come from (files when ``source`` is set)."""

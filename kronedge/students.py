@@ -107,12 +107,14 @@ def student_config(method: str, kron: KronConfig, stats: dict | None = None, lay
 def _kronecker(teacher, config: KroneckerStudent):
     from .surgery import kronize_
 
+    from .neurons import narrower
     from .pipeline import shallower
 
     student = copy.deepcopy(teacher)
     kron = shallower(student, config.kron, config.layers)
     if config.vocabulary is not None:
         config.vocabulary.trim_(student)
+    kron = narrower(student, kron, config.stats)
     return student, kronize_(student, kron, stats=config.stats)
 
 

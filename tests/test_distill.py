@@ -620,6 +620,9 @@ def test_retention_warning_reaches_the_model_card():
     assert "vocabulary" not in model_card(recipe)
     assert "5,590 tokens of the training text (of 30,522)" in model_card({**recipe, "vocabulary": {"kept": 5590,
                                                                                                   "of": 30522}})
+    # --ffn neurons: the card says how many FFN neurons each layer kept
+    assert "neurons" not in model_card(recipe)
+    assert "keeps 54 of the teacher's 1,536 neurons" in model_card({**recipe, "ffn_neurons": {"kept": 54, "of": 1536}})
 
 
 def test_cli_defaults_are_the_config_defaults():

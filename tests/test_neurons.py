@@ -1,0 +1,148 @@
+"""The FFN as kept neurons (``--ffn neurons``, ``kronedge.neurons``): which neurons stay, the refit of the down map,
+the budget, and a student that saves, loads and exports as a plain BERT of a smaller intermediate size."""
+
+import copy
+
+import helpers
+import numpy as np
+import pytest
+import torch
+
+from kronedge.artifact import load_artifact, save_artifact
+from kronedge.calibration import collect_input_stats
+from kronedge.kron_config import PlanError
+from kronedge.neurons import ffn_layers, keep_neurons_, neuron_scores, neurons_for, refit_down
+from kronedge.planner import KronConfig, layer_budgets, plan_model
+from kronedge.recipe import CompressConfig
+from kronedge.students import KroneckerStudent, build_student
+from kronedge.teachers import minilm_dir
+from kronedge.training import TrainingError, load_tokenizer
+
+DOWN = "bert.encoder.layer.0.output.dense"
+
+
+def logits(model, texts=helpers.PROBE_TEXTS):
+    return helpers.torch_logits(model, texts)
+
+
+def probe_stats(model):
+    return collect_input_stats(model, load_tokenizer(minilm_dir()), list(helpers.PROBE_TEXTS))
+
+
+def test_dead_neurons_go_first_and_the_rest_is_the_teacher_exactly():
+    model = helpers.informative_bert(kronecker=False)
+    dead = {name: torch.randperm(96, generator=torch.Generator().manual_seed(i))[:40]
+            for i, (name, _) in enumerate(ffn_layers(model))}
+    with torch.no_grad():
+        for name, layer in ffn_layers(model):
+            layer.output.dense.weight[:, dead[name]] = 0  # these neurons add nothing to the output
+    before = logits(model)
+    narrowed = copy.deepcopy(model)
+    kept = keep_neurons_(narrowed, 56)  # weight-only scores: a zero down column scores 0
+    for name, _ in ffn_layers(model):
+        assert not set(kept[f"{name}.output.dense"]) & set(dead[name].tolist())
+    assert narrowed.config.intermediate_size == 56
+    assert narrowed.bert.encoder.layer[1].intermediate.dense.weight.shape == (56, 48)
+    np.testing.assert_allclose(logits(narrowed), before, atol=1e-5)
+    keep_neurons_(narrowed, 30)  # now live neurons go: the output must move
+    assert not np.allclose(logits(narrowed), before, atol=1e-3)
+
+
+def test_scores_weigh_each_neurons_activation_on_text_by_its_down_column():
+    model = helpers.informative_bert(kronecker=False)
+    stats = probe_stats(model)
+    layer = model.bert.encoder.layer[0]
+    up, down = layer.intermediate.dense, layer.output.dense
+    # E[a_j^2] from the teacher's own activations on the probe texts, one text at a time as calibration runs
+    seen = []
+    hook = layer.intermediate.register_forward_hook(lambda m, i, out: seen.append(out.detach().reshape(-1, 96)))
+    logits(model)
+    hook.remove()
+    acts = torch.cat(seen).double()
+    expected = (acts ** 2).mean(0) * (down.weight.detach().double() ** 2).sum(0)
+    torch.testing.assert_close(neuron_scores(up, down, stats[DOWN]), expected)
+    weight_only = neuron_scores(up, down)
+    assert not torch.allclose(weight_only / weight_only.sum(), expected / expected.sum(), atol=1e-3)
+
+
+def test_the_refit_down_map_rebuilds_the_output_better_than_the_slice():
+    model = helpers.informative_bert(kronecker=False)
+    entry = probe_stats(model)[DOWN]
+    w = model.bert.encoder.layer[0].output.dense.weight.detach().double()
+    kept = torch.arange(0, 96, 3)
+    c = entry.covariance()
+
+    def error(w_kept):  # mean ||W a - W' a_kept||^2 over the calibration activations
+        full = torch.zeros_like(w)
+        full[:, kept] = w_kept
+        diff = w - full
+        return float(torch.trace(diff @ c @ diff.T))
+
+    refit = refit_down(w, kept, entry)
+    assert error(refit) < 0.9 * error(w[:, kept])
+    # a least-squares optimum: moving it in any direction costs more
+    for seed in range(3):
+        step = 1e-2 * torch.randn(refit.shape, generator=torch.Generator().manual_seed(seed), dtype=refit.dtype)
+        assert error(refit + step) > error(refit)
+
+
+def test_the_other_layers_keep_the_factored_plans_budget_and_the_target_is_met():
+    teacher = helpers.tiny_bert()
+    factored = plan_model(teacher, KronConfig(compression=8, structure="svd"))
+    k = neurons_for(teacher, KronConfig(compression=8, structure="svd", ffn="neurons"))
+    assert 1 <= k < 96
+    student, plan = build_student(teacher, KroneckerStudent(KronConfig(compression=8, structure="svd", ffn="neurons")))
+    assert student.config.intermediate_size == k and teacher.config.intermediate_size == 96
+    shapes = {l.name: l.kron for l in factored.layers if "intermediate" not in l.name and "output.dense" not in l.name
+              or "attention" in l.name}
+    assert {l.name: l.kron for l in plan.layers} == shapes  # no FFN layer is factored, every other as before
+    full = sum(p.numel() for p in teacher.parameters())
+    assert full / plan.params_student >= 8
+    assert plan.params_student == sum(p.numel() for p in student.parameters())
+    # a neuron costs its up row and bias and its down column: k is what the factored FFN's unrounded budget pays for
+    budgets = layer_budgets(teacher, KronConfig(compression=8, structure="svd"))
+    ffn = budgets["bert.encoder.layer.0.intermediate.dense"] + budgets[DOWN] + 96
+    assert k * (2 * 48 + 1) <= ffn < (k + 1) * (2 * 48 + 1)
+    # so the FFN spends no less than the factored one did, less one neuron per layer
+    assert plan.params_student >= factored.params_student - 2 * (2 * 48 + 1)
+
+
+def test_a_neurons_student_saves_loads_and_exports_as_a_plain_bert(tmp_path):
+    from exporters.export import export_model
+    from runtime.predictor import create_session
+
+    teacher = helpers.informative_bert(kronecker=False)
+    stats = probe_stats(teacher)
+    student, plan = build_student(teacher, KroneckerStudent(KronConfig(compression=6, structure="svd", ffn="neurons"),
+                                                            stats=stats))
+    student.eval()
+    k = student.config.intermediate_size
+    assert k < 96 and any("kept neurons" in note for note in plan.notes)
+    out = save_artifact(student, tmp_path / "art", minilm_dir(), {"teacher": "test"})
+    loaded = load_artifact(out)
+    assert loaded.config.intermediate_size == k
+    np.testing.assert_allclose(logits(loaded), logits(student), atol=1e-6)
+
+    exported = export_model(student, tmp_path / "fp32", tokenizer_dir=minilm_dir(), max_length=32, ort_format=False)
+    session = create_session(exported / "model.onnx")
+    names = [i.name for i in session.get_inputs()]
+    feeds = helpers.encode(list(helpers.PROBE_TEXTS))
+    expected = student(**{n: torch.from_numpy(v) for n, v in feeds.items()}).logits.detach().numpy()
+    np.testing.assert_allclose(session.run(None, {n: v for n, v in feeds.items() if n in names})[0], expected, atol=1e-4)
+
+
+@pytest.mark.parametrize("fields, message", [
+    ({"ffn": "pruned"}, "ffn must be one of"),
+    ({"ffn": "neurons", "method": "svd"}, "--method kronecker"),
+    ({"ffn": "neurons", "general_student": "auto"}, "--general-student"),
+])
+def test_compress_refuses_an_ffn_form_it_cannot_build(fields, message):
+    with pytest.raises(TrainingError, match=message):
+        CompressConfig(**fields)
+
+
+def test_too_much_compression_for_one_neuron_is_a_plan_error():
+    with pytest.raises(PlanError, match="ffn must be one of"):
+        KronConfig(compression=5, ffn="rows")
+    with pytest.raises(PlanError, match="cannot keep"):
+        keep_neurons_(helpers.tiny_bert(), 97)
