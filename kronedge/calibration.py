@@ -9,6 +9,7 @@ the statistics.
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 import torch
@@ -113,6 +114,25 @@ def collect_input_stats(model: nn.Module, tokenizer, texts: list, filter_fn: Fil
             handle.remove()
         model.train(was_training)
     return _shared(stats)
+
+
+def for_kept_layers(stats: dict[str, InputStats] | None, kept: list[int]) -> dict[str, InputStats] | None:
+    """A teacher's statistics under the names of a student that kept its encoder layers ``kept`` (student layer j is
+    teacher layer ``kept[j]``, as ``surgery.keep_layers_`` keeps them): each kept layer is fitted to the inputs it
+    saw in the teacher; the statistics of the layers left out are dropped."""
+    if stats is None:
+        return None
+    out = {}
+    for name, entry in stats.items():
+        found = _LAYER.search(name)
+        if found is None:
+            out[name] = entry
+        elif int(found.group(2)) in kept:
+            out[name[:found.start(2)] + str(kept.index(int(found.group(2)))) + name[found.end(2):]] = entry
+    return out
+
+
+_LAYER = re.compile(r"(^|\.)encoder\.layer\.(\d+)\.")
 
 
 def _shared(stats: dict[str, InputStats]) -> dict[str, InputStats]:

@@ -107,15 +107,20 @@ def student_config(method: str, kron: KronConfig, stats: dict | None = None, lay
 def _kronecker(teacher, config: KroneckerStudent):
     from .surgery import kronize_
 
+    from .calibration import for_kept_layers
+    from .distill import bert_of, layer_mapping
     from .neurons import narrower
     from .pipeline import shallower
 
     student = copy.deepcopy(teacher)
+    stats = config.stats
+    if config.layers is not None:  # the teacher's statistics: each kept layer takes those of the layer it was
+        stats = for_kept_layers(stats, layer_mapping(config.layers, len(bert_of(teacher).encoder.layer), "uniform"))
     kron = shallower(student, config.kron, config.layers)
     if config.vocabulary is not None:
         config.vocabulary.trim_(student)
-    kron = narrower(student, kron, config.stats)
-    return student, kronize_(student, kron, stats=config.stats)
+    kron = narrower(student, kron, stats)
+    return student, kronize_(student, kron, stats=stats)
 
 
 @register_student(GeneralStartStudent)

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from kronedge.artifact import load_artifact, save_artifact
-from kronedge.calibration import collect_input_stats
+from kronedge.calibration import collect_input_stats, for_kept_layers
 from kronedge.kron_config import PlanError
 from kronedge.neurons import ffn_layers, keep_neurons_, neuron_scores, neurons_for, refit_down
 from kronedge.planner import KronConfig, layer_budgets, plan_model
@@ -146,3 +146,24 @@ def test_too_much_compression_for_one_neuron_is_a_plan_error():
         KronConfig(compression=5, ffn="rows")
     with pytest.raises(PlanError, match="cannot keep"):
         keep_neurons_(helpers.tiny_bert(), 97)
+
+
+def test_a_shallower_student_takes_the_statistics_of_the_teacher_layers_it_kept():
+    teacher = helpers.informative_bert(kronecker=False)  # two layers; --layers 1 keeps the teacher's layer 1
+    stats = probe_stats(teacher)
+    renamed = for_kept_layers(stats, [1])
+    assert renamed[DOWN] is stats["bert.encoder.layer.1.output.dense"]
+    assert not any(".layer.1." in name for name in renamed)
+
+    config = KroneckerStudent(KronConfig(compression=6, structure="svd", ffn="neurons"), stats=stats, layers=1)
+    student, _ = build_student(teacher, config)
+    k = student.config.intermediate_size
+
+    def best(i):  # the neurons teacher layer i's own statistics pick
+        layer = teacher.bert.encoder.layer[i]
+        scores = neuron_scores(layer.intermediate.dense, layer.output.dense, stats[f"bert.encoder.layer.{i}.output.dense"])
+        return torch.sort(torch.topk(scores, k).indices).values
+
+    assert not torch.equal(best(0), best(1))
+    torch.testing.assert_close(student.bert.encoder.layer[0].intermediate.dense.weight,
+                               teacher.bert.encoder.layer[1].intermediate.dense.weight[best(1)])
