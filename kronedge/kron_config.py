@@ -40,9 +40,9 @@ class KronConfig:
         embedding_share: for "svd" and "search": the word embedding's share of the factorised
             parameters; the other matrices split the rest with one shrink. None: every matrix shrinks
             alike. A smaller share leaves the encoder more rank at the same size.
-        ffn: "factored" (the FFN maps get the structure above) or "neurons" (each FFN keeps the teacher's
-            neurons that carry most of its output, as many as the factored FFN's parameters pay for, as plain
-            dense maps: ``kronedge.neurons``; needs the weights).
+        ffn: None or "factored" (the FFN maps get the structure above), or "neurons" (each FFN keeps the
+            teacher's neurons that carry most of its output, as many as the factored FFN's parameters pay for, as
+            plain dense maps: ``kronedge.neurons``; needs the weights).
 
     Example:
         >>> KronConfig.kb21()            # the paper's KroneckerBERT21 on BERT_BASE
@@ -59,14 +59,16 @@ class KronConfig:
     allocation: str = "global"
     max_flops_per_token: int | None = None
     embedding_share: float | None = None
-    ffn: str = "factored"
+    ffn: str | None = None
 
     def __post_init__(self):
         from .neurons import FFN_FORMS
         from .structure import ALLOCATIONS, STRUCTURES
 
-        if self.ffn not in FFN_FORMS:
+        if self.ffn not in (None, *FFN_FORMS):
             raise PlanError(f"ffn must be one of {', '.join(FFN_FORMS)}, got {self.ffn!r}")
+        if self.ffn == "factored":
+            object.__setattr__(self, "ffn", None)  # the default, spelled out: None keeps earlier recipes' keys
 
         if self.structure not in STRUCTURES:
             raise PlanError(f"structure must be one of {', '.join(STRUCTURES)}, got {self.structure!r}")

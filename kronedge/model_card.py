@@ -44,20 +44,17 @@ def _warnings(recipe: dict) -> str:
     return f"\n{lines}\n"
 
 
-def _vocabulary(recipe: dict) -> str:
-    kept = recipe.get("vocabulary")
-    if not kept:
-        return ""
-    return (f"- vocabulary: the word embedding keeps the rows of the {kept['kept']:,} tokens of the training text "
-            f"(of {kept['of']:,}); every other token reads the row of its nearest kept token\n")
+# What a student kept of its teacher, when the recipe says ({"kept": n, "of": m}): one line each on the card.
+KEPT_LINES = {
+    "vocabulary": "- vocabulary: the word embedding keeps the rows of the {kept:,} tokens of the training text (of {of:,}); "
+                  "every other token reads the row of its nearest kept token",
+    "ffn_neurons": "- FFN: every layer keeps {kept:,} of the teacher's {of:,} neurons, those that carry most of its output "
+                   "on the training text, as dense maps",
+}
 
 
-def _ffn(recipe: dict) -> str:
-    kept = recipe.get("ffn_neurons")
-    if not kept:
-        return ""
-    return (f"- FFN: every layer keeps {kept['kept']:,} of the teacher's {kept['of']:,} neurons, those that carry most of "
-            f"its output on the training text, as dense maps\n")
+def _kept(recipe: dict) -> str:
+    return "".join(line.format(**recipe[key]) + "\n" for key, line in KEPT_LINES.items() if recipe.get(key))
 
 
 def model_card(recipe: dict) -> str:
@@ -85,7 +82,7 @@ distillation (initialisation from the teacher only) the student scored {m['stude
 ## Recipe
 - method: {cfg['method']}; plan: {plan}, rank {cfg['rank']}
 - {METHOD_TEXT.get(cfg['method'], cfg['method'])}
-{_vocabulary(recipe)}{_ffn(recipe)}{chr(10).join('- stage ' + s for s in _stages(recipe))}
+{_kept(recipe)}{chr(10).join('- stage ' + s for s in _stages(recipe))}
 - KD loss weights (1 unless listed): {cfg.get('loss_weights') or 'all 1'}
 - training time: {recipe['training']['seconds']}; precision {recipe['training']['precision']}
 - versions: {recipe['versions']}

@@ -162,7 +162,7 @@ class CompressConfig:
     source: dict | None = None
     general_student: str | None = None
     vocabulary: str | None = None
-    ffn: str = "factored"
+    ffn: str | None = None
 
     def __post_init__(self):
         from .students import METHODS
@@ -211,6 +211,8 @@ class CompressConfig:
         if self.vocabulary == "task" and (self.method != "kronecker" or self.general_student is not None):
             raise TrainingError("--vocabulary task trims the word embedding of a student made from its teacher: it "
                                 "needs --method kronecker and no --general-student (whose embedding is already made)")
+        if self.ffn == "factored":
+            self.ffn = None  # the default, spelled out (kron_config() above has checked the value)
         if self.ffn == "neurons" and (self.method != "kronecker" or self.general_student is not None):
             raise TrainingError("--ffn neurons keeps the FFN neurons of a student made from its teacher: it needs "
                                 "--method kronecker and no --general-student (whose FFN is already made)")

@@ -141,7 +141,14 @@ def test_compress_refuses_an_ffn_form_it_cannot_build(fields, message):
         CompressConfig(**fields)
 
 
-def test_too_much_compression_for_one_neuron_is_a_plan_error():
+def test_factored_is_the_default_spelled_out():
+    # None keeps earlier recipes' cache keys and resumable runs valid (result_settings drops unset fields)
+    assert CompressConfig(ffn="factored").ffn is None is CompressConfig().ffn
+    assert KronConfig(compression=5, ffn="factored").ffn is None
+    assert CompressConfig(ffn="neurons").kron_config().ffn == "neurons"
+
+
+def test_an_unknown_form_or_more_neurons_than_the_layer_has_is_refused():
     with pytest.raises(PlanError, match="ffn must be one of"):
         KronConfig(compression=5, ffn="rows")
     with pytest.raises(PlanError, match="cannot keep"):
