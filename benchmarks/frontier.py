@@ -23,6 +23,7 @@ import shlex
 import subprocess
 import sys
 from pathlib import Path
+from typing import NamedTuple
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -30,18 +31,36 @@ os.environ.setdefault("KRONEDGE_QEMU_CACHE", str(ROOT / "device_tests" / ".cache
 RESULTS = ROOT / "benchmarks" / "results"
 REFERENCE = "tinybert-4l-312"
 
-# (label, method, structure, target compression, kept layers); compression counts against the full teacher.
+class Point(NamedTuple):
+    label: str
+    method: str  # kronecker | dense-small | reference
+    structure: str | None
+    compression: float | None  # counts against the full teacher
+    layers: int | None = None  # kept encoder layers
+    ffn: str = "factored"  # or "neurons" (--ffn neurons)
+
+
 POINTS = [
-    *[(f"paper-{c}x", "kronecker", "paper", c, None) for c in (5, 10, 20)],
-    *[(f"svd-{c}x", "kronecker", "svd", c, None) for c in (5, 10, 20)],
-    ("svd-5.5x", "kronecker", "svd", 5.5, None),  # what `kronedge compress` builds by default
-    *[(f"search-{c}x", "kronecker", "search", c, None) for c in (5, 10, 20)],
-    *[(f"dense-small-{c}x", "dense-small", None, c, None) for c in (5, 10, 20)],
-    ("search-10x-3L", "kronecker", "search", 10, 3),
-    ("search-20x-3L", "kronecker", "search", 20, 3),
-    ("search-20x-2L", "kronecker", "search", 20, 2),
-    (REFERENCE, "reference", None, None, None),
+    *[Point(f"paper-{c}x", "kronecker", "paper", c) for c in (5, 10, 20)],
+    *[Point(f"svd-{c}x", "kronecker", "svd", c) for c in (5, 10, 20)],
+    Point("svd-5.5x", "kronecker", "svd", 5.5),  # what `kronedge compress` builds by default
+    *[Point(f"search-{c}x", "kronecker", "search", c) for c in (5, 10, 20)],
+    *[Point(f"dense-small-{c}x", "dense-small", None, c) for c in (5, 10, 20)],
+    Point("search-10x-3L", "kronecker", "search", 10, 3),
+    Point("search-20x-3L", "kronecker", "search", 20, 3),
+    Point("search-20x-2L", "kronecker", "search", 20, 2),
+    *[Point(f"neurons-{c}x", "kronecker", "svd", c, ffn="neurons") for c in (10, 20)],
+    Point("neurons-20x-3L", "kronecker", "svd", 20, 3, "neurons"),
+    Point(REFERENCE, "reference", None, None),
 ]
+
+
+def label_of(method: str, structure: str | None, target, layers: int | None, ffn: str = "factored") -> str:
+    """The point label of a trained run's settings (the inverse of POINTS)."""
+    if method == "dense-small":
+        return f"dense-small-{target}x"
+    base = "neurons" if ffn == "neurons" else structure or "svd"
+    return f"{base}-{target}x" + (f"-{layers}L" if layers else "")
 
 
 def sh(cmd: list[str], log: list[str]) -> None:
@@ -52,14 +71,16 @@ def sh(cmd: list[str], log: list[str]) -> None:
 
 def build(point, teacher: str, work: Path, calibration: str) -> tuple[Path, list[str]]:
     """The untrained artifact of one point, and the commands that made it."""
-    label, method, structure, compression, layers = point
+    label, method, structure, compression, layers, ffn = point
     out = work / "artifacts" / label
     commands: list[str] = []
     if method == "kronecker":
         cmd = ["kronedge", "kronize", teacher, "--compression", str(compression), "--structure", structure,
                "--out", str(out)]
-        if structure == "search":  # the search needs it to pick shapes; the other shapes do not depend on it
+        if structure == "search" or ffn == "neurons":  # to pick shapes or neurons; the rest do not depend on it
             cmd += ["--calibration", calibration]
+        if ffn != "factored":
+            cmd += ["--ffn", ffn]
         if layers is not None:
             cmd += ["--layers", str(layers)]
         if not out.exists():
@@ -109,10 +130,7 @@ def accuracy(runs: list[Path]) -> dict[str, dict[str, dict]]:
         method = c.get("method", "kronecker")
         target = c.get("compression")
         target = int(target) if float(target).is_integer() else target
-        if method == "dense-small":
-            label = f"dense-small-{target}x"
-        else:
-            label = f"{c.get('structure', 'svd')}-{target}x" + (f"-{c['layers']}L" if c.get("layers") else "")
+        label = label_of(method, c.get("structure", "svd"), target, c.get("layers"), c.get("ffn", "factored"))
         metrics = recipe["metrics"]
         primary = metrics["primary"]
         found.setdefault(label, {}).setdefault(recipe.get("task"), []).append(
@@ -127,7 +145,7 @@ def main(argv=None) -> None:
     parser.add_argument("--teacher", default="builtin:minilm")
     parser.add_argument("--calibration", default="sst2")
     parser.add_argument("--work", type=Path, default=Path("/tmp/kronedge-frontier"))
-    parser.add_argument("--points", nargs="+", default=[p[0] for p in POINTS])
+    parser.add_argument("--points", nargs="+", default=[p.label for p in POINTS])
     parser.add_argument("--iters", type=int, default=30, help="timed x86 runs per model")
     parser.add_argument("--no-arm", action="store_true", help="skip the emulated cortex-a72 instruction counts")
     parser.add_argument("--runs", nargs="*", type=Path, default=[], help="trained compress artifacts (accuracy)")
@@ -139,7 +157,7 @@ def main(argv=None) -> None:
                         help="keep WORK's bench-x86.json / bench-a72.json when they hold every point (e.g. to add runs)")
     args = parser.parse_args(argv)
 
-    known = {p[0]: p for p in POINTS}
+    known = {p.label: p for p in POINTS}
     unknown = [name for name in args.points if name not in known]
     if unknown:
         parser.error(f"unknown points {unknown}; choose among {list(known)}")
@@ -150,8 +168,8 @@ def main(argv=None) -> None:
         x86.append(export(artifact, "x86_64", args.work, commands))
         if not args.no_arm:
             arm.append(export(artifact, "arm64", args.work, commands))
-        rows.append({"point": point[0], "method": point[1], "structure": point[2], "target": point[3],
-                     "layers": point[4], "commands": commands})
+        rows.append({"point": point.label, "method": point.method, "structure": point.structure,
+                     "target": point.compression, "layers": point.layers, "ffn": point.ffn, "commands": commands})
     names = [r["point"] for r in rows]
     speed = args.work / "bench-x86.json"
     bench_cmds = []
