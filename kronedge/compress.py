@@ -265,6 +265,7 @@ class CompressRun:
     def save(self, result: CompressResult) -> None:
         from .artifact import save_artifact
         from .general_store import general_record
+        from .neurons import narrowed
         from .model_card import model_card
         from .training import is_main_process, versions
 
@@ -284,8 +285,7 @@ class CompressRun:
             "general_student": general_record(self.general, c.general_student) if self.general else None,
             "vocabulary": ({"kept": len(self.vocabulary.keep_ids), "of": self.tokenizer.vocab_size}
                            if self.vocabulary is not None else None),
-            "ffn_neurons": ({"kept": self.student.config.intermediate_size, "of": self.teacher.config.intermediate_size}
-                            if c.ffn == "neurons" else None),
+            "ffn_neurons": narrowed(self.student),
         }
         result.artifact = self.out
         if is_main_process():

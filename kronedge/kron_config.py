@@ -69,6 +69,9 @@ class KronConfig:
             raise PlanError(f"ffn must be one of {', '.join(FFN_FORMS)}, got {self.ffn!r}")
         if self.ffn == "factored":
             object.__setattr__(self, "ffn", None)  # the default, spelled out: None keeps earlier recipes' keys
+        if self.ffn == "neurons" and self.embedding_share is not None:
+            raise PlanError("embedding_share splits the factorised parameters between the embedding and every factored "
+                             "matrix, FFN included; with ffn='neurons' that split would change: use one or the other")
 
         if self.structure not in STRUCTURES:
             raise PlanError(f"structure must be one of {', '.join(STRUCTURES)}, got {self.structure!r}")

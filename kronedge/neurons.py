@@ -21,6 +21,8 @@ from .kron_config import KronConfig, PlanError
 from .vocab import dropped_params
 
 FFN_FORMS = ("factored", "neurons")
+# On a narrowed model's config (saved with it): {"kept": k, "of": the teacher's intermediate size}.
+NARROWED_KEY = "kronedge_ffn_neurons"
 # Relative ridge of the down map's refit: the second moments of a few hundred texts are near-singular.
 REFIT_RIDGE = 1e-4
 
@@ -70,6 +72,7 @@ def keep_neurons_(model: nn.Module, k: int, stats: dict | None = None) -> dict[s
     layers = ffn_layers(model)
     if not layers:
         raise PlanError("--ffn neurons needs BERT encoder layers (intermediate.dense and output.dense); found none")
+    teacher_width = layers[0][1].intermediate.dense.out_features
     kept_all = {}
     for layer_name, layer in layers:
         name, up, down = _prefixed(layer_name, "output.dense"), layer.intermediate.dense, layer.output.dense
@@ -96,7 +99,14 @@ def keep_neurons_(model: nn.Module, k: int, stats: dict | None = None) -> dict[s
         kept_all[name] = kept.tolist()
     if hasattr(model, "config"):
         model.config.intermediate_size = k
+        of = (getattr(model.config, NARROWED_KEY, None) or {}).get("of", teacher_width)
+        setattr(model.config, NARROWED_KEY, {"kept": k, "of": of})
     return kept_all
+
+
+def narrowed(model: nn.Module) -> dict | None:
+    """{"kept", "of"} when ``keep_neurons_`` narrowed ``model``'s FFNs, else None."""
+    return getattr(getattr(model, "config", None), NARROWED_KEY, None)
 
 
 def neurons_for(model: nn.Module, config: KronConfig) -> int:
@@ -122,8 +132,9 @@ def neurons_for(model: nn.Module, config: KronConfig) -> int:
 
 def narrower(model: nn.Module, config: KronConfig, stats: dict | None = None) -> KronConfig:
     """With ``config.ffn == "neurons"``: keep each FFN's best neurons (in place) and re-aim ``config`` so that the
-    compression stays measured against the model as it was, as ``pipeline.shallower`` does for depth."""
-    if config.ffn != "neurons" or config.layer_shapes:
+    compression stays measured against the model as it was, as ``pipeline.shallower`` does for depth. A model
+    narrowed already is left as it is (``kronize_`` narrows, and ``plan_teacher`` before planning)."""
+    if config.ffn != "neurons" or config.layer_shapes or narrowed(model):
         return config
     before = _counted(model)
     keep_neurons_(model, neurons_for(model, config), stats)

@@ -121,7 +121,6 @@ def kronize_teacher(teacher: str, config: KronConfig, out: str | Path, num_label
         >>> kronize_teacher("random:bert-base-uncased", KronConfig.kb21(), "artifacts/kb21")
     """
     from .artifact import save_artifact
-    from .neurons import narrower
     from .surgery import kronize_
     from .teachers import load_teacher
 
@@ -129,7 +128,6 @@ def kronize_teacher(teacher: str, config: KronConfig, out: str | Path, num_label
     full = sum(p.numel() for p in loaded.model.parameters())
     config = shallower(loaded.model, config, layers)
     stats = teacher_stats(loaded.model, loaded.tokenizer_dir, calibration, structure=config.structure)
-    config = narrower(loaded.model, config, stats)
     plan = kronize_(loaded.model, config, stats=stats, progress=progress)
     note_full_teacher(plan, full, layers)
     loaded.model.eval()

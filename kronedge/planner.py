@@ -16,6 +16,7 @@ from .kron_config import KronConfig, NoMatchingLayersError, PlanError
 from .layer_roles import (FilterFn, attention_core_macs, default_filter, dense_shape, layer_role, roles_of, targets,
                           tokens_per_sequence)
 from .kron_shape import KronShape
+from .neurons import narrowed
 from .vocab import dropped_params, ids_covered
 from .shape_choice import (choose_embedding_k, choose_linear_shape, linear_candidates, rank_capacity,
                            shapes_for_compression, shapes_from_roles, uniform_budgets)
@@ -142,6 +143,9 @@ def plan_model(model: nn.Module, config: KronConfig, filter_fn: FilterFn | None 
     flops_teacher = 2 * (linear_macs + attention_core_macs(model, seq_len))
 
     notes: list[str] = []
+    if config.ffn == "neurons" and not config.layer_shapes and not narrowed(model):
+        raise PlanError("ffn='neurons' plans a model whose FFNs keep their neurons already: kronize_ and plan_teacher "
+                        "narrow it first (kronedge.neurons.narrower)")
     if config.ffn == "neurons":
         sizes = sorted({m.out_features for n, m in model.named_modules() if layer_role(n) == "ffn_up"})
         notes.append(f"FFN: kept neurons per layer {', '.join(map(str, sizes))}, dense (--ffn neurons)")

@@ -213,6 +213,9 @@ class CompressConfig:
                                 "needs --method kronecker and no --general-student (whose embedding is already made)")
         if self.ffn == "factored":
             self.ffn = None  # the default, spelled out (kron_config() above has checked the value)
+        if self.ffn == "neurons" and not self.calibration:
+            raise TrainingError("--ffn neurons picks the neurons by their activations on the training text: drop "
+                                "--no-calibration")
         if self.ffn == "neurons" and (self.method != "kronecker" or self.general_student is not None):
             raise TrainingError("--ffn neurons keeps the FFN neurons of a student made from its teacher: it needs "
                                 "--method kronecker and no --general-student (whose FFN is already made)")

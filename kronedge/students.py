@@ -109,7 +109,6 @@ def _kronecker(teacher, config: KroneckerStudent):
 
     from .calibration import for_kept_layers
     from .distill import bert_of, layer_mapping
-    from .neurons import narrower
     from .pipeline import shallower
 
     student = copy.deepcopy(teacher)
@@ -119,7 +118,6 @@ def _kronecker(teacher, config: KroneckerStudent):
     kron = shallower(student, config.kron, config.layers)
     if config.vocabulary is not None:
         config.vocabulary.trim_(student)
-    kron = narrower(student, kron, stats)
     return student, kronize_(student, kron, stats=stats)
 
 

@@ -9,6 +9,7 @@ from torch import nn
 
 from .fitting import InputStats, WeightedProblem
 from .layers import KronShape, KroneckerEmbedding, KroneckerLinear
+from .neurons import narrower
 from .planner import FilterFn, KronConfig, Plan, PlanError, plan_model
 from .vocab import ids_covered
 
@@ -80,6 +81,7 @@ def kronize_(model: nn.Module, config: KronConfig, filter_fn: FilterFn | None = 
         >>> round(plan.compression)
         21
     """
+    config = narrower(model, config, stats)  # --ffn neurons: keep the FFNs' best neurons first
     plan = plan_model(model, config, filter_fn, seq_len=seq_len, stats=stats, progress=progress, report_errors=False)
     modules = dict(model.named_modules())
     for layer in plan.layers:

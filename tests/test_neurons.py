@@ -2,6 +2,7 @@
 the budget, and a student that saves, loads and exports as a plain BERT of a smaller intermediate size."""
 
 import copy
+import dataclasses
 
 import helpers
 import numpy as np
@@ -11,10 +12,12 @@ import torch
 from kronedge.artifact import load_artifact, save_artifact
 from kronedge.calibration import collect_input_stats, for_kept_layers
 from kronedge.kron_config import PlanError
-from kronedge.neurons import ffn_layers, keep_neurons_, neuron_scores, neurons_for, refit_down
+from kronedge.neurons import ffn_layers, keep_neurons_, narrowed, neuron_scores, neurons_for, refit_down
+from kronedge.pipeline import plan_teacher
 from kronedge.planner import KronConfig, layer_budgets, plan_model
 from kronedge.recipe import CompressConfig
 from kronedge.students import KroneckerStudent, build_student
+from kronedge.surgery import kronize_
 from kronedge.teachers import minilm_dir
 from kronedge.training import TrainingError, load_tokenizer
 
@@ -93,8 +96,7 @@ def test_the_other_layers_keep_the_factored_plans_budget_and_the_target_is_met()
     assert 1 <= k < 96
     student, plan = build_student(teacher, KroneckerStudent(KronConfig(compression=8, structure="svd", ffn="neurons")))
     assert student.config.intermediate_size == k and teacher.config.intermediate_size == 96
-    shapes = {l.name: l.kron for l in factored.layers if "intermediate" not in l.name and "output.dense" not in l.name
-              or "attention" in l.name}
+    shapes = {l.name: l.kron for l in factored.layers if l.role not in ("ffn_up", "ffn_down")}
     assert {l.name: l.kron for l in plan.layers} == shapes  # no FFN layer is factored, every other as before
     full = sum(p.numel() for p in teacher.parameters())
     assert full / plan.params_student >= 8
@@ -131,8 +133,32 @@ def test_a_neurons_student_saves_loads_and_exports_as_a_plain_bert(tmp_path):
     np.testing.assert_allclose(session.run(None, {n: v for n, v in feeds.items() if n in names})[0], expected, atol=1e-4)
 
 
+def test_kronize_narrows_itself_and_a_plan_of_an_unnarrowed_model_is_refused():
+    model = helpers.tiny_bert()
+    config = KronConfig(compression=8, structure="svd", ffn="neurons")
+    with pytest.raises(PlanError, match="narrow it first"):
+        plan_model(model, config)
+    plan = kronize_(model, config)
+    assert narrowed(model) == {"kept": model.config.intermediate_size, "of": 96} and model.config.intermediate_size < 96
+    assert not any(l.role in ("ffn_up", "ffn_down") for l in plan.layers)
+    assert isinstance(model.bert.encoder.layer[0].intermediate.dense, torch.nn.Linear)
+
+
+def test_a_preset_keeps_its_shapes_and_its_ffn_budget_becomes_neurons():
+    kb21 = plan_teacher("random:bert-base-uncased", KronConfig.kb21())  # meta weights: shapes only
+    plan = plan_teacher("random:bert-base-uncased", dataclasses.replace(KronConfig.kb21(), ffn="neurons"))
+    assert {l.name: l.kron for l in plan.layers} == {l.name: l.kron for l in kb21.layers
+                                                     if l.role not in ("ffn_up", "ffn_down")}
+    assert any("kept neurons per layer 97" in note for note in plan.notes)
+    # 97 neurons spend no more than kb21's FFN factors and biases, and the note counts the full teacher
+    assert plan.params_student <= kb21.params_student
+    assert any("21.01x against the full teacher" in note for note in plan.notes)
+
+
 @pytest.mark.parametrize("fields, message", [
     ({"ffn": "pruned"}, "ffn must be one of"),
+    ({"ffn": "neurons", "calibration": False}, "--no-calibration"),
+    ({"ffn": "neurons", "embedding_share": 0.3, "structure": "svd"}, "embedding_share"),
     ({"ffn": "neurons", "method": "svd"}, "--method kronecker"),
     ({"ffn": "neurons", "general_student": "auto"}, "--general-student"),
 ])
