@@ -53,7 +53,8 @@ PLAN_HELP = {
                         "(e.g. 0.2); the encoder's matrices split the rest. Default: every matrix shrinks alike."),
     "ffn": ("factored: the FFN maps get the structure; neurons: each FFN keeps the teacher's neurons that carry most "
             "of its output (as many as the factored FFN's parameters pay for) as plain dense maps, so its GELU runs on "
-            "a few dozen values per token at ~20x (weights are loaded; --calibration scores them on real text)."),
+            "a few dozen values per token at ~20x. The neurons are scored on the --calibration text (compress: the training "
+            "text), else by their weights."),
     "layers": ("Keep this many encoder layers (teacher layers uniformly spaced, distilled with the uniform layer map); "
                "fewer layers cut latency more than fewer parameters do. Compression still counts against the full teacher."),
     "calibration": ("Text whose teacher activations weight the fit and the errors: a GLUE task (sst2, cola, rte), "

@@ -61,7 +61,8 @@ def kronize_(model: nn.Module, config: KronConfig, filter_fn: FilterFn | None = 
 
     Args:
         model: a transformers BERT model (BertModel, BertForSequenceClassification, ...).
-        config: what to compress and how hard (``KronConfig.kb21()``, ``KronConfig(compression=5)``).
+        config: what to compress and how hard (``KronConfig.kb21()``, ``KronConfig(compression=5)``); with
+            ``ffn="neurons"`` each FFN first keeps its best neurons (``kronedge.neurons.narrower``).
         filter_fn: ``(module, fqn) -> bool`` choosing layers; the default is the paper's selection
             (word embeddings, Q/K/V/O, FFN up/down) and never touches the pooler or a task head.
         init: "nearest" initialises each factor pair from the dense weight by the nearest Kronecker
