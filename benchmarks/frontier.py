@@ -59,7 +59,9 @@ def label_of(method: str, structure: str | None, target, layers: int | None, ffn
     """The point label of a trained run's settings (the inverse of POINTS)."""
     if method == "dense-small":
         return f"dense-small-{target}x"
-    base = "neurons" if ffn == "neurons" else structure or "svd"
+    base = structure or "svd"
+    if ffn == "neurons":  # the points' neurons students have SVD's other layers; another structure is named
+        base = "neurons" if base == "svd" else f"{base}-neurons"
     return f"{base}-{target}x" + (f"-{layers}L" if layers else "")
 
 
