@@ -116,6 +116,9 @@ def collect_input_stats(model: nn.Module, tokenizer, texts: list, filter_fn: Fil
     return _shared(stats)
 
 
+_LAYER = re.compile(r"(^|\.)encoder\.layer\.(\d+)\.")
+
+
 def for_kept_layers(stats: dict[str, InputStats] | None, kept: list[int]) -> dict[str, InputStats] | None:
     """A teacher's statistics under the names of a student that kept its encoder layers ``kept`` (student layer j is
     teacher layer ``kept[j]``, as ``surgery.keep_layers_`` keeps them): each kept layer is fitted to the inputs it
@@ -131,8 +134,6 @@ def for_kept_layers(stats: dict[str, InputStats] | None, kept: list[int]) -> dic
             out[name[:found.start(2)] + str(kept.index(int(found.group(2)))) + name[found.end(2):]] = entry
     return out
 
-
-_LAYER = re.compile(r"(^|\.)encoder\.layer\.(\d+)\.")
 
 
 def _shared(stats: dict[str, InputStats]) -> dict[str, InputStats]:

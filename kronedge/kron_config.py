@@ -42,7 +42,8 @@ class KronConfig:
             alike. A smaller share leaves the encoder more rank at the same size.
         ffn: None or "factored" (the FFN maps get the structure above), or "neurons" (each FFN keeps the
             teacher's neurons that carry most of its output, as many as the factored FFN's parameters pay for, as
-            plain dense maps: ``kronedge.neurons``; needs the weights).
+            plain dense maps: ``kronedge.neurons``; the choice of neurons needs the weights, a plan on the meta
+            device keeps the first k).
 
     Example:
         >>> KronConfig.kb21()            # the paper's KroneckerBERT21 on BERT_BASE

@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from .kron_config import KronConfig, PlanError
-from .vocab import dropped_params
+from .vocab import counted_params
 
 FFN_FORMS = ("factored", "neurons")
 # On a narrowed model's config (saved with it): {"kept": k, "of": the teacher's intermediate size}.
@@ -136,13 +136,9 @@ def narrower(model: nn.Module, config: KronConfig, stats: dict | None = None) ->
     narrowed already is left as it is (``kronize_`` narrows, and ``plan_teacher`` before planning)."""
     if config.ffn != "neurons" or config.layer_shapes or narrowed(model):
         return config
-    before = _counted(model)
+    before = counted_params(model)
     keep_neurons_(model, neurons_for(model, config), stats)
     if config.compression is None or (config.role_shapes and config.structure == "paper"):
         return config  # a preset's shapes are fixed; the narrower FFN simply compresses further
-    return replace(config, compression=config.compression * _counted(model) / before)
+    return replace(config, compression=config.compression * counted_params(model) / before)
 
-
-def _counted(model: nn.Module) -> int:
-    """Parameters as the planner counts them: a trimmed word embedding still counts the teacher's whole table."""
-    return sum(p.numel() for p in model.parameters()) + sum(dropped_params(m) for m in model.modules())

@@ -17,7 +17,7 @@ from .layer_roles import (FilterFn, attention_core_macs, default_filter, dense_s
                           tokens_per_sequence)
 from .kron_shape import KronShape
 from .neurons import narrowed
-from .vocab import dropped_params, ids_covered
+from .vocab import counted_params, ids_covered
 from .shape_choice import (choose_embedding_k, choose_linear_shape, linear_candidates, rank_capacity,
                            shapes_for_compression, shapes_from_roles, uniform_budgets)
 
@@ -136,17 +136,16 @@ def plan_model(model: nn.Module, config: KronConfig, filter_fn: FilterFn | None 
         PlanError: the request cannot be met (the message says what can).
     """
     roles = roles_of(_selected(model, config, filter_fn))
-    # A trimmed word embedding (kronedge.vocab) still counts the teacher's whole table.
-    params_teacher = sum(p.numel() for p in model.parameters()) + sum(dropped_params(m) for _, m, _ in roles)
+    params_teacher = counted_params(model)  # a trimmed word embedding still counts the teacher's whole table
     linear_macs = sum(m.in_features * m.out_features * tokens_per_sequence(n, seq_len)
                       for n, m in model.named_modules() if isinstance(m, nn.Linear))
     flops_teacher = 2 * (linear_macs + attention_core_macs(model, seq_len))
 
     notes: list[str] = []
-    if config.ffn == "neurons" and not config.layer_shapes and not narrowed(model):
-        raise PlanError("ffn='neurons' plans a model whose FFNs keep their neurons already: kronize_ and plan_teacher "
-                        "narrow it first (kronedge.neurons.narrower)")
     if config.ffn == "neurons":
+        if not config.layer_shapes and not narrowed(model):
+            raise PlanError("ffn='neurons' plans a model whose FFNs keep their neurons already: kronize_ and "
+                            "plan_teacher narrow it first (kronedge.neurons.narrower)")
         sizes = sorted({m.out_features for n, m in model.named_modules() if layer_role(n) == "ffn_up"})
         notes.append(f"FFN: kept neurons per layer {', '.join(map(str, sizes))}, dense (--ffn neurons)")
     if config.layer_shapes:
@@ -171,8 +170,7 @@ def layer_budgets(model: nn.Module, config: KronConfig, filter_fn: FilterFn | No
     if config.structure == "paper":
         return {l.name: l.params_after for l in plan_model(model, config, filter_fn, report_errors=False).layers}
     roles = roles_of(_selected(model, config, filter_fn))
-    params_teacher = sum(p.numel() for p in model.parameters()) + sum(dropped_params(m) for _, m, _ in roles)
-    return uniform_budgets(roles, config, params_teacher)
+    return uniform_budgets(roles, config, counted_params(model))
 
 
 def _selected(model: nn.Module, config: KronConfig, filter_fn: FilterFn | None) -> list[tuple[str, nn.Module]]:

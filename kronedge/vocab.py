@@ -179,3 +179,8 @@ def dropped_params(module: nn.Module) -> int:
     if not row_map_entries(module):
         return 0
     return (row_map_entries(module) - module.num_embeddings) * module.embedding_dim
+
+
+def counted_params(model: nn.Module) -> int:
+    """A model's parameters as the planner counts them: a trimmed table still counts the teacher's whole table."""
+    return sum(p.numel() for p in model.parameters()) + sum(dropped_params(m) for m in model.modules())
