@@ -132,9 +132,11 @@ def _print_plan(plan) -> None:
     (out if out.is_terminal else Console(width=max(out.width, 160), soft_wrap=True)).print(table)
     for note in plan.notes:
         out.print(f"[yellow]note:[/] {note}")
+    kept = ("" if plan.params_full in (None, plan.params_teacher) else
+            f" against the full teacher; {plan.compression:.2f}x against the {plan.params_teacher / 1e6:.2f}M params kept")
     out.print(
-        f"params {plan.params_teacher / 1e6:.2f}M -> {plan.params_student / 1e6:.2f}M "
-        f"([bold]{plan.compression:.2f}x[/]); GFLOPs at seq {plan.seq_len}: "
+        f"params {(plan.params_full or plan.params_teacher) / 1e6:.2f}M -> {plan.params_student / 1e6:.2f}M "
+        f"([bold]{plan.compression_full:.2f}x[/]{kept}); GFLOPs at seq {plan.seq_len}: "
         f"{plan.flops_teacher / 1e9:.2f} -> {plan.flops_student / 1e9:.2f} "
         f"({plan.flops_teacher / plan.flops_student:.1f}x fewer)"
     )
@@ -213,8 +215,8 @@ def kronize(**values):
         path, result = kronize_teacher(values["teacher"], _kron_config(values), values["out_dir"],
                                        num_labels=values["num_labels"], seed=values["seed"],
                                        calibration=values["calibration"], progress=progress, layers=values["layers"])
-    out.print(f"wrote {path}: {result.params_teacher / 1e6:.2f}M -> {result.params_student / 1e6:.2f}M params "
-              f"({result.compression:.2f}x)")
+    out.print(f"wrote {path}: {(result.params_full or result.params_teacher) / 1e6:.2f}M -> "
+              f"{result.params_student / 1e6:.2f}M params ({result.compression_full:.2f}x)")
     for note in result.notes:
         out.print(note)
 

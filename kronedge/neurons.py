@@ -138,7 +138,9 @@ def narrower(model: nn.Module, config: KronConfig, stats: dict | None = None) ->
         return config
     before = counted_params(model)
     keep_neurons_(model, neurons_for(model, config), stats)
-    if config.compression is None or (config.role_shapes and config.structure == "paper"):
-        return config  # a preset's shapes are fixed; the narrower FFN simply compresses further
+    if config.compression is None:
+        return config
+    # A preset's fixed shapes simply compress the narrower model further; its compression, the target only where
+    # those shapes do not fit, is re-aimed like any other (as pipeline.shallower does)
     return replace(config, compression=config.compression * counted_params(model) / before)
 

@@ -43,9 +43,11 @@ def shallower(model, config: KronConfig, layers: int | None) -> KronConfig:
     original = sum(p.numel() for p in model.parameters())
     keep_layers_(model, layers)
     reduced = sum(p.numel() for p in model.parameters())
-    if config.role_shapes and config.structure == "paper":
-        return config  # a preset's shapes are fixed; fewer layers simply compress further
     remaining = config.compression * reduced / original
+    if config.role_shapes and config.structure == "paper":
+        # A preset's shapes are fixed and simply compress the shallower model further; its compression is the
+        # target only where those shapes do not fit this teacher, and then it too counts against the full one.
+        return replace(config, compression=remaining) if remaining > 1.05 else config
     if remaining <= 1.05:
         raise PlanError(f"{layers} layers alone give {original / reduced:.1f}x; ask for a compression above that, "
                          "or keep more layers")
@@ -98,18 +100,8 @@ def plan_teacher(teacher: str, config: KronConfig, seq_len: int = 128, calibrati
     stats = teacher_stats(loaded.model, loaded.tokenizer_dir, calibration, structure=config.structure)
     config = narrower(loaded.model, config, stats)
     plan = plan_model(loaded.model, config, seq_len=seq_len, stats=stats, progress=progress)
-    note_full_teacher(plan, full, layers)
+    plan.params_full = full
     return plan
-
-
-def note_full_teacher(plan: Plan, full: int, layers: int | None) -> None:
-    """When fewer layers or FFN neurons were kept first, the plan counts the smaller model: say what the student is
-    against the full teacher (``full`` params), the figure a user compares."""
-    if full == plan.params_teacher:
-        return
-    kept = [f"{layers} layers" if layers is not None else "", "FFN neurons" if plan.config.ffn == "neurons" else ""]
-    plan.notes.append(f"{' and '.join(k for k in kept if k)} kept; {full / plan.params_student:.2f}x against the full "
-                      f"teacher ({full / 1e6:.2f}M params)")
 
 
 def kronize_teacher(teacher: str, config: KronConfig, out: str | Path, num_labels: int = 2,
@@ -129,7 +121,7 @@ def kronize_teacher(teacher: str, config: KronConfig, out: str | Path, num_label
     config = shallower(loaded.model, config, layers)
     stats = teacher_stats(loaded.model, loaded.tokenizer_dir, calibration, structure=config.structure)
     plan = kronize_(loaded.model, config, stats=stats, progress=progress)
-    note_full_teacher(plan, full, layers)
+    plan.params_full = full
     loaded.model.eval()
     recipe = {
         "teacher": teacher,
@@ -138,7 +130,7 @@ def kronize_teacher(teacher: str, config: KronConfig, out: str | Path, num_label
         "calibration": calibration,
         "params_teacher": plan.params_teacher,
         "params_student": plan.params_student,
-        "compression": round(full / plan.params_student, 3),
+        "compression": round(plan.compression_full, 3),
         "layers_kept": layers,
         "flops_teacher": plan.flops_teacher,
         "flops_student": plan.flops_student,

@@ -80,6 +80,8 @@ class Plan:
     seq_len: int
     config: KronConfig
     notes: list[str] = field(default_factory=list)
+    # the teacher's params before --layers or --ffn neurons dropped some (params_teacher counts what was left)
+    params_full: int | None = None
 
     @property
     def params_student(self) -> int:
@@ -88,6 +90,11 @@ class Plan:
     @property
     def compression(self) -> float:
         return self.params_teacher / self.params_student
+
+    @property
+    def compression_full(self) -> float:
+        """Against the whole teacher: the figure a user compares."""
+        return (self.params_full or self.params_teacher) / self.params_student
 
     @property
     def flops_student(self) -> int:
@@ -105,6 +112,8 @@ class Plan:
             "params_teacher": self.params_teacher,
             "params_student": self.params_student,
             "compression": round(self.compression, 3),
+            "params_full_teacher": self.params_full or self.params_teacher,
+            "compression_full_teacher": round(self.compression_full, 3),
             "flops_teacher": self.flops_teacher,
             "flops_student": self.flops_student,
             "flops_reduction": round(self.flops_teacher / self.flops_student, 3),

@@ -88,7 +88,7 @@ def shapes_from_roles(roles, config: KronConfig, notes: list[str]) -> dict[str, 
         shape = config.role_shapes.get(role)
         if shape is None or (shape.out_features, shape.in_features) != dense_shape(module):
             notes.append(f"preset {config.name}'s factor shapes are for BERT_BASE (hidden 768, FFN 3072) and do not "
-                         f"fit {name} {dense_shape(module)}; planned for its compression {config.compression}x instead")
+                         f"fit {name} {dense_shape(module)}; planned for its compression {config.compression:.4g}x instead")
             return None
         shapes[name] = KronShape(shape.m1, shape.n1, shape.m2, shape.n2, config.rank)
     return shapes

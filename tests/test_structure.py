@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
 
 import pytest
 import torch
@@ -271,6 +272,24 @@ def test_layers_option_counts_compression_against_the_full_teacher(tmp_path):
     assert full.params_teacher / shallow.params_student == pytest.approx(3, rel=0.05)
     with pytest.raises(ValueError, match="layers alone give"):
         plan_teacher(spec, KronConfig(compression=1.2, structure="svd"), layers=1)
+    assert shallow.params_full == full.params_teacher
+    assert shallow.compression_full == pytest.approx(full.params_teacher / shallow.params_student)
+
+
+@pytest.mark.parametrize("layers, ffn", [(2, None), (None, "neurons"), (2, "neurons")])
+def test_a_preset_that_does_not_fit_keeps_its_compression_against_the_full_teacher(tmp_path, layers, ffn):
+    """kb21's shapes are BERT_BASE's: on another teacher the planner falls back to kb21's 21x, and with fewer
+    layers or FFN neurons kept first that 21x still counts against the whole teacher, not the part kept."""
+    from helpers import tiny_spec
+
+    from kronedge.pipeline import plan_teacher
+
+    spec = tiny_spec(tmp_path, vocab_size=3000, num_hidden_layers=4, hidden_size=192, intermediate_size=768)
+    plan = plan_teacher(spec, dataclasses.replace(KronConfig.kb21(), ffn=ffn), layers=layers)
+    assert any("do not fit" in note for note in plan.notes)
+    assert plan.params_full > plan.params_teacher
+    assert plan.compression_full == pytest.approx(21, rel=0.15)
+    assert plan.compression < plan.compression_full
 
 
 @pytest.mark.slow
