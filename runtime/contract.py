@@ -62,8 +62,12 @@ class ModelDirError(KronedgeError, ValueError):
     valid, or a file's hash does not match. The message is one line that names the file."""
 
 
-def sqnr(reference, test) -> float:
+def sqnr(reference, test, level: float | None = None) -> float:
     """Signal-to-quantisation-noise ratio 20 log10(|x| / |x - y|) in dB (torchao's); inf when identical.
+
+    With ``level``, the noise's RMS is measured against that signal RMS instead of the reference's own: export
+    validation passes the logits' RMS over all its inputs, since one input near a decision boundary has logits
+    near zero, and its own ratio says nothing about the quantisation.
 
     The one definition used by export validation, the golden check, the benches and the tests.
     """
@@ -71,10 +75,16 @@ def sqnr(reference, test) -> float:
     test = np.asarray(test, np.float64)
     if reference.shape != test.shape:
         raise ValueError(f"sqnr needs equal shapes, got {reference.shape} and {test.shape}")
-    noise = float(np.linalg.norm(reference - test))
+    noise = rms(reference - test)
     if noise == 0.0:
         return math.inf
-    return 20.0 * math.log10(max(float(np.linalg.norm(reference)), 1e-30) / noise)
+    return 20.0 * math.log10(max(rms(reference) if level is None else level, 1e-30) / noise)
+
+
+def rms(values) -> float:
+    """Root mean square of all the values (0.0 for none)."""
+    values = np.asarray(values, np.float64)
+    return float(np.sqrt(np.mean(np.square(values)))) if values.size else 0.0
 
 
 def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:

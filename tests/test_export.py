@@ -317,6 +317,36 @@ def test_int8_validation_fails_under_the_floor(int8, informative_model, tmp_path
         validate(tmp_path / "corrupt.onnx", informative_model, precision="int8", feeds=_sentences(), sqnr_floor=floor)
 
 
+@pytest.mark.parametrize("noise, passes", [(0.01, True), (0.3, False)])
+def test_int8_noise_counts_against_the_logits_level_not_one_undecided_input(raw_onnx, informative_model, tmp_path,
+                                                                              noise, passes):
+    """An input on the decision boundary has logits near zero, so its own SQNR fails any noise at all, however small.
+    Each batch's noise is judged against the logits' RMS over every input: 1% of it passes, 30% fails."""
+    import copy
+
+    from runtime.contract import rms
+
+    undecided = helpers.encode(["the film is neither good nor bad"], MAX_LEN)
+    feeds = [*_sentences(), undecided]
+    model = copy.deepcopy(informative_model).eval()
+    with torch.no_grad():  # the head's bias puts the last input on the boundary: its logits are (0, 0)
+        model.classifier.bias -= model(**{k: torch.from_numpy(v) for k, v in undecided.items()}).logits[0]
+        level = rms(np.concatenate([model(**{k: torch.from_numpy(v) for k, v in f.items()}).logits.numpy().ravel()
+                                    for f in feeds]))
+    graph = onnx.load(raw_onnx)  # the same model, with noise of a known RMS added to every logit
+    bias = next(t for t in graph.graph.initializer if t.name.endswith("classifier.bias"))
+    shifted = model.classifier.bias.detach().numpy() + noise * level * np.array([1.0, -1.0])
+    bias.CopyFrom(onnx.numpy_helper.from_array(shifted.astype(np.float32), bias.name))
+    onnx.save(graph, tmp_path / "noisy.onnx")
+    if passes:
+        result = validate(tmp_path / "noisy.onnx", model, precision="int8", feeds=feeds, sqnr_floor=20.0)
+        assert result["min_sqnr_db"] == pytest.approx(40.0, abs=0.5)
+        assert result["shapes"][-1]["own_sqnr_db"] < 0  # judged by its own logits, the undecided input would fail
+    else:
+        with pytest.raises(ValidationError, match="int8 logits SQNR 10.5 dB < floor 20 dB"):
+            validate(tmp_path / "noisy.onnx", model, precision="int8", feeds=feeds, sqnr_floor=20.0)
+
+
 def test_a_failed_export_names_the_model_not_its_deleted_work_file(artifact, tmp_path):
     with pytest.raises(ValidationError, match=r"^the arm64 int8 export: int8 logits SQNR .* < floor 200 dB"):
         export_model(artifact, tmp_path / "out", target="arm64", quantize="int8", max_length=MAX_LEN,
