@@ -39,7 +39,8 @@ def register(app, friendly_errors) -> None:
                                                               "sessions other than kronedge's on x86 CPUs without VNNI "
                                                               "(kronedge's runtime runs s8 weights exactly there)."),
         sqnr_floor: Optional[float] = typer.Option(None, help="int8 only: minimum SQNR (dB) of the logits vs PyTorch "
-                                                              f"on real sentences, else the export fails (default: "
+                                                              "on real sentences, each batch's error against the "
+                                                              "logits' RMS over all of them; else the export fails (default: "
                                                               f"{SQNR_FLOOR_HELP:g})."),
         gelu: Optional[str] = typer.Option(None, help="int8 only: exact | tanh GELU (default: the target's preset, "
                                                       "tanh: as accurate after int8, and cheaper)."),
