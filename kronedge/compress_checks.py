@@ -40,11 +40,22 @@ def check_options(config: CompressConfig, out, run_dir: Path, resume: bool, sour
     require_both_files(source, "compress")
     source.check()  # an unknown task or a bad data file fails here, not after the teacher
     spec = source.spec
+    if config.stage1:
+        from .data.corpus import check_corpus
+
+        check_corpus(config.corpus)  # a mistyped --corpus: now, not after the teacher's fine-tune
     if config.unlabelled:
         from .augment import read_unlabelled
 
         read_unlabelled(config.unlabelled, spec.is_pair)  # a missing or malformed file too
     head_spec = teacher_head_spec(config.teacher, spec)  # a user's head with other labels: one error
+    from .teachers import load_teacher
+
+    positions = load_teacher(config.teacher, meta=True).model.config.max_position_embeddings
+    for flag, length in (("--max-length", config.max_length), ("--stage1-max-length", config.stage1_max_length)):
+        if length > positions:
+            raise TrainingError(f"{flag} {length} is longer than the {positions} positions {config.teacher} can "
+                                "embed; ask for at most that")
     if head_spec is None:
         from .pipeline import plan_teacher
 

@@ -150,11 +150,18 @@ def evaluate_artifact(path: str | os.PathLike, task: str | None = None, data_dir
         if own_file and asked is None:
             raise TrainingError(f"{path} was trained on your own file {own_file}: score it with --validation FILE")
         spec = get_task(task)
+        trained = (answers.get("task_spec") or {}).get("label_names") or answers.get("labels")
+        if asked and trained and tuple(trained) != tuple(spec.label_names):
+            raise TrainingError(f"{path} answers {list(trained)}, not {task}'s labels {list(spec.label_names)}: score "
+                                "it on the task or file it was trained for")
         data = None
     if recipe:
         model = load_artifact(path)
     else:
         model = load_teacher(str(path), head="sequence-classification", num_labels=spec.num_labels).model.eval()
+    if getattr(model.config, "num_labels", spec.num_labels) != spec.num_labels:
+        raise TrainingError(f"{path}'s head has {model.config.num_labels} output(s), but {task} has "
+                            f"{spec.num_labels} labels")
     tokenizer = load_tokenizer(path if (path / "tokenizer.json").exists() or (path / "vocab.txt").exists() else
                                load_teacher(str(path), meta=True).tokenizer_dir)
     data = data if data is not None else load_task(task, split, data_dir)

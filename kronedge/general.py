@@ -172,6 +172,10 @@ def distill_general(config: GeneralConfig | None = None, out: str | os.PathLike 
         >>> compress(CompressConfig(task="cola", general_student=str(student.path)))
     """
     config = config or GeneralConfig()
+    if out is not None:
+        from .artifact import RECIPE_FILE, check_replaceable
+
+        check_replaceable(Path(out), RECIPE_FILE)  # a file or a user's folder: refused now, not after the training
     teacher = base_teacher(config.teacher)
     if teacher != config.teacher:
         logger.info(f"[general] {config.teacher} was fine-tuned from {teacher}: distilling from {teacher}")

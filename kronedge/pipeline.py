@@ -116,6 +116,8 @@ def kronize_teacher(teacher: str, config: KronConfig, out: str | Path, num_label
     from .surgery import kronize_
     from .teachers import load_teacher
 
+    if head != "base" and num_labels < 1:
+        raise PlanError(f"--num-labels must be >= 1 (1: a regression head), got {num_labels}")
     loaded = load_teacher(teacher, head=head, num_labels=num_labels if head != "base" else None, seed=seed)
     full = sum(p.numel() for p in loaded.model.parameters())
     config = shallower(loaded.model, config, layers)

@@ -182,18 +182,39 @@ def _hub_reachable(timeout: float = 3.0) -> bool:
 
 def _from_pretrained(cls, path: str, extra: dict):
     """Local folder or hub cache first; the hub only when it answers."""
-    if Path(path).is_dir() and not (Path(path) / "config.json").is_file():
-        raise TeacherError(f"{path} is a directory without a config.json: not a saved model (give the folder that "
-                           "save_pretrained wrote, or a kronedge artifact)")
+    problem = _local_problem(Path(path))
+    if problem:
+        raise TeacherError(f"{path} {problem}")
     try:
         return cls.from_pretrained(path, local_files_only=True, **extra)
     except (OSError, ValueError) as local_error:
-        if Path(path).is_dir() or not _hub_reachable():
+        if Path(path).is_dir():
+            raise TeacherError(f"cannot load the saved model in {path}: "
+                               f"{str(local_error).splitlines()[0] if str(local_error) else type(local_error).__name__}"
+                               ) from local_error
+        if not _hub_reachable():
             raise TeacherError(_not_found_message(path, local_error)) from local_error
     try:
         return cls.from_pretrained(path, **extra)
     except OSError as exc:
         raise TeacherError(_not_found_message(path, exc)) from exc
+
+
+WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
+
+
+def _local_problem(path: Path) -> str | None:
+    """Why a local ``path`` is no saved model, or None (a model folder, or a name that is not a local path)."""
+    not_a_model = "not a saved model (give the folder that save_pretrained wrote, or a kronedge artifact)"
+    if path.is_file():
+        return f"is a file, {not_a_model}"
+    if not path.is_dir():
+        return None
+    if (path / "manifest.json").is_file() and not any((path / w).is_file() for w in WEIGHT_FILES):
+        return "is an exported ONNX model: give the kronedge artifact it was exported from"
+    if not (path / "config.json").is_file():
+        return f"is a directory without a config.json: {not_a_model}"
+    return None
 
 
 def _tokenizer_dir(path: str) -> Path:

@@ -31,6 +31,7 @@ class ModelInfo:
     quantization: Any
     vocab: int
     manifest: Optional[dict]
+    positions: Optional[int] = None  # the longest input its position table holds (config.json), if known
     graph: Any = dataclasses.field(default=None, repr=False)  # onnx skeleton (weights as typed inputs) or None
     _gemm: dict = dataclasses.field(default_factory=dict, repr=False)
 
@@ -78,12 +79,9 @@ def _dir_vocab(model_dir: Path, manifest: Optional[dict]) -> int:
     """Vocabulary size from the manifest, config.json or tokenizer.json; 1000 when none says."""
     if manifest and isinstance(manifest.get("source"), dict) and manifest["source"].get("vocab_size"):
         return int(manifest["source"]["vocab_size"])
-    cfg = model_dir / "config.json"
-    if cfg.is_file():
-        try:
-            return int(json.loads(cfg.read_text()).get("vocab_size", 1000))
-        except (ValueError, TypeError):
-            pass
+    vocab = _config_value(model_dir, "vocab_size")
+    if vocab:
+        return vocab
     tok = model_dir / "tokenizer.json"
     if tok.is_file():
         try:
@@ -93,6 +91,17 @@ def _dir_vocab(model_dir: Path, manifest: Optional[dict]) -> int:
         except ValueError:
             pass
     return 1000
+
+
+def _config_value(model_dir: Path, key: str) -> Optional[int]:
+    """An integer of the model's config.json, or None where there is none."""
+    cfg = model_dir / "config.json"
+    if not cfg.is_file():
+        return None
+    try:
+        return int(json.loads(cfg.read_text())[key])
+    except (ValueError, TypeError, KeyError, AttributeError):
+        return None
 
 
 def _find_key(obj: Any, words: tuple[str, ...]) -> Optional[tuple[str, Any]]:
@@ -161,7 +170,14 @@ def describe_model(path: str | os.PathLike, name: Optional[str] = None, seq: int
     if model_file.suffix == ".onnx":
         import onnx
 
-        model = onnx.load(str(model_file), load_external_data=False)
+        from google.protobuf.message import DecodeError
+
+        try:
+            model = onnx.load(str(model_file), load_external_data=False)
+        except DecodeError as exc:  # a truncated or foreign file: one line, as ORT's own load failure is
+            from runtime.contract import ModelDirError
+
+            raise ModelDirError(f"{model_file} is not an ONNX model: {exc}") from None
         params, vocab = _graph_params(model), _graph_vocab(model)
         int8 = any(n.op_type in QUANT_OPS for n in model.graph.node)
         graph = skeleton(model)
@@ -169,7 +185,8 @@ def describe_model(path: str | os.PathLike, name: Optional[str] = None, seq: int
     info = ModelInfo(name=name or (model_dir.name if path.is_dir() else model_file.stem), dir=str(model_dir),
                      path=str(model_file), file_bytes=model_file.stat().st_size, params=params, flops=None,
                      flops_note="unknown", quantization=manifest.get("quantization") if manifest else None,
-                     vocab=vocab or _dir_vocab(model_dir, manifest), manifest=manifest, graph=graph)
+                     vocab=vocab or _dir_vocab(model_dir, manifest), manifest=manifest,
+                     positions=_config_value(model_dir, "max_position_embeddings"), graph=graph)
     hit = _find_key(manifest.get("source", manifest), ("flop",)) if manifest else None
     if hit:
         info.flops, info.flops_note = float(hit[1]), f"manifest {hit[0]}"

@@ -45,6 +45,9 @@ class Bench:
         self.qemu_version: Optional[str] = None
         self.qenv = None  # the emulated userland, for target arm64
         for info in self.models:
+            if info.positions and max(config.seqs) > info.positions:
+                raise BenchError(f"--seq {max(config.seqs)} is longer than the {info.positions} positions {info.name} "
+                                 "can embed; ask for at most that")
             exported = (info.manifest or {}).get("max_length")
             if exported and max(config.seqs) > exported:
                 log.warning(f"{info.name} was exported for at most {exported} tokens; --seq {max(config.seqs)} "

@@ -89,10 +89,20 @@ def corpus_fingerprint(texts: list[str]) -> str:
     return digest.hexdigest()[:16]
 
 
-def _read_chunks(path: Path, max_words: int) -> list[str]:
+def check_corpus(path: str | os.PathLike | None) -> None:
+    """Refuse a corpus that names neither a built-in one nor a file, before any training reads it."""
+    if path is not None and str(path) not in GENERAL_CORPUS and str(path) not in BUILTIN_CORPORA:
+        _check_file(Path(path))
+
+
+def _check_file(path: Path) -> None:
     if not path.is_file():
         raise DataError(f"corpus file {path} not found; give a UTF-8 text file, 'wikitext-2', "
                         "'wikitext-2-all' or 'general'")
+
+
+def _read_chunks(path: Path, max_words: int) -> list[str]:
+    _check_file(path)
     chunks: list[str] = []
     with open(path, "rb") as f:
         for lineno, raw in enumerate(f, start=1):
