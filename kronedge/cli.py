@@ -134,11 +134,11 @@ def _print_plan(plan) -> None:
         out.print(f"[yellow]note:[/] {note}")
     kept = ("" if plan.params_full in (None, plan.params_teacher) else
             f" against the full teacher; {plan.compression:.2f}x against the {plan.params_teacher / 1e6:.2f}M params kept")
+    flops_full = plan.flops_full or plan.flops_teacher
     out.print(
         f"params {(plan.params_full or plan.params_teacher) / 1e6:.2f}M -> {plan.params_student / 1e6:.2f}M "
         f"([bold]{plan.compression_full:.2f}x[/]{kept}); GFLOPs at seq {plan.seq_len}: "
-        f"{plan.flops_teacher / 1e9:.2f} -> {plan.flops_student / 1e9:.2f} "
-        f"({plan.flops_teacher / plan.flops_student:.1f}x fewer)"
+        f"{flops_full / 1e9:.2f} -> {plan.flops_student / 1e9:.2f} ({flops_full / plan.flops_student:.1f}x fewer)"
     )
 
 

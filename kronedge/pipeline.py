@@ -5,7 +5,8 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
-from .planner import KronConfig, Plan, PlanError
+from .planner import KronConfig, Plan, PlanError, model_flops
+from .vocab import counted_params
 
 
 def kron_config(preset: str | None = None, **fields) -> KronConfig:
@@ -95,12 +96,12 @@ def plan_teacher(teacher: str, config: KronConfig, seq_len: int = 128, calibrati
     if seq_len < 1:
         raise PlanError(f"--seq-len must be >= 1 token, got {seq_len}")
     loaded = load_teacher(teacher, head="base", meta=not needs_weights(config, calibration))
-    full = sum(p.numel() for p in loaded.model.parameters())
+    full = counted_params(loaded.model), model_flops(loaded.model, seq_len)
     config = shallower(loaded.model, config, layers)
     stats = teacher_stats(loaded.model, loaded.tokenizer_dir, calibration, structure=config.structure)
     config = narrower(loaded.model, config, stats)
     plan = plan_model(loaded.model, config, seq_len=seq_len, stats=stats, progress=progress)
-    plan.params_full = full
+    plan.params_full, plan.flops_full = full
     return plan
 
 
@@ -119,11 +120,11 @@ def kronize_teacher(teacher: str, config: KronConfig, out: str | Path, num_label
     if head != "base" and num_labels < 1:
         raise PlanError(f"--num-labels must be >= 1 (1: a regression head), got {num_labels}")
     loaded = load_teacher(teacher, head=head, num_labels=num_labels if head != "base" else None, seed=seed)
-    full = sum(p.numel() for p in loaded.model.parameters())
+    full = counted_params(loaded.model), model_flops(loaded.model, 128)
     config = shallower(loaded.model, config, layers)
     stats = teacher_stats(loaded.model, loaded.tokenizer_dir, calibration, structure=config.structure)
     plan = kronize_(loaded.model, config, stats=stats, progress=progress)
-    plan.params_full = full
+    plan.params_full, plan.flops_full = full
     loaded.model.eval()
     recipe = {
         "teacher": teacher,

@@ -80,8 +80,10 @@ class Plan:
     seq_len: int
     config: KronConfig
     notes: list[str] = field(default_factory=list)
-    # the teacher's params before --layers or --ffn neurons dropped some (params_teacher counts what was left)
+    # the teacher's params and FLOPs before --layers or --ffn neurons dropped some (the *_teacher fields count what
+    # was left)
     params_full: int | None = None
+    flops_full: int | None = None
 
     @property
     def params_student(self) -> int:
@@ -114,6 +116,7 @@ class Plan:
             "compression": round(self.compression, 3),
             "params_full_teacher": self.params_full or self.params_teacher,
             "compression_full_teacher": round(self.compression_full, 3),
+            "flops_full_teacher": self.flops_full or self.flops_teacher,
             "flops_teacher": self.flops_teacher,
             "flops_student": self.flops_student,
             "flops_reduction": round(self.flops_teacher / self.flops_student, 3),
@@ -123,6 +126,13 @@ class Plan:
             "notes": self.notes,
             "layers": [l.to_dict() for l in self.layers],
         }
+
+
+def model_flops(model: nn.Module, seq_len: int) -> int:
+    """FLOPs of one sequence through ``model``: 2 x the multiply-adds of every linear map and the attention core."""
+    linear_macs = sum(m.in_features * m.out_features * tokens_per_sequence(n, seq_len)
+                      for n, m in model.named_modules() if isinstance(m, nn.Linear))
+    return 2 * (linear_macs + attention_core_macs(model, seq_len))
 
 
 def plan_model(model: nn.Module, config: KronConfig, filter_fn: FilterFn | None = None,
@@ -146,9 +156,7 @@ def plan_model(model: nn.Module, config: KronConfig, filter_fn: FilterFn | None 
     """
     roles = roles_of(_selected(model, config, filter_fn))
     params_teacher = counted_params(model)  # a trimmed word embedding still counts the teacher's whole table
-    linear_macs = sum(m.in_features * m.out_features * tokens_per_sequence(n, seq_len)
-                      for n, m in model.named_modules() if isinstance(m, nn.Linear))
-    flops_teacher = 2 * (linear_macs + attention_core_macs(model, seq_len))
+    flops_teacher = model_flops(model, seq_len)
 
     notes: list[str] = []
     if config.ffn == "neurons":

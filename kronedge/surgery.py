@@ -10,7 +10,7 @@ from torch import nn
 from .fitting import InputStats, WeightedProblem
 from .layers import KronShape, KroneckerEmbedding, KroneckerLinear
 from .neurons import narrower
-from .planner import FilterFn, KronConfig, Plan, PlanError, plan_model
+from .planner import FilterFn, KronConfig, Plan, PlanError, model_flops, plan_model
 from .vocab import counted_params, ids_covered
 
 # Which Kronecker layer replaces which dense layer (peft's layers_mapping).
@@ -82,10 +82,10 @@ def kronize_(model: nn.Module, config: KronConfig, filter_fn: FilterFn | None = 
         >>> round(plan.compression)
         21
     """
-    before = counted_params(model)
+    before = counted_params(model), model_flops(model, seq_len)
     config = narrower(model, config, stats)  # --ffn neurons: keep the FFNs' best neurons first
     plan = plan_model(model, config, filter_fn, seq_len=seq_len, stats=stats, progress=progress, report_errors=False)
-    plan.params_full = before
+    plan.params_full, plan.flops_full = before
     modules = dict(model.named_modules())
     for layer in plan.layers:
         parent_name, _, attr = layer.name.rpartition(".")

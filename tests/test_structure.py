@@ -272,7 +272,8 @@ def test_layers_option_counts_compression_against_the_full_teacher(tmp_path):
     assert full.params_teacher / shallow.params_student == pytest.approx(3, rel=0.05)
     with pytest.raises(ValueError, match="layers alone give"):
         plan_teacher(spec, KronConfig(compression=1.2, structure="svd"), layers=1)
-    assert shallow.params_full == full.params_teacher
+    assert (shallow.params_full, shallow.flops_full) == (full.params_teacher, full.flops_teacher)
+    assert shallow.flops_teacher < full.flops_teacher
     assert shallow.compression_full == pytest.approx(full.params_teacher / shallow.params_student)
 
 
