@@ -181,7 +181,8 @@ def _kron_config(values: dict):
 @app.command()
 @friendly_errors
 @with_options([Option("teacher", str, "builtin:minilm", TEACHER_HELP, argument=True)], STRUCTURE_OPTIONS,
-              [Option("seq_len", int, 128, "Sequence length for FLOP counts."),
+              [Option("seq_len", Optional[int], None, "Sequence length for FLOP counts (default: 128, or the teacher's "
+                      "positions where it has fewer)."),
                Option("as_json", bool, False, "Print one JSON object instead of a table.", flag="--json")])
 def plan(**values):
     """Dry run: every layer's factor shapes, params and FLOPs before/after (and, with weights, the

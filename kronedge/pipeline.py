@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
+from .structure import ALLOCATIONS
 from .planner import KronConfig, Plan, PlanError, model_flops
 from .vocab import counted_params
 
@@ -15,6 +16,8 @@ def kron_config(preset: str | None = None, **fields) -> KronConfig:
     if (preset is None) == (fields.get("compression") is None):
         raise PlanError("give exactly one of --preset (kb8, kb21) or --compression X")
     structure = fields.get("structure", "paper")
+    if fields.get("allocation", "global") not in ALLOCATIONS:  # a bad value first, before what it would steer
+        raise PlanError(f"--allocation must be one of {', '.join(ALLOCATIONS)}, got {fields['allocation']!r}")
     if fields.get("embedding_k") is not None and structure != "paper":
         raise PlanError(f"--embedding-k sets the embedding factor of --structure paper; --structure "
                         f"{structure} chooses its own, so leave --embedding-k out")
@@ -75,11 +78,12 @@ def teacher_stats(model, tokenizer_dir, calibration: str | None, limit: int | No
                                holdout_every=holdout_for(structure))
 
 
-def plan_teacher(teacher: str, config: KronConfig, seq_len: int = 128, calibration: str | None = None,
+def plan_teacher(teacher: str, config: KronConfig, seq_len: int | None = None, calibration: str | None = None,
                  progress=None, layers: int | None = None) -> Plan:
     """Plan the compression of a teacher; weights are loaded only when the plan needs them.
 
     Args:
+        seq_len: the sequence length of the FLOP counts (default: 128, or the teacher's positions where fewer).
         calibration: text whose activations weight the errors (a GLUE task name, ``wikitext-2`` or
             a file); with it every layer reports its starting error on those inputs.
         layers: keep this many encoder layers (uniformly spaced); the compression still counts
@@ -93,9 +97,13 @@ def plan_teacher(teacher: str, config: KronConfig, seq_len: int = 128, calibrati
     from .planner import plan_model
     from .teachers import load_teacher
 
-    if seq_len < 1:
+    if seq_len is not None and seq_len < 1:
         raise PlanError(f"--seq-len must be >= 1 token, got {seq_len}")
     loaded = load_teacher(teacher, head="base", meta=not needs_weights(config, calibration))
+    positions = getattr(loaded.model.config, "max_position_embeddings", 128)
+    if seq_len is not None and seq_len > positions:
+        raise PlanError(f"--seq-len {seq_len} is longer than the {positions} positions {teacher} can embed")
+    seq_len = seq_len or min(128, positions)
     full = counted_params(loaded.model), model_flops(loaded.model, seq_len)
     config = shallower(loaded.model, config, layers)
     stats = teacher_stats(loaded.model, loaded.tokenizer_dir, calibration, structure=config.structure)

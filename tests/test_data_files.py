@@ -194,8 +194,8 @@ def test_every_unknown_label_is_named_at_once(tmp_path):
     train = write(tmp_path, "t.csv", [("a", "x"), ("b", "y")], ["text", "label"])
     dev = write(tmp_path, "v.csv", [("a", "x"), ("b", "z"), ("c", "w"), ("d", "z")], ["text", "label"])
     spec = DataFiles(train=train).spec()
-    with pytest.raises(DataFileError, match=r"v\.csv:3: unknown label 'z' for t: 3 row\(s\) hold 2 label\(s\) the "
-                                            r"model lacks \('z' \(2\), 'w' \(1\)\)"):
+    with pytest.raises(DataFileError, match=r"v\.csv:3: unknown label 'z' for t: 3 row\(s\) hold 2 label\(s\) that t "
+                                            r"lacks \('z' \(2\), 'w' \(1\)\); t's labels: x, y"):
         DataFiles(validation=dev).load("validation", spec)
     # A later row that is wrong in itself does not hide them: its own error comes once they are fixed.
     broken = _bad(tmp_path, "u.csv", b"text,label\na,x\nb,z\n,y\nc,w\n")

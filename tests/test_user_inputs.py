@@ -100,3 +100,18 @@ def test_a_local_path_that_is_no_model_says_what_it_is(in_tmp, informative_expor
     assert "cannot load the saved model in cfgonly" in _one_line_error(["plan", "cfgonly"])
     message = _one_line_error(["export", str(informative_export_fp32), "--out", "again"])
     assert "is an exported ONNX model: give the kronedge artifact it was exported from" in message
+
+
+def test_small_mistakes_name_the_fix(in_tmp):
+    assert "--allocation must be one of uniform, global, across-roles, got 'nope'" in _one_line_error(
+        ["plan", "random:minilm", "--compression", "5", "--allocation", "nope"])
+    assert "--seq-len 100000 is longer than the 512 positions" in _one_line_error(
+        ["plan", "random:minilm", "--compression", "5", "--seq-len", "100000"])
+    (in_tmp / "tabs.csv").write_text("text\tlabel\nfine film\tpos\ndull film\tneg\n")
+    message = _one_line_error(["compress", "--train", "tabs.csv", "--validation", "tabs.csv"])
+    assert "its header holds tabs: pass --format tsv" in message
+
+
+def test_serve_names_a_token_file_it_cannot_read(informative_export_fp32, in_tmp):
+    message = _one_line_error(["serve", str(informative_export_fp32), "--token-file", "nope.txt"])
+    assert "cannot read the token file nope.txt" in message

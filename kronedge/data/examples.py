@@ -157,9 +157,10 @@ def _unknown_labels(table: Table, spec: TaskSpec, classes: _ClassIndex, lineno: 
                 unknown[other] += 1
     except DataError:
         pass  # that row's own error comes once these labels are fixed
+    # spec is the training file's labels in compress and the model's in eval: name it, not "the model"
     return UnknownLabelsError(f"{table.path}:{lineno}: unknown label {raw!r} for {spec.name}: {sum(unknown.values())} "
-                              f"row(s) hold {len(unknown)} label(s) the model lacks ({describe_counts(unknown)}); the "
-                              f"model's labels: {describe_labels(classes.names)}")
+                              f"row(s) hold {len(unknown)} label(s) that {spec.name} lacks ({describe_counts(unknown)}); "
+                              f"{spec.name}'s labels: {describe_labels(classes.names)}")
 
 
 def describe_counts(rows_per_label: Counter, shown: int = 10) -> str:

@@ -210,8 +210,10 @@ class DataFiles:
                                         f"pass {flag} NAME")
                 if name in lowered:
                     return names[lowered.index(name)]
+            tabbed = len(names) == 1 and "\t" in names[0]  # a TSV read as CSV: one column with tabs in its name
             raise DataFileError(f"{table.path}:1: no {what} column: none of {list(defaults)} is among the file's "
-                                f"columns {names}; pass {flag} NAME")
+                                f"columns {names}; " + ("its header holds tabs: pass --format tsv" if tabbed else
+                                                        f"pass {flag} NAME"))
 
         lowered = [n.lower() for n in names]
         layout = None

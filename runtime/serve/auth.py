@@ -33,7 +33,10 @@ def resolve_token(config: ServeConfig) -> Optional[str]:
     token = None
     token_file = config.token_file or os.environ.get(f"{config.token_env}_FILE")
     if token_file:
-        token = Path(token_file).read_text(encoding="utf-8").strip()
+        try:
+            token = Path(token_file).read_text(encoding="utf-8").strip()
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ServeConfigError(f"cannot read the token file {token_file}: {exc}") from None
         if not token:
             raise ServeConfigError(f"token file {token_file} is empty")
     elif os.environ.get(config.token_env):
