@@ -64,8 +64,6 @@ def validate(onnx_path: str | os.PathLike, model, max_length: int = 128, precisi
         >>> validate("model.onnx", model, precision="fp32")["max_abs_diff"]
         3.1e-06
     """
-    import torch
-
     if precision not in ("fp32", "int8"):
         raise ValueError(f"precision must be fp32 or int8, got {precision!r}")
     session = create_session(onnx_path)
@@ -87,19 +85,7 @@ def validate(onnx_path: str | os.PathLike, model, max_length: int = 128, precisi
     kind = "random ids" if feeds is None else "given inputs (tokenized sentences)"
     if feeds is None:
         feeds = [random_inputs(b, s, model.config.vocab_size) for b, s in (shapes or validation_shapes(max_length))]
-    num_labels = model.config.num_labels
-    outputs = []
-    model.eval()
-    with torch.no_grad():  # the reference is the model as it runs in PyTorch (SDPA attention), not the export path
-        for feed in feeds:
-            batch, seq = feed["input_ids"].shape
-            expected = model(**{k: torch.from_numpy(v) for k, v in feed.items()}, return_dict=False)[0].numpy()
-            got = session.run(["logits"], feed)[0]
-            # 3. shapes
-            if got.shape != (batch, num_labels):
-                raise ValidationError(f"{where}: logits shape {got.shape} at batch {batch} x seq {seq}, "
-                                      f"expected {(batch, num_labels)}")
-            outputs.append((batch, seq, expected, got))
+    outputs = _run_both(session, model, feeds, where)  # 3. shapes, checked as they come
     # 4. values. int8 noise is measured against the logits' level over every input, not each batch's own: a
     # sentence near the decision boundary has logits near zero, and its own SQNR would fail any sound model.
     level = rms(np.concatenate([expected.ravel() for *_, expected, _ in outputs]))
@@ -127,6 +113,25 @@ def validate(onnx_path: str | os.PathLike, model, max_length: int = 128, precisi
         "inputs": kind,
         "shapes": results,
     }
+
+
+def _run_both(session, model, feeds: list[dict], where: str) -> list[tuple[int, int, np.ndarray, np.ndarray]]:
+    """(batch, seq, PyTorch logits, exported logits) per feed; a logits shape other than (batch, labels) fails."""
+    import torch
+
+    num_labels = model.config.num_labels
+    outputs = []
+    model.eval()
+    with torch.no_grad():  # the reference is the model as it runs in PyTorch (SDPA attention), not the export path
+        for feed in feeds:
+            batch, seq = feed["input_ids"].shape
+            expected = model(**{k: torch.from_numpy(v) for k, v in feed.items()}, return_dict=False)[0].numpy()
+            got = session.run(["logits"], feed)[0]
+            if got.shape != (batch, num_labels):
+                raise ValidationError(f"{where}: logits shape {got.shape} at batch {batch} x seq {seq}, "
+                                      f"expected {(batch, num_labels)}")
+            outputs.append((batch, seq, expected, got))
+    return outputs
 
 
 def _rounded(db: float) -> float | None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 import logging
-from dataclasses import replace
+from dataclasses import fields, replace
 from pathlib import Path
 
 from .artifact import RECIPE_FILE, check_replaceable
@@ -52,8 +52,11 @@ def check_options(config: CompressConfig, out, run_dir: Path, resume: bool, sour
     from .teachers import load_teacher
 
     positions = load_teacher(config.teacher, meta=True).model.config.max_position_embeddings
-    for flag, length in (("--max-length", config.max_length), ("--stage1-max-length", config.stage1_max_length)):
-        if length > positions:
+    defaults = {f.name: f.default for f in fields(CompressConfig)}
+    for flag, length, default in (("--max-length", config.max_length, defaults["max_length"]),
+                                  ("--stage1-max-length", config.stage1_max_length, defaults["stage1_max_length"])):
+        # the default is left to a small teacher (64 positions in tests), whose texts are shorter than that
+        if length > max(positions, default):
             raise TrainingError(f"{flag} {length} is longer than the {positions} positions {config.teacher} can "
                                 "embed; ask for at most that")
     if head_spec is None:
