@@ -95,7 +95,7 @@ def validate(onnx_path: str | os.PathLike, model, max_length: int = 128, precisi
         ratio = sqnr(expected, got, level=level)
         worst_diff, worst_sqnr = max(worst_diff, diff), min(worst_sqnr, ratio)
         results.append({"batch": batch, "sequence": seq, "max_abs_diff": diff,
-                        "sqnr_db": round(ratio, 2) if math.isfinite(ratio) else None,
+                        "sqnr_db": _rounded(ratio),
                         "own_sqnr_db": _rounded(sqnr(expected, got))})
         if precision == "fp32" and not diff <= atol:
             raise ValidationError(f"{where}: fp32 logits differ from PyTorch by {diff:.3g} > atol {atol:g} "

@@ -5,8 +5,8 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
-from .structure import ALLOCATIONS
 from .planner import KronConfig, Plan, PlanError, model_flops
+from .structure import ALLOCATIONS
 from .vocab import counted_params
 
 
