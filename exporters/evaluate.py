@@ -36,6 +36,7 @@ def evaluate_exported(model_dir: str | os.PathLike, task, data_dir: str | os.Pat
         >>> evaluate_exported("runs/sst2-arm64", "sst2")["accuracy"]
     """
     from kronedge.data import classification_report, compute_metrics, load_task
+    from kronedge.data.spec import check_answers
     from runtime.predictor import Predictor
 
     predictor = Predictor(model_dir, threads=threads, model_file=model_file, max_batch=batch_size)
@@ -46,6 +47,7 @@ def evaluate_exported(model_dir: str | os.PathLike, task, data_dir: str | os.Pat
             not data.spec.is_regression and predictor.manifest.num_outputs != data.spec.num_labels):
         raise ExportError(f"{model_dir} outputs {predictor.manifest.num_outputs} logits but {task} has "
                          f"{data.spec.num_labels} labels")
+    check_answers(model_dir, predictor.manifest.labels, data.spec)
     if bool(data.spec.is_pair) != predictor.manifest.pair_input:
         raise ExportError(f"{task} is a {'pair' if data.spec.is_pair else 'single-text'} task but {model_dir} was "
                          f"exported for {'pairs' if predictor.manifest.pair_input else 'single texts'}")

@@ -121,6 +121,7 @@ def evaluate_artifact(path: str | os.PathLike, task: str | None = None, data_dir
     """
     from .artifact import RECIPE_FILE, load_artifact, read_recipe
     from .data import get_task, load_task
+    from .data.spec import check_answers
     from .finetune import finetune_record
     from .teachers import load_teacher
     from .training import encode, load_tokenizer
@@ -150,10 +151,8 @@ def evaluate_artifact(path: str | os.PathLike, task: str | None = None, data_dir
         if own_file and asked is None:
             raise TrainingError(f"{path} was trained on your own file {own_file}: score it with --validation FILE")
         spec = get_task(task)
-        trained = (answers.get("task_spec") or {}).get("label_names") or answers.get("labels")
-        if asked and trained and tuple(trained) != tuple(spec.label_names):
-            raise TrainingError(f"{path} answers {list(trained)}, not {task}'s labels {list(spec.label_names)}: score "
-                                "it on the task or file it was trained for")
+        if asked:
+            check_answers(path, (answers.get("task_spec") or {}).get("label_names") or answers.get("labels"), spec)
         data = None
     if recipe:
         model = load_artifact(path)

@@ -131,6 +131,8 @@ def load_teacher(spec: str, head: str = "base", num_labels: int | None = None, s
     """
     import torch
 
+    if not str(spec).strip():
+        raise TeacherError("no teacher given: name one, e.g. builtin:minilm, a saved model folder or a kronedge artifact")
     cls = _model_class(head)
     extra = {"num_labels": num_labels} if num_labels is not None else {}
     torch.manual_seed(seed)

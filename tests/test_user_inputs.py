@@ -90,9 +90,15 @@ def test_eval_refuses_a_task_with_other_labels_than_the_model_was_trained_for(in
     (art / "kronedge.json").write_text(json.dumps(recipe))
     message = _one_line_error(["eval", "art", "--task", "cola"])
     assert "answers ['neg', 'pos'], not cola's labels ['unacceptable', 'acceptable']" in message
+    from exporters.export import export_model  # its export names the same labels, and ONNX Runtime scores it
+
+    export_model(art, in_tmp / "exported", max_length=32, ort_format=False)
+    message = _one_line_error(["eval", "exported", "--task", "cola"])
+    assert "answers ['neg', 'pos'], not cola's labels ['unacceptable', 'acceptable']" in message
 
 
 def test_a_local_path_that_is_no_model_says_what_it_is(in_tmp, informative_export_fp32):
+    assert "no teacher given" in _one_line_error(["plan", ""])
     (in_tmp / "good.csv").write_text("text,label\n")
     assert "good.csv is a file, not a saved model" in _one_line_error(["plan", "good.csv"])
     (in_tmp / "cfgonly").mkdir()

@@ -187,3 +187,14 @@ def describe_labels(labels, shown: int = 12, longest: int = 40) -> str:
 
     head = ", ".join(one(label) for label in labels[:shown])
     return head if len(labels) <= shown else f"{head}, … ({len(labels)} in all)"
+
+
+def check_answers(model: str, trained_labels, spec: TaskSpec) -> None:
+    """Refuse to score a model on ``spec`` when its head names other labels (a head nobody named, ``LABEL_i``, and a
+    regression head are not checked): its accuracy there would be a number about nothing."""
+    trained = list(trained_labels or ())
+    if not trained or spec.is_regression or trained == [f"LABEL_{i}" for i in range(len(trained))]:
+        return
+    if tuple(trained) != tuple(spec.label_names):
+        raise DataError(f"{model} answers {trained}, not {spec.name}'s labels {list(spec.label_names)}: score it on "
+                        "the task or file it was trained for")
