@@ -192,8 +192,10 @@ def describe_labels(labels, shown: int = 12, longest: int = 40) -> str:
 def check_answers(model: str, trained_labels, spec: TaskSpec) -> None:
     """Refuse to score a model on ``spec`` when its head names other labels (a head nobody named, ``LABEL_i``, and a
     regression head are not checked): its accuracy there would be a number about nothing."""
+    from ..artifact import generic_labels
+
     trained = list(trained_labels or ())
-    if not trained or spec.is_regression or trained == [f"LABEL_{i}" for i in range(len(trained))]:
+    if not trained or spec.is_regression or trained == generic_labels(len(trained)):
         return
     if tuple(trained) != tuple(spec.label_names):
         raise DataError(f"{model} answers {trained}, not {spec.name}'s labels {list(spec.label_names)}: score it on "
