@@ -14,7 +14,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from .errors import KronedgeError
+from .errors import KronedgeError, seed_problem
 
 # Built-in shapes, so `random:` needs no download. Values are the public configs of those models.
 BUILTIN_CONFIGS: dict[str, dict] = {
@@ -133,6 +133,8 @@ def load_teacher(spec: str, head: str = "base", num_labels: int | None = None, s
 
     if not str(spec).strip():
         raise TeacherError("no teacher given: name one, e.g. builtin:minilm, a saved model folder or a kronedge artifact")
+    if seed_problem(seed):
+        raise TeacherError(seed_problem(seed))
     cls = _model_class(head)
     extra = {"num_labels": num_labels} if num_labels is not None else {}
     torch.manual_seed(seed)

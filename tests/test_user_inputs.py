@@ -27,7 +27,8 @@ def in_tmp(tmp_path, monkeypatch):
 
 
 @pytest.mark.parametrize("command", [["compress"], ["finetune", "builtin:minilm", "--out", "t"],
-                                     ["distill-general", "--out", "g"]])
+                                     ["distill-general", "--out", "g"],
+                                     ["kronize", "random:minilm", "--compression", "5", "--out", "k"]])
 @pytest.mark.parametrize("seed", ["-1", str(2**32)])
 def test_a_seed_numpy_cannot_take_is_refused_first(in_tmp, command, seed):
     assert "seed must be an integer from 0 to 2**32 - 1" in _one_line_error([*command, "--seed", seed])

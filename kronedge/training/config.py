@@ -7,7 +7,7 @@ import json
 import math
 from dataclasses import asdict, dataclass, field, fields
 
-from ..errors import KronedgeError
+from ..errors import KronedgeError, seed_problem
 
 
 class TrainingError(KronedgeError, ValueError):
@@ -89,8 +89,8 @@ class TrainConfig:
     cooldown_epochs: int | None = None
 
     def __post_init__(self):
-        if not 0 <= self.seed < 2**32:  # what numpy and torch seed from: checked before any model loads
-            raise TrainingError(f"seed must be an integer from 0 to 2**32 - 1, got {self.seed}")
+        if seed_problem(self.seed):
+            raise TrainingError(seed_problem(self.seed))
         if self.epochs < 1:
             raise TrainingError(f"epochs must be >= 1, got {self.epochs}; skip the stage instead of training 0 epochs")
         if self.batch_size < 1 or self.grad_accum < 1:
