@@ -9,6 +9,8 @@ from .planner import KronConfig, Plan, PlanError, model_flops
 from .structure import ALLOCATIONS
 from .vocab import counted_params
 
+DEFAULT_FLOP_LENGTH = 128
+
 
 def kron_config(preset: str | None = None, **fields) -> KronConfig:
     """One KronConfig from the CLI's choices: a preset, or a target ``compression``, and any other
@@ -78,6 +80,15 @@ def teacher_stats(model, tokenizer_dir, calibration: str | None, limit: int | No
                                holdout_every=holdout_for(structure))
 
 
+def flop_length(model, teacher: str, seq_len: int | None = None) -> int:
+    """The sequence length of a plan's FLOP counts: ``seq_len``, or 128 tokens, or the teacher's positions where
+    it has fewer (a count at a length the model cannot embed describes no real input)."""
+    positions = getattr(model.config, "max_position_embeddings", DEFAULT_FLOP_LENGTH)
+    if seq_len is not None and seq_len > positions:
+        raise PlanError(f"--seq-len {seq_len} is longer than the {positions} positions {teacher} can embed")
+    return seq_len or min(DEFAULT_FLOP_LENGTH, positions)
+
+
 def plan_teacher(teacher: str, config: KronConfig, seq_len: int | None = None, calibration: str | None = None,
                  progress=None, layers: int | None = None) -> Plan:
     """Plan the compression of a teacher; weights are loaded only when the plan needs them.
@@ -100,10 +111,7 @@ def plan_teacher(teacher: str, config: KronConfig, seq_len: int | None = None, c
     if seq_len is not None and seq_len < 1:
         raise PlanError(f"--seq-len must be >= 1 token, got {seq_len}")
     loaded = load_teacher(teacher, head="base", meta=not needs_weights(config, calibration))
-    positions = getattr(loaded.model.config, "max_position_embeddings", 128)
-    if seq_len is not None and seq_len > positions:
-        raise PlanError(f"--seq-len {seq_len} is longer than the {positions} positions {teacher} can embed")
-    seq_len = seq_len or min(128, positions)
+    seq_len = flop_length(loaded.model, teacher, seq_len)
     full = counted_params(loaded.model), model_flops(loaded.model, seq_len)
     config = shallower(loaded.model, config, layers)
     stats = teacher_stats(loaded.model, loaded.tokenizer_dir, calibration, structure=config.structure)
@@ -128,10 +136,11 @@ def kronize_teacher(teacher: str, config: KronConfig, out: str | Path, num_label
     if head != "base" and num_labels < 1:
         raise PlanError(f"--num-labels must be >= 1 (1: a regression head), got {num_labels}")
     loaded = load_teacher(teacher, head=head, num_labels=num_labels if head != "base" else None, seed=seed)
-    full = counted_params(loaded.model), model_flops(loaded.model, 128)
+    seq_len = flop_length(loaded.model, teacher)
+    full = counted_params(loaded.model), model_flops(loaded.model, seq_len)
     config = shallower(loaded.model, config, layers)
     stats = teacher_stats(loaded.model, loaded.tokenizer_dir, calibration, structure=config.structure)
-    plan = kronize_(loaded.model, config, stats=stats, progress=progress)
+    plan = kronize_(loaded.model, config, seq_len=seq_len, stats=stats, progress=progress)
     plan.params_full, plan.flops_full = full
     loaded.model.eval()
     recipe = {

@@ -411,3 +411,19 @@ def test_the_swapped_svd_corner_is_not_a_candidate():
     shapes = base_shapes("attention", 8, 12)
     assert svd_corner(8, 12, 1) in shapes and KronShape(1, 12, 8, 1) not in shapes
     assert KronShape(2, 3, 4, 4) in shapes  # the genuine splits stay
+
+
+def test_kronize_counts_flops_at_the_length_plan_counts_them(tmp_path):
+    """A teacher with 64 positions: plan and kronize both count FLOPs at 64 tokens, not kronize at 128."""
+    from helpers import tiny_spec
+
+    from kronedge.pipeline import kronize_teacher, plan_teacher
+
+    spec = tiny_spec(tmp_path, vocab_size=SMALL_VOCAB, hidden_size=96, intermediate_size=192)
+    config = KronConfig(compression=3, structure="svd")
+    planned = plan_teacher(spec, config)
+    _, kronized = kronize_teacher(spec, config, tmp_path / "art")
+    # kronize's teacher has a classification head (a few FLOPs more); at 128 tokens every count would double
+    assert kronized.flops_full == pytest.approx(planned.flops_full, rel=1e-3)
+    assert kronized.flops_student == pytest.approx(planned.flops_student, rel=1e-3)
+    assert planned.flops_full == plan_teacher(spec, config, seq_len=64).flops_full
