@@ -42,6 +42,9 @@ class BertOnnxConfig:
     SQNR_FLOOR_INT8_DB = 20.0
 
 
+DEFAULT_MAX_LENGTH = 128
+
+
 @dataclass
 class ExportOptions:
     """The choices of one export.
@@ -53,7 +56,8 @@ class ExportOptions:
         profile: "portable" (ai.onnx ops only, opset 23 Attention) or "ort" (ONNX Runtime contrib
             ops: com.microsoft MultiHeadAttention).
         task: GLUE task name (labels, calibration and golden sentences), e.g. "sst2".
-        max_length: longest sequence the model is validated at and the runtime should feed.
+        max_length: longest sequence the model is validated at and the runtime should feed (None:
+            ``DEFAULT_MAX_LENGTH``, or the model's positions where it has fewer; set by ``resolve_max_length``).
         data_dir: GLUE root for tasks that do not ship with kronedge (passed to ``load_task``).
         vnni: x86_64 int8 only: s8 weights, fastest on a CPU with VNNI (AVX-512 VNNI or AVX-VNNI) and run exactly
             without it by the runtime (ORT's x64 precision mode); False stores u8 weights, for ONNX Runtime
@@ -77,7 +81,7 @@ class ExportOptions:
     quantize: str = "none"
     profile: str = "portable"
     task: str | None = None
-    max_length: int = 128
+    max_length: int | None = None
     data_dir: str | None = None
     vnni: bool = True
     per_channel: bool | None = None
@@ -99,7 +103,7 @@ class ExportOptions:
             raise ExportError(f"unknown quantization {self.quantize!r}; choose one of {list(QUANTIZE_MODES)}")
         if self.profile not in PROFILES:
             raise ExportError(f"unknown profile {self.profile!r}; choose one of {list(PROFILES)}")
-        if not (isinstance(self.max_length, int) and 8 <= self.max_length <= 4096):
+        if self.max_length is not None and not (isinstance(self.max_length, int) and 8 <= self.max_length <= 4096):
             raise ExportError(f"max_length must be an integer in [8, 4096], got {self.max_length!r}")
         for problem in (self.name is not None and contract.name_problem(self.name),
                         self.model_version is not None and contract.version_problem(self.model_version)):
@@ -133,3 +137,14 @@ def split_name(text: str | None) -> tuple[str | None, str | None]:
     if at and not version:
         raise ExportError(f"--name {text!r} ends with '@': give NAME@VERSION, or NAME alone for a hash version")
     return name or None, version or None
+
+
+def resolve_max_length(opts: ExportOptions, config) -> None:
+    """Fill in ``opts.max_length`` for the model's ``config`` (None: DEFAULT_MAX_LENGTH, or its positions where fewer);
+    a length the model cannot embed is one error naming the flag."""
+    positions = config.max_position_embeddings
+    if opts.max_length is None:
+        opts.max_length = min(DEFAULT_MAX_LENGTH, positions)
+    elif opts.max_length > positions:
+        raise ExportError(f"--max-length {opts.max_length} exceeds the model's {positions} positions: pass "
+                          f"--max-length {positions} or less")

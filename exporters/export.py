@@ -30,7 +30,7 @@ from runtime.contract import GOLDEN_FILE, MANIFEST_FILE, OUTPUTS, TOKENIZER_FILE
 from runtime.hostinfo import clips_s8_weights
 from runtime.predictor import HOST_INT8_NOTE, create_session
 
-from .config import BertOnnxConfig, ExportError, ExportOptions
+from .config import BertOnnxConfig, ExportError, ExportOptions, resolve_max_length
 from .identity import TaskInfo, resolve_task
 
 SAMPLE_SENTENCES = (
@@ -174,7 +174,8 @@ def load_source(model_spec: str | os.PathLike, num_labels: int | None = None):
 
 
 def export_model(model, out_dir: str | os.PathLike, target: str = "x86_64", quantize: str = "none",
-                 profile: str = "portable", task: str | None = None, max_length: int = 128, **options) -> Path:
+                 profile: str = "portable", task: str | None = None, max_length: int | None = None,
+                 **options) -> Path:
     """Export MODEL to ``out_dir`` (model.onnx, model.ort, tokenizer.json, golden.npz, manifest.json).
 
     Args:
@@ -186,7 +187,8 @@ def export_model(model, out_dir: str | os.PathLike, target: str = "x86_64", quan
         quantize: "none", "int8" (dynamic) or "int8-static" (QDQ calibrated on ``task`` sentences).
         profile: "portable" (ai.onnx ops only) or "ort" (ONNX Runtime contrib ops).
         task: GLUE task (labels, calibration and golden sentences), e.g. "sst2".
-        max_length: longest sequence validated and recorded for the runtime.
+        max_length: longest sequence validated and recorded for the runtime (default: 128, or the model's
+            positions where it has fewer).
         **options: further :class:`exporters.config.ExportOptions` fields (vnni, per_channel, ...).
 
     Returns:
@@ -210,8 +212,8 @@ def export_model(model, out_dir: str | os.PathLike, target: str = "x86_64", quan
                   "params_total": int(sum(p.numel() for p in model.parameters()))}
     _check_fits(torch_model, opts, task_data)
     info = resolve_task(torch_model.config, source, task_data.spec if task_data is not None else None)
-    if not (Path(tokenizer_dir) / "tokenizer.json").is_file():
-        raise ExportError(f"{tokenizer_dir} has no tokenizer.json (the runtime needs the fast tokenizer file)")
+    if not any((Path(tokenizer_dir) / name).is_file() for name in ("tokenizer.json", "vocab.txt")):
+        raise ExportError(f"{tokenizer_dir} has no tokenizer.json or vocab.txt: save the model's tokenizer beside it")
     # Without --name the model is called after the artifact it was made from (the output directory for a
     # teacher spec): exports of one artifact for several targets share the name and differ in version.
     name_dir = source["path"] if source.get("kind") == "kronedge-artifact" else out_dir
@@ -219,6 +221,10 @@ def export_model(model, out_dir: str | os.PathLike, target: str = "x86_64", quan
     # The work directory sits beside the output, named for this process: a killed export's is swept by the next.
     with (atomic_directory(out_dir, MANIFEST_FILE) as tmp,
           tempfile.TemporaryDirectory(prefix=sibling_prefix(Path(out_dir), "work"), dir=tmp.parent) as work):
+        if not (Path(tokenizer_dir) / "tokenizer.json").is_file():  # vocab.txt only: the runtime needs tokenizer.json
+            from kronedge.artifact import fast_tokenizer
+
+            tokenizer_dir = fast_tokenizer(tokenizer_dir, Path(work) / "tokenizer")
         _export_into(torch_model, Path(tmp), Path(work), Path(tokenizer_dir), opts, task_data, source, info,
                      name_dir)
     return Path(out_dir)
@@ -236,8 +242,7 @@ def _task_data(task: str | None, data_dir=None):
 
 def _check_fits(model, opts: ExportOptions, task_data) -> None:
     config = model.config
-    if opts.max_length > config.max_position_embeddings:
-        raise ExportError(f"max_length {opts.max_length} exceeds the model's {config.max_position_embeddings} positions")
+    resolve_max_length(opts, config)
     if task_data is not None and task_data.spec.num_labels != config.num_labels:
         raise ExportError(f"task {task_data.spec.name} has {task_data.spec.num_labels} labels but the model's head "
                          f"has {config.num_labels}")

@@ -30,15 +30,16 @@ def validation_shapes(max_length: int) -> list[tuple[int, int]]:
     return [(b, s) for b in BertOnnxConfig.VALIDATION_BATCHES for s in lengths]
 
 
-def random_inputs(batch: int, seq: int, vocab: int, seed: int = 0) -> dict[str, np.ndarray]:
-    """Token ids, a padded attention mask (the last row half padding) and mixed token types."""
+def random_inputs(batch: int, seq: int, vocab: int, seed: int = 0, type_vocab: int = 2) -> dict[str, np.ndarray]:
+    """Token ids, a padded attention mask (the last row half padding) and mixed token types (all 0 for a model
+    with one token type)."""
     rng = np.random.default_rng(seed + 1000 * batch + seq)
     ids = rng.integers(1, vocab, size=(batch, seq), dtype=np.int64)
     mask = np.ones((batch, seq), dtype=np.int64)
     if batch > 1:
         mask[-1, max(1, seq // 2):] = 0
     types = np.zeros((batch, seq), dtype=np.int64)
-    types[:, seq // 2:] = 1
+    types[:, seq // 2:] = min(1, type_vocab - 1)
     return {"input_ids": ids, "attention_mask": mask, "token_type_ids": types}
 
 
@@ -84,7 +85,8 @@ def validate(onnx_path: str | os.PathLike, model, max_length: int = 128, precisi
 
     kind = "random ids" if feeds is None else "given inputs (tokenized sentences)"
     if feeds is None:
-        feeds = [random_inputs(b, s, model.config.vocab_size) for b, s in (shapes or validation_shapes(max_length))]
+        feeds = [random_inputs(b, s, model.config.vocab_size, type_vocab=model.config.type_vocab_size)
+                 for b, s in (shapes or validation_shapes(max_length))]
     outputs = _run_both(session, model, feeds, where)  # 3. shapes, checked as they come
     # 4. values. int8 noise is measured against the logits' level over every input, not each batch's own: a
     # sentence near the decision boundary has logits near zero, and its own SQNR would fail any sound model.

@@ -174,9 +174,21 @@ def write_json_atomic(path: str | os.PathLike, data) -> None:
 
 def copy_tokenizer(tokenizer_dir: str | os.PathLike, out_dir: Path) -> None:
     src = Path(tokenizer_dir)
+    if not (src / "tokenizer.json").exists() and (src / "vocab.txt").exists():
+        fast_tokenizer(src, out_dir)  # the runtime reads tokenizer.json only
+        return
     for name in TOKENIZER_FILES:
         if (src / name).exists():
             shutil.copyfile(src / name, out_dir / name)  # the umask's mode, not the source's
+
+
+def fast_tokenizer(tokenizer_dir: str | os.PathLike, out_dir: str | os.PathLike) -> Path:
+    """Save the tokenizer of a folder that holds only the slow one's files (vocab.txt, tokenizer_config.json) with
+    tokenizer.json, converted as training loads it (``AutoTokenizer``, ``use_fast=True``); returns ``out_dir``."""
+    from transformers import AutoTokenizer
+
+    AutoTokenizer.from_pretrained(str(tokenizer_dir), use_fast=True).save_pretrained(str(out_dir))
+    return Path(out_dir)
 
 
 def save_artifact(model, out_dir: str | os.PathLike, tokenizer_dir: str | os.PathLike, recipe: dict,

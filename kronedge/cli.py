@@ -206,7 +206,8 @@ def plan(**values):
 @with_options([Option("teacher", str, ..., TEACHER_HELP, argument=True),
                Option("out_dir", Path, ..., "Artifact directory to write (replaced atomically).", flag="--out")],
               STRUCTURE_OPTIONS,
-              [Option("num_labels", int, 2, "Labels of the classification head."),
+              [Option("num_labels", Optional[int], None, "Labels of the classification head (default: those of "
+                      "the teacher's head, else 2; another count replaces its head by a new one)."),
                Option("seed", int, 0, "Seed for random weights and new heads.")])
 def kronize(**values):
     """Surgery + nearest-Kronecker (SVD) initialisation, no training; saves an artifact."""

@@ -51,7 +51,15 @@ def check_options(config: CompressConfig, out, run_dir: Path, resume: bool, sour
     head_spec = teacher_head_spec(config.teacher, spec)  # a user's head with other labels: one error
     from .teachers import load_teacher
 
-    positions = load_teacher(config.teacher, meta=True).model.config.max_position_embeddings
+    teacher_config = load_teacher(config.teacher, meta=True).model.config
+    positions = teacher_config.max_position_embeddings
+    if spec.is_pair and teacher_config.type_vocab_size < 2:
+        raise TrainingError(f"{spec.name} pairs two texts, but {config.teacher} has one token type (type_vocab_size "
+                            "1), so it cannot tell them apart: use a teacher with two token types")
+    if getattr(teacher_config, "position_embedding_type", "absolute") != "absolute":
+        raise TrainingError(f"{config.teacher} has {teacher_config.position_embedding_type!r} position embeddings; "
+                            "the export (ONNX) supports absolute position embeddings only, so its student could "
+                            "not be deployed")
     defaults = {f.name: f.default for f in fields(CompressConfig)}
     for flag, length, default in (("--max-length", config.max_length, defaults["max_length"]),
                                   ("--stage1-max-length", config.stage1_max_length, defaults["stage1_max_length"])):

@@ -121,7 +121,7 @@ def plan_teacher(teacher: str, config: KronConfig, seq_len: int | None = None, c
     return plan
 
 
-def kronize_teacher(teacher: str, config: KronConfig, out: str | Path, num_labels: int = 2,
+def kronize_teacher(teacher: str, config: KronConfig, out: str | Path, num_labels: int | None = None,
                     head: str = "sequence-classification", seed: int = 0,
                     calibration: str | None = None, progress=None, layers: int | None = None) -> tuple[Path, Plan]:
     """Surgery plus nearest-Kronecker initialisation, no training; saved as an artifact.
@@ -131,8 +131,10 @@ def kronize_teacher(teacher: str, config: KronConfig, out: str | Path, num_label
     """
     from .artifact import save_artifact
     from .surgery import kronize_
-    from .teachers import load_teacher
+    from .teachers import load_teacher, saved_num_labels
 
+    if num_labels is None:  # the teacher's own head, else a 2-label one
+        num_labels = saved_num_labels(teacher) or 2
     if head != "base" and num_labels < 1:
         raise PlanError(f"--num-labels must be >= 1 (1: a regression head), got {num_labels}")
     loaded = load_teacher(teacher, head=head, num_labels=num_labels if head != "base" else None, seed=seed)

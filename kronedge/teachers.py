@@ -10,11 +10,14 @@ Specs accepted everywhere a model is named:
 from __future__ import annotations
 
 import json
+import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import KronedgeError, seed_problem
+
+logger = logging.getLogger(__name__)
 
 # Built-in shapes, so `random:` needs no download. Values are the public configs of those models.
 BUILTIN_CONFIGS: dict[str, dict] = {
@@ -151,22 +154,49 @@ def load_teacher(spec: str, head: str = "base", num_labels: int | None = None, s
     else:
         path = spec
 
-    if meta:
-        from transformers import AutoConfig
-
-        config = _from_pretrained(AutoConfig, path, extra)
-        with torch.device("meta"):
-            model = _build(cls, config, spec)
-        return Teacher(model, _tokenizer_dir(path), spec, pretrained=True)
-
     local = Path(path)
-    if local.is_dir() and (local / "kronedge.json").exists():
+    if local.is_dir() and (local / "kronedge.json").exists() and not meta:
         from .artifact import load_artifact
 
         model = load_artifact(local)
         return Teacher(model, local, spec, pretrained=True)
+    from transformers import AutoConfig
+
+    config = _from_pretrained(AutoConfig, path, extra)
+    _check_bert(config, spec)
+    if meta:
+        with torch.device("meta"):
+            model = _build(cls, config, spec)
+        return Teacher(model, _tokenizer_dir(path, config), spec, pretrained=True)
+    saved_labels = saved_num_labels(path)
+    if head != "base" and num_labels is not None and saved_labels not in (None, num_labels):
+        # A head for other labels (an MNLI model re-aimed at a 2-class task, a regression head): a new head is made,
+        # as when the checkpoint has none; the encoder's weights still load.
+        logger.info(f"{spec}: its {saved_labels}-output head is replaced by a new {num_labels}-label head")
+        extra = {**extra, "ignore_mismatched_sizes": True, "problem_type": None}
     model = _from_pretrained(cls, path, extra)
-    return Teacher(model.to(device), _tokenizer_dir(path), spec, pretrained=True)
+    return Teacher(model.to(device), _tokenizer_dir(path, config), spec, pretrained=True)
+
+
+def _check_bert(config, spec: str) -> None:
+    """Refuse a saved model that is not a BERT encoder: loaded as BERT, a RoBERTa's weights fit but compute
+    something else (its positions are offset), and other encoders fail with size mismatches."""
+    model_type = getattr(config, "model_type", "bert")
+    if model_type != "bert":
+        raise TeacherError(f"{spec} is a model of type {model_type!r}; kronedge compresses BERT encoders only (config.json "
+                           "model_type \"bert\": BERT, MiniLM, TinyBERT and models fine-tuned from them)")
+
+
+def saved_num_labels(path: str) -> int | None:
+    """The output count of the head a local model folder saved (None: not a local folder, or no head saved)."""
+    config_file = Path(path) / "config.json"
+    if not config_file.is_file():
+        return None
+    config = json.loads(config_file.read_text())
+    architectures = config.get("architectures") or []
+    if not any(name.endswith(("ForSequenceClassification", "ForTokenClassification")) for name in architectures):
+        return None
+    return config.get("num_labels") or len(config.get("id2label") or {}) or None
 
 
 def _hub_reachable(timeout: float = 3.0) -> bool:
@@ -191,7 +221,7 @@ def _from_pretrained(cls, path: str, extra: dict):
         raise TeacherError(f"{path} {problem}")
     try:
         return cls.from_pretrained(path, local_files_only=True, **extra)
-    except (OSError, ValueError) as local_error:
+    except (OSError, ValueError, RuntimeError) as local_error:  # RuntimeError: weights of other shapes
         if Path(path).is_dir():
             raise TeacherError(f"cannot load the saved model in {path}: "
                                f"{str(local_error).splitlines()[0] if str(local_error) else type(local_error).__name__}"
@@ -221,11 +251,22 @@ def _local_problem(path: Path) -> str | None:
     return None
 
 
-def _tokenizer_dir(path: str) -> Path:
+# The packaged MiniLM's WordPiece vocabulary is bert-base-uncased's: the tokenizer of a folder saved without one, when
+# its embedding has exactly that many rows.
+UNCASED_VOCAB_SIZE = 30522
+
+
+def _tokenizer_dir(path: str, config) -> Path:
     local = Path(path)
     if local.is_dir():
         if (local / "tokenizer.json").exists() or (local / "vocab.txt").exists():
             return local
+        save_it = "save its tokenizer beside it (tokenizer.save_pretrained(FOLDER))"
+        if getattr(config, "vocab_size", None) != UNCASED_VOCAB_SIZE:
+            raise TeacherError(f"{path} has no tokenizer files (tokenizer.json or vocab.txt) and its "
+                               f"{config.vocab_size}-token vocabulary is not bert-base-uncased's: {save_it}")
+        logger.warning(f"{path} has no tokenizer files: using bert-base-uncased's vocabulary, which its "
+                       f"{UNCASED_VOCAB_SIZE}-row embedding most likely has; if it was trained with another, {save_it}")
         return minilm_dir()
     from huggingface_hub import snapshot_download
 

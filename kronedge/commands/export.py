@@ -33,7 +33,8 @@ def register(app, friendly_errors) -> None:
         profile: str = typer.Option("portable", help="portable (ai.onnx ops only, ONNX Attention opset 23) | "
                                                      "ort (ONNX Runtime contrib MultiHeadAttention)."),
         task: Optional[str] = typer.Option(None, help="GLUE task (labels, calibration, golden sentences), e.g. sst2."),
-        max_length: int = typer.Option(128, help="Longest sequence validated and recorded in the manifest."),
+        max_length: Optional[int] = typer.Option(None, help="Longest sequence validated and recorded in the manifest "
+                                                          "(default: 128, or the model's positions where fewer)."),
         data_dir: Optional[Path] = typer.Option(None, help="GLUE root for tasks that do not ship with kronedge."),
         no_vnni: bool = typer.Option(False, "--no-vnni", help="x86_64 int8 with u8 weights, for ONNX Runtime "
                                                               "sessions other than kronedge's on x86 CPUs without VNNI "
