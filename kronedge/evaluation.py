@@ -92,6 +92,12 @@ def check_not_chance(task: str, metrics: dict, labels: list, who: str = "teacher
 
     chance = chance_level(task, labels)
     value = metrics[chance.metric]
+    if not get_task(task).is_regression and value < chance.level - chance.margin:  # worse than a constant guess: it answers, but with the labels swapped
+        raise TeacherNearChanceError(
+            f"the {who} scores {chance.metric} {value:.4f} on {get_task(task).name} dev, far below chance "
+            f"({chance.level:.4f}, a constant guess): its head most likely orders the labels otherwise than the data "
+            f"({', '.join(map(str, get_task(task).label_names))}). Name them in its config.json's id2label, in its "
+            "head's order, or pass --no-teacher-check to go on anyway")
     if chance.near(value):
         raise TeacherNearChanceError(
             f"the {who} scores {chance.metric} {value:.4f} on {get_task(task).name} dev, within {chance.margin:.3f} of chance "
@@ -99,6 +105,29 @@ def check_not_chance(task: str, metrics: dict, labels: list, who: str = "teacher
             "Fine-tune it longer or with another learning rate (kronedge finetune --epochs ... --lr ...), use a "
             "stronger teacher, or pass --no-teacher-check to go on anyway")
     return chance
+
+
+def _sorted_file_labels(source, path: Path, outputs: int) -> list[str]:
+    """The labels of the data's own files in sorted order (the training file's, else the validation file's): what a
+    head nobody named answers, as compress and finetune train it; refused when their number is not the head's."""
+    from dataclasses import replace
+
+    files = source.files if source.files.train is not None else replace(source.files, train=source.files.validation)
+    labels = list(files.spec().label_names)
+    if len(labels) != outputs:
+        raise TrainingError(f"{path}'s head names no labels and has {outputs} outputs, but the data has "
+                            f"{len(labels)} ({', '.join(labels)}): name its labels in config.json's id2label")
+    return labels
+
+
+def _head_labels(path: Path) -> list[str]:
+    """The label names a saved model's config.json gives its head, in logit order ([] when it names none)."""
+    config_file = path / "config.json"
+    id2label = json.loads(config_file.read_text()).get("id2label") or {} if config_file.is_file() else {}
+    try:
+        return [str(v) for _, v in sorted((int(k), v) for k, v in id2label.items())]
+    except (TypeError, ValueError):
+        return []
 
 
 def evaluate_artifact(path: str | os.PathLike, task: str | None = None, data_dir=None, limit: int | None = None,
@@ -119,7 +148,7 @@ def evaluate_artifact(path: str | os.PathLike, task: str | None = None, data_dir
     Example:
         >>> evaluate_artifact("artifacts/kronedge-sst2", "sst2")["accuracy"]
     """
-    from .artifact import RECIPE_FILE, load_artifact, read_recipe
+    from .artifact import RECIPE_FILE, generic_labels, load_artifact, read_recipe
     from .data import get_task, load_task
     from .data.spec import check_answers
     from .finetune import finetune_record
@@ -138,6 +167,9 @@ def evaluate_artifact(path: str | os.PathLike, task: str | None = None, data_dir
         labels = task_spec.get("label_names") or [v for _, v in sorted(
             (int(k), v) for k, v in (config.get("id2label") or {}).items())]
         regression = task_spec.get("is_regression", config.get("problem_type") == "regression")
+        if not regression and (not labels or labels == list(generic_labels(len(labels)))):
+            # A head nobody named answers in the data's sorted label order, as compress and finetune train it.
+            labels = _sorted_file_labels(source, path, len(labels) or config.get("num_labels") or 2)
         spec = source.model_spec(labels, regression, task_spec.get("name") or answers.get("task"),
                                  task_spec.get("primary_metric"))
         data = source.load(split, spec, skip_unknown_labels)  # else a label the model lacks is an error
@@ -152,12 +184,14 @@ def evaluate_artifact(path: str | os.PathLike, task: str | None = None, data_dir
             raise TrainingError(f"{path} was trained on your own file {own_file}: score it with --validation FILE")
         spec = get_task(task)
         if asked:
-            check_answers(path, (answers.get("task_spec") or {}).get("label_names") or answers.get("labels"), spec)
+            recorded = (answers.get("task_spec") or {}).get("label_names") or answers.get("labels")
+            check_answers(path, recorded or _head_labels(path), spec)
         data = None
     if recipe:
         model = load_artifact(path)
     else:
-        model = load_teacher(str(path), head="sequence-classification", num_labels=spec.num_labels).model.eval()
+        # the head as saved: a head for other labels is refused below, not replaced by a new one
+        model = load_teacher(str(path), head="sequence-classification").model.eval()
     if getattr(model.config, "num_labels", spec.num_labels) != spec.num_labels:
         raise TrainingError(f"{path}'s head has {model.config.num_labels} output(s), but {task} has "
                             f"{spec.num_labels} labels")

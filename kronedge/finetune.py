@@ -60,6 +60,11 @@ def teacher_head_spec(teacher: str, task):
         raise TeacherError(f"{Path(teacher) / 'config.json'}: id2label keys must be integers, got {list(id2label)}") from None
     size = len(labels) or config.get("num_labels", 2)
     if spec.folder or not labels or labels == list(generic_labels(len(labels))):  # GLUE, or unnamed: by size
+        lowered, task_order = [n.lower() for n in labels], [str(n).lower() for n in spec.label_names]
+        if spec.folder and lowered != task_order and sorted(lowered) == sorted(task_order):
+            raise DataFileError(f"the teacher {teacher}'s head orders its labels {labels}, {spec.name} orders them "
+                                f"{list(spec.label_names)}: its answers would be swapped. Distil it on your own "
+                                "files (--train/--validation: labels are matched by name)")
         return spec if size == spec.num_labels else None
     if spec.is_regression:
         raise DataFileError(f"the teacher {teacher} has a classification head ({', '.join(labels)}) but "

@@ -503,6 +503,15 @@ def test_near_chance_guard(task, labels, metrics, near):
         check_not_chance(task, metrics, labels)
 
 
+def test_a_teacher_far_below_chance_is_told_its_labels_are_likely_swapped():
+    """0.15 on a 60/40 split is no weak teacher but a head whose labels run the other way: 'fine-tune it longer' is
+    the wrong advice."""
+    from kronedge.evaluation import TeacherNearChanceError, check_not_chance
+
+    with pytest.raises(TeacherNearChanceError, match="far below chance.*orders the labels otherwise.*negative, positive"):
+        check_not_chance("sst2", {"accuracy": 0.15}, [0] * 60 + [1] * 40)
+
+
 def _saved_teacher(path, seed=0):
     from helpers import tiny_bert as shared_tiny_bert, tokenizer_dir
 

@@ -197,6 +197,12 @@ def check_answers(model: str, trained_labels, spec: TaskSpec) -> None:
     trained = list(trained_labels or ())
     if not trained or spec.is_regression or trained == generic_labels(len(trained)):
         return
-    if tuple(trained) != tuple(spec.label_names):
-        raise DataError(f"{model} answers {trained}, not {spec.name}'s labels {list(spec.label_names)}: score it on "
-                        "the task or file it was trained for")
+    ours, theirs = [str(n).lower() for n in spec.label_names], [str(n).lower() for n in trained]
+    if theirs == ours:  # "NEGATIVE, POSITIVE" as many hub heads name them: the same answers
+        return
+    if sorted(theirs) == sorted(ours):
+        raise DataError(f"{model}'s head orders its labels {trained}, {spec.name} orders them "
+                        f"{list(spec.label_names)}: its scores on {spec.name} would be those of swapped answers. "
+                        "Score it on a file of your own (its labels are matched by name)")
+    raise DataError(f"{model} answers {trained}, not {spec.name}'s labels {list(spec.label_names)}: score it on "
+                    "the task or file it was trained for")
