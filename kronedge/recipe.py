@@ -14,6 +14,7 @@ DEFAULT_TASK = "sst2"
 DEFAULT_COMPRESSION = 5.5  # the planner lands on ~5.1x for MiniLM: >= 5x fewer parameters
 LOSSES = ("embedding", "attention", "hidden", "logits", "supervised")
 VOCABULARIES = ("task",)
+AUTO = "auto"  # vocabulary and ffn: decided by levers_apply()
 
 
 def structure_kron_config(config):
@@ -96,11 +97,14 @@ class CompressConfig:
             ``unlabelled``). With ``compression`` (the budget counted against the full teacher) the rows left out
             become rank for the factorised matrices; a preset's fixed shapes simply compress further. Any other token
             reads the row of the kept token nearest to it in the teacher's embedding, also in stage 1's general text.
-            None (or "full"): every token keeps its row.
+            "full": every token keeps its row. "auto" (the default): "task" for a Kronecker student made at a
+            ``compression`` target, "full" with a preset, ``structure`` "paper", another ``method``, a
+            ``general_student``, no ``calibration`` or an ``embedding_share`` (``levers_apply``).
         ffn: "neurons" keeps, per FFN, the teacher's neurons that carry most of its output on the calibration text,
             as many as the factored FFN's parameters pay for, as plain dense maps (``kronedge.neurons``), so its GELU
             runs on that many values per token instead of the teacher's intermediate size (what it scores:
-            benchmarks/results/ffn_neurons.md). "factored" (the default): the FFN maps get ``structure``.
+            benchmarks/results/ffn_neurons.md). "factored": the FFN maps get ``structure``. "auto" (the default):
+            "neurons" where ``vocabulary``'s "auto" means "task", else "factored".
         general_student: start from a general student (``kronedge distill-general``) instead of running
             stage 1: its directory, or ``auto`` for the cached one of this teacher and structure (stage 1
             runs when there is none). It must come from the same base teacher and structure.
@@ -110,8 +114,8 @@ class CompressConfig:
     """
 
     # 2: min_steps, stage1_min_steps, max_epochs, patience, check_teacher, min_retention; 3: stage2_min_steps;
-    # 4: cooldown_epochs; 5: vocabulary; 6: ffn
-    VERSION = 6
+    # 4: cooldown_epochs; 5: vocabulary; 6: ffn; 7: vocabulary and ffn default to "auto"
+    VERSION = 7
 
     teacher: str = DEFAULT_TEACHER
     task: str = DEFAULT_TASK
@@ -161,14 +165,22 @@ class CompressConfig:
     layers: int | None = None
     source: dict | None = None
     general_student: str | None = None
-    vocabulary: str | None = None
-    ffn: str | None = None
+    # "auto": the task vocabulary and kept FFN neurons together never lost to the factored student with the full
+    # vocabulary on the tasks measured, at 5.7x and at 20x (benchmarks/results/ffn_neurons.md).
+    vocabulary: str | None = AUTO
+    ffn: str | None = AUTO
 
     def __post_init__(self):
         from .students import METHODS
 
         if self.method not in METHODS:
             raise TrainingError(f"method must be one of {tuple(METHODS)}, not {self.method!r}")
+        # Resolved first, so that the recipe (and every key made from it) records what runs; the opt-outs are None,
+        # so the keys of runs that never had the levers stay what they were.
+        if self.vocabulary == AUTO:
+            self.vocabulary = "task" if self.levers_apply() else None
+        if self.ffn == AUTO:
+            self.ffn = "neurons" if self.levers_apply() else None
         if (self.compression is None) == (self.preset is None):
             raise TrainingError("give exactly one of compression (e.g. 5.5) or preset (kb8, kb21)")
         for name in ("stage1_examples", "stage2_examples", "teacher_train_limit", "min_steps", "stage1_min_steps",
@@ -219,6 +231,13 @@ class CompressConfig:
         if self.ffn == "neurons" and (self.method != "kronecker" or self.general_student is not None):
             raise TrainingError("--ffn neurons keeps the FFN neurons of a student made from its teacher: it needs "
                                 "--method kronecker and no --general-student (whose FFN is already made)")
+
+    def levers_apply(self) -> bool:
+        """Whether "auto" means the task vocabulary and kept FFN neurons: a Kronecker student made from its teacher at
+        a target compression (not a preset's or the paper's fixed shapes, nor a general student's made layers), with
+        calibration statistics to pick the neurons and no ``embedding_share`` (which splits the FFN's budget)."""
+        return (self.method == "kronecker" and self.general_student is None and self.preset is None
+                and self.structure != "paper" and self.calibration and self.embedding_share is None)
 
     def task_source(self):
         """The :class:`~kronedge.data.TaskSource` the examples come from (files when ``source`` is set)."""

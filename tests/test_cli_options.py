@@ -122,6 +122,8 @@ def test_every_compress_config_field_is_an_option_with_its_default_and_help():
         if f.name in from_source:
             continue
         value = getattr(config, f.name)
+        if f.default == "auto":
+            value = f.default  # resolved by __post_init__ (levers_apply); the option shows the rule's name
         if f.name == "loss_weights":
             value = ",".join(f"{k}={v:g}" for k, v in value.items())
         elif f.name == "compression":

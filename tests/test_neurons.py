@@ -167,9 +167,11 @@ def test_compress_refuses_an_ffn_form_it_cannot_build(fields, message):
         CompressConfig(**fields)
 
 
-def test_factored_is_the_default_spelled_out():
+def test_factored_is_none_and_auto_is_neurons_where_the_student_is_made_from_its_teacher():
     # None keeps earlier recipes' cache keys and resumable runs valid (result_settings drops unset fields)
-    assert CompressConfig(ffn="factored").ffn is None is CompressConfig().ffn
+    assert CompressConfig(ffn="factored").ffn is None is CompressConfig(preset="kb21", compression=None).ffn
+    assert CompressConfig().ffn == "neurons" and CompressConfig(vocabulary="full").ffn == "neurons"
+    assert CompressConfig(calibration=False).ffn is None  # neurons are picked on the calibration text
     assert KronConfig(compression=5, ffn="factored").ffn is None
     assert CompressConfig(ffn="neurons").kron_config().ffn == "neurons"
 

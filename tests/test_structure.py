@@ -310,7 +310,7 @@ def test_compress_with_searched_structure_calibration_and_fewer_layers(tmp_path,
     args = ["compress", "--teacher", spec, "--compression", "4", "--teacher-train-limit", "64", "--stage1-examples",
             "16", "--stage2-examples", "32", "--max-length", "32", "--out", "art", "--run-dir", "run",
             "--precision", "fp32", "--no-teacher-check", "--structure", "search", "--calibration", "--layers", "1",
-            "--min-steps", "0", "--stage2-min-steps", "0", "--json"]
+            "--min-steps", "0", "--stage2-min-steps", "0", "--json", "--ffn", "factored"]  # the searched FFN too
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.output
     report = json.loads(result.stdout)

@@ -203,9 +203,13 @@ def test_compress_refuses_a_task_vocabulary_it_cannot_build(fields, message):
         CompressConfig(**fields)
 
 
-def test_full_is_the_default_spelled_out():
+def test_full_is_none_and_auto_is_task_where_the_student_is_made_from_its_teacher():
     # None keeps earlier recipes' cache keys and resumable runs valid (result_settings drops unset fields)
-    assert CompressConfig(vocabulary="full").vocabulary is None is CompressConfig().vocabulary
+    assert CompressConfig(vocabulary="full").vocabulary is None is CompressConfig(method="svd").vocabulary
+    assert CompressConfig().vocabulary == "task"
+    for fixed_shapes in (dict(preset="kb21", compression=None), dict(structure="paper"), dict(calibration=False),
+                         dict(embedding_share=0.2), dict(method="dense-small")):
+        assert CompressConfig(**fixed_shapes).vocabulary is None, fixed_shapes
     assert CompressConfig(vocabulary="task").student_config(vocabulary=texts_vocabulary()).vocabulary is not None
 
 
