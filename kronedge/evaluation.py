@@ -92,7 +92,8 @@ def check_not_chance(task: str, metrics: dict, labels: list, who: str = "teacher
 
     chance = chance_level(task, labels)
     value = metrics[chance.metric]
-    if not get_task(task).is_regression and value < chance.level - chance.margin:  # worse than a constant guess: it answers, but with the labels swapped
+    # Worse than a constant guess: the teacher answers, but with its labels in another order than the data's.
+    if not get_task(task).is_regression and value < chance.level - chance.margin:
         raise TeacherNearChanceError(
             f"the {who} scores {chance.metric} {value:.4f} on {get_task(task).name} dev, far below chance "
             f"({chance.level:.4f}, a constant guess): its head most likely orders the labels otherwise than the data "
@@ -164,8 +165,7 @@ def evaluate_artifact(path: str | os.PathLike, task: str | None = None, data_dir
     if source is not None and source.files is not None:
         task_spec = answers.get("task_spec") or {}
         config = json.loads((path / "config.json").read_text()) if not task_spec else {}
-        labels = task_spec.get("label_names") or [v for _, v in sorted(
-            (int(k), v) for k, v in (config.get("id2label") or {}).items())]
+        labels = task_spec.get("label_names") or _head_labels(path)
         regression = task_spec.get("is_regression", config.get("problem_type") == "regression")
         if not regression and (not labels or labels == list(generic_labels(len(labels)))):
             # A head nobody named answers in the data's sorted label order, as compress and finetune train it.
