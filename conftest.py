@@ -44,6 +44,13 @@ def pytest_collection_modifyitems(items):
     items[:] = [item for _, tests in sorted(files.items(), key=lambda kv: cost(kv[1])) for item in tests]
 
 
+@pytest.fixture()
+def in_tmp(tmp_path, monkeypatch):
+    """A test that runs CLI commands in an empty working directory (what they write lands there)."""
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
+
+
 @pytest.fixture(scope="session")
 def probe_texts() -> list[str]:
     """Real-ish sentences on which the informative model predicts every label, logits varying by whole units."""

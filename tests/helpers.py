@@ -266,3 +266,17 @@ def micro_data(n=48):
     g = torch.Generator().manual_seed(0)
     ids = [[2] + torch.randint(3, 60, (int(l),), generator=g).tolist() for l in torch.randint(3, 9, (n,), generator=g)]
     return Encoded(ids, [[0] * len(x) for x in ids], [int(x[1] % 2) for x in ids])
+
+
+def one_line_error(args: list[str]) -> str:
+    """``kronedge ARGS`` through typer's runner: asserts exit code 1 and one line 'error: ...' (no traceback), and
+    returns that line."""
+    from typer.testing import CliRunner
+
+    from kronedge.cli import app
+
+    result = CliRunner().invoke(app, args, env={"COLUMNS": "400"})
+    assert result.exit_code == 1, result.output
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), result.output
+    return lines[0]

@@ -16,20 +16,6 @@ from kronedge.cli import app
 runner = CliRunner()
 
 
-def _one_line_error(args: list[str]) -> str:
-    result = runner.invoke(app, args, env={"COLUMNS": "400"})
-    assert result.exit_code == 1, result.output
-    lines = result.output.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: "), result.output
-    return lines[0]
-
-
-@pytest.fixture()
-def in_tmp(tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)
-    return tmp_path
-
-
 def _save_tokenizer(directory, files=("tokenizer.json", "vocab.txt", "tokenizer_config.json",
                                       "special_tokens_map.json")):
     for name in files:
@@ -54,7 +40,7 @@ def test_an_encoder_that_is_not_bert_is_refused_before_anything_loads(in_tmp):
         in_tmp / "roberta")
     for command in (["plan", "roberta", "--compression", "5"], ["kronize", "roberta", "--compression", "5", "--out", "k"],
                     ["export", "roberta", "--out", "e"]):
-        assert "roberta is a model of type 'roberta'; kronedge compresses BERT encoders only" in _one_line_error(command)
+        assert "roberta is a model of type 'roberta'; kronedge compresses BERT encoders only" in helpers.one_line_error(command)
     assert not (in_tmp / "k").exists() and not (in_tmp / "e").exists()
 
 
@@ -66,7 +52,7 @@ def test_a_head_for_other_labels_is_replaced_for_a_new_task_and_refused_for_scor
     assert loaded.config.num_labels == 2 and loaded.classifier.out_features == 2
     torch.testing.assert_close(loaded.bert.encoder.layer[0].output.dense.weight,
                                saved.bert.encoder.layer[0].output.dense.weight)  # the encoder still loads
-    assert "three answers ['neg', 'neu', 'pos'], not sst2's labels" in _one_line_error(["eval", "three", "--task", "sst2"])
+    assert "three answers ['neg', 'neu', 'pos'], not sst2's labels" in helpers.one_line_error(["eval", "three", "--task", "sst2"])
     result = runner.invoke(app, ["kronize", "three", "--compression", "3", "--structure", "svd", "--out", "k"])
     assert result.exit_code == 0, result.output
     assert json.loads((in_tmp / "k" / "config.json").read_text())["id2label"] == {"0": "neg", "1": "neu", "2": "pos"}
@@ -80,7 +66,7 @@ def test_a_folder_without_a_tokenizer_gets_bert_uncased_only_when_its_vocabulary
         assert load_teacher("uncased", head="sequence-classification").tokenizer_dir == helpers.tokenizer_dir()
     assert "has no tokenizer files: using bert-base-uncased's vocabulary" in caplog.text
     helpers.tiny_bert(vocab_size=21128).save_pretrained(in_tmp / "chinese")  # served, it failed on token ids
-    message = _one_line_error(["kronize", "chinese", "--compression", "3", "--out", "k"])
+    message = helpers.one_line_error(["kronize", "chinese", "--compression", "3", "--out", "k"])
     assert "chinese has no tokenizer files" in message and "21128-token vocabulary" in message
 
 
@@ -126,21 +112,21 @@ def test_a_model_with_one_token_type_exports_and_is_refused_for_pairs(in_tmp):
     manifest = json.loads((export_model("one", in_tmp / "e", ort_format=False) / "manifest.json").read_text())
     assert manifest["validation"]["fp32"]["passed"] and manifest["max_length"] == 64  # segment ids 0 only
     spec = helpers.tiny_spec(in_tmp, type_vocab_size=1)
-    assert "rte pairs two texts, but" in _one_line_error(["compress", "--teacher", spec, "--task", "rte",
+    assert "rte pairs two texts, but" in helpers.one_line_error(["compress", "--teacher", spec, "--task", "rte",
                                                          "--max-length", "64"])
 
 
 def test_relative_positions_are_refused_before_training(in_tmp):
     spec = helpers.tiny_spec(in_tmp, position_embedding_type="relative_key")
-    message = _one_line_error(["compress", "--teacher", spec, "--max-length", "64"])
+    message = helpers.one_line_error(["compress", "--teacher", spec, "--max-length", "64"])
     assert "'relative_key' position embeddings" in message and not (in_tmp / "runs").exists()
 
 
 def test_a_glue_score_follows_the_heads_label_names(in_tmp):
     _saved_classifier(in_tmp / "swapped", labels=("positive", "negative"))
-    message = _one_line_error(["eval", "swapped", "--task", "sst2", "--limit", "8"])
+    message = helpers.one_line_error(["eval", "swapped", "--task", "sst2", "--limit", "8"])
     assert "orders its labels ['positive', 'negative'], sst2 orders them ['negative', 'positive']" in message
-    message = _one_line_error(["compress", "--teacher", "swapped", "--max-length", "64"])
+    message = helpers.one_line_error(["compress", "--teacher", "swapped", "--max-length", "64"])
     assert "its answers would be swapped" in message
     _saved_classifier(in_tmp / "upper", labels=("NEGATIVE", "POSITIVE"))  # as many hub heads name them
     result = runner.invoke(app, ["eval", "upper", "--task", "sst2", "--limit", "8"])
