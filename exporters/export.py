@@ -296,7 +296,7 @@ def _export_into(model, out: Path, work: Path, tokenizer_dir: Path, opts: Export
         run_quantize(to_quantize, final, preset, calibration=calibration)
         check_domains(onnx.load(final), opts.profile)
         if opts.validate:
-            sentences = _sentence_batches(tokenizer_dir, task_data, opts.max_length)
+            sentences = _sentence_batches(tokenizer_dir, task_data or _own_task_data(source), opts.max_length)
             validation["int8"] = validate(final, model, max_length=opts.max_length, precision="int8",
                                           sqnr_floor=opts.sqnr_floor_db, feeds=sentences,
                                           name=f"the {preset.name} int8 export")
@@ -386,6 +386,27 @@ def _write_golden(out: Path, texts, max_length: int) -> None:
     feeds = encode(out / TOKENIZER_FILE, texts, max_length)
     logits = create_session(out / "model.onnx", threads=1).run(list(OUTPUTS), feeds)[0]
     np.savez(out / GOLDEN_FILE, **feeds, logits=logits.astype(np.float32))
+
+
+def _own_task_data(source: dict):
+    """The validation (else training) rows of the user's own file a kronedge artifact was distilled on, when that file
+    is still there: its int8 check then runs on the model's own kind of text, not on generic sample sentences (None
+    otherwise, and for any file that no longer reads: the samples then stand in)."""
+    if source.get("kind") != "kronedge-artifact":
+        return None
+    from kronedge.artifact import read_recipe
+    from kronedge.data import TaskSource
+    from kronedge.errors import KronedgeError
+
+    files = ((read_recipe(source["path"]).get("compress_config") or {}).get("source") or {}).get("files")
+    if not files:
+        return None
+    try:
+        data_source = TaskSource.from_dict({"task": None, "data_dir": None, "files": files})
+        split = "validation" if files.get("validation") and Path(files["validation"]).is_file() else "train"
+        return data_source.load(split) if Path(files.get(split) or "").is_file() else None
+    except (KronedgeError, OSError):
+        return None
 
 
 def _sentence_batches(tokenizer_dir: Path, task_data, max_length: int) -> list[dict[str, np.ndarray]]:

@@ -147,3 +147,24 @@ def test_a_head_nobody_named_is_scored_on_a_file_in_the_datas_sorted_order(in_tm
     result = runner.invoke(app, ["eval", "unnamed", "--validation", "three.csv"], env={"COLUMNS": "400"})
     assert result.exit_code == 1 and "error: unnamed's head names no labels and has 2 outputs, but the data has 3" in (
         result.output)
+
+
+def test_an_int8_export_is_checked_on_the_artifacts_own_file_while_it_is_there(in_tmp):
+    """Without --task the int8 check ran on generic sample sentences run together; a student of your own file is now
+    checked on that file's text (a default student measured 19.0 dB on the samples and 29.7 dB on its own reviews,
+    with the same dev accuracy in int8 as in fp32)."""
+    from exporters.export import _own_task_data
+    from kronedge.pipeline import kronize_teacher
+    from kronedge.planner import KronConfig
+
+    art = kronize_teacher(helpers.tiny_spec(in_tmp), KronConfig(compression=3, structure="svd"), in_tmp / "art")[0]
+    (in_tmp / "reviews.csv").write_text("text,label\nfine film,pos\ndull film,neg\na quiet gem,pos\n")
+    recipe = json.loads((art / "kronedge.json").read_text())
+    recipe["compress_config"] = {"source": {"task": None, "data_dir": None, "files": {
+        "version": 1, "train": str(in_tmp / "reviews.csv"), "validation": str(in_tmp / "reviews.csv")}}}
+    (art / "kronedge.json").write_text(json.dumps(recipe))
+    source = {"kind": "kronedge-artifact", "path": str(art)}
+    assert list(_own_task_data(source).texts) == ["fine film", "dull film", "a quiet gem"]
+    (in_tmp / "reviews.csv").unlink()  # moved or deleted since: the sample sentences stand in
+    assert _own_task_data(source) is None
+    assert _own_task_data({"kind": "hub", "path": "x"}) is None
