@@ -38,12 +38,13 @@ class Point(NamedTuple):
     compression: float | None  # counts against the full teacher
     layers: int | None = None  # kept encoder layers
     ffn: str = "factored"  # or "neurons" (--ffn neurons)
+    vocabulary: str = "full"  # or "task" (--vocabulary task: its speed student is a trained run, see build)
 
 
 POINTS = [
     *[Point(f"paper-{c}x", "kronecker", "paper", c) for c in (5, 10, 20)],
     *[Point(f"svd-{c}x", "kronecker", "svd", c) for c in (5, 10, 20)],
-    Point("svd-5.5x", "kronecker", "svd", 5.5),  # what `kronedge compress` builds by default
+    Point("svd-5.5x", "kronecker", "svd", 5.5),  # what `kronedge compress` built by default before session 17
     *[Point(f"search-{c}x", "kronecker", "search", c) for c in (5, 10, 20)],
     *[Point(f"dense-small-{c}x", "dense-small", None, c) for c in (5, 10, 20)],
     Point("search-10x-3L", "kronecker", "search", 10, 3),
@@ -51,17 +52,21 @@ POINTS = [
     Point("search-20x-2L", "kronecker", "search", 20, 2),
     *[Point(f"neurons-{c}x", "kronecker", "svd", c, ffn="neurons") for c in (10, 20)],
     Point("neurons-20x-3L", "kronecker", "svd", 20, 3, "neurons"),
+    Point("neurons-taskvocab-20x", "kronecker", "svd", 20, ffn="neurons", vocabulary="task"),
     Point(REFERENCE, "reference", None, None),
 ]
 
 
-def label_of(method: str, structure: str | None, target, layers: int | None, ffn: str = "factored") -> str:
+def label_of(method: str, structure: str | None, target, layers: int | None, ffn: str = "factored",
+             vocabulary: str | None = None) -> str:
     """The point label of a trained run's settings (the inverse of POINTS)."""
     if method == "dense-small":
         return f"dense-small-{target}x"
     base = structure or "svd"
     if ffn == "neurons":  # the points' neurons students have SVD's other layers; another structure is named
         base = "neurons" if base == "svd" else f"{base}-neurons"
+    if vocabulary == "task":
+        base += "-taskvocab"
     return f"{base}-{target}x" + (f"-{layers}L" if layers else "")
 
 
@@ -71,11 +76,22 @@ def sh(cmd: list[str], log: list[str]) -> None:
     subprocess.run(cmd, check=True, cwd=ROOT)
 
 
-def build(point, teacher: str, work: Path, calibration: str) -> tuple[Path, list[str]]:
-    """The untrained artifact of one point, and the commands that made it."""
-    label, method, structure, compression, layers, ffn = point
+def build(point, teacher: str, work: Path, calibration: str, runs: list[Path]) -> tuple[Path, list[str]]:
+    """The untrained artifact of one point, and the commands that made it.
+
+    A task-vocabulary point's embedding keeps the rows of the tokens in a task's training text, which only `compress`
+    reads, so its speed student is a trained run of that point among ``runs`` (SST-2's, lowest seed, first): size
+    and speed depend on its shapes, not on its weights."""
+    label, method, structure, compression, layers, ffn, vocabulary = point
     out = work / "artifacts" / label
     commands: list[str] = []
+    if vocabulary == "task":
+        trained = sorted((r for r in runs if _run_label(r) == label), key=lambda r: (_run_task(r) != "sst2", str(r)))
+        if not trained:
+            raise SystemExit(f"{label}: give a trained `kronedge compress ... --vocabulary task` artifact of this point "
+                             "in --runs; its speed student is that artifact")
+        commands.append(f"# the trained artifact {trained[0]} (`kronedge compress` of the point; see its kronedge.json)")
+        return trained[0], commands
     if method == "kronecker":
         cmd = ["kronedge", "kronize", teacher, "--compression", str(compression), "--structure", structure,
                "--out", str(out)]
@@ -123,16 +139,26 @@ def export(artifact: Path, target: str, work: Path, commands: list[str]) -> Path
     return out
 
 
+def _run_label(run: Path) -> str:
+    """The point label of a trained compress artifact."""
+    c = json.loads((run / "kronedge.json").read_text())["compress_config"]
+    target = c.get("compression")
+    target = int(target) if float(target).is_integer() else target
+    return label_of(c.get("method", "kronecker"), c.get("structure", "svd"), target, c.get("layers"),
+                    c.get("ffn") or "factored", c.get("vocabulary"))
+
+
+def _run_task(run: Path) -> str | None:
+    return json.loads((run / "kronedge.json").read_text()).get("task")
+
+
 def accuracy(runs: list[Path]) -> dict[str, dict[str, dict]]:
     """Dev metric per point label and task, mean over the seeds found among ``runs`` (compress artifacts)."""
     found: dict[str, dict[str, list]] = {}
     for run in runs:
         recipe = json.loads((run / "kronedge.json").read_text())
         c = recipe["compress_config"]
-        method = c.get("method", "kronecker")
-        target = c.get("compression")
-        target = int(target) if float(target).is_integer() else target
-        label = label_of(method, c.get("structure", "svd"), target, c.get("layers"), c.get("ffn", "factored"))
+        label = _run_label(run)
         metrics = recipe["metrics"]
         primary = metrics["primary"]
         found.setdefault(label, {}).setdefault(recipe.get("task"), []).append(
@@ -166,12 +192,13 @@ def main(argv=None) -> None:
     points = [known[name] for name in args.points]
     rows, x86, arm = [], [], []
     for point in points:
-        artifact, commands = build(point, args.teacher, args.work, args.calibration)
+        artifact, commands = build(point, args.teacher, args.work, args.calibration, args.runs)
         x86.append(export(artifact, "x86_64", args.work, commands))
         if not args.no_arm:
             arm.append(export(artifact, "arm64", args.work, commands))
         rows.append({"point": point.label, "method": point.method, "structure": point.structure,
-                     "target": point.compression, "layers": point.layers, "ffn": point.ffn, "commands": commands})
+                     "target": point.compression, "layers": point.layers, "ffn": point.ffn,
+                     "vocabulary": point.vocabulary, "commands": commands})
     names = [r["point"] for r in rows]
     speed = args.work / "bench-x86.json"
     bench_cmds = []
@@ -241,7 +268,8 @@ def write(args, argv, rows, bench_cmds, speed) -> None:
              "2-core machine: all models are timed interleaved, batch 1, seq 128, 1 ORT thread).", "",
              f"Versions: {json.dumps(speed['environment'])}.", "",
              "Speed students are untrained (`kronedge kronize` of the teacher; size and speed do not depend on the "
-             "weights); the metric columns are the mean dev metric (SST-2 accuracy, CoLA Matthews correlation) of "
+             "weights), except a task-vocabulary point's, which is its trained SST-2 run (its rows come from the "
+             "training text); the metric columns are the mean dev metric (SST-2 accuracy, CoLA Matthews correlation) of "
              "trained `kronedge compress` runs of the same point, ± half the range of the seeds and (the number of "
              "seeds) (runs listed in frontier.json), '-' where none was run."
              + (f" Metrics of points without new runs are carried from `{args.accuracy_from}` (each entry names the "
