@@ -99,7 +99,7 @@ class CompressConfig:
             reads the row of the kept token nearest to it in the teacher's embedding, also in stage 1's general text.
             "full": every token keeps its row. "auto" (the default): "task" for a Kronecker student made at a
             ``compression`` target, "full" with a preset, ``structure`` "paper", another ``method``, a
-            ``general_student``, no ``calibration`` or an ``embedding_share`` (``levers_apply``).
+            ``general_student``, no ``calibration`` or an ``embedding_share``.
         ffn: "neurons" keeps, per FFN, the teacher's neurons that carry most of its output on the calibration text,
             as many as the factored FFN's parameters pay for, as plain dense maps (``kronedge.neurons``), so its GELU
             runs on that many values per token instead of the teacher's intermediate size (what it scores:
