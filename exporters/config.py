@@ -139,6 +139,12 @@ def split_name(text: str | None) -> tuple[str | None, str | None]:
     return name or None, version or None
 
 
+def positions_problem(config) -> str | None:
+    """Why the export cannot trace a model with ``config``'s position embeddings (relative ones), or None."""
+    kind = getattr(config, "position_embedding_type", "absolute")
+    return None if kind == "absolute" else f"export supports absolute position embeddings only, got {kind!r}"
+
+
 def resolve_max_length(opts: ExportOptions, config) -> None:
     """Fill in ``opts.max_length`` for the model's ``config`` (None: DEFAULT_MAX_LENGTH, or its positions where fewer);
     a length the model cannot embed is one error naming the flag."""

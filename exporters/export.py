@@ -30,7 +30,7 @@ from runtime.contract import GOLDEN_FILE, MANIFEST_FILE, OUTPUTS, TOKENIZER_FILE
 from runtime.hostinfo import clips_s8_weights
 from runtime.predictor import HOST_INT8_NOTE, create_session
 
-from .config import BertOnnxConfig, ExportError, ExportOptions, resolve_max_length
+from .config import BertOnnxConfig, ExportError, ExportOptions, positions_problem, resolve_max_length
 from .identity import TaskInfo, resolve_task
 
 SAMPLE_SENTENCES = (
@@ -57,8 +57,8 @@ def export_mode(model):
     was_training = model.training
     for module in model.modules():
         if isinstance(module, BertSelfAttention):
-            if getattr(module, "position_embedding_type", "absolute") != "absolute":
-                raise ExportError(f"export supports absolute position embeddings only, got {module.position_embedding_type!r}")
+            if positions_problem(module):
+                raise ExportError(positions_problem(module))
             patched.append(module)
             module.forward = types.MethodType(_eager_attention_forward, module)
         if hasattr(module, "attn_implementation"):

@@ -49,6 +49,8 @@ def check_options(config: CompressConfig, out, run_dir: Path, resume: bool, sour
 
         read_unlabelled(config.unlabelled, spec.is_pair)  # a missing or malformed file too
     head_spec = teacher_head_spec(config.teacher, spec)  # a user's head with other labels: one error
+    from exporters.config import positions_problem
+
     from .teachers import load_teacher
 
     teacher_config = load_teacher(config.teacher, meta=True).model.config
@@ -56,10 +58,9 @@ def check_options(config: CompressConfig, out, run_dir: Path, resume: bool, sour
     if spec.is_pair and teacher_config.type_vocab_size < 2:
         raise TrainingError(f"{spec.name} pairs two texts, but {config.teacher} has one token type (type_vocab_size "
                             "1), so it cannot tell them apart: use a teacher with two token types")
-    if getattr(teacher_config, "position_embedding_type", "absolute") != "absolute":
-        raise TrainingError(f"{config.teacher} has {teacher_config.position_embedding_type!r} position embeddings; "
-                            "the export (ONNX) supports absolute position embeddings only, so its student could "
-                            "not be deployed")
+    if positions_problem(teacher_config):  # its student could be trained, but not deployed
+        raise TrainingError(f"{config.teacher}: {positions_problem(teacher_config)}, so its student could not be "
+                            "deployed")
     defaults = {f.name: f.default for f in fields(CompressConfig)}
     for flag, length, default in (("--max-length", config.max_length, defaults["max_length"]),
                                   ("--stage1-max-length", config.stage1_max_length, defaults["stage1_max_length"])):
