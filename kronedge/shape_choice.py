@@ -72,7 +72,8 @@ def choose_embedding_k(dim: int, shrink: float) -> int:
 def embedding_shape(module: nn.Embedding, k: int, rank: int) -> KronShape:
     v, d = dense_shape(module)
     if d % k:
-        raise PlanError(f"embedding width {d} is not divisible by k={k}; choose k among {divisors(d)[1:]}")
+        raise PlanError(f"embedding width {d} is not divisible by k={k}: pass --embedding-k with one of "
+                        f"{divisors(d)[1:]}, or --compression X instead of a preset")
     return KronShape(v, d // k, 1, k, rank)
 
 

@@ -168,3 +168,9 @@ def test_an_int8_export_is_checked_on_the_artifacts_own_file_while_it_is_there(i
     (in_tmp / "reviews.csv").unlink()  # moved or deleted since: the sample sentences stand in
     assert _own_task_data(source) is None
     assert _own_task_data({"kind": "hub", "path": "x"}) is None
+
+
+def test_a_preset_on_an_odd_width_names_the_flags_that_fix_it(in_tmp):
+    spec = helpers.tiny_spec(in_tmp, hidden_size=52, intermediate_size=104)  # 52 is no multiple of kb21's k=16
+    message = helpers.one_line_error(["plan", spec, "--preset", "kb21"])
+    assert "embedding width 52 is not divisible by k=16: pass --embedding-k with one of [2, 4, 13, 26, 52]" in message
