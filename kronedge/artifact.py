@@ -226,6 +226,16 @@ def generic_labels(n: int) -> list[str]:
     return [f"LABEL_{i}" for i in range(n)]
 
 
+def head_labels(config: dict) -> list[str]:
+    """A saved config.json's ``id2label`` names in logit order ([] when it names none); ValueError when a key is no
+    integer."""
+    id2label = config.get("id2label") or {}
+    try:
+        return [str(v) for _, v in sorted((int(k), v) for k, v in id2label.items())]
+    except (TypeError, ValueError):
+        raise ValueError(f"id2label keys must be integers, got {list(id2label)}") from None
+
+
 def _name_labels(config, labels) -> None:
     """Give a head transformers named LABEL_0, LABEL_1, ... the recipe's label names, so config.json (and
     whatever reads it: the exporter, a transformers pipeline) answers with the user's labels. Real names

@@ -121,14 +121,18 @@ def _sorted_file_labels(source, path: Path, outputs: int) -> list[str]:
     return labels
 
 
-def _head_labels(path: Path) -> list[str]:
-    """The label names a saved model's config.json gives its head, in logit order ([] when it names none)."""
-    config_file = path / "config.json"
-    id2label = json.loads(config_file.read_text()).get("id2label") or {} if config_file.is_file() else {}
+def _head_labels(config: dict) -> list[str]:
+    """The label names a saved model's config.json gives its head ([] when it names none, or not as integers)."""
+    from .artifact import head_labels
+
     try:
-        return [str(v) for _, v in sorted((int(k), v) for k, v in id2label.items())]
-    except (TypeError, ValueError):
+        return head_labels(config)
+    except ValueError:
         return []
+
+
+def _saved_config(path: Path) -> dict:
+    return json.loads((path / "config.json").read_text()) if (path / "config.json").is_file() else {}
 
 
 def evaluate_artifact(path: str | os.PathLike, task: str | None = None, data_dir=None, limit: int | None = None,
@@ -164,8 +168,8 @@ def evaluate_artifact(path: str | os.PathLike, task: str | None = None, data_dir
     answers = recipe if recipe.get("task_spec") or recipe.get("task") else finetune_record(path, recipe)
     if source is not None and source.files is not None:
         task_spec = answers.get("task_spec") or {}
-        config = json.loads((path / "config.json").read_text()) if not task_spec else {}
-        labels = task_spec.get("label_names") or _head_labels(path)
+        config = _saved_config(path) if not task_spec else {}
+        labels = task_spec.get("label_names") or _head_labels(config)
         regression = task_spec.get("is_regression", config.get("problem_type") == "regression")
         if not regression and (not labels or labels == list(generic_labels(len(labels)))):
             # A head nobody named answers in the data's sorted label order, as compress and finetune train it.
@@ -185,7 +189,7 @@ def evaluate_artifact(path: str | os.PathLike, task: str | None = None, data_dir
         spec = get_task(task)
         if asked:
             recorded = (answers.get("task_spec") or {}).get("label_names") or answers.get("labels")
-            check_answers(path, recorded or _head_labels(path), spec)
+            check_answers(path, recorded or _head_labels(_saved_config(path)), spec)
         data = None
     if recipe:
         model = load_artifact(path)

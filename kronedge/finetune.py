@@ -45,23 +45,22 @@ def teacher_head_spec(teacher: str, task):
     """
     from dataclasses import replace
 
-    from .artifact import generic_labels
+    from .artifact import generic_labels, head_labels
     from .data import DataFileError, check_labels, get_task
     from .data.examples import whole_number_values
+    from .data.spec import reordered
 
     spec = get_task(task)
     config = _head_config(Path(teacher))
     if config is None:
         return None
-    id2label = config.get("id2label") or {}
     try:
-        labels = [str(v) for _, v in sorted((int(k), v) for k, v in id2label.items())]
-    except (TypeError, ValueError):
-        raise TeacherError(f"{Path(teacher) / 'config.json'}: id2label keys must be integers, got {list(id2label)}") from None
+        labels = head_labels(config)
+    except ValueError as exc:
+        raise TeacherError(f"{Path(teacher) / 'config.json'}: {exc}") from None
     size = len(labels) or config.get("num_labels", 2)
     if spec.folder or not labels or labels == list(generic_labels(len(labels))):  # GLUE, or unnamed: by size
-        lowered, task_order = [n.lower() for n in labels], [str(n).lower() for n in spec.label_names]
-        if spec.folder and lowered != task_order and sorted(lowered) == sorted(task_order):
+        if spec.folder and reordered(labels, spec.label_names):
             raise DataFileError(f"the teacher {teacher}'s head orders its labels {labels}, {spec.name} orders them "
                                 f"{list(spec.label_names)}: its answers would be swapped. Distil it on your own "
                                 "files (--train/--validation: labels are matched by name)")

@@ -189,6 +189,13 @@ def describe_labels(labels, shown: int = 12, longest: int = 40) -> str:
     return head if len(labels) <= shown else f"{head}, … ({len(labels)} in all)"
 
 
+def reordered(theirs, ours) -> bool:
+    """Whether two label lists name the same labels (case aside) in another order: a head whose answers, matched by
+    position, would be swapped."""
+    theirs, ours = [str(n).lower() for n in theirs], [str(n).lower() for n in ours]
+    return theirs != ours and sorted(theirs) == sorted(ours)
+
+
 def check_answers(model: str, trained_labels, spec: TaskSpec) -> None:
     """Refuse to score a model on ``spec`` when its head names other labels (a head nobody named, ``LABEL_i``, and a
     regression head are not checked): its accuracy there would be a number about nothing."""
@@ -197,10 +204,9 @@ def check_answers(model: str, trained_labels, spec: TaskSpec) -> None:
     trained = list(trained_labels or ())
     if not trained or spec.is_regression or trained == generic_labels(len(trained)):
         return
-    ours, theirs = [str(n).lower() for n in spec.label_names], [str(n).lower() for n in trained]
-    if theirs == ours:  # "NEGATIVE, POSITIVE" as many hub heads name them: the same answers
-        return
-    if sorted(theirs) == sorted(ours):
+    if [str(n).lower() for n in trained] == [str(n).lower() for n in spec.label_names]:
+        return  # "NEGATIVE, POSITIVE" as many hub heads name them: the same answers
+    if reordered(trained, spec.label_names):
         raise DataError(f"{model}'s head orders its labels {trained}, {spec.name} orders them "
                         f"{list(spec.label_names)}: its scores on {spec.name} would be those of swapped answers. "
                         "Score it on a file of your own (its labels are matched by name)")
