@@ -16,9 +16,12 @@ import torch
 from torch import nn
 
 from .fitting import InputStats
-from .layer_roles import FilterFn, default_filter
+from .layer_roles import FilterFn, default_filter, layer_role
 
 DEFAULT_CALIBRATION_TEXTS = 256
+# Held-out tokens kept as they are at each FFN's input (a search scores the FFN's width on them): ~64 texts' worth
+# of a task's sentences, 12 MB per layer at BERT_BASE's width.
+SAMPLE_TOKENS = 4096
 # A structure search fits on the calibration texts but every HOLDOUT_EVERY-th, and keeps a role off the SVD
 # corners only if its picks also start lower on those: a gain on the fitted texts alone may not carry over.
 HOLDOUT_EVERY = 4
@@ -57,6 +60,17 @@ class _Recorder:
     def __init__(self, stats: dict[str, InputStats]):
         self.stats = stats
         self.heldout = False
+        self.samples: dict[str, list[torch.Tensor]] = {}  # per FFN input, the held-out tokens kept so far
+
+    def keep_samples(self, name: str, x: torch.Tensor) -> None:
+        kept = self.samples.setdefault(name, [])
+        room = SAMPLE_TOKENS - sum(len(t) for t in kept)
+        if room > 0:
+            kept.append(x[:room].to(torch.float32))
+
+    def store_samples(self) -> None:
+        for name, kept in self.samples.items():
+            self.stats[name].heldout.samples = torch.cat(kept)
 
     def _entries(self, name: str) -> tuple[InputStats, ...]:
         entry = self.stats[name]
@@ -68,6 +82,8 @@ class _Recorder:
             for entry in self._entries(name):
                 entry.second_moment += x.T @ x
                 entry.tokens += x.shape[0]
+            if self.heldout and layer_role(name) == "ffn_up":
+                self.keep_samples(name, x)
         return record
 
 
@@ -85,7 +101,8 @@ def collect_input_stats(model: nn.Module, tokenizer, texts: list, filter_fn: Fil
         tokenizer: a transformers tokenizer for ``model``.
         texts: sentences, or (sentence, sentence) pairs.
         holdout_every: when > 0, every such text is also counted in each entry's ``heldout`` part
-            (``holdout_for(structure)``).
+            (``holdout_for(structure)``), and the FFN inputs of those texts are kept there as ``samples`` (at most
+            ``SAMPLE_TOKENS``).
     """
     filter_fn = filter_fn or default_filter
     stats: dict[str, InputStats] = {}
@@ -113,6 +130,7 @@ def collect_input_stats(model: nn.Module, tokenizer, texts: list, filter_fn: Fil
         for handle in handles:
             handle.remove()
         model.train(was_training)
+    recorder.store_samples()
     return _shared(stats)
 
 

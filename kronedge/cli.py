@@ -55,6 +55,10 @@ PLAN_HELP = {
             "of its output (as many as the factored FFN's parameters pay for) as plain dense maps, so its GELU runs on "
             "a few dozen values per token at ~20x. The neurons are scored on the --calibration text (compress: the training "
             "text), else by their weights."),
+    "ffn_width": ("With --ffn neurons: keep this many neurons per FFN (at least as many as its budget holds densely) and "
+                  "factor the two maps with --structure at the factored FFN's budget: more neurons, each approximated. "
+                  "Default: the dense count, or with --structure search the width whose FFNs best rebuild the "
+                  "teacher's FFN outputs on held-out calibration text."),
     "layers": ("Keep this many encoder layers (teacher layers uniformly spaced, distilled with the uniform layer map); "
                "fewer layers cut latency more than fewer parameters do. Compression still counts against the full teacher."),
     "calibration": ("Text whose teacher activations weight the fit and the errors: a GLUE task (sst2, cola, rte), "

@@ -41,6 +41,9 @@ class InputStats:
     # the same statistics of a held-out share of the texts (also counted above), when collected: a search
     # fits on the rest and checks its picks here
     heldout: InputStats | None = field(default=None, repr=False, compare=False)
+    # some of the inputs themselves (tokens x n, float32), where a block's error needs them and not only their
+    # moments (an FFN's, through its GELU: kronedge.neurons.searched_width)
+    samples: torch.Tensor | None = field(default=None, repr=False, compare=False)
 
     def without_heldout(self) -> InputStats:
         """The statistics of the texts that were not held out."""

@@ -44,6 +44,10 @@ class KronConfig:
             teacher's neurons that carry most of its output, as many as the factored FFN's parameters pay for, as
             plain dense maps: ``kronedge.neurons``; the choice of neurons needs the weights, a plan on the meta
             device keeps the first k).
+        ffn_width: with ffn="neurons", keep this many neurons per FFN (at least the k its factored budget holds
+            densely) and factor its two maps with the structure at the factored FFN's budgets. None keeps k, dense,
+            or for structure "search" with held-out calibration statistics the width that starts best
+            (``kronedge.neurons.searched_width``).
 
     Example:
         >>> KronConfig.kb21()            # the paper's KroneckerBERT21 on BERT_BASE
@@ -61,6 +65,7 @@ class KronConfig:
     max_flops_per_token: int | None = None
     embedding_share: float | None = None
     ffn: str | None = None
+    ffn_width: int | None = None
 
     def __post_init__(self):
         from .neurons import FFN_FORMS
@@ -74,6 +79,14 @@ class KronConfig:
             raise PlanError("embedding_share splits the factorised parameters between the embedding and every factored "
                              "matrix, FFN included; with ffn='neurons' that split would change: use one or the other")
 
+        if self.ffn_width is not None:
+            if self.ffn != "neurons":
+                raise PlanError("ffn_width is the number of neurons ffn='neurons' keeps: give --ffn neurons with it")
+            if not isinstance(self.ffn_width, int) or self.ffn_width < 1:
+                raise PlanError(f"ffn_width must be a whole number of neurons >= 1, got {self.ffn_width!r}")
+            if self.structure == "paper":
+                raise PlanError("ffn_width factors the kept neurons at the factored FFN's budget, which --structure "
+                                "svd or search sets; the paper's shapes are fixed to the full FFN")
         if self.structure not in STRUCTURES:
             raise PlanError(f"structure must be one of {', '.join(STRUCTURES)}, got {self.structure!r}")
         if self.allocation not in ALLOCATIONS:

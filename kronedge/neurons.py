@@ -8,17 +8,25 @@ the calibration activations (least squares, closed form from their second moment
 
 The FFN then stays a plain dense pair of ``intermediate_size = k``: it saves, loads and exports as any BERT does, and
 the GELU runs on k values per token instead of f (the factored FFN's GELU runs on all f).
+
+A wider FFN (``KronConfig.ffn_width`` K > k) keeps K neurons and factors its two maps, with the structure, at the
+budgets the factored FFN would have had: fewer neurons than f, each approximated, instead of k exact ones. Which is
+better depends on the budget (``benchmarks/results/ffn_width.md``).
 """
 
 from __future__ import annotations
 
-from dataclasses import replace
+import logging
+from dataclasses import dataclass, replace
 
 import torch
 from torch import nn
 
+from .fitting import InputStats
 from .kron_config import KronConfig, PlanError
 from .vocab import counted_params
+
+logger = logging.getLogger(__name__)
 
 FFN_FORMS = ("factored", "neurons")
 # On a narrowed model's config (saved with it): {"kept": k, "of": the teacher's intermediate size}.
@@ -115,7 +123,7 @@ def neurons_for(model: nn.Module, config: KronConfig) -> int:
     budgets they would have had, so the two FFN forms compare at one size."""
     from .planner import layer_budgets
 
-    budgets = layer_budgets(model, replace(config, ffn="factored"))
+    budgets = layer_budgets(model, replace(config, ffn="factored", ffn_width=None))
     counts = []
     for layer_name, layer in ffn_layers(model):
         up, down = layer.intermediate.dense, layer.output.dense
@@ -130,17 +138,154 @@ def neurons_for(model: nn.Module, config: KronConfig) -> int:
     return k
 
 
-def narrower(model: nn.Module, config: KronConfig, stats: dict | None = None) -> KronConfig:
+# The widths a search tries, as shares of the teacher's intermediate size (those above the dense count k).
+WIDTH_SHARES = (1 / 16, 1 / 12, 1 / 8, 1 / 6, 1 / 4, 1 / 3, 1 / 2, 1)
+
+
+def _wide_maps(layer: nn.Module, name: str, width: int, budgets: dict[str, int], fit_stats: dict) -> tuple:
+    """The kept neurons' (up weight, up bias, down weight) of one FFN as ``narrower`` would build them: the best
+    ``width`` neurons, the down map refitted, both maps the weighted SVD corners of their budgets (dense for the
+    dense count)."""
+    from .fitting import WeightedProblem, _dense
+    from .structure import equal_param_rank, svd_corner
+
+    up, down = layer.intermediate.dense, layer.output.dense
+    up_name, down_name = _prefixed(name, "intermediate.dense"), _prefixed(name, "output.dense")
+    acts = fit_stats[down_name]
+    kept = torch.sort(torch.topk(neuron_scores(up, down, acts), width).indices).values
+    w_up, b_up = up.weight.detach().to(torch.float64)[kept], _bias(up)[kept]
+    w_down = refit_down(down.weight, kept, acts)
+    if up_name in budgets:  # factored at the factored FFN's budgets
+        cut = kept_stats({down_name: acts}, {down_name: kept.tolist()})[down_name]
+        pairs = ((w_up, fit_stats[up_name], budgets[up_name]), (w_down, cut, budgets[down_name]))
+        w_up, w_down = (_dense(*WeightedProblem(w, st).fit(svd_corner(*w.shape, equal_param_rank(b, *w.shape))))
+                        for w, st, b in pairs)
+    return w_up, b_up, w_down
+
+
+def _bias(linear: nn.Linear) -> torch.Tensor:
+    if linear.bias is None:
+        return torch.zeros(linear.out_features, dtype=torch.float64)
+    return linear.bias.detach().to(torch.float64)
+
+
+@torch.no_grad()
+def block_error(layer: nn.Module, maps: tuple, x: torch.Tensor) -> float:
+    """Relative squared error of an FFN rebuilt from ``maps`` on inputs ``x``, against the layer's own output
+    (over that output's spread around its mean)."""
+    act = layer.intermediate.intermediate_act_fn
+    up, down = layer.intermediate.dense, layer.output.dense
+    x = x.to(torch.float64)
+    w_up, w_down = up.weight.detach().to(torch.float64), down.weight.detach().to(torch.float64)
+    target = act(x @ w_up.T + _bias(up)) @ w_down.T
+    w_up_kept, b_up_kept, w_down_kept = maps
+    rebuilt = act(x @ w_up_kept.T + b_up_kept) @ w_down_kept.T
+    return float(((target - rebuilt) ** 2).sum() / ((target - target.mean(0)) ** 2).sum().clamp_min(1e-30))
+
+
+@torch.no_grad()
+def width_errors(model: nn.Module, config: KronConfig, stats: dict | None, k: int) -> dict[int, float] | None:
+    """Mean relative error of the FFNs on the held-out calibration tokens (fitted on the other texts) per width a
+    search tries: the dense count ``k`` and the ``WIDTH_SHARES`` of the teacher's intermediate size above it. None
+    without held-out FFN inputs (``calibration.collect_input_stats`` keeps them for a search)."""
+    from .planner import layer_budgets
+
+    layers = ffn_layers(model)
+    ups = [(stats or {}).get(_prefixed(name, "intermediate.dense")) for name, _ in layers]
+    if any(entry is None or entry.heldout is None or entry.heldout.samples is None for entry in ups):
+        return None
+    names = [_prefixed(name, leaf) for name, _ in layers for leaf in ("intermediate.dense", "output.dense")]
+    fit_stats = {n: stats[n].without_heldout() if stats[n].heldout is not None else stats[n] for n in names if n in stats}
+    budgets = layer_budgets(model, replace(config, ffn=None, ffn_width=None))
+    f = layers[0][1].intermediate.dense.out_features
+    widths = [k, *sorted({round(share * f) for share in WIDTH_SHARES if round(share * f) > k})]
+    errors = {}
+    for width in widths:
+        per_layer = [block_error(layer, _wide_maps(layer, name, width, budgets if width > k else {}, fit_stats),
+                                 entry.heldout.samples) for (name, layer), entry in zip(layers, ups)]
+        errors[width] = sum(per_layer) / len(per_layer)
+    return errors
+
+
+def pick_width(errors: dict[int, float], k: int) -> int:
+    """The width of ``errors`` with the least error, where it starts at least ``structure.GUARD_MARGIN`` lower than
+    the dense count ``k`` (as a searched role must against the SVD corners); else ``k``."""
+    from .structure import GUARD_MARGIN
+
+    best = min(errors, key=errors.get)
+    return best if errors[best] < (1 - GUARD_MARGIN) * errors[k] else k
+
+
+def searched_width(model: nn.Module, config: KronConfig, stats: dict | None, k: int) -> int:
+    """The FFN width a structure search keeps (``pick_width`` of ``width_errors``); ``k`` without held-out FFN
+    inputs."""
+    errors = width_errors(model, config, stats, k)
+    if errors is None:
+        return k
+    width = pick_width(errors, k)
+    logger.info("[plan] FFN width search, mean held-out error per kept-neuron count (%d: dense): %s; keeping %d",
+                k, ", ".join(f"{w}: {e:.4f}" for w, e in errors.items()), width)
+    return width
+
+
+@dataclass
+class Narrowing:
+    """What ``narrower`` leaves for planning: the re-aimed config, the statistics under the kept neurons, and, for an
+    FFN kept wider than its budget pays for densely, every selected layer's budget as planned before narrowing."""
+
+    config: KronConfig
+    stats: dict | None = None
+    budgets: dict[str, int] | None = None
+
+
+def kept_stats(stats: dict | None, kept: dict[str, list[int]]) -> dict | None:
+    """``stats`` with each narrowed down map's entry cut to its kept neurons (their activations' second moments),
+    so that a factored down map over K neurons is fitted under the norm of its own inputs."""
+    if stats is None:
+        return None
+
+    def cut(entry: InputStats, idx: torch.Tensor) -> InputStats:
+        out = InputStats(second_moment=entry.second_moment[idx][:, idx], tokens=entry.tokens)
+        if entry.heldout is not None:
+            out.heldout = cut(entry.heldout, idx)
+        return out
+
+    out = dict(stats)
+    for name, idx in kept.items():
+        entry = stats.get(name)
+        if entry is not None and entry.second_moment.shape[0] > len(idx):
+            out[name] = cut(entry, torch.tensor(idx))
+    return out
+
+
+def narrower(model: nn.Module, config: KronConfig, stats: dict | None = None) -> Narrowing:
     """With ``config.ffn == "neurons"``: keep each FFN's best neurons (in place) and re-aim ``config`` so that the
     compression stays measured against the model as it was, as ``pipeline.shallower`` does for depth. A model
-    narrowed already is left as it is (``kronize_`` narrows, and ``plan_teacher`` before planning)."""
+    narrowed already is left as it is (``kronize_`` narrows, and ``plan_teacher`` before planning).
+
+    With ``config.ffn_width`` above the dense count k (or a width ``searched_width`` picks for a structure
+    search), that many neurons are kept and ``budgets`` holds every selected layer's budget of the factored plan,
+    so the wider FFN's two maps spend what the factored FFN would have, and every other layer keeps its own."""
     if config.ffn != "neurons" or config.layer_shapes or narrowed(model):
-        return config
+        return Narrowing(config, stats)
     before = counted_params(model)
-    keep_neurons_(model, neurons_for(model, config), stats)
+    k = neurons_for(model, config)
+    width = config.ffn_width or (searched_width(model, config, stats, k) if config.structure == "search" else k)
+    if width < k:
+        raise PlanError(f"--ffn-width {width} keeps fewer neurons than the {k} the FFN's budget holds densely: "
+                        f"give at least {k}, or leave --ffn-width out")
+    budgets = None
+    if width == k:
+        config = replace(config, ffn_width=None)  # k neurons are the dense FFN
+    else:
+        config = replace(config, ffn_width=width)  # the searched width, recorded with the plan
+        from .planner import layer_budgets
+
+        budgets = layer_budgets(model, replace(config, ffn=None, ffn_width=None))
+    kept = keep_neurons_(model, width, stats)
+    stats = kept_stats(stats, kept) if budgets is not None else stats
     if config.compression is None:
-        return config
+        return Narrowing(config, stats, budgets)
     # A preset's fixed shapes simply compress the narrower model further; its compression, the target only where
     # those shapes do not fit, is re-aimed like any other (as pipeline.shallower does)
-    return replace(config, compression=config.compression * counted_params(model) / before)
-
+    return Narrowing(replace(config, compression=config.compression * counted_params(model) / before), stats, budgets)

@@ -115,8 +115,9 @@ def plan_teacher(teacher: str, config: KronConfig, seq_len: int | None = None, c
     full = counted_params(loaded.model), model_flops(loaded.model, seq_len)
     config = shallower(loaded.model, config, layers)
     stats = teacher_stats(loaded.model, loaded.tokenizer_dir, calibration, structure=config.structure)
-    config = narrower(loaded.model, config, stats)
-    plan = plan_model(loaded.model, config, seq_len=seq_len, stats=stats, progress=progress)
+    narrowing = narrower(loaded.model, config, stats)
+    plan = plan_model(loaded.model, narrowing.config, seq_len=seq_len, stats=narrowing.stats, progress=progress,
+                      budgets=narrowing.budgets)
     plan.params_full, plan.flops_full = full
     return plan
 

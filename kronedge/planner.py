@@ -136,7 +136,8 @@ def model_flops(model: nn.Module, seq_len: int) -> int:
 
 
 def plan_model(model: nn.Module, config: KronConfig, filter_fn: FilterFn | None = None,
-               seq_len: int = 128, stats: dict | None = None, progress=None, report_errors: bool = True) -> Plan:
+               seq_len: int = 128, stats: dict | None = None, progress=None, report_errors: bool = True,
+               budgets: dict[str, int] | None = None) -> Plan:
     """Factor shapes for every selected layer of ``model`` (which may live on the meta device).
 
     Args:
@@ -149,6 +150,8 @@ def plan_model(model: nn.Module, config: KronConfig, filter_fn: FilterFn | None 
         progress: called with each layer name as the structure search finishes it.
         report_errors: fit every layer once more to report its starting errors (when the weights
             are at hand); ``kronize_`` turns it off, since it fits the layers itself.
+        budgets: each layer's parameter budget for "svd" and "search", in place of one shrink for all
+            (``kronedge.neurons.narrower`` gives them for an FFN kept wider than its dense budget).
 
     Raises:
         NoMatchingLayersError: the filter selected nothing.
@@ -163,12 +166,14 @@ def plan_model(model: nn.Module, config: KronConfig, filter_fn: FilterFn | None 
         if not config.layer_shapes and not narrowed(model):
             raise PlanError("ffn='neurons' plans a model whose FFNs keep their neurons already: kronize_ and "
                             "plan_teacher narrow it first (kronedge.neurons.narrower)")
-        sizes = sorted({m.out_features for n, m in model.named_modules() if layer_role(n) == "ffn_up"})
-        notes.append(f"FFN: kept neurons per layer {', '.join(map(str, sizes))}, dense (--ffn neurons)")
+        sizes = ", ".join(str(s) for s in sorted({m.out_features for n, m in model.named_modules()
+                                                  if layer_role(n) == "ffn_up"}))
+        notes.append(f"FFN: kept neurons per layer {sizes}, factored at the factored FFN's budget (--ffn-width)"
+                     if config.ffn_width else f"FFN: kept neurons per layer {sizes}, dense (--ffn neurons)")
     if config.layer_shapes:
         shapes = dict(config.layer_shapes)
     elif config.structure != "paper":
-        shapes = _structured_shapes(roles, config, params_teacher, stats, progress)
+        shapes = _structured_shapes(roles, config, params_teacher, stats, progress, budgets)
     else:
         shapes = shapes_from_roles(roles, config, notes)
         if shapes is None:
@@ -202,7 +207,7 @@ def _selected(model: nn.Module, config: KronConfig, filter_fn: FilterFn | None) 
         if missing:
             raise PlanError(f"layer_shapes names layers the model does not have or the filter skipped: {missing[:5]}")
         found = [(n, m) for n, m in found if n in config.layer_shapes]
-    if config.ffn == "neurons":  # kept neurons (kronedge.neurons) stay dense
+    if config.ffn == "neurons" and not config.ffn_width:  # kept neurons (kronedge.neurons) stay dense
         found = [(n, m) for n, m in found if layer_role(n) not in ("ffn_up", "ffn_down")]
     return found
 
@@ -230,11 +235,18 @@ def _layer_plan(name: str, module: nn.Module, role: str, shape: KronShape, seq_l
     return LayerPlan(name, role, kind, dense, shape, tokens_per_sequence(name, seq_len), errors, row_map)
 
 
-def _structured_shapes(roles, config: KronConfig, params_teacher: int, stats, progress) -> dict[str, KronShape]:
-    """Shapes for the "svd" and "search" structures at the same total budget as the target compression."""
+def _structured_shapes(roles, config: KronConfig, params_teacher: int, stats, progress,
+                       budgets: dict[str, int] | None = None) -> dict[str, KronShape]:
+    """Shapes for the "svd" and "search" structures at the same total budget as the target compression (or at
+    the ``budgets`` given per layer)."""
     from .structure import equal_param_rank, search_structure, svd_corner
 
-    budgets = uniform_budgets(roles, config, params_teacher)
+    if budgets is None:
+        budgets = uniform_budgets(roles, config, params_teacher)
+    else:
+        missing = sorted({name for name, _, _ in roles} - set(budgets))
+        if missing:
+            raise PlanError(f"no budget given for {missing[:5]}")
     if config.structure == "svd":
         return {name: svd_corner(*dense_shape(m), equal_param_rank(budgets[name], *dense_shape(m)))
                 for name, m, _ in roles}

@@ -83,8 +83,10 @@ def kronize_(model: nn.Module, config: KronConfig, filter_fn: FilterFn | None = 
         21
     """
     before = counted_params(model), model_flops(model, seq_len)
-    config = narrower(model, config, stats)  # --ffn neurons: keep the FFNs' best neurons first
-    plan = plan_model(model, config, filter_fn, seq_len=seq_len, stats=stats, progress=progress, report_errors=False)
+    narrowing = narrower(model, config, stats)  # --ffn neurons: keep the FFNs' best neurons first
+    config, stats = narrowing.config, narrowing.stats
+    plan = plan_model(model, config, filter_fn, seq_len=seq_len, stats=stats, progress=progress, report_errors=False,
+                      budgets=narrowing.budgets)
     plan.params_full, plan.flops_full = before
     modules = dict(model.named_modules())
     for layer in plan.layers:

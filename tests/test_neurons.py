@@ -202,3 +202,122 @@ def test_a_shallower_student_takes_the_statistics_of_the_teacher_layers_it_kept(
     assert not torch.equal(best(0), best(1))
     torch.testing.assert_close(student.bert.encoder.layer[0].intermediate.dense.weight,
                                teacher.bert.encoder.layer[1].intermediate.dense.weight[best(1)])
+
+
+def test_a_wider_ffn_keeps_more_neurons_factored_at_the_factored_plans_budgets(tmp_path):
+    from exporters.export import export_model
+    from runtime.predictor import create_session
+
+    from kronedge.structure import equal_param_rank
+
+    teacher = helpers.informative_bert(kronecker=False)
+    stats = probe_stats(teacher)
+    factored = KronConfig(compression=6, structure="svd")
+    budgets = layer_budgets(teacher, factored)
+    k = neurons_for(teacher, KronConfig(compression=6, structure="svd", ffn="neurons"))
+    width = k + 24
+    student, plan = build_student(teacher, KroneckerStudent(
+        KronConfig(compression=6, structure="svd", ffn="neurons", ffn_width=width), stats=stats))
+    student.eval()
+    assert student.config.intermediate_size == width and narrowed(student) == {"kept": width, "of": 96}
+    plain = {l.name: l.kron for l in plan_model(teacher, factored).layers}
+    for layer in plan.layers:
+        if layer.role in ("ffn_up", "ffn_down"):  # the kept neurons' maps, at the factored FFN's budgets
+            dims = (width, 48) if layer.role == "ffn_up" else (48, width)
+            assert layer.dense_shape == dims and layer.kron.rank == equal_param_rank(budgets[layer.name], *dims) > 1
+        else:  # every other layer exactly as in the factored plan
+            assert layer.kron == plain[layer.name]
+    assert {l.role for l in plan.layers} >= {"ffn_up", "ffn_down"}
+    assert plan.params_student <= plan_model(teacher, factored).params_student
+
+    # it saves, loads and exports like any Kronecker student
+    loaded = load_artifact(save_artifact(student, tmp_path / "art", minilm_dir(), {"teacher": "test"}))
+    np.testing.assert_allclose(logits(loaded), logits(student), atol=1e-6)
+    exported = export_model(student, tmp_path / "fp32", tokenizer_dir=minilm_dir(), max_length=32, ort_format=False)
+    session = create_session(exported / "model.onnx")
+    names = [i.name for i in session.get_inputs()]
+    feeds = helpers.encode(list(helpers.PROBE_TEXTS))
+    expected = student(**{n: torch.from_numpy(v) for n, v in feeds.items()}).logits.detach().numpy()
+    np.testing.assert_allclose(session.run(None, {n: v for n, v in feeds.items() if n in names})[0], expected, atol=1e-4)
+
+
+def test_the_wide_down_map_is_fitted_under_its_kept_neurons_own_statistics():
+    from kronedge.neurons import kept_stats, narrower
+
+    teacher = helpers.informative_bert(kronecker=False)
+    stats = probe_stats(teacher)
+    narrowing = narrower(teacher, KronConfig(compression=6, structure="svd", ffn="neurons", ffn_width=60), stats)
+    assert narrowing.stats[DOWN].second_moment.shape == (60, 60)
+    up = "bert.encoder.layer.0.intermediate.dense"
+    assert narrowing.stats[up] is stats[up]  # the up map still sees the teacher's hidden states
+    # the cut is the kept rows and columns of the teacher's second moments
+    moments = stats[DOWN].second_moment
+    cut = kept_stats(stats, {DOWN: [3, 7, 11]})[DOWN]
+    assert torch.equal(cut.second_moment, moments[[3, 7, 11]][:, [3, 7, 11]]) and cut.tokens == stats[DOWN].tokens
+
+
+@pytest.mark.parametrize("fields, message", [
+    ({"compression": 6, "structure": "svd", "ffn_width": 60}, "give --ffn neurons"),
+    ({"compression": 6, "ffn": "neurons", "ffn_width": 60}, "structure"),  # the paper's shapes
+    ({"compression": 6, "structure": "svd", "ffn": "neurons", "ffn_width": 0}, ">= 1"),
+])
+def test_a_width_without_kept_neurons_or_with_fixed_shapes_is_refused(fields, message):
+    with pytest.raises(PlanError, match=message):
+        KronConfig(**fields)
+
+
+def test_a_width_below_the_dense_count_is_refused_and_the_dense_count_is_the_dense_ffn():
+    teacher = helpers.tiny_bert()
+    k = neurons_for(teacher, KronConfig(compression=8, structure="svd", ffn="neurons"))
+    with pytest.raises(PlanError, match=f"give at least {k}"):
+        kronize_(helpers.tiny_bert(), KronConfig(compression=8, structure="svd", ffn="neurons", ffn_width=k - 1))
+    dense = kronize_(helpers.tiny_bert(), KronConfig(compression=8, structure="svd", ffn="neurons"))
+    same = kronize_(helpers.tiny_bert(), KronConfig(compression=8, structure="svd", ffn="neurons", ffn_width=k))
+    assert [(l.name, l.kron) for l in same.layers] == [(l.name, l.kron) for l in dense.layers]
+    assert not any(l.role in ("ffn_up", "ffn_down") for l in same.layers)
+
+
+def test_a_search_keeps_the_held_out_ffn_inputs_and_scores_widths_on_them():
+    from kronedge.neurons import _wide_maps, block_error, narrower, searched_width, width_errors
+
+    teacher = helpers.informative_bert(kronecker=False)
+    texts = list(helpers.PROBE_TEXTS)
+    stats = collect_input_stats(teacher, load_tokenizer(minilm_dir()), texts, holdout_every=2)
+    up = "bert.encoder.layer.1.intermediate.dense"
+    samples = stats[up].heldout.samples
+    assert samples.shape == (stats[up].heldout.tokens, 48) and stats[up].heldout.tokens < stats[up].tokens
+    assert stats[DOWN].heldout.samples is None  # only the FFN's inputs: its error runs through the GELU
+
+    # the held-out tokens are the hidden states that enter the FFN: its own maps rebuild its output exactly
+    layer = teacher.bert.encoder.layer[1]
+    own = (layer.intermediate.dense.weight.double(), layer.intermediate.dense.bias.double(),
+           layer.output.dense.weight.double())
+    assert block_error(layer, own, samples) < 1e-20
+    config = KronConfig(compression=6, structure="search", ffn="neurons")
+    k = neurons_for(teacher, config)
+    errors = width_errors(teacher, config, stats, k)
+    assert list(errors) == sorted(errors) and errors[k] > 0 and 96 in errors and min(errors) == k
+    # the full width, factored at the factored FFN's budgets, is what the factored FFN (refitted) would start at
+    fit = {n: e.without_heldout() for n, e in stats.items()}
+    budgets = layer_budgets(teacher, KronConfig(compression=6, structure="search"))
+    by_hand = sum(block_error(l, _wide_maps(l, name, 96, budgets, fit), stats[f"{name}.intermediate.dense"].heldout.samples)
+                  for name, l in ffn_layers(teacher)) / 2
+    assert errors[96] == pytest.approx(by_hand)
+    # the search keeps the least-error width only where it starts clearly lower than the dense count
+    best = min(errors, key=errors.get)
+    expected = best if errors[best] < 0.97 * errors[k] else k
+    assert searched_width(teacher, config, stats, k) == expected
+    narrowing = narrower(helpers.informative_bert(kronecker=False), config, stats)
+    assert narrowing.config.ffn_width == (None if expected == k else expected)
+    # without held-out inputs (no search, or a plan without calibration) the FFN stays dense
+    assert searched_width(teacher, config, probe_stats(teacher), k) == k
+    assert searched_width(teacher, config, None, k) == k
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--compression", "8", "--structure", "svd", "--ffn", "neurons", "--ffn-width", "2"], "give at least"),
+    (["--compression", "8", "--structure", "svd", "--ffn", "neurons", "--ffn-width", "500"], "cannot keep 500 of 96"),
+    (["--compression", "8", "--structure", "svd", "--ffn-width", "40"], "give --ffn neurons"),
+])
+def test_the_cli_says_which_widths_it_cannot_keep(tmp_path, args, message):
+    assert message in helpers.one_line_error(["plan", helpers.tiny_spec(tmp_path), *args])
