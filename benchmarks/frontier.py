@@ -53,6 +53,8 @@ POINTS = [
     *[Point(f"neurons-{c}x", "kronecker", "svd", c, ffn="neurons") for c in (10, 20)],
     Point("neurons-20x-3L", "kronecker", "svd", 20, 3, "neurons"),
     Point("neurons-taskvocab-20x", "kronecker", "svd", 20, ffn="neurons", vocabulary="task"),
+    # `compress --structure search` with the default levers: the FFN's width is searched too (ffn_width.md)
+    Point("search-neurons-taskvocab-20x", "kronecker", "search", 20, ffn="neurons", vocabulary="task"),
     Point(REFERENCE, "reference", None, None),
 ]
 

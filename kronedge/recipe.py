@@ -118,8 +118,9 @@ class CompressConfig:
     """
 
     # 2: min_steps, stage1_min_steps, max_epochs, patience, check_teacher, min_retention; 3: stage2_min_steps;
-    # 4: cooldown_epochs; 5: vocabulary; 6: ffn; 7: vocabulary and ffn default to "auto"
-    VERSION = 7
+    # 4: cooldown_epochs; 5: vocabulary; 6: ffn; 7: vocabulary and ffn default to "auto"; 8: ffn_width, and with
+    # structure "search" the FFN width is searched
+    VERSION = 8
 
     teacher: str = DEFAULT_TEACHER
     task: str = DEFAULT_TASK
