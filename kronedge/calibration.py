@@ -23,13 +23,16 @@ DEFAULT_CALIBRATION_TEXTS = 256
 # of a task's sentences, 12 MB per layer at BERT_BASE's width.
 SAMPLE_TOKENS = 4096
 # A structure search fits on the calibration texts but every HOLDOUT_EVERY-th, and keeps a role off the SVD
-# corners only if its picks also start lower on those: a gain on the fitted texts alone may not carry over.
+# corners only if its picks also start lower on those: a gain on the fitted texts alone may not carry over. The
+# FFN width of kept neurons is chosen the same way.
 HOLDOUT_EVERY = 4
 
 
-def holdout_for(structure: str) -> int:
-    """``collect_input_stats``'s ``holdout_every`` for a structure (only a search uses held-out texts)."""
-    return HOLDOUT_EVERY if structure == "search" else 0
+def holdout_for(structure: str, ffn: str | None = None) -> int:
+    """``collect_input_stats``'s ``holdout_every`` for a structure search, and for kept FFN neurons whose width is
+    searched (``kronedge.neurons.searched_width``; not under the paper's fixed shapes); 0 otherwise."""
+    searched_width = ffn == "neurons" and structure != "paper"
+    return HOLDOUT_EVERY if structure == "search" or searched_width else 0
 
 
 def strided_sample(texts: list, limit: int = DEFAULT_CALIBRATION_TEXTS) -> list:
@@ -101,7 +104,7 @@ def collect_input_stats(model: nn.Module, tokenizer, texts: list, filter_fn: Fil
         tokenizer: a transformers tokenizer for ``model``.
         texts: sentences, or (sentence, sentence) pairs.
         holdout_every: when > 0, every such text is also counted in each entry's ``heldout`` part
-            (``holdout_for(structure)``), and the FFN inputs of those texts are kept there as ``samples`` (at most
+            (``holdout_for``), and the FFN inputs of those texts are kept there as ``samples`` (at most
             ``SAMPLE_TOKENS``).
     """
     filter_fn = filter_fn or default_filter

@@ -57,8 +57,9 @@ PLAN_HELP = {
             "text), else by their weights."),
     "ffn_width": ("With --ffn neurons: keep this many neurons per FFN (at least as many as its budget holds densely) and "
                   "factor the two maps with --structure at the factored FFN's budget: more neurons, each approximated. "
-                  "Default: the dense count, or with --structure search the width whose FFNs best rebuild the "
-                  "teacher's FFN outputs on held-out calibration text."),
+                  "Default (svd, search): the width whose FFNs best rebuild the teacher's FFN outputs on held-out "
+                  "calibration text, the dense count unless a wider one starts 3% lower; the dense count without "
+                  "calibration."),
     "layers": ("Keep this many encoder layers (teacher layers uniformly spaced, distilled with the uniform layer map); "
                "fewer layers cut latency more than fewer parameters do. Compression still counts against the full teacher."),
     "calibration": ("Text whose teacher activations weight the fit and the errors: a GLUE task (sst2, cola, rte), "

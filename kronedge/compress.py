@@ -143,7 +143,7 @@ class CompressRun:
         sample = strided_sample(self.train.texts)
         t = time.perf_counter()
         stats = collect_input_stats(self.teacher, self.tokenizer, sample, max_length=c.max_length,
-                                    holdout_every=holdout_for(c.structure))
+                                    holdout_every=holdout_for(c.structure, c.ffn))
         self.seconds["calibration"] = round(time.perf_counter() - t, 1)
         return stats
 

@@ -45,9 +45,9 @@ class KronConfig:
             plain dense maps: ``kronedge.neurons``; the choice of neurons needs the weights, a plan on the meta
             device keeps the first k).
         ffn_width: with ffn="neurons", keep this many neurons per FFN (at least the k its factored budget holds
-            densely) and factor its two maps with the structure at the factored FFN's budgets. None keeps k, dense,
-            or for structure "search" with held-out calibration statistics the width that starts best
-            (``kronedge.neurons.searched_width``).
+            densely) and factor its two maps with the structure at the factored FFN's budgets. None: for
+            structure "svd" or "search" with held-out calibration statistics the width that starts best
+            (``kronedge.neurons.searched_width``), else k, dense.
 
     Example:
         >>> KronConfig.kb21()            # the paper's KroneckerBERT21 on BERT_BASE

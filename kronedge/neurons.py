@@ -11,7 +11,8 @@ the GELU runs on k values per token instead of f (the factored FFN's GELU runs o
 
 A wider FFN (``KronConfig.ffn_width`` K > k) keeps K neurons and factors its two maps, with the structure, at the
 budgets the factored FFN would have had: fewer neurons than f, each approximated, instead of k exact ones. Which is
-better depends on the budget (``benchmarks/results/ffn_width.md``).
+better depends on the budget, so with held-out calibration text the width is searched (``searched_width``;
+``benchmarks/results/ffn_width.md``).
 """
 
 from __future__ import annotations
@@ -187,7 +188,8 @@ def block_error(layer: nn.Module, maps: tuple, x: torch.Tensor) -> float:
 def width_errors(model: nn.Module, config: KronConfig, stats: dict | None, k: int) -> dict[int, float] | None:
     """Mean relative error of the FFNs on the held-out calibration tokens (fitted on the other texts) per width a
     search tries: the dense count ``k`` and the ``WIDTH_SHARES`` of the teacher's intermediate size above it. None
-    without held-out FFN inputs (``calibration.collect_input_stats`` keeps them for a search)."""
+    without held-out FFN inputs (``calibration.collect_input_stats`` keeps them where ``holdout_for`` holds texts
+    out)."""
     from .planner import layer_budgets
 
     layers = ffn_layers(model)
@@ -217,8 +219,7 @@ def pick_width(errors: dict[int, float], k: int) -> int:
 
 
 def searched_width(model: nn.Module, config: KronConfig, stats: dict | None, k: int) -> int:
-    """The FFN width a structure search keeps (``pick_width`` of ``width_errors``); ``k`` without held-out FFN
-    inputs."""
+    """The FFN width to keep (``pick_width`` of ``width_errors``); ``k`` without held-out FFN inputs."""
     errors = width_errors(model, config, stats, k)
     if errors is None:
         return k
@@ -263,14 +264,14 @@ def narrower(model: nn.Module, config: KronConfig, stats: dict | None = None) ->
     compression stays measured against the model as it was, as ``pipeline.shallower`` does for depth. A model
     narrowed already is left as it is (``kronize_`` narrows, and ``plan_teacher`` before planning).
 
-    With ``config.ffn_width`` above the dense count k (or a width ``searched_width`` picks for a structure
-    search), that many neurons are kept and ``budgets`` holds every selected layer's budget of the factored plan,
+    With ``config.ffn_width`` above the dense count k (or, when it is None, a width ``searched_width`` picks for
+    the "svd" and "search" structures), that many neurons are kept and ``budgets`` holds every selected layer's budget of the factored plan,
     so the wider FFN's two maps spend what the factored FFN would have, and every other layer keeps its own."""
     if config.ffn != "neurons" or config.layer_shapes or narrowed(model):
         return Narrowing(config, stats)
     before = counted_params(model)
     k = neurons_for(model, config)
-    width = config.ffn_width or (searched_width(model, config, stats, k) if config.structure == "search" else k)
+    width = config.ffn_width or (searched_width(model, config, stats, k) if config.structure != "paper" else k)
     if width < k:
         raise PlanError(f"--ffn-width {width} keeps fewer neurons than the {k} the FFN's budget holds densely: "
                         f"give at least {k}, or leave --ffn-width out")

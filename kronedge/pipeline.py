@@ -66,9 +66,9 @@ def needs_weights(config: KronConfig, calibration: str | None) -> bool:
 
 
 def teacher_stats(model, tokenizer_dir, calibration: str | None, limit: int | None = None,
-                  structure: str = "paper") -> dict | None:
+                  structure: str = "paper", ffn: str | None = None) -> dict | None:
     """Calibration statistics of ``model`` on ``calibration`` text (a GLUE task, a corpus or a file), or None;
-    for a ``structure`` search with a held-out share (``calibration.holdout_for``)."""
+    for a ``structure`` search or an ``ffn`` width search with a held-out share (``calibration.holdout_for``)."""
     if calibration is None:
         return None
     from transformers import AutoTokenizer
@@ -77,7 +77,7 @@ def teacher_stats(model, tokenizer_dir, calibration: str | None, limit: int | No
 
     texts = calibration_texts(calibration, limit=limit or DEFAULT_CALIBRATION_TEXTS)
     return collect_input_stats(model, AutoTokenizer.from_pretrained(tokenizer_dir), texts,
-                               holdout_every=holdout_for(structure))
+                               holdout_every=holdout_for(structure, ffn))
 
 
 def flop_length(model, teacher: str, seq_len: int | None = None) -> int:
@@ -114,7 +114,8 @@ def plan_teacher(teacher: str, config: KronConfig, seq_len: int | None = None, c
     seq_len = flop_length(loaded.model, teacher, seq_len)
     full = counted_params(loaded.model), model_flops(loaded.model, seq_len)
     config = shallower(loaded.model, config, layers)
-    stats = teacher_stats(loaded.model, loaded.tokenizer_dir, calibration, structure=config.structure)
+    stats = teacher_stats(loaded.model, loaded.tokenizer_dir, calibration, structure=config.structure,
+                          ffn=config.ffn)
     narrowing = narrower(loaded.model, config, stats)
     plan = plan_model(loaded.model, narrowing.config, seq_len=seq_len, stats=narrowing.stats, progress=progress,
                       budgets=narrowing.budgets)
@@ -142,7 +143,8 @@ def kronize_teacher(teacher: str, config: KronConfig, out: str | Path, num_label
     seq_len = flop_length(loaded.model, teacher)
     full = counted_params(loaded.model), model_flops(loaded.model, seq_len)
     config = shallower(loaded.model, config, layers)
-    stats = teacher_stats(loaded.model, loaded.tokenizer_dir, calibration, structure=config.structure)
+    stats = teacher_stats(loaded.model, loaded.tokenizer_dir, calibration, structure=config.structure,
+                          ffn=config.ffn)
     plan = kronize_(loaded.model, config, seq_len=seq_len, stats=stats, progress=progress)
     plan.params_full, plan.flops_full = full
     loaded.model.eval()

@@ -106,9 +106,9 @@ class CompressConfig:
             benchmarks/results/ffn_neurons.md). "factored": the FFN maps get ``structure``. "auto" (the default):
             "neurons" where ``vocabulary``'s "auto" means "task", else "factored".
         ffn_width: with ``ffn`` "neurons", keep this many neurons per FFN and factor its maps with ``structure`` at
-            the factored FFN's budget (``kronedge.neurons``). None keeps as many as that budget holds densely, or
-            with ``structure`` "search" the width whose FFNs start closest to the teacher's on held-out
-            calibration text (benchmarks/results/ffn_width.md).
+            the factored FFN's budget (``kronedge.neurons``). None: the width whose FFNs start closest to the
+            teacher's on held-out calibration text (benchmarks/results/ffn_width.md), which is the dense count
+            (as many as that budget holds densely) unless a wider one starts 3% lower.
         general_student: start from a general student (``kronedge distill-general``) instead of running
             stage 1: its directory, or ``auto`` for the cached one of this teacher and structure (stage 1
             runs when there is none). It must come from the same base teacher and structure.
@@ -118,8 +118,8 @@ class CompressConfig:
     """
 
     # 2: min_steps, stage1_min_steps, max_epochs, patience, check_teacher, min_retention; 3: stage2_min_steps;
-    # 4: cooldown_epochs; 5: vocabulary; 6: ffn; 7: vocabulary and ffn default to "auto"; 8: ffn_width, and with
-    # structure "search" the FFN width is searched
+    # 4: cooldown_epochs; 5: vocabulary; 6: ffn; 7: vocabulary and ffn default to "auto"; 8: ffn_width, and kept
+    # FFN neurons' width is searched (svd, search)
     VERSION = 8
 
     teacher: str = DEFAULT_TEACHER

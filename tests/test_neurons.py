@@ -309,6 +309,12 @@ def test_a_search_keeps_the_held_out_ffn_inputs_and_scores_widths_on_them():
     assert searched_width(teacher, config, stats, k) == expected
     narrowing = narrower(helpers.informative_bert(kronecker=False), config, stats)
     assert narrowing.config.ffn_width == (None if expected == k else expected)
+    # the SVD corners search the width alike (compress's default); the paper's fixed shapes keep the dense count
+    svd = dataclasses.replace(config, structure="svd")
+    assert searched_width(teacher, svd, stats, k) == expected
+    assert narrower(helpers.informative_bert(kronecker=False), svd, stats).config.ffn_width == narrowing.config.ffn_width
+    paper = narrower(helpers.informative_bert(kronecker=False), KronConfig(compression=6, ffn="neurons"), stats)
+    assert paper.config.ffn_width is None and paper.budgets is None
     # without held-out inputs (no search, or a plan without calibration) the FFN stays dense
     assert searched_width(teacher, config, probe_stats(teacher), k) == k
     assert searched_width(teacher, config, None, k) == k
@@ -321,3 +327,10 @@ def test_a_search_keeps_the_held_out_ffn_inputs_and_scores_widths_on_them():
 ])
 def test_the_cli_says_which_widths_it_cannot_keep(tmp_path, args, message):
     assert message in helpers.one_line_error(["plan", helpers.tiny_spec(tmp_path), *args])
+
+
+def test_the_calibration_holds_texts_out_where_a_structure_or_an_ffn_width_is_searched():
+    from kronedge.calibration import HOLDOUT_EVERY, holdout_for
+
+    assert holdout_for("search") == holdout_for("svd", "neurons") == holdout_for("search", "neurons") == HOLDOUT_EVERY
+    assert holdout_for("svd") == holdout_for("paper", "neurons") == holdout_for("paper") == 0
