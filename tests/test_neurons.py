@@ -32,6 +32,23 @@ def probe_stats(model):
     return collect_input_stats(model, load_tokenizer(minilm_dir()), list(helpers.PROBE_TEXTS))
 
 
+def saved_loaded_and_exported(student, tmp_path):
+    """``student`` saved and loaded again (its logits unchanged) and exported (fp32 ONNX = PyTorch within 1e-4);
+    returns the loaded model."""
+    from exporters.export import export_model
+    from runtime.predictor import create_session
+
+    loaded = load_artifact(save_artifact(student, tmp_path / "art", minilm_dir(), {"teacher": "test"}))
+    np.testing.assert_allclose(logits(loaded), logits(student), atol=1e-6)
+    exported = export_model(student, tmp_path / "fp32", tokenizer_dir=minilm_dir(), max_length=32, ort_format=False)
+    session = create_session(exported / "model.onnx")
+    names = [i.name for i in session.get_inputs()]
+    feeds = helpers.encode(list(helpers.PROBE_TEXTS))
+    expected = student(**{n: torch.from_numpy(v) for n, v in feeds.items()}).logits.detach().numpy()
+    np.testing.assert_allclose(session.run(None, {n: v for n, v in feeds.items() if n in names})[0], expected, atol=1e-4)
+    return loaded
+
+
 def test_dead_neurons_go_first_and_the_rest_is_the_teacher_exactly():
     model = helpers.informative_bert(kronecker=False)
     dead = {name: torch.randperm(96, generator=torch.Generator().manual_seed(i))[:40]
@@ -110,9 +127,6 @@ def test_the_other_layers_keep_the_factored_plans_budget_and_the_target_is_met()
 
 
 def test_a_neurons_student_saves_loads_and_exports_as_a_plain_bert(tmp_path):
-    from exporters.export import export_model
-    from runtime.predictor import create_session
-
     teacher = helpers.informative_bert(kronecker=False)
     stats = probe_stats(teacher)
     student, plan = build_student(teacher, KroneckerStudent(KronConfig(compression=6, structure="svd", ffn="neurons"),
@@ -120,17 +134,7 @@ def test_a_neurons_student_saves_loads_and_exports_as_a_plain_bert(tmp_path):
     student.eval()
     k = student.config.intermediate_size
     assert k < 96 and any("kept neurons" in note for note in plan.notes)
-    out = save_artifact(student, tmp_path / "art", minilm_dir(), {"teacher": "test"})
-    loaded = load_artifact(out)
-    assert loaded.config.intermediate_size == k
-    np.testing.assert_allclose(logits(loaded), logits(student), atol=1e-6)
-
-    exported = export_model(student, tmp_path / "fp32", tokenizer_dir=minilm_dir(), max_length=32, ort_format=False)
-    session = create_session(exported / "model.onnx")
-    names = [i.name for i in session.get_inputs()]
-    feeds = helpers.encode(list(helpers.PROBE_TEXTS))
-    expected = student(**{n: torch.from_numpy(v) for n, v in feeds.items()}).logits.detach().numpy()
-    np.testing.assert_allclose(session.run(None, {n: v for n, v in feeds.items() if n in names})[0], expected, atol=1e-4)
+    assert saved_loaded_and_exported(student, tmp_path).config.intermediate_size == k
 
 
 def test_kronize_narrows_itself_and_a_plan_of_an_unnarrowed_model_is_refused():
@@ -205,9 +209,6 @@ def test_a_shallower_student_takes_the_statistics_of_the_teacher_layers_it_kept(
 
 
 def test_a_wider_ffn_keeps_more_neurons_factored_at_the_factored_plans_budgets(tmp_path):
-    from exporters.export import export_model
-    from runtime.predictor import create_session
-
     from kronedge.structure import equal_param_rank
 
     teacher = helpers.informative_bert(kronecker=False)
@@ -230,15 +231,7 @@ def test_a_wider_ffn_keeps_more_neurons_factored_at_the_factored_plans_budgets(t
     assert {l.role for l in plan.layers} >= {"ffn_up", "ffn_down"}
     assert plan.params_student <= plan_model(teacher, factored).params_student
 
-    # it saves, loads and exports like any Kronecker student
-    loaded = load_artifact(save_artifact(student, tmp_path / "art", minilm_dir(), {"teacher": "test"}))
-    np.testing.assert_allclose(logits(loaded), logits(student), atol=1e-6)
-    exported = export_model(student, tmp_path / "fp32", tokenizer_dir=minilm_dir(), max_length=32, ort_format=False)
-    session = create_session(exported / "model.onnx")
-    names = [i.name for i in session.get_inputs()]
-    feeds = helpers.encode(list(helpers.PROBE_TEXTS))
-    expected = student(**{n: torch.from_numpy(v) for n, v in feeds.items()}).logits.detach().numpy()
-    np.testing.assert_allclose(session.run(None, {n: v for n, v in feeds.items() if n in names})[0], expected, atol=1e-4)
+    assert saved_loaded_and_exported(student, tmp_path).config.intermediate_size == width
 
 
 def test_the_wide_down_map_is_fitted_under_its_kept_neurons_own_statistics():
