@@ -416,6 +416,7 @@ def test_model_slower_than_estimated_gets_503_not_504(export_dir, shared_predict
     admitted; by the time a worker reaches c (0.6 s in, 0.4 s left, 0.9 s of work) it has learnt the
     real cost and answers c 503 at once instead of running it into a 504."""
     model = SlowPredictor(shared_predictor, seconds_per_text=0.3)
+    model.gate.clear()  # a finishes only once b has queued: on a busy machine a could otherwise end before b arrives
     app = create_app(ServeConfig(str(export_dir), timeout_s=1.0, max_batch_texts=3), predictor=model)
     batcher = app.state.batcher
     batcher.service.seconds_per_text = 0.01
@@ -426,6 +427,7 @@ def test_model_slower_than_estimated_gets_503_not_504(export_dir, shared_predict
             await _wait_for(lambda: batcher.running_texts == 1, "a to run")
             b = asyncio.create_task(c.post("/v1/classify", json={"texts": ["b"]}))
             await _wait_for(lambda: batcher.waiting_texts == 1, "b to queue")
+            model.gate.set()
             late = asyncio.create_task(c.post("/v1/classify", json={"texts": ["c1", "c2", "c3"]}))
             return await a, await b, await late
 
