@@ -57,8 +57,8 @@ def export_mode(model):
     was_training = model.training
     for module in model.modules():
         if isinstance(module, BertSelfAttention):
-            if positions_problem(module):
-                raise ExportError(positions_problem(module))
+            if problem := positions_problem(module):
+                raise ExportError(problem)
             patched.append(module)
             module.forward = types.MethodType(_eager_attention_forward, module)
         if hasattr(module, "attn_implementation"):

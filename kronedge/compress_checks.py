@@ -58,9 +58,8 @@ def check_options(config: CompressConfig, out, run_dir: Path, resume: bool, sour
     if spec.is_pair and teacher_config.type_vocab_size < 2:
         raise TrainingError(f"{spec.name} pairs two texts, but {config.teacher} has one token type (type_vocab_size "
                             "1), so it cannot tell them apart: use a teacher with two token types")
-    if positions_problem(teacher_config):  # its student could be trained, but not deployed
-        raise TrainingError(f"{config.teacher}: {positions_problem(teacher_config)}, so its student could not be "
-                            "deployed")
+    if problem := positions_problem(teacher_config):  # its student could be trained, but not deployed
+        raise TrainingError(f"{config.teacher}: {problem}, so its student could not be deployed")
     defaults = {f.name: f.default for f in fields(CompressConfig)}
     for flag, length, default in (("--max-length", config.max_length, defaults["max_length"]),
                                   ("--stage1-max-length", config.stage1_max_length, defaults["stage1_max_length"])):

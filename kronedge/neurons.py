@@ -118,13 +118,20 @@ def narrowed(model: nn.Module) -> dict | None:
     return getattr(getattr(model, "config", None), NARROWED_KEY, None)
 
 
-def neurons_for(model: nn.Module, config: KronConfig) -> int:
-    """Neurons per layer that the factored FFN's budget at ``config`` pays for: its up and down budgets plus the up
-    bias, over one neuron's 2d + 1 parameters (its up row and bias, its down column). The other layers then keep the
-    budgets they would have had, so the two FFN forms compare at one size."""
+def factored_budgets(model: nn.Module, config: KronConfig) -> dict[str, int]:
+    """Every selected layer's budget in the plan of ``config`` with the FFN factored at full width: what the kept
+    neurons' FFN spends, and what every other layer keeps."""
     from .planner import layer_budgets
 
-    budgets = layer_budgets(model, replace(config, ffn="factored", ffn_width=None))
+    return layer_budgets(model, replace(config, ffn=None, ffn_width=None))
+
+
+def neurons_for(model: nn.Module, config: KronConfig, budgets: dict[str, int] | None = None) -> int:
+    """Neurons per layer that the factored FFN's budget at ``config`` pays for (``budgets``: ``factored_budgets``,
+    computed when not given): its up and down budgets plus the up bias, over one neuron's 2d + 1 parameters (its up
+    row and bias, its down column). The other layers then keep the budgets they would have had, so the two FFN forms
+    compare at one size."""
+    budgets = budgets or factored_budgets(model, config)
     counts = []
     for layer_name, layer in ffn_layers(model):
         up, down = layer.intermediate.dense, layer.output.dense
@@ -157,8 +164,7 @@ def _wide_maps(layer: nn.Module, name: str, width: int, budgets: dict[str, int],
     w_up, b_up = up.weight.detach().to(torch.float64)[kept], _bias(up)[kept]
     w_down = refit_down(down.weight, kept, acts)
     if up_name in budgets:  # factored at the factored FFN's budgets
-        cut = kept_stats({down_name: acts}, {down_name: kept.tolist()})[down_name]
-        pairs = ((w_up, fit_stats[up_name], budgets[up_name]), (w_down, cut, budgets[down_name]))
+        pairs = ((w_up, fit_stats[up_name], budgets[up_name]), (w_down, _cut(acts, kept), budgets[down_name]))
         w_up, w_down = (_dense(*WeightedProblem(w, st).fit(svd_corner(*w.shape, equal_param_rank(b, *w.shape))))
                         for w, st, b in pairs)
     return w_up, b_up, w_down
@@ -170,42 +176,50 @@ def _bias(linear: nn.Linear) -> torch.Tensor:
     return linear.bias.detach().to(torch.float64)
 
 
-@torch.no_grad()
-def block_error(layer: nn.Module, maps: tuple, x: torch.Tensor) -> float:
-    """Relative squared error of an FFN rebuilt from ``maps`` on inputs ``x``, against the layer's own output
-    (over that output's spread around its mean)."""
-    act = layer.intermediate.intermediate_act_fn
+def _ffn(layer: nn.Module, maps: tuple, x: torch.Tensor) -> torch.Tensor:
+    """The FFN of ``layer`` (its activation) with the (up weight, up bias, down weight) ``maps``, on ``x``, float64
+    and without the down bias."""
+    w_up, b_up, w_down = maps
+    return layer.intermediate.intermediate_act_fn(x.to(torch.float64) @ w_up.T + b_up) @ w_down.T
+
+
+def _own_maps(layer: nn.Module) -> tuple:
     up, down = layer.intermediate.dense, layer.output.dense
-    x = x.to(torch.float64)
-    w_up, w_down = up.weight.detach().to(torch.float64), down.weight.detach().to(torch.float64)
-    target = act(x @ w_up.T + _bias(up)) @ w_down.T
-    w_up_kept, b_up_kept, w_down_kept = maps
-    rebuilt = act(x @ w_up_kept.T + b_up_kept) @ w_down_kept.T
+    return up.weight.detach().to(torch.float64), _bias(up), down.weight.detach().to(torch.float64)
+
+
+@torch.no_grad()
+def block_error(layer: nn.Module, maps: tuple, x: torch.Tensor, target: torch.Tensor | None = None) -> float:
+    """Relative squared error of an FFN rebuilt from ``maps`` on inputs ``x``, against the layer's own output
+    ``target`` (computed when not given) over that output's spread around its mean."""
+    target = _ffn(layer, _own_maps(layer), x) if target is None else target
+    rebuilt = _ffn(layer, maps, x)
     return float(((target - rebuilt) ** 2).sum() / ((target - target.mean(0)) ** 2).sum().clamp_min(1e-30))
 
 
 @torch.no_grad()
-def width_errors(model: nn.Module, config: KronConfig, stats: dict | None, k: int) -> dict[int, float] | None:
+def width_errors(model: nn.Module, config: KronConfig, stats: dict | None, k: int,
+                 budgets: dict[str, int] | None = None) -> dict[int, float] | None:
     """Mean relative error of the FFNs on the held-out calibration tokens (fitted on the other texts) per width a
     search tries: the dense count ``k`` and the ``WIDTH_SHARES`` of the teacher's intermediate size above it. None
     without held-out FFN inputs (``calibration.collect_input_stats`` keeps them where ``holdout_for`` holds texts
-    out)."""
-    from .planner import layer_budgets
-
+    out); ``budgets``: ``factored_budgets``, computed when not given."""
     layers = ffn_layers(model)
     ups = [(stats or {}).get(_prefixed(name, "intermediate.dense")) for name, _ in layers]
     if any(entry is None or entry.heldout is None or entry.heldout.samples is None for entry in ups):
         return None
-    budgets = layer_budgets(model, replace(config, ffn=None, ffn_width=None))
+    budgets = budgets or factored_budgets(model, config)
     f = layers[0][1].intermediate.dense.out_features
     widths = [k, *sorted({round(share * f) for share in WIDTH_SHARES if round(share * f) > k})]
     errors = dict.fromkeys(widths, 0.0)
     for (name, layer), entry in zip(layers, ups):  # one layer's fitted statistics at a time (BERT_BASE's: 0.9 GB)
         names = [_prefixed(name, leaf) for leaf in ("intermediate.dense", "output.dense")]
         fit_stats = {n: stats[n].without_heldout() if stats[n].heldout is not None else stats[n] for n in names}
+        x = entry.heldout.samples
+        target = _ffn(layer, _own_maps(layer), x)
         for width in widths:
             maps = _wide_maps(layer, name, width, budgets if width > k else {}, fit_stats)
-            errors[width] += block_error(layer, maps, entry.heldout.samples) / len(layers)
+            errors[width] += block_error(layer, maps, x, target) / len(layers)
     return errors
 
 
@@ -218,9 +232,10 @@ def pick_width(errors: dict[int, float], k: int) -> int:
     return best if errors[best] < (1 - GUARD_MARGIN) * errors[k] else k
 
 
-def searched_width(model: nn.Module, config: KronConfig, stats: dict | None, k: int) -> int:
+def searched_width(model: nn.Module, config: KronConfig, stats: dict | None, k: int,
+                   budgets: dict[str, int] | None = None) -> int:
     """The FFN width to keep (``pick_width`` of ``width_errors``); ``k`` without held-out FFN inputs."""
-    errors = width_errors(model, config, stats, k)
+    errors = width_errors(model, config, stats, k, budgets)
     if errors is None:
         return k
     width = pick_width(errors, k)
@@ -244,18 +259,19 @@ def kept_stats(stats: dict | None, kept: dict[str, list[int]]) -> dict | None:
     so that a factored down map over K neurons is fitted under the norm of its own inputs."""
     if stats is None:
         return None
-
-    def cut(entry: InputStats, idx: torch.Tensor) -> InputStats:
-        out = InputStats(second_moment=entry.second_moment[idx][:, idx], tokens=entry.tokens)
-        if entry.heldout is not None:
-            out.heldout = cut(entry.heldout, idx)
-        return out
-
     out = dict(stats)
     for name, idx in kept.items():
         entry = stats.get(name)
         if entry is not None and entry.second_moment.shape[0] > len(idx):
-            out[name] = cut(entry, torch.tensor(idx))
+            out[name] = _cut(entry, torch.tensor(idx))
+    return out
+
+
+def _cut(entry: InputStats, idx: torch.Tensor) -> InputStats:
+    """``entry``'s statistics of the inputs ``idx`` alone (and of its held-out share)."""
+    out = InputStats(second_moment=entry.second_moment[idx][:, idx], tokens=entry.tokens)
+    if entry.heldout is not None:
+        out.heldout = _cut(entry.heldout, idx)
     return out
 
 
@@ -265,13 +281,15 @@ def narrower(model: nn.Module, config: KronConfig, stats: dict | None = None) ->
     narrowed already is left as it is (``kronize_`` narrows, and ``plan_teacher`` before planning).
 
     With ``config.ffn_width`` above the dense count k (or, when it is None, a width ``searched_width`` picks for
-    the "svd" and "search" structures), that many neurons are kept and ``budgets`` holds every selected layer's budget of the factored plan,
-    so the wider FFN's two maps spend what the factored FFN would have, and every other layer keeps its own."""
+    the "svd" and "search" structures), that many neurons are kept and ``budgets`` holds every selected layer's
+    budget of the factored plan, so the wider FFN's two maps spend what the factored FFN would have, and every
+    other layer keeps its own."""
     if config.ffn != "neurons" or config.layer_shapes or narrowed(model):
         return Narrowing(config, stats)
     before = counted_params(model)
-    k = neurons_for(model, config)
-    width = config.ffn_width or (searched_width(model, config, stats, k) if config.structure != "paper" else k)
+    factored = factored_budgets(model, config)
+    k = neurons_for(model, config, factored)
+    width = config.ffn_width or (searched_width(model, config, stats, k, factored) if config.structure != "paper" else k)
     if width < k:
         raise PlanError(f"--ffn-width {width} keeps fewer neurons than the {k} the FFN's budget holds densely: "
                         f"give at least {k}, or leave --ffn-width out")
@@ -280,9 +298,7 @@ def narrower(model: nn.Module, config: KronConfig, stats: dict | None = None) ->
         config = replace(config, ffn_width=None)  # k neurons are the dense FFN
     else:
         config = replace(config, ffn_width=width)  # the searched width, recorded with the plan
-        from .planner import layer_budgets
-
-        budgets = layer_budgets(model, replace(config, ffn=None, ffn_width=None))
+        budgets = factored
     kept = keep_neurons_(model, width, stats)
     stats = kept_stats(stats, kept) if budgets is not None else stats
     if config.compression is None:
