@@ -18,7 +18,7 @@ import typer
 from rich.console import Console
 
 from . import __version__
-from .commands.options import Cli, Option, config_options, field_docs, with_options
+from .commands.options import FFN_WIDTH_CLI, Cli, Option, config_options, field_docs, field_values, with_options
 from .errors import KronedgeError
 
 app = typer.Typer(
@@ -57,9 +57,9 @@ PLAN_HELP = {
             "text), else by their weights."),
     "ffn_width": ("With --ffn neurons: keep this many neurons per FFN (at least as many as its budget holds densely) and "
                   "factor the two maps with --structure at the factored FFN's budget: more neurons, each approximated. "
-                  "Default (svd, search): the width whose FFNs best rebuild the teacher's FFN outputs on held-out "
-                  "calibration text, the dense count unless a wider one starts 3% lower; the dense count without "
-                  "calibration."),
+                  "'dense': the dense count, no search. Default (svd, search): the width whose FFNs best rebuild the "
+                  "teacher's FFN outputs on held-out calibration text, the dense count unless a wider one starts 3% "
+                  "lower; the dense count without calibration."),
     "layers": ("Keep this many encoder layers (teacher layers uniformly spaced, distilled with the uniform layer map); "
                "fewer layers cut latency more than fewer parameters do. Compression still counts against the full teacher."),
     "calibration": ("Text whose teacher activations weight the fit and the errors: a GLUE task (sst2, cola, rte), "
@@ -162,7 +162,7 @@ def structure_options() -> list[Option]:
 
     fields = config_options(KronConfig, docs=field_docs(KronConfig) | PLAN_HELP,
                             cli={"compression": Cli(note=f"(default without --preset: {CompressConfig.compression}, "
-                                                         "as compress)")},
+                                                         "as compress)"), "ffn_width": FFN_WIDTH_CLI},
                             exclude=("role_shapes", "layer_shapes", "name"))
     return [Option("preset", Optional[str], None, PLAN_HELP["preset"]), *fields,
             Option("calibration", Optional[str], None, PLAN_HELP["calibration"]),
@@ -170,14 +170,13 @@ def structure_options() -> list[Option]:
 
 
 STRUCTURE_OPTIONS = structure_options()
-KRON_FIELDS = [o.field for o in STRUCTURE_OPTIONS if o.field]
 
 
 def _kron_config(values: dict):
     from .pipeline import kron_config
     from .recipe import CompressConfig
 
-    fields = {name: values[name] for name in KRON_FIELDS}
+    fields = field_values(STRUCTURE_OPTIONS, values)
     if values["preset"] is None and fields["compression"] is None:
         fields["compression"] = CompressConfig.compression  # what `kronedge compress` plans by default
     return kron_config(values["preset"], **fields)

@@ -7,6 +7,18 @@ from dataclasses import asdict, dataclass, field
 from .errors import KronedgeError
 from .kron_shape import KronShape
 
+DENSE_WIDTH = "dense"  # ffn_width: the k neurons the FFN's budget holds densely, without a width search
+
+
+def ffn_width_value(text: str | None) -> int | str | None:
+    """``--ffn-width`` as written (a count of neurons or "dense") -> ``KronConfig.ffn_width``."""
+    if text is None or text == DENSE_WIDTH:
+        return text
+    try:
+        return int(text)
+    except ValueError:
+        raise PlanError(f"--ffn-width is a number of neurons or {DENSE_WIDTH!r}, got {text!r}") from None
+
 
 class PlanError(KronedgeError, ValueError):
     """A compression request that cannot be met; the message says what to ask for instead."""
@@ -45,9 +57,9 @@ class KronConfig:
             plain dense maps: ``kronedge.neurons``; the choice of neurons needs the weights, a plan on the meta
             device keeps the first k).
         ffn_width: with ffn="neurons", keep this many neurons per FFN (at least the k its factored budget holds
-            densely) and factor its two maps with the structure at the factored FFN's budgets. None: for
-            structure "svd" or "search" with held-out calibration statistics the width that starts best
-            (``kronedge.neurons.searched_width``), else k, dense.
+            densely) and factor its two maps with the structure at the factored FFN's budgets. "dense": k, dense,
+            without a search. None: for structure "svd" or "search" with held-out calibration statistics the width
+            that starts best (``kronedge.neurons.searched_width``), else k, dense.
 
     Example:
         >>> KronConfig.kb21()            # the paper's KroneckerBERT21 on BERT_BASE
@@ -65,7 +77,7 @@ class KronConfig:
     max_flops_per_token: int | None = None
     embedding_share: float | None = None
     ffn: str | None = None
-    ffn_width: int | None = None
+    ffn_width: int | str | None = None
 
     def __post_init__(self):
         from .neurons import FFN_FORMS
@@ -82,9 +94,10 @@ class KronConfig:
         if self.ffn_width is not None:
             if self.ffn != "neurons":
                 raise PlanError("ffn_width is the number of neurons ffn='neurons' keeps: give --ffn neurons with it")
-            if not isinstance(self.ffn_width, int) or self.ffn_width < 1:
-                raise PlanError(f"ffn_width must be a whole number of neurons >= 1, got {self.ffn_width!r}")
-            if self.structure == "paper":
+            if self.ffn_width != DENSE_WIDTH and (not isinstance(self.ffn_width, int) or self.ffn_width < 1):
+                raise PlanError(f"ffn_width must be a whole number of neurons >= 1 or {DENSE_WIDTH!r}, "
+                                f"got {self.ffn_width!r}")
+            if self.structure == "paper" and self.ffn_width != DENSE_WIDTH:
                 raise PlanError("ffn_width factors the kept neurons at the factored FFN's budget, which --structure "
                                 "svd or search sets; the paper's shapes are fixed to the full FFN")
         if self.structure not in STRUCTURES:

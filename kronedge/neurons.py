@@ -24,7 +24,7 @@ import torch
 from torch import nn
 
 from .fitting import InputStats
-from .kron_config import KronConfig, PlanError
+from .kron_config import DENSE_WIDTH, KronConfig, PlanError
 from .vocab import counted_params
 
 logger = logging.getLogger(__name__)
@@ -289,7 +289,10 @@ def narrower(model: nn.Module, config: KronConfig, stats: dict | None = None) ->
     before = counted_params(model)
     factored = factored_budgets(model, config)
     k = neurons_for(model, config, factored)
-    width = config.ffn_width or (searched_width(model, config, stats, k, factored) if config.structure != "paper" else k)
+    if config.ffn_width == DENSE_WIDTH or (config.ffn_width is None and config.structure == "paper"):
+        width = k
+    else:
+        width = config.ffn_width or searched_width(model, config, stats, k, factored)
     if width < k:
         raise PlanError(f"--ffn-width {width} keeps fewer neurons than the {k} the FFN's budget holds densely: "
                         f"give at least {k}, or leave --ffn-width out")

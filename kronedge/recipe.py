@@ -106,9 +106,9 @@ class CompressConfig:
             benchmarks/results/ffn_neurons.md). "factored": the FFN maps get ``structure``. "auto" (the default):
             "neurons" where ``vocabulary``'s "auto" means "task", else "factored".
         ffn_width: with ``ffn`` "neurons", keep this many neurons per FFN and factor its maps with ``structure`` at
-            the factored FFN's budget (``kronedge.neurons``). None: the width whose FFNs start closest to the
-            teacher's on held-out calibration text (benchmarks/results/ffn_width.md), which is the dense count
-            (as many as that budget holds densely) unless a wider one starts 3% lower.
+            the factored FFN's budget (``kronedge.neurons``). "dense": as many as that budget holds densely, without
+            a search. None: the width whose FFNs start closest to the teacher's on held-out calibration text
+            (benchmarks/results/ffn_width.md), which is the dense count unless a wider one starts 3% lower.
         general_student: start from a general student (``kronedge distill-general``) instead of running
             stage 1: its directory, or ``auto`` for the cached one of this teacher and structure (stage 1
             runs when there is none). It must come from the same base teacher and structure.
@@ -174,7 +174,7 @@ class CompressConfig:
     # vocabulary on the tasks measured, at 5.7x and at 20x (benchmarks/results/ffn_neurons.md).
     vocabulary: str | None = AUTO
     ffn: str | None = AUTO
-    ffn_width: int | None = None
+    ffn_width: int | str | None = None
 
     def __post_init__(self):
         from .students import METHODS

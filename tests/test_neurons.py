@@ -253,6 +253,8 @@ def test_the_wide_down_map_is_fitted_under_its_kept_neurons_own_statistics():
     ({"compression": 6, "structure": "svd", "ffn_width": 60}, "give --ffn neurons"),
     ({"compression": 6, "ffn": "neurons", "ffn_width": 60}, "structure"),  # the paper's shapes
     ({"compression": 6, "structure": "svd", "ffn": "neurons", "ffn_width": 0}, ">= 1"),
+    ({"compression": 6, "structure": "svd", "ffn": "neurons", "ffn_width": "wide"}, "or 'dense'"),
+    ({"compression": 6, "structure": "svd", "ffn_width": "dense"}, "give --ffn neurons"),
 ])
 def test_a_width_without_kept_neurons_or_with_fixed_shapes_is_refused(fields, message):
     with pytest.raises(PlanError, match=message):
@@ -302,6 +304,12 @@ def test_a_search_keeps_the_held_out_ffn_inputs_and_scores_widths_on_them():
     assert searched_width(teacher, config, stats, k) == expected
     narrowing = narrower(helpers.informative_bert(kronecker=False), config, stats)
     assert narrowing.config.ffn_width == (None if expected == k else expected)
+    # "dense" turns the search off: k neurons, as without held-out inputs
+    assert expected != k  # else the next lines could not tell the two apart
+    dense_model = helpers.informative_bert(kronecker=False)
+    dense = narrower(dense_model, dataclasses.replace(config, ffn_width="dense"), stats)
+    assert dense.config.ffn_width is None and dense.budgets is None
+    assert {l.intermediate.dense.out_features for _, l in ffn_layers(dense_model)} == {k}
     # the SVD corners search the width alike (compress's default); the paper's fixed shapes keep the dense count
     svd = dataclasses.replace(config, structure="svd")
     assert searched_width(teacher, svd, stats, k) == expected
@@ -317,6 +325,7 @@ def test_a_search_keeps_the_held_out_ffn_inputs_and_scores_widths_on_them():
     (["--compression", "8", "--structure", "svd", "--ffn", "neurons", "--ffn-width", "2"], "give at least"),
     (["--compression", "8", "--structure", "svd", "--ffn", "neurons", "--ffn-width", "500"], "cannot keep 500 of 96"),
     (["--compression", "8", "--structure", "svd", "--ffn-width", "40"], "give --ffn neurons"),
+    (["--compression", "8", "--structure", "svd", "--ffn", "neurons", "--ffn-width", "wide"], "or 'dense'"),
 ])
 def test_the_cli_says_which_widths_it_cannot_keep(tmp_path, args, message):
     assert message in helpers.one_line_error(["plan", helpers.tiny_spec(tmp_path), *args])
@@ -327,3 +336,16 @@ def test_the_calibration_holds_texts_out_where_a_structure_or_an_ffn_width_is_se
 
     assert holdout_for("search") == holdout_for("svd", "neurons") == holdout_for("search", "neurons") == HOLDOUT_EVERY
     assert holdout_for("svd") == holdout_for("paper", "neurons") == holdout_for("paper") == 0
+
+
+def test_dense_turns_the_width_search_off_on_the_command_line(tmp_path):
+    from typer.testing import CliRunner
+
+    from kronedge.cli import app
+    from kronedge.recipe import CompressConfig
+
+    args = ["plan", helpers.tiny_spec(tmp_path), "--compression", "8", "--structure", "svd", "--ffn", "neurons"]
+    result = CliRunner().invoke(app, [*args, "--ffn-width", "dense"])
+    assert result.exit_code == 0, result.output
+    assert "dense (--ffn neurons)" in result.output
+    assert CompressConfig(compression=20, ffn_width="dense").kron_config().ffn_width == "dense"

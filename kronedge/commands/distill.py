@@ -16,7 +16,7 @@ import typer
 from ..errors import UsageError
 from ..recipe import LOSSES, CompressConfig, default_teacher_config, share_text
 from ..training.config import TrainConfig, TrainingError
-from .options import Cli, Option, config_options, field_docs, field_values, with_options, zero_is_none
+from .options import FFN_WIDTH_CLI, Cli, Option, config_options, field_docs, field_values, with_options, zero_is_none
 
 
 def _weights(text: str | None) -> dict:
@@ -67,6 +67,7 @@ FIELD_CLI = {
     "loss_weights": Cli(type=str, from_field=_weights_text, to_field=_weights,
                         note=f"Written NAME=WEIGHT,... with NAME one of {', '.join(LOSSES)}; unnamed ones are 1."),
     "unlabelled": Cli(type=Path, to_field=lambda p: str(p) if p else None),
+    "ffn_width": FFN_WIDTH_CLI,
     **{name: zero_is_none() for name in ("stage1_examples", "stage2_examples", "min_steps", "stage1_min_steps",
                                          "stage2_min_steps", "patience", "cooldown_epochs")},
 }

@@ -20,6 +20,8 @@ from typing import Any, Callable, Optional
 
 import typer
 
+from ..kron_config import ffn_width_value
+
 MISSING = dataclasses.MISSING
 FIELD_DEFAULT = object()  # Cli.default: show the field's own
 _ENTRY = re.compile(r"(\w+(?:\s*/\s*\w+)*):\s+(.*)")
@@ -50,6 +52,10 @@ class Cli:
 def zero_is_none(note: str = "(0: None)") -> Cli:
     """An optional count written as 0 on the command line when unset (``--patience 0``)."""
     return Cli(type=int, from_field=lambda v: v or 0, to_field=lambda v: v or None, note=note)
+
+
+# KronConfig.ffn_width and CompressConfig.ffn_width: a count of neurons or "dense" on the command line
+FFN_WIDTH_CLI = Cli(type=str, to_field=ffn_width_value)
 
 
 @dataclass(frozen=True)
