@@ -12,7 +12,7 @@ import torch
 from kronedge.artifact import load_artifact, save_artifact
 from kronedge.calibration import collect_input_stats, for_kept_layers
 from kronedge.kron_config import PlanError
-from kronedge.neurons import ffn_layers, keep_neurons_, narrowed, neuron_scores, neurons_for, refit_down
+from kronedge.neurons import ffn_layers, keep_neurons_, narrowed, neuron_scores, neurons_for, pick_width, refit_down
 from kronedge.pipeline import plan_teacher
 from kronedge.planner import KronConfig, layer_budgets, plan_model
 from kronedge.recipe import CompressConfig
@@ -336,6 +336,18 @@ def test_the_calibration_holds_texts_out_where_a_structure_or_an_ffn_width_is_se
 
     assert holdout_for("search") == holdout_for("svd", "neurons") == holdout_for("search", "neurons") == HOLDOUT_EVERY
     assert holdout_for("svd") == holdout_for("paper", "neurons") == holdout_for("paper") == 0
+
+
+@pytest.mark.parametrize("errors, kept", [
+    # compress's logged errors at 20x: SST-2 (task vocabulary) and CoLA keep their least-error widths, 3% or more
+    # below the dense count
+    ({76: 0.0868, 96: 0.0845, 128: 0.0815, 192: 0.0800, 256: 0.0792, 384: 0.0811, 1536: 0.1153}, 256),
+    ({89: 0.0886, 96: 0.0893, 128: 0.0856, 192: 0.0816, 256: 0.0817, 1536: 0.1125}, 192),
+    # SST-2 at 5.7x with the full vocabulary: 384 starts lowest but only 2% below the dense count
+    ({249: 0.0569, 256: 0.0593, 384: 0.0557, 512: 0.0562, 1536: 0.0748}, 249),
+])
+def test_pick_width_keeps_the_least_error_width_only_3_percent_below_the_dense_count(errors, kept):
+    assert pick_width(errors, min(errors)) == kept
 
 
 def test_dense_turns_the_width_search_off_on_the_command_line(tmp_path):
