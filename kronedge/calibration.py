@@ -35,13 +35,17 @@ def holdout_for(structure: str, ffn: str | None = None) -> int:
     return HOLDOUT_EVERY if structure == "search" or searched_width else 0
 
 
-def strided_sample(texts: list, limit: int = DEFAULT_CALIBRATION_TEXTS) -> list:
-    """At most ``limit`` texts spread evenly over ``texts`` (deterministic, so plans are reproducible)."""
+def strided_sample(texts: list, limit: int | None = DEFAULT_CALIBRATION_TEXTS) -> list:
+    """At most ``limit`` texts spread evenly over ``texts`` (deterministic, so plans are reproducible); every text
+    when ``limit`` is None."""
+    if limit is None:
+        return list(texts)
     return texts[:: max(1, len(texts) // limit)][:limit]
 
 
-def calibration_texts(source: str | os.PathLike, limit: int = DEFAULT_CALIBRATION_TEXTS, seed: int = 0) -> list:
-    """Texts for calibration: a GLUE task name (its train split), a corpus name, or a text file.
+def calibration_texts(source: str | os.PathLike, limit: int | None = DEFAULT_CALIBRATION_TEXTS, seed: int = 0) -> list:
+    """Texts for calibration: a GLUE task name (its train split), a corpus name, or a text file (all of them when
+    ``limit`` is None).
 
     Example:
         >>> texts = calibration_texts("sst2", limit=128)

@@ -64,6 +64,11 @@ PLAN_HELP = {
                "fewer layers cut latency more than fewer parameters do. Compression still counts against the full teacher."),
     "calibration": ("Text whose teacher activations weight the fit and the errors: a GLUE task (sst2, cola, rte), "
                     "wikitext-2, or a text file. Makes the factors minimise the error on real inputs."),
+    "vocabulary": ("full: every token keeps its word-embedding row. task: only the tokens of the --calibration text "
+                   "(all of it) keep theirs, as compress keeps its training text's by default at a --compression "
+                   "target; the rows left out become rank for every factorised matrix, and a token left out reads "
+                   "its nearest kept token's row. To preview compress's default student: --structure svd --ffn "
+                   "neurons --vocabulary task --calibration YOUR_TASK."),
 }
 
 
@@ -117,7 +122,7 @@ def main_callback(
 def _print_plan(plan) -> None:
     from rich.table import Table
 
-    table = Table(title=f"Kronecker plan ({plan.config.name or f'{plan.config.compression}x target'})")
+    table = Table(title=f"Kronecker plan ({plan.config.name or f'{plan.target_full:.3g}x target'})")
     table.add_column("layer", no_wrap=True)
     table.add_column("factors", no_wrap=True)
     with_errors = any(layer.errors for layer in plan.layers)
@@ -166,6 +171,7 @@ def structure_options() -> list[Option]:
                             exclude=("role_shapes", "layer_shapes", "name"))
     return [Option("preset", Optional[str], None, PLAN_HELP["preset"]), *fields,
             Option("calibration", Optional[str], None, PLAN_HELP["calibration"]),
+            Option("vocabulary", str, "full", PLAN_HELP["vocabulary"]),
             Option("layers", Optional[int], None, PLAN_HELP["layers"])]
 
 
@@ -198,7 +204,7 @@ def plan(**values):
     searching = values["structure"] == "search"
     with _layer_progress("searching structures" if searching else "planning") as progress:
         result = plan_teacher(values["teacher"], config, seq_len=values["seq_len"], calibration=values["calibration"],
-                              progress=progress, layers=values["layers"])
+                              progress=progress, layers=values["layers"], vocabulary=values["vocabulary"])
     if values["as_json"]:
         print(json.dumps(result.to_dict(), indent=2))
     else:
@@ -220,7 +226,8 @@ def kronize(**values):
     with _layer_progress("kronizing (SVD of every layer)") as progress:
         path, result = kronize_teacher(values["teacher"], _kron_config(values), values["out_dir"],
                                        num_labels=values["num_labels"], seed=values["seed"],
-                                       calibration=values["calibration"], progress=progress, layers=values["layers"])
+                                       calibration=values["calibration"], progress=progress, layers=values["layers"],
+                                       vocabulary=values["vocabulary"])
     out.print(f"wrote {path}: {(result.params_full or result.params_teacher) / 1e6:.2f}M -> "
               f"{result.params_student / 1e6:.2f}M params ({result.compression_full:.2f}x)")
     for note in result.notes:

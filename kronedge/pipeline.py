@@ -60,6 +60,34 @@ def shallower(model, config: KronConfig, layers: int | None) -> KronConfig:
     return replace(config, compression=remaining)
 
 
+def check_vocabulary(vocabulary: str, calibration: str | None) -> None:
+    """``plan`` and ``kronize``'s ``--vocabulary``: "full", or "task" with the ``--calibration`` text to keep."""
+    from .recipe import VOCABULARIES
+
+    if vocabulary not in ("full", *VOCABULARIES):
+        raise PlanError(f"--vocabulary must be full or one of {', '.join(VOCABULARIES)}, not {vocabulary!r}")
+    if vocabulary == "task" and calibration is None:
+        raise PlanError("--vocabulary task keeps the tokens of the --calibration text: give one (a GLUE task, "
+                        "wikitext-2 or a text file)")
+
+
+def trim_to_calibration_(model, tokenizer_dir, calibration: str | None, vocabulary: str) -> dict | None:
+    """With ``vocabulary`` "task", give ``model`` the word embedding of the tokens in the ``calibration`` text (all of
+    it, as ``compress`` keeps its training text's), in place, and return the rows kept as ``compress`` records them;
+    "full" leaves it as it is (None)."""
+    check_vocabulary(vocabulary, calibration)
+    if vocabulary == "full":
+        return None
+    from transformers import AutoTokenizer
+
+    from .calibration import calibration_texts
+    from .vocab import KeptVocabulary
+
+    tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
+    trimmed = KeptVocabulary.of_texts(tokenizer, calibration_texts(calibration, limit=None), 128).trim_(model)
+    return {"kept": trimmed.num_embeddings, "of": trimmed.vocab_size}
+
+
 def needs_weights(config: KronConfig, calibration: str | None) -> bool:
     """Whether planning must load the teacher's weights (a search, or errors on calibration text)."""
     return config.structure == "search" or calibration is not None
@@ -90,7 +118,7 @@ def flop_length(model, teacher: str, seq_len: int | None = None) -> int:
 
 
 def plan_teacher(teacher: str, config: KronConfig, seq_len: int | None = None, calibration: str | None = None,
-                 progress=None, layers: int | None = None) -> Plan:
+                 progress=None, layers: int | None = None, vocabulary: str = "full") -> Plan:
     """Plan the compression of a teacher; weights are loaded only when the plan needs them.
 
     Args:
@@ -99,6 +127,8 @@ def plan_teacher(teacher: str, config: KronConfig, seq_len: int | None = None, c
             a file); with it every layer reports its starting error on those inputs.
         layers: keep this many encoder layers (uniformly spaced); the compression still counts
             against the full teacher.
+        vocabulary: "task": the word embedding keeps only the rows of the ``calibration`` text's tokens, as
+            ``compress`` keeps its training text's (``trim_to_calibration_``); "full": every row.
 
     Example:
         >>> plan_teacher("random:bert-base-uncased", KronConfig.kb21()).params_student
@@ -110,12 +140,14 @@ def plan_teacher(teacher: str, config: KronConfig, seq_len: int | None = None, c
 
     if seq_len is not None and seq_len < 1:
         raise PlanError(f"--seq-len must be >= 1 token, got {seq_len}")
+    check_vocabulary(vocabulary, calibration)
     loaded = load_teacher(teacher, head="base", meta=not needs_weights(config, calibration))
     seq_len = flop_length(loaded.model, teacher, seq_len)
     full = counted_params(loaded.model), model_flops(loaded.model, seq_len)
     config = shallower(loaded.model, config, layers)
     stats = teacher_stats(loaded.model, loaded.tokenizer_dir, calibration, structure=config.structure,
                           ffn=config.ffn)
+    trim_to_calibration_(loaded.model, loaded.tokenizer_dir, calibration, vocabulary)
     narrowing = narrower(loaded.model, config, stats)
     plan = plan_model(loaded.model, narrowing.config, seq_len=seq_len, stats=narrowing.stats, progress=progress,
                       budgets=narrowing.budgets)
@@ -125,7 +157,8 @@ def plan_teacher(teacher: str, config: KronConfig, seq_len: int | None = None, c
 
 def kronize_teacher(teacher: str, config: KronConfig, out: str | Path, num_labels: int | None = None,
                     head: str = "sequence-classification", seed: int = 0,
-                    calibration: str | None = None, progress=None, layers: int | None = None) -> tuple[Path, Plan]:
+                    calibration: str | None = None, progress=None, layers: int | None = None,
+                    vocabulary: str = "full") -> tuple[Path, Plan]:
     """Surgery plus nearest-Kronecker initialisation, no training; saved as an artifact.
 
     Example:
@@ -139,12 +172,14 @@ def kronize_teacher(teacher: str, config: KronConfig, out: str | Path, num_label
         num_labels = saved_num_labels(teacher) or 2
     if head != "base" and num_labels < 1:
         raise PlanError(f"--num-labels must be >= 1 (1: a regression head), got {num_labels}")
+    check_vocabulary(vocabulary, calibration)
     loaded = load_teacher(teacher, head=head, num_labels=num_labels if head != "base" else None, seed=seed)
     seq_len = flop_length(loaded.model, teacher)
     full = counted_params(loaded.model), model_flops(loaded.model, seq_len)
     config = shallower(loaded.model, config, layers)
     stats = teacher_stats(loaded.model, loaded.tokenizer_dir, calibration, structure=config.structure,
                           ffn=config.ffn)
+    kept = trim_to_calibration_(loaded.model, loaded.tokenizer_dir, calibration, vocabulary)
     plan = kronize_(loaded.model, config, seq_len=seq_len, stats=stats, progress=progress)
     plan.params_full, plan.flops_full = full
     loaded.model.eval()
@@ -153,6 +188,7 @@ def kronize_teacher(teacher: str, config: KronConfig, out: str | Path, num_label
         "teacher_pretrained": loaded.pretrained,
         "kron_config": config.to_dict(),
         "calibration": calibration,
+        "vocabulary": kept,
         "params_teacher": plan.params_teacher,
         "params_student": plan.params_student,
         "compression": round(plan.compression_full, 3),

@@ -99,6 +99,14 @@ class Plan:
         return (self.params_full or self.params_teacher) / self.params_student
 
     @property
+    def target_full(self) -> float | None:
+        """The target against the whole teacher: the one the user gave (a narrower or shallower teacher's config
+        is re-aimed at the params it kept)."""
+        if self.config.compression is None:
+            return None
+        return self.config.compression * (self.params_full or self.params_teacher) / self.params_teacher
+
+    @property
     def flops_student(self) -> int:
         return self.flops_dense_rest + sum(2 * l.macs_after for l in self.layers)
 
@@ -115,6 +123,7 @@ class Plan:
             "params_student": self.params_student,
             "compression": round(self.compression, 3),
             "params_full_teacher": self.params_full or self.params_teacher,
+            "target_compression_full_teacher": self.target_full and round(self.target_full, 3),
             "compression_full_teacher": round(self.compression_full, 3),
             "flops_full_teacher": self.flops_full or self.flops_teacher,
             "flops_teacher": self.flops_teacher,

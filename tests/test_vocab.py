@@ -236,3 +236,33 @@ def test_compress_on_a_pair_file_keeps_both_sides_and_the_unlabelled_text(tmp_pa
     assert tokenizer.convert_tokens_to_ids("orchestra") in expected  # from --unlabelled
     embedding = load_artifact(tmp_path / "art").bert.embeddings.word_embeddings
     assert embedding.num_embeddings == len(expected) and embedding.vocab_size == 30522
+
+
+def test_plan_and_kronize_with_the_task_vocabulary_build_the_layers_compress_builds(tmp_path):
+    from kronedge.artifact import read_recipe
+    from kronedge.calibration import calibration_texts
+    from kronedge.kron_config import PlanError
+    from kronedge.pipeline import kronize_teacher, plan_teacher
+    from kronedge.teachers import load_teacher
+
+    text = tmp_path / "texts.txt"
+    text.write_text("\n\n".join(helpers.PROBE_TEXTS))
+    spec, config = helpers.tiny_spec(tmp_path), KronConfig(compression=6, structure="svd")
+    plan = plan_teacher(spec, config, calibration=str(text), vocabulary="task")
+    full = plan_teacher(spec, config, calibration=str(text))
+
+    # compress's student: the same teacher trimmed to the text's tokens, then kronized
+    vocabulary = KeptVocabulary.of_texts(load_tokenizer(minilm_dir()), calibration_texts(str(text), limit=None), 128)
+    _, built = build_student(load_teacher(spec, head="base").model, KroneckerStudent(config, vocabulary=vocabulary))
+    assert plan.layer_shapes == built.layer_shapes
+    assert plan.layers[0].kron.m1 == len(vocabulary.keep_ids) < 30522 and full.layers[0].kron.m1 == 30522
+    assert sum(l.kron.rank for l in plan.layers) > sum(l.kron.rank for l in full.layers)  # the rows left out pay
+
+    path, _ = kronize_teacher(spec, config, tmp_path / "art", calibration=str(text), vocabulary="task")
+    assert load_artifact(path).bert.embeddings.word_embeddings.num_embeddings == len(vocabulary.keep_ids)
+    assert read_recipe(path)["vocabulary"] == {"kept": len(vocabulary.keep_ids), "of": 30522}
+    with pytest.raises(PlanError, match="give one"):
+        plan_teacher(spec, config, vocabulary="task")
+    with pytest.raises(PlanError, match="must be full"):
+        kronize_teacher(spec, config, tmp_path / "other", vocabulary="tasks")
+    assert "give one" in helpers.one_line_error(["plan", spec, "--compression", "6", "--vocabulary", "task"])
