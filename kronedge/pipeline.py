@@ -81,10 +81,12 @@ def trim_to_calibration_(model, tokenizer_dir, calibration: str | None, vocabula
     from transformers import AutoTokenizer
 
     from .calibration import calibration_texts
+    from .recipe import CompressConfig
     from .vocab import KeptVocabulary
 
     tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
-    trimmed = KeptVocabulary.of_texts(tokenizer, calibration_texts(calibration, limit=None), 128).trim_(model)
+    texts = calibration_texts(calibration, limit=None)
+    trimmed = KeptVocabulary.of_texts(tokenizer, texts, CompressConfig.max_length).trim_(model)
     return {"kept": trimmed.num_embeddings, "of": trimmed.vocab_size}
 
 
