@@ -44,8 +44,8 @@ def strided_sample(texts: list, limit: int | None = DEFAULT_CALIBRATION_TEXTS) -
 
 
 def calibration_texts(source: str | os.PathLike, limit: int | None = DEFAULT_CALIBRATION_TEXTS, seed: int = 0) -> list:
-    """Texts for calibration: a GLUE task name (its train split), a corpus name, or a text file (all of them when
-    ``limit`` is None).
+    """Texts for calibration: a GLUE task name (its train split), a data file (.csv, .tsv, .jsonl: its text column,
+    as ``compress --train`` reads it), a corpus name, or a text file (all of them when ``limit`` is None).
 
     Example:
         >>> texts = calibration_texts("sst2", limit=128)
@@ -53,9 +53,15 @@ def calibration_texts(source: str | os.PathLike, limit: int | None = DEFAULT_CAL
     from .data import TASKS, load_task
     from .data.corpus import load_corpus
 
+    from .data.tables import EXTENSIONS
+
     source = str(source)
     if source in TASKS:
         return strided_sample(load_task(source, split="train").texts, limit)
+    if Path(source).suffix.lower() in EXTENSIONS:
+        from .data.files import DataFiles
+
+        return strided_sample(DataFiles(train=source).load("train").texts, limit)
     if not Path(source).exists() and not source.startswith(("wikitext", "builtin:")):
         raise FileNotFoundError(f"calibration text {source!r} is neither a GLUE task, a built-in corpus nor a file")
     return load_corpus(source, limit=limit, seed=seed)

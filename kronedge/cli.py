@@ -63,7 +63,8 @@ PLAN_HELP = {
     "layers": ("Keep this many encoder layers (teacher layers uniformly spaced, distilled with the uniform layer map); "
                "fewer layers cut latency more than fewer parameters do. Compression still counts against the full teacher."),
     "calibration": ("Text whose teacher activations weight the fit and the errors: a GLUE task (sst2, cola, rte), "
-                    "wikitext-2, or a text file. Makes the factors minimise the error on real inputs."),
+                    "a data file (.csv, .tsv, .jsonl: its text column, as compress --train reads it), wikitext-2, or "
+                    "a text file. Makes the factors minimise the error on real inputs."),
     "vocabulary": ("full: every token keeps its word-embedding row. task: only the tokens of the --calibration text "
                    "(all of it) keep theirs, as compress keeps its training text's by default at a --compression "
                    "target; the rows left out become rank for every factorised matrix, and a token left out reads "

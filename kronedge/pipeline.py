@@ -68,7 +68,7 @@ def check_vocabulary(vocabulary: str, calibration: str | None) -> None:
         raise PlanError(f"--vocabulary must be full or one of {', '.join(VOCABULARIES)}, not {vocabulary!r}")
     if vocabulary == "task" and calibration is None:
         raise PlanError("--vocabulary task keeps the tokens of the --calibration text: give one (a GLUE task, "
-                        "wikitext-2 or a text file)")
+                        "your training file, wikitext-2 or a text file)")
 
 
 def trim_to_calibration_(model, tokenizer_dir, calibration: str | None, vocabulary: str) -> dict | None:

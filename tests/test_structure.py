@@ -427,3 +427,14 @@ def test_kronize_counts_flops_at_the_length_plan_counts_them(tmp_path):
     assert kronized.flops_full == pytest.approx(planned.flops_full, rel=1e-3)
     assert kronized.flops_student == pytest.approx(planned.flops_student, rel=1e-3)
     assert planned.flops_full == plan_teacher(spec, config, seq_len=64).flops_full
+
+
+def test_calibration_reads_a_data_files_text_column_and_a_text_file_as_text(tmp_path):
+    from kronedge.calibration import calibration_texts
+
+    table = tmp_path / "train.csv"
+    table.write_text('text,label\n"a fine, quiet film",positive\nbleak and desperate,negative\n', encoding="utf-8")
+    assert calibration_texts(str(table), limit=None) == ["a fine, quiet film", "bleak and desperate"]
+    plain = tmp_path / "notes.txt"
+    plain.write_text("text,label is how the table above begins. Its rows follow, one review to a line.\n", encoding="utf-8")
+    assert "label" in " ".join(calibration_texts(str(plain), limit=None))  # plain text is read as it is
