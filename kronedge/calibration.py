@@ -52,7 +52,6 @@ def calibration_texts(source: str | os.PathLike, limit: int | None = DEFAULT_CAL
     """
     from .data import TASKS, load_task
     from .data.corpus import load_corpus
-
     from .data.tables import EXTENSIONS
 
     source = str(source)

@@ -10,6 +10,10 @@ from .kron_shape import KronShape
 DENSE_WIDTH = "dense"  # ffn_width: the k neurons the FFN's budget holds densely, without a width search
 
 
+class PlanError(KronedgeError, ValueError):
+    """A compression request that cannot be met; the message says what to ask for instead."""
+
+
 def ffn_width_value(text: str | None) -> int | str | None:
     """``--ffn-width`` as written (a count of neurons or "dense") -> ``KronConfig.ffn_width``."""
     if text is None or text == DENSE_WIDTH:
@@ -18,10 +22,6 @@ def ffn_width_value(text: str | None) -> int | str | None:
         return int(text)
     except ValueError:
         raise PlanError(f"--ffn-width is a number of neurons or {DENSE_WIDTH!r}, got {text!r}") from None
-
-
-class PlanError(KronedgeError, ValueError):
-    """A compression request that cannot be met; the message says what to ask for instead."""
 
 
 class NoMatchingLayersError(PlanError):
@@ -78,6 +78,12 @@ class KronConfig:
     embedding_share: float | None = None
     ffn: str | None = None
     ffn_width: int | str | None = None
+
+    @property
+    def wide_ffn(self) -> bool:
+        """Kept FFN neurons (ffn="neurons") as many as ``ffn_width`` counts, their maps factored; False for the
+        dense FFN of kept neurons ("dense", or None before ``kronedge.neurons.narrower`` has searched)."""
+        return self.ffn == "neurons" and isinstance(self.ffn_width, int)
 
     def __post_init__(self):
         from .neurons import FFN_FORMS

@@ -289,10 +289,12 @@ def narrower(model: nn.Module, config: KronConfig, stats: dict | None = None) ->
     before = counted_params(model)
     factored = factored_budgets(model, config)
     k = neurons_for(model, config, factored)
-    if config.ffn_width == DENSE_WIDTH or (config.ffn_width is None and config.structure == "paper"):
+    if config.wide_ffn:
+        width = config.ffn_width
+    elif config.ffn_width == DENSE_WIDTH or config.structure == "paper":
         width = k
     else:
-        width = config.ffn_width or searched_width(model, config, stats, k, factored)
+        width = searched_width(model, config, stats, k, factored)
     if width < k:
         raise PlanError(f"--ffn-width {width} keeps fewer neurons than the {k} the FFN's budget holds densely: "
                         f"give at least {k}, or leave --ffn-width out")

@@ -178,7 +178,7 @@ def plan_model(model: nn.Module, config: KronConfig, filter_fn: FilterFn | None 
         sizes = ", ".join(str(s) for s in sorted({m.out_features for n, m in model.named_modules()
                                                   if layer_role(n) == "ffn_up"}))
         notes.append(f"FFN: kept neurons per layer {sizes}, factored at the factored FFN's budget (--ffn-width)"
-                     if config.ffn_width else f"FFN: kept neurons per layer {sizes}, dense (--ffn neurons)")
+                     if config.wide_ffn else f"FFN: kept neurons per layer {sizes}, dense (--ffn neurons)")
     if config.layer_shapes:
         shapes = dict(config.layer_shapes)
     elif config.structure != "paper":
@@ -216,7 +216,7 @@ def _selected(model: nn.Module, config: KronConfig, filter_fn: FilterFn | None) 
         if missing:
             raise PlanError(f"layer_shapes names layers the model does not have or the filter skipped: {missing[:5]}")
         found = [(n, m) for n, m in found if n in config.layer_shapes]
-    if config.ffn == "neurons" and not config.ffn_width:  # kept neurons (kronedge.neurons) stay dense
+    if config.ffn == "neurons" and not config.wide_ffn:  # kept neurons (kronedge.neurons) stay dense
         found = [(n, m) for n, m in found if layer_role(n) not in ("ffn_up", "ffn_down")]
     return found
 

@@ -12,7 +12,7 @@ import torch
 from kronedge.artifact import load_artifact, save_artifact
 from kronedge.calibration import collect_input_stats, for_kept_layers
 from kronedge.kron_config import PlanError
-from kronedge.neurons import ffn_layers, keep_neurons_, narrowed, neuron_scores, neurons_for, pick_width, refit_down
+from kronedge.neurons import ffn_layers, keep_neurons_, narrowed, narrower, neuron_scores, neurons_for, pick_width, refit_down
 from kronedge.pipeline import plan_teacher
 from kronedge.planner import KronConfig, layer_budgets, plan_model
 from kronedge.recipe import CompressConfig
@@ -361,3 +361,11 @@ def test_dense_turns_the_width_search_off_on_the_command_line(tmp_path):
     assert result.exit_code == 0, result.output
     assert "dense (--ffn neurons)" in result.output
     assert CompressConfig(compression=20, ffn_width="dense").kron_config().ffn_width == "dense"
+
+
+def test_dense_keeps_an_already_narrowed_ffn_dense():
+    teacher = helpers.tiny_bert()
+    narrower(teacher, KronConfig(compression=8, structure="svd", ffn="neurons"))
+    plan = kronize_(teacher, KronConfig(compression=8, structure="svd", ffn="neurons", ffn_width="dense"))
+    assert not any(l.role in ("ffn_up", "ffn_down") for l in plan.layers)
+    assert "dense (--ffn neurons)" in plan.notes[0]
