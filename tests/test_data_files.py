@@ -293,17 +293,32 @@ def test_default_text_column_order(tmp_path):
     assert DataFiles(train=path, text_column="sentence").load().texts == ["x", "y"]
 
 
+@pytest.mark.parametrize("header, text, label", [
+    (["id", "Review", "Sentiment"], "Review", "Sentiment"),           # a review site's export
+    (["utterance", "intent"], "utterance", "intent"),                  # chat intents
+    (["question", "category"], "question", "category"),                # one question column is no QNLI pair
+    (["title", "body", "label"], "body", "label"),                     # the longer text before its title
+    (["text", "sentiment", "label"], "text", "label"),                 # GLUE's names still come first
+])
+def test_common_column_names_are_found_without_flags(tmp_path, header, text, label):
+    rows = [tuple(f"{name} {i}" if name not in (label, "id") else str(i % 2) for name in header) for i in range(4)]
+    path = write(tmp_path, "own.csv", rows, header)
+    data = DataFiles(train=path)
+    assert data.columns("train") == (text, None, label)
+    assert data.load().texts == [f"{text} {i}" for i in range(4)]
+
+
 def test_explicit_text_column_turns_off_pair_default(tmp_path):
     path = write_table(tmp_path, "nli", "csv", ["sentence1", "sentence2", "label"], PAIRS)
     assert not DataFiles(train=path, text_column="sentence1").load().spec.is_pair
 
 
 def test_missing_default_column_lists_columns(tmp_path):
-    path = write(tmp_path, "t.csv", [("hello", "spam")], ["body", "label"])
+    path = write(tmp_path, "t.csv", [("hello", "spam")], ["payload", "label"])
     with pytest.raises(DataFileError) as err:
         DataFiles(train=path).load()
     msg = str(err.value)
-    assert msg.startswith(f"{path}:1: no text column") and "['body', 'label']" in msg and "--text-column" in msg
+    assert msg.startswith(f"{path}:1: no text column") and "['payload', 'label']" in msg and "--text-column" in msg
     path = write(tmp_path, "u.csv", [("hello", "spam")], ["text", "kind"])
     with pytest.raises(DataFileError, match=r"u\.csv:1: no label column.*\['text', 'kind'\].*--label-column"):
         DataFiles(train=path).load()

@@ -32,8 +32,12 @@ MOVIE_REVIEWS = Path(__file__).resolve().parent / "movie-reviews"
 # names among them), then a single text column. A pair column is looked for only next to its own text column.
 PAIR_COLUMNS = {"text": "text_pair", "sentence1": "sentence2", "question1": "question2", "question": "sentence",
                 "premise": "hypothesis", "text_a": "text_b"}
-TEXT_COLUMNS = ("text", "sentence", "sentence1", "question1", "premise", "text_a")
-LABEL_COLUMNS = ("label", "labels", "gold_label", "score")
+# Then the names users' own exports most often give their one text and their label (review sites, support tickets,
+# chat intents); the chosen columns are logged, and --text-column / --label-column override them.
+TEXT_COLUMNS = ("text", "sentence", "sentence1", "question1", "premise", "text_a", "review", "content", "body",
+                "message", "comment", "utterance", "document", "tweet", "question", "query", "title")
+LABEL_COLUMNS = ("label", "labels", "gold_label", "score", "sentiment", "intent", "category", "class", "target",
+                 "rating")
 CLASSIFIER_METRICS = FILE_METRICS[CLASSIFICATION]
 LATER_FIELDS = ("metric",)  # written only when set: an options dict saved before a field existed reads the same
 PROBLEM_TYPES = {"regression": REGRESSION, "classification": CLASSIFICATION, CLASSIFICATION: CLASSIFICATION}
