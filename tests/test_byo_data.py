@@ -276,12 +276,35 @@ def test_task_and_files_together_and_a_missing_validation_file_are_refused(tmp_p
     both = _invoke(["compress", "--task", "sst2", "--train", train])
     assert both.exit_code == 1 and "not both" in both.output
     alone = _invoke(["compress", "--teacher", helpers.tiny_spec(tmp_path), "--train", train, *COMMON])
-    assert alone.exit_code == 1 and "--validation FILE" in alone.output
+    assert alone.exit_code == 1 and "too" not in alone.output and "no label has the 10 rows" in alone.output
+    assert "--validation FILE" in alone.output  # 18 rows hold no validation set of their own
+    tuned = _invoke(["finetune", helpers.tiny_spec(tmp_path), "--train", train, "--min-steps", "0", "--threads", "1"])
+    assert tuned.exit_code == 1 and "no label has the 10 rows" in tuned.output
     stray = _invoke(["eval", tmp_path, "--text-column", "text"])
     assert stray.exit_code == 1 and "--validation" in stray.output
     skip = _invoke(["eval", tmp_path, "--task", "sst2", "--skip-unknown-labels"])
     assert skip.exit_code == 1 and "--validation FILE" in skip.output and "error:" in skip.output
     assert not (tmp_path / "runs").exists() and not (tmp_path / "artifacts").exists()
+
+
+@pytest.mark.slow
+def test_a_training_file_alone_is_compressed_with_a_validation_set_held_out_of_it(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    train, _, _ = tickets(tmp_path, n_train=60)  # 20 rows per label: the 10th and 20th of each are held out
+    result = _invoke(["compress", "--teacher", helpers.tiny_spec(tmp_path), "--train", train, *COMMON, "--json"])
+    assert result.exit_code == 0, result.output
+    data = tmp_path / "runs" / "compress-tickets" / "data"
+    held = [json.loads(line) for line in (data / "tickets-validation.jsonl").read_text().splitlines()]
+    assert [r["label"] for r in held] == ["billing", "bug", "praise"] * 2
+    recipe = json.loads((tmp_path / "artifacts" / "kronedge-tickets" / "kronedge.json").read_text())
+    files = recipe["compress_config"]["source"]["files"]
+    data = data.relative_to(tmp_path)  # recorded as the run directory was given: relative, like --train
+    assert (files["train"], files["validation"]) == (str(data / "tickets-train.jsonl"), str(data / "tickets-validation.jsonl"))
+    assert recipe["task"] == "tickets" and recipe["labels"] == ["billing", "bug", "praise"]
+    compressed = json.loads(result.stdout[result.stdout.index("{\n"):])
+    scored = _invoke(["eval", tmp_path / "artifacts" / "kronedge-tickets", "--validation", files["validation"], "--json"])
+    assert scored.exit_code == 0, scored.output
+    assert json.loads(scored.stdout)["accuracy"] == pytest.approx(compressed["student_metrics"]["accuracy"], abs=1e-6)
 
 
 @pytest.mark.slow

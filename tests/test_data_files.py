@@ -724,3 +724,47 @@ def test_class_ids_match_an_unnamed_head_by_position(tmp_path):
     named = TaskSpec.custom("named", ["negative", "positive"], data_file="dev.csv")
     with pytest.raises(DataFileError, match="unknown label '1'"):  # named labels are still matched by name
         DataFiles(validation=dev).load("validation", named)
+
+
+# -- a training file alone: the validation set held out of it ------------------------------------------------
+
+def test_a_training_file_alone_holds_out_every_tenth_row_of_each_label(tmp_path):
+    rows = [(f"text {i}", "rare" if i % 7 == 0 else "common") for i in range(140)]  # 20 rare rows, 120 common
+    path = write(tmp_path, "own.csv", rows, ["Review", "Sentiment"])
+    split = DataFiles(train=path).held_out(tmp_path / "data")
+    assert split.task_name == "own" and split.columns("validation") == ("Review", None, "Sentiment")
+    expected = [text for label in ("common", "rare") for text in [t for t, l in rows if l == label][9::10]]
+    dev, train = split.load("validation"), split.load("train")
+    assert sorted(dev.texts) == sorted(expected)  # the 10th, 20th ... row of each label, both labels scored
+    assert sorted(train.texts + dev.texts) == sorted(t for t, _ in rows)
+    assert split.spec().label_names == ("common", "rare")
+    assert [dev.spec.label_names[y] for y in dev.labels] == [dict(rows)[t] for t in dev.texts]
+    DataFiles(train=path).held_out(tmp_path / "again")  # the same file, the same split, byte for byte
+    for part in ("train", "validation"):
+        assert (tmp_path / "again" / f"own-{part}.jsonl").read_bytes() == (tmp_path / "data" / f"own-{part}.jsonl").read_bytes()
+    assert sorted(p.name for p in (tmp_path / "data").iterdir()) == ["own-train.jsonl", "own-validation.jsonl"]
+
+
+def test_held_out_validation_keeps_pairs_number_labels_and_regression(tmp_path):
+    pairs = write(tmp_path, "nli.jsonl", [{"premise": f"p {i}", "hypothesis": f"h {i}", "y": i % 2} for i in range(40)])
+    split = DataFiles(train=pairs, label_column="y").held_out(tmp_path / "nli")
+    assert split.columns("train") == ("premise", "hypothesis", "y") and split.spec().is_pair
+    assert split.spec().label_names == DataFiles(train=pairs, label_column="y").spec().label_names == ("0", "1")
+    assert len(split.load("validation").texts) == 4
+    scores = write(tmp_path, "scores.csv", [(f"t {i}", f"{i / 8:.3f}") for i in range(30)], ["text", "score"])
+    split = DataFiles(train=scores).held_out(tmp_path / "scores")
+    dev = split.load("validation")
+    assert split.spec().is_regression and dev.texts == ["t 9", "t 19", "t 29"]  # every 10th row of all
+    assert dev.labels == pytest.approx([9 / 8, 19 / 8, 29 / 8], abs=1e-3)
+
+
+def test_held_out_validation_stays_near_its_row_cap_and_refuses_too_few_rows(tmp_path, monkeypatch):
+    import kronedge.data.files as files
+
+    path = write(tmp_path, "own.csv", [(f"text {i}", i % 2) for i in range(140)], ["text", "label"])
+    monkeypatch.setattr(files, "HOLDOUT_ROWS", 5)  # 140 rows: every 28th row of each label, not every 10th
+    assert len(DataFiles(train=path).held_out(tmp_path / "capped").load("validation").texts) == 2 * (70 // 28)
+    few = write(tmp_path, "few.csv", [(f"text {i}", i % 3) for i in range(27)], ["text", "label"])
+    with pytest.raises(DataFileError, match=r"few\.csv: no label has the 10 rows .* pass --validation FILE"):
+        DataFiles(train=few).held_out(tmp_path / "none")
+    assert not (tmp_path / "none").exists()

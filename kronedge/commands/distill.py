@@ -183,22 +183,23 @@ def _add_compress(app, friendly_errors, out, config_opts: list[Option], files: l
         """
         from ..compress import compress as run
 
+        show_progress()
         source = _source(values, _given(ctx, "task"), files)
         task, from_files = source.name, source.files is not None
+        run_dir = values["run_dir"] or Path("runs") / f"compress-{task}"
+        source = source.with_validation(run_dir / "data")  # one labelled file: its validation set held out of it
         fields = field_values(config_opts, values)
         if fields["compression"] is None and fields["preset"] is None:
             fields["compression"] = CompressConfig.compression
         data_dir = values["data_dir"]
         config = CompressConfig(**fields, task=task, source=source.to_dict() if from_files else None,
                                 data_dir=str(data_dir) if data_dir else None)
-        show_progress()
         out_dir = values["out_dir"]
         if config.method == "svd" and out_dir is None:
             artifact = None
         else:
             artifact = out_dir or Path("artifacts") / f"kronedge-{task}"  # nothing written before the check
-        result = run(config, out=artifact, run_dir=values["run_dir"] or Path("runs") / f"compress-{task}",
-                     resume=values["resume"], threads=values["threads"])
+        result = run(config, out=artifact, run_dir=run_dir, resume=values["resume"], threads=values["threads"])
         if values["as_json"]:
             print(json.dumps(result.to_dict(), indent=2))
             return
@@ -221,9 +222,10 @@ def _add_finetune(app, friendly_errors, out, teacher: Option, files: list[Option
         """Fine-tune a teacher with a new classification head on a GLUE task or your own files (cached)."""
         from ..finetune import finetune as run
 
-        source = _source(values, _given(ctx, "task"), files)
-        config = default_teacher_config(**field_values(train_opts, values))
         show_progress()
+        source = _source(values, _given(ctx, "task"), files)
+        source = source.with_validation(Path("runs") / "data" / source.name)
+        config = default_teacher_config(**field_values(train_opts, values))
         result = run(values["teacher"], source, out=values["out_dir"], train_limit=values["train_limit"],
                      config=config, resume=values["resume"], threads=values["threads"])
         info = {"path": str(result.path), "metrics": result.metrics, "seconds": round(result.seconds, 1),

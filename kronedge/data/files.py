@@ -15,7 +15,8 @@ import json
 import logging
 import os
 import re
-from dataclasses import asdict, dataclass, field, fields
+from collections import Counter
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import ClassVar, Iterator, NamedTuple
 
@@ -38,6 +39,10 @@ TEXT_COLUMNS = ("text", "sentence", "sentence1", "question1", "premise", "text_a
                 "message", "comment", "utterance", "document", "tweet", "question", "query", "title")
 LABEL_COLUMNS = ("label", "labels", "gold_label", "score", "sentiment", "intent", "category", "class", "target",
                  "rating")
+# With a training file alone, every HOLDOUT_EVERY-th row of each label (of all rows, for a regression) becomes the
+# validation set, or every k-th for the larger k that keeps it near HOLDOUT_ROWS rows: one epoch's score stays cheap.
+HOLDOUT_EVERY = 10
+HOLDOUT_ROWS = 2000
 CLASSIFIER_METRICS = FILE_METRICS[CLASSIFICATION]
 LATER_FIELDS = ("metric",)  # written only when set: an options dict saved before a field existed reads the same
 PROBLEM_TYPES = {"regression": REGRESSION, "classification": CLASSIFICATION, CLASSIFICATION: CLASSIFICATION}
@@ -73,7 +78,8 @@ class DataFiles:
     train: str | None = field(default=None, metadata={"help": (
         "Training file (.csv, .tsv or .jsonl); its labels define the label set, sorted (integers numerically).")})
     validation: str | None = field(default=None, metadata={"help": (
-        "Validation file; a label the training file lacks is an error.")})
+        "Validation file; a label the training file lacks is an error. Left out for training (compress, finetune): "
+        f"every {HOLDOUT_EVERY}th row of each label of --train is held out as the validation set.")})
     format: str | None = field(default=None, metadata={"help": (
         "csv, tsv, tsv-raw (quotes are plain characters, as in GLUE's TSVs) or jsonl for both files (default: "
         "from each file's extension).")})
@@ -326,11 +332,75 @@ class DataFiles:
                     pass
         return spec
 
+    def held_out(self, directory: str | os.PathLike) -> "DataFiles":
+        """The training file split in two, for a user who brought one labelled file: every ``HOLDOUT_EVERY``-th row
+        of each label (so every class with that many rows is scored) becomes the validation set, the rest the
+        training set. Both are written as JSON Lines under ``directory`` (atomically; the same file gives the same
+        split, so a resumed run finds the files it started with), and returned as the files to use, under this
+        task's name.
+
+        Example:
+            >>> DataFiles(train="tickets.csv").held_out("runs/compress-tickets/data").validation
+            'runs/compress-tickets/data/tickets-validation.jsonl'
+        """
+        if self.train is None or self.validation is not None:
+            raise DataFileError("a validation set is held out of a training file given alone")
+        spec = self.spec()  # one pass: the columns, the labels, regression or not; a bad row fails here
+        table = self.table("train")
+        columns = self._columns(table, spec)
+        strata = Counter(None if spec.is_regression else label
+                         for _, _, label in iter_rows(table, columns.text_keys, columns.label))
+        rows = sum(strata.values())
+        every = max(HOLDOUT_EVERY, -(-rows // HOLDOUT_ROWS))
+        if max(strata.values()) < every:  # refused before anything is written
+            raise DataFileError(f"{self.train}: no label has the {every} rows it takes to hold out a validation set "
+                                f"({rows} rows); pass --validation FILE")
+        directory = Path(directory)
+        paths = {split: directory / f"{self.task_name}-{split}.jsonl" for split in ("train", "validation")}
+        seen: Counter = Counter()
+        with _JsonlWriter(paths["train"]) as train, _JsonlWriter(paths["validation"]) as validation:
+            for _, texts, label in iter_rows(table, columns.text_keys, columns.label):
+                key = None if spec.is_regression else label
+                seen[key] += 1
+                texts = texts if columns.pair is not None else (texts,)
+                (validation if seen[key] % every == 0 else train).write(
+                    {**dict(zip(columns.text_keys, texts)), columns.label: label})
+        logger.info("%s: no validation file; every %dth row%s held out as validation: %d rows (%d left to train), "
+                    "in %s", self.train, every, "" if spec.is_regression else " of each label", validation.count,
+                    train.count, directory)
+        return replace(self, train=str(paths["train"]), validation=str(paths["validation"]), format=None,
+                       text_column=columns.text, text_pair_column=columns.pair, label_column=columns.label,
+                       name=self.task_name)
+
     def _spec_for(self, key: str) -> TaskSpec:
         if self.train is None:
             raise DataFileError(f"{self.validation}: the label set comes from the training file or the model; "
                                 "pass --train FILE, or evaluate a model that records its labels")
         return self.spec()
+
+
+class _JsonlWriter:
+    """JSON Lines written to a temporary sibling and renamed into place on a clean exit (removed otherwise)."""
+
+    def __init__(self, path: Path):
+        self.path, self.count = path, 0
+        self.tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+
+    def __enter__(self) -> "_JsonlWriter":
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.file = open(self.tmp, "w", encoding="utf-8")
+        return self
+
+    def write(self, record: dict) -> None:
+        self.file.write(json.dumps(record, ensure_ascii=False) + "\n")
+        self.count += 1
+
+    def __exit__(self, kind, value, traceback) -> None:
+        self.file.close()
+        if kind is None:
+            os.replace(self.tmp, self.path)
+        else:
+            self.tmp.unlink(missing_ok=True)
 
 
 def check_labels(spec: TaskSpec, label_names, what: str = "the model") -> None:

@@ -7,7 +7,7 @@ and eval never branch on the kind of task.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from .files import DataFiles
@@ -58,6 +58,13 @@ class TaskSource:
             given = "--validation" if train is None else "--train" if validation is None else "--train/--validation"
             raise DataFileError(f"give --task {task} or {given} FILE, not both")
         return cls(data_dir=data_dir, files=DataFiles(train=train, validation=validation, **file_options))
+
+    def with_validation(self, directory: str | os.PathLike) -> "TaskSource":
+        """This source, or, for a training file given alone, the same data with a validation set held out of it and
+        written under ``directory`` (:meth:`DataFiles.held_out`)."""
+        if self.files is None or self.files.train is None or self.files.validation is not None:
+            return self
+        return replace(self, files=self.files.held_out(directory))
 
     @property
     def spec(self) -> TaskSpec:
