@@ -117,6 +117,8 @@ class CompressRun:
         self.teacher = self.loaded.model.eval()
         self.tokenizer = load_tokenizer(self.loaded.tokenizer_dir)
         self.dev = self.source.load("dev", self.spec)
+        if self.source.files is not None:
+            self.warn_of_seen_dev_texts()
         self.dev_enc = encode(self.tokenizer, self.dev.texts, self.dev.labels, c.max_length)
         check_max_length(self.teacher.config, self.dev_enc)
         self.teacher_metrics = evaluate_model(self.teacher, self.spec, self.dev_enc)
@@ -131,6 +133,17 @@ class CompressRun:
                     f"{exc}. Its fine-tune had a third of --time-budget: give more time, or fine-tune it once with "
                     "`kronedge finetune` and pass that directory as --teacher") from None
             raise
+
+    def warn_of_seen_dev_texts(self) -> None:
+        seen = self.dev.seen_in(self.train)
+        if seen:
+            self.warn(f"{seen} of the {len(self.dev)} validation texts ({seen / len(self.dev):.0%}) are training texts "
+                      "too: every dev score (the teacher check, the best epoch, the student's) counts them as unseen "
+                      "text; drop them from the validation file for a score of text the model never saw")
+
+    def warn(self, warning: str) -> None:
+        self.warnings.append(warning)
+        logger.warning(f"[compress] WARNING: {warning}")
 
     def calibration_stats(self) -> dict | None:
         """The teacher's input statistics on a strided sample of the task's training text, when the
@@ -258,8 +271,8 @@ class CompressRun:
                     f"{result.compression:.2f}x fewer embedding+encoder params")
         warning = result.retention_warning(c.min_retention)
         if warning:
-            result.warnings.append(warning)
-            logger.warning(f"[compress] WARNING: {warning}")
+            self.warn(warning)
+        result.warnings = list(self.warnings)
         return result
 
     def save(self, result: CompressResult) -> None:

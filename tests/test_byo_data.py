@@ -65,6 +65,15 @@ CASES = [
 ]
 
 
+def _texts(path):
+    """The text (or text pair) of every row of a file this module wrote."""
+    if path.suffix == ".jsonl":
+        rows = [json.loads(line) for line in path.read_text().splitlines()]
+        return [tuple(v for k, v in r.items() if k in ("premise", "hypothesis")) or r["text"] for r in rows]
+    with open(path, newline="", encoding="utf-8") as f:
+        return [row["text"] for row in csv.DictReader(f)]
+
+
 def _invoke(args):
     from kronedge.cli import app
 
@@ -87,6 +96,9 @@ def test_own_files_compress_export_predict_serve(tmp_path, monkeypatch, task, bu
     assert result.exit_code == 0, result.output
     compressed = json.loads(result.stdout[result.stdout.index("{\n"):])
     assert compressed["primary_metric"] == (metric[1] if metric else "pearson" if not labels else "accuracy")
+    seen = [w for w in compressed["warnings"] if "validation texts" in w]  # these dev files repeat training rows
+    rows = len(_texts(tmp_path / dev))
+    assert len(seen) == 1 and seen[0].startswith(f"{rows} of the {rows} validation texts (100%)"), compressed["warnings"]
     artifact = tmp_path / "artifacts" / f"kronedge-{task}"
     assert compressed["artifact"] == str(artifact.relative_to(tmp_path))
     recipe = json.loads((artifact / "kronedge.json").read_text())
@@ -302,6 +314,7 @@ def test_a_training_file_alone_is_compressed_with_a_validation_set_held_out_of_i
     assert (files["train"], files["validation"]) == (str(data / "tickets-train.jsonl"), str(data / "tickets-validation.jsonl"))
     assert recipe["task"] == "tickets" and recipe["labels"] == ["billing", "bug", "praise"]
     compressed = json.loads(result.stdout[result.stdout.index("{\n"):])
+    assert not [w for w in compressed["warnings"] if "validation texts" in w]  # held out: no row in both parts
     scored = _invoke(["eval", tmp_path / "artifacts" / "kronedge-tickets", "--validation", files["validation"], "--json"])
     assert scored.exit_code == 0, scored.output
     assert json.loads(scored.stdout)["accuracy"] == pytest.approx(compressed["student_metrics"]["accuracy"], abs=1e-6)

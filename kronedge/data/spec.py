@@ -167,6 +167,12 @@ class TaskData:
             return {}
         return {"skipped_rows": sum(self.skipped.values()), "skipped_labels": dict(self.skipped)}
 
+    def seen_in(self, other: "TaskData") -> int:
+        """How many of these examples have a text (or text pair) that ``other`` holds too: a validation set's rows
+        that its training set saw (duplicates in a user's export, or one file split twice)."""
+        seen = set(other.texts)
+        return sum(text in seen for text in self.texts)
+
     def subset(self, n: int | None, seed: int = 0) -> "TaskData":
         """A seeded random subset of ``n`` examples (all of them when n is None or larger)."""
         if n is None or n >= len(self):
