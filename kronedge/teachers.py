@@ -9,6 +9,7 @@ Specs accepted everywhere a model is named:
 
 from __future__ import annotations
 
+import difflib
 import json
 import logging
 import os
@@ -98,6 +99,15 @@ def bert_config(spec: str, num_labels: int | None = None):
             raise TeacherError(f"{path} is not valid JSON: {exc}") from exc
         if not isinstance(values, dict):
             raise TeacherError(f"{path} holds a JSON {type(values).__name__}, not an object of BertConfig fields")
+        model_type = values.get("model_type", "bert")
+        if model_type != "bert":  # BertConfig would take it, ignore its fields and build BERT_BASE's shapes
+            raise TeacherError(f"{path} configures a model of type {model_type!r}; kronedge compresses BERT encoders "
+                               "only (model_type \"bert\")")
+        known = list(BertConfig().to_dict())
+        for key in sorted(set(values) - set(known)):  # a misspelt size would keep its default: say so
+            near = difflib.get_close_matches(key, known, n=1, cutoff=0.85)
+            if near:
+                raise TeacherError(f"{path}: BertConfig has no field {key!r}; did you mean {near[0]!r}?")
     else:
         raise TeacherError(f"unknown random config {name!r}; use one of {sorted(BUILTIN_CONFIGS)} or random:PATH.json")
     if num_labels is not None:

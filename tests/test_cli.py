@@ -76,6 +76,10 @@ def test_errors_are_one_line_not_a_traceback(args, message):
     ("odd.json", '{"hidden_size": 65, "num_attention_heads": 4, "num_hidden_layers": 1, "intermediate_size": 8}',
      "is not a multiple of the number of attention heads"),
     ("words.json", '{"num_hidden_layers": "two"}', "does not make a BertModel"),
+    # BertConfig would take these, ignore what they say and build BERT_BASE's 12 layers of width 768
+    ("distil.json", '{"model_type": "distilbert", "n_layers": 2, "dim": 64}', "a model of type 'distilbert'"),
+    ("typo.json", '{"num_hidden_layer": 2, "hidden_size": 64}', "no field 'num_hidden_layer'; did you mean "
+                                                                 "'num_hidden_layers'?"),
 ])
 def test_a_bad_model_spec_is_one_line(tmp_path, name, content, message):
     path = tmp_path / name
@@ -86,6 +90,16 @@ def test_a_bad_model_spec_is_one_line(tmp_path, name, content, message):
     result = runner.invoke(app, ["plan", str(path) if content is None else f"random:{path}", "--compression", "5"])
     assert result.exit_code == 1 and message in " ".join(result.output.split()), result.output
     assert "Traceback" not in result.output
+
+
+def test_a_saved_bert_config_with_legacy_keys_plans_as_written(tmp_path):
+    path = tmp_path / "old.json"  # configs saved by older transformers carry keys today's BertConfig lacks
+    path.write_text('{"model_type": "bert", "num_hidden_layers": 2, "hidden_size": 64, "num_attention_heads": 2, '
+                    '"intermediate_size": 128, "vocab_size": 1000, "gradient_checkpointing": false}')
+    result = runner.invoke(app, ["plan", f"random:{path}", "--compression", "2", "--json"])
+    assert result.exit_code == 0, result.output
+    layers = json.loads(result.stdout)["layers"]
+    assert len(layers) == 1 + 2 * 6 and layers[0]["dense_shape"] == [1000, 64]
 
 
 def test_help_does_not_import_torch():
