@@ -28,10 +28,11 @@ SAMPLE_TOKENS = 4096
 HOLDOUT_EVERY = 4
 
 
-def holdout_for(structure: str, ffn: str | None = None) -> int:
+def holdout_for(structure: str, ffn: str | None = None, ffn_width: int | str | None = None) -> int:
     """``collect_input_stats``'s ``holdout_every`` for a structure search, and for kept FFN neurons whose width is
-    searched (``kronedge.neurons.searched_width``; not under the paper's fixed shapes); 0 otherwise."""
-    searched_width = ffn == "neurons" and structure != "paper"
+    searched (``kronedge.neurons.searched_width``; not under the paper's fixed shapes, nor with a width given);
+    0 otherwise."""
+    searched_width = ffn == "neurons" and structure != "paper" and ffn_width is None
     return HOLDOUT_EVERY if structure == "search" or searched_width else 0
 
 

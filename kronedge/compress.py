@@ -156,7 +156,7 @@ class CompressRun:
         sample = strided_sample(self.train.texts)
         t = time.perf_counter()
         stats = collect_input_stats(self.teacher, self.tokenizer, sample, max_length=c.max_length,
-                                    holdout_every=holdout_for(c.structure, c.ffn))
+                                    holdout_every=holdout_for(c.structure, c.ffn, c.ffn_width))
         self.seconds["calibration"] = round(time.perf_counter() - t, 1)
         return stats
 

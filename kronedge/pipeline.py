@@ -96,7 +96,7 @@ def needs_weights(config: KronConfig, calibration: str | None) -> bool:
 
 
 def teacher_stats(model, tokenizer_dir, calibration: str | None, limit: int | None = None,
-                  structure: str = "paper", ffn: str | None = None) -> dict | None:
+                  structure: str = "paper", ffn: str | None = None, ffn_width: int | str | None = None) -> dict | None:
     """Calibration statistics of ``model`` on ``calibration`` text (a GLUE task, a corpus or a file), or None;
     for a ``structure`` search or an ``ffn`` width search with a held-out share (``calibration.holdout_for``)."""
     if calibration is None:
@@ -107,7 +107,7 @@ def teacher_stats(model, tokenizer_dir, calibration: str | None, limit: int | No
 
     texts = calibration_texts(calibration, limit=limit or DEFAULT_CALIBRATION_TEXTS)
     return collect_input_stats(model, AutoTokenizer.from_pretrained(tokenizer_dir), texts,
-                               holdout_every=holdout_for(structure, ffn))
+                               holdout_every=holdout_for(structure, ffn, ffn_width))
 
 
 def flop_length(model, teacher: str, seq_len: int | None = None) -> int:
@@ -148,7 +148,7 @@ def plan_teacher(teacher: str, config: KronConfig, seq_len: int | None = None, c
     full = counted_params(loaded.model), model_flops(loaded.model, seq_len)
     config = shallower(loaded.model, config, layers)
     stats = teacher_stats(loaded.model, loaded.tokenizer_dir, calibration, structure=config.structure,
-                          ffn=config.ffn)
+                          ffn=config.ffn, ffn_width=config.ffn_width)
     trim_to_calibration_(loaded.model, loaded.tokenizer_dir, calibration, vocabulary)
     narrowing = narrower(loaded.model, config, stats)
     plan = plan_model(loaded.model, narrowing.config, seq_len=seq_len, stats=narrowing.stats, progress=progress,
@@ -180,7 +180,7 @@ def kronize_teacher(teacher: str, config: KronConfig, out: str | Path, num_label
     full = counted_params(loaded.model), model_flops(loaded.model, seq_len)
     config = shallower(loaded.model, config, layers)
     stats = teacher_stats(loaded.model, loaded.tokenizer_dir, calibration, structure=config.structure,
-                          ffn=config.ffn)
+                          ffn=config.ffn, ffn_width=config.ffn_width)
     kept = trim_to_calibration_(loaded.model, loaded.tokenizer_dir, calibration, vocabulary)
     plan = kronize_(loaded.model, config, seq_len=seq_len, stats=stats, progress=progress)
     plan.params_full, plan.flops_full = full

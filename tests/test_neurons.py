@@ -336,6 +336,9 @@ def test_the_calibration_holds_texts_out_where_a_structure_or_an_ffn_width_is_se
 
     assert holdout_for("search") == holdout_for("svd", "neurons") == holdout_for("search", "neurons") == HOLDOUT_EVERY
     assert holdout_for("svd") == holdout_for("paper", "neurons") == holdout_for("paper") == 0
+    # a width given is not searched: no texts held out for it (a structure search still holds them)
+    assert holdout_for("svd", "neurons", 192) == holdout_for("svd", "neurons", "dense") == 0
+    assert holdout_for("search", "neurons", 192) == HOLDOUT_EVERY
 
 
 @pytest.mark.parametrize("errors, kept", [
