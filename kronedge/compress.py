@@ -41,6 +41,10 @@ def compress(config: CompressConfig | None = None, out: str | os.PathLike | None
     return CompressRun(config or CompressConfig(), out, run_dir, resume, threads).run()
 
 
+# The share of validation texts cut at --max-length from which compress says so.
+CUT_TEXTS_WARNING = 0.05
+
+
 class CompressRun:
     """One run of the pipeline: each step is a method and what it makes is kept in attributes."""
 
@@ -121,6 +125,7 @@ class CompressRun:
             self.warn_of_seen_dev_texts()
         self.dev_enc = encode(self.tokenizer, self.dev.texts, self.dev.labels, c.max_length)
         check_max_length(self.teacher.config, self.dev_enc)
+        self.warn_of_cut_dev_texts()
         self.teacher_metrics = evaluate_model(self.teacher, self.spec, self.dev_enc)
         logger.info(f"[compress] teacher {task} dev {self.primary} = {self.teacher_metrics[self.primary]:.4f}")
         if not c.check_teacher:
@@ -140,6 +145,18 @@ class CompressRun:
             self.warn(f"{seen} of the {len(self.dev)} validation texts ({seen / len(self.dev):.0%}) are training texts "
                       "too: every dev score (the teacher check, the best epoch, the student's) counts them as unseen "
                       "text; drop them from the validation file for a score of text the model never saw")
+
+    def warn_of_cut_dev_texts(self) -> None:
+        """Texts longer than --max-length lose their ends in training, scoring and the export alike: worth knowing when
+        many do (reviews, tickets, documents), since the ends may hold the label's evidence."""
+        c = self.config
+        cut = sum(n >= c.max_length for n in self.dev_enc.lengths())  # at the cap: almost always cut there
+        if cut >= CUT_TEXTS_WARNING * len(self.dev):
+            positions = getattr(self.teacher.config, "max_position_embeddings", c.max_length)
+            more = (f"; --max-length up to {positions} keeps more of them, at a cost in speed"
+                    if positions > c.max_length else "")
+            self.warn(f"{cut} of the {len(self.dev)} validation texts ({cut / len(self.dev):.0%}) are cut at "
+                      f"--max-length {c.max_length} tokens: the model never reads their ends{more}")
 
     def warn(self, warning: str) -> None:
         self.warnings.append(warning)

@@ -405,3 +405,23 @@ def test_export_of_a_kronized_teacher_fine_tuned_on_files_keeps_its_task(tmp_pat
     assert exported.exit_code == 0, exported.output
     manifest = json.loads((tmp_path / "export" / "manifest.json").read_text())
     assert manifest["task"] == "nli" and manifest["pair_input"] is True and manifest["labels"] == ["no", "yes"]
+
+
+@pytest.mark.parametrize("lengths, warned", [([32, 12, 40, 7], "2 of the 4 validation texts (50%) are cut at "
+                                              "--max-length 32 tokens"), ([31, 12, 30, 7], None)])
+def test_compress_says_when_validation_texts_are_cut_at_max_length(lengths, warned):
+    from types import SimpleNamespace
+
+    from kronedge.compress import CompressRun
+    from kronedge.recipe import CompressConfig
+    from kronedge.training.batching import Encoded
+
+    run = CompressRun.__new__(CompressRun)  # the check alone: no teacher, no data files
+    run.config, run.warnings = CompressConfig(max_length=32), []
+    run.dev = ["text"] * len(lengths)
+    run.dev_enc = Encoded([[1] * n for n in lengths], [[0] * n for n in lengths], [0] * len(lengths))
+    run.teacher = SimpleNamespace(config=SimpleNamespace(max_position_embeddings=512))
+    run.warn_of_cut_dev_texts()
+    assert len(run.warnings) == (warned is not None)
+    if warned:
+        assert run.warnings[0].startswith(warned) and "--max-length up to 512" in run.warnings[0]
