@@ -60,6 +60,9 @@ class KronConfig:
             densely) and factor its two maps with the structure at the factored FFN's budgets. "dense": k, dense,
             without a search. None: for structure "svd" or "search" with held-out calibration statistics the width
             that starts best (``kronedge.neurons.searched_width``), else k, dense.
+        ffn_to_embedding: with ffn="neurons" and structure "svd" or "search": this share of the factored FFN's
+            budget goes to the word embedding; the kept neurons (their count k, their width search) spend the rest.
+            The attention keeps its budget. None: the FFN spends all of it.
 
     Example:
         >>> KronConfig.kb21()            # the paper's KroneckerBERT21 on BERT_BASE
@@ -78,6 +81,7 @@ class KronConfig:
     embedding_share: float | None = None
     ffn: str | None = None
     ffn_width: int | str | None = None
+    ffn_to_embedding: float | None = None
 
     @property
     def wide_ffn(self) -> bool:
@@ -106,6 +110,12 @@ class KronConfig:
             if self.structure == "paper" and self.ffn_width != DENSE_WIDTH:
                 raise PlanError("ffn_width factors the kept neurons at the factored FFN's budget, which --structure "
                                 "svd or search sets; the paper's shapes are fixed to the full FFN")
+        if self.ffn_to_embedding is not None:
+            if not (isinstance(self.ffn_to_embedding, (int, float)) and 0 < self.ffn_to_embedding < 1):
+                raise PlanError(f"ffn_to_embedding is a share of the FFN's budget in (0, 1), got {self.ffn_to_embedding!r}")
+            if self.ffn != "neurons" or self.structure == "paper":
+                raise PlanError("ffn_to_embedding moves budget from kept FFN neurons to the word embedding: it needs "
+                                "--ffn neurons and --structure svd or search")
         if self.structure not in STRUCTURES:
             raise PlanError(f"structure must be one of {', '.join(STRUCTURES)}, got {self.structure!r}")
         if self.allocation not in ALLOCATIONS:

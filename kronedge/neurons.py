@@ -120,10 +120,25 @@ def narrowed(model: nn.Module) -> dict | None:
 
 def factored_budgets(model: nn.Module, config: KronConfig) -> dict[str, int]:
     """Every selected layer's budget in the plan of ``config`` with the FFN factored at full width: what the kept
-    neurons' FFN spends, and what every other layer keeps."""
+    neurons' FFN spends, and what every other layer keeps; with ``config.ffn_to_embedding`` that share of each FFN
+    map's budget moves to the word embedding."""
+    from .layer_roles import layer_role
     from .planner import layer_budgets
 
-    return layer_budgets(model, replace(config, ffn=None, ffn_width=None))
+    budgets = layer_budgets(model, replace(config, ffn=None, ffn_width=None, ffn_to_embedding=None))
+    share = config.ffn_to_embedding
+    if not share:
+        return budgets
+    ffn = [n for n in budgets if layer_role(n) in ("ffn_up", "ffn_down")]
+    embedding = [n for n in budgets if layer_role(n) == "embedding"]
+    if not embedding:
+        raise PlanError("ffn_to_embedding moves FFN budget to the word embedding, which the filter did not select")
+    moved = sum(int(budgets[n] * share) for n in ffn)
+    for n in ffn:
+        budgets[n] -= int(budgets[n] * share)
+    for i, n in enumerate(embedding):
+        budgets[n] += moved // len(embedding) + (i < moved % len(embedding))
+    return budgets
 
 
 def neurons_for(model: nn.Module, config: KronConfig, budgets: dict[str, int] | None = None) -> int:
@@ -298,7 +313,7 @@ def narrower(model: nn.Module, config: KronConfig, stats: dict | None = None) ->
     if width < k:
         raise PlanError(f"--ffn-width {width} keeps fewer neurons than the {k} the FFN's budget holds densely: "
                         f"give at least {k}, or leave --ffn-width out")
-    budgets = None
+    budgets = factored if config.ffn_to_embedding else None  # else the layers left share the budget alike
     if width == k:
         config = replace(config, ffn_width=None)  # k neurons are the dense FFN
     else:

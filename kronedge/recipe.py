@@ -109,6 +109,9 @@ class CompressConfig:
             the factored FFN's budget (``kronedge.neurons``). "dense": as many as that budget holds densely, without
             a search. None: the width whose FFNs start closest to the teacher's on held-out calibration text
             (benchmarks/results/ffn_width.md), which is the dense count unless a wider one starts 3% lower.
+        ffn_to_embedding: with ``ffn`` "neurons": this share of the factored FFN's budget goes to the word
+            embedding instead, the attention keeping its own (``KronConfig.ffn_to_embedding``). None: the FFN
+            spends all of it.
         general_student: start from a general student (``kronedge distill-general``) instead of running
             stage 1: its directory, or ``auto`` for the cached one of this teacher and structure (stage 1
             runs when there is none). It must come from the same base teacher and structure.
@@ -175,6 +178,7 @@ class CompressConfig:
     vocabulary: str | None = AUTO
     ffn: str | None = AUTO
     ffn_width: int | str | None = None
+    ffn_to_embedding: float | None = None
 
     def __post_init__(self):
         from .students import METHODS

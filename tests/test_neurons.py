@@ -372,3 +372,61 @@ def test_dense_keeps_an_already_narrowed_ffn_dense():
     plan = kronize_(teacher, KronConfig(compression=8, structure="svd", ffn="neurons", ffn_width="dense"))
     assert not any(l.role in ("ffn_up", "ffn_down") for l in plan.layers)
     assert "dense (--ffn neurons)" in plan.notes[0]
+
+
+# -- part of the FFN's budget to the word embedding (--ffn-to-embedding) ------------------------------------
+
+EMBEDDING = "bert.embeddings.word_embeddings"
+
+
+def test_ffn_to_embedding_moves_that_share_of_each_ffn_budget_and_nothing_else():
+    from kronedge.neurons import factored_budgets
+
+    teacher = helpers.tiny_bert()
+    config = KronConfig(compression=8, structure="svd", ffn="neurons")
+    before = factored_budgets(teacher, config)
+    after = factored_budgets(teacher, dataclasses.replace(config, ffn_to_embedding=0.25))
+    ffn = [n for n in before if n.endswith(("intermediate.dense", "output.dense")) and "attention" not in n]
+    assert len(ffn) == 4
+    for name in before:
+        if name in ffn:
+            assert after[name] == before[name] - int(before[name] * 0.25)
+        elif name != EMBEDDING:
+            assert after[name] == before[name]  # the attention keeps its budget
+    assert after[EMBEDDING] == before[EMBEDDING] + sum(int(before[n] * 0.25) for n in ffn)
+    assert sum(after.values()) == sum(before.values())
+
+
+@pytest.mark.parametrize("width", [None, "wide"])
+def test_ffn_to_embedding_gives_the_embedding_rank_at_one_size(width):
+    """Dense kept neurons (fewer of them) and a wider factored FFN (a lower rank): the embedding gains rank, the
+    attention keeps its shapes, and the student's size stays the target's."""
+    teacher = helpers.tiny_bert(vocab_size=400)  # an embedding rank costs 448 parameters: the moved budget buys some
+    base = KronConfig(compression=4, structure="svd", ffn="neurons")
+    k = neurons_for(teacher, base)
+    if width == "wide":
+        base = dataclasses.replace(base, ffn_width=k + 24)
+    plans = {share: build_student(copy.deepcopy(teacher), KroneckerStudent(
+        dataclasses.replace(base, ffn_to_embedding=share)))[1] for share in (None, 0.5)}
+    layers = {share: {l.name: l for l in plan.layers} for share, plan in plans.items()}
+    assert layers[0.5][EMBEDDING].kron.rank > layers[None][EMBEDDING].kron.rank
+    for name, layer in layers[None].items():
+        if layer.role == "attention":
+            assert layers[0.5][name].kron == layer.kron
+        if layer.role in ("ffn_up", "ffn_down"):  # the wide FFN: the same neurons at a lower rank
+            assert layers[0.5][name].kron.rank < layer.kron.rank
+    if width is None:  # dense kept neurons: fewer of them
+        assert neurons_for(teacher, dataclasses.replace(base, ffn_to_embedding=0.5)) < k
+    full = sum(p.numel() for p in teacher.parameters())
+    assert full / plans[0.5].params_student >= 4
+    assert abs(plans[0.5].params_student / plans[None].params_student - 1) < 0.03
+
+
+@pytest.mark.parametrize("fields, message", [
+    ({"compression": 6, "structure": "svd", "ffn_to_embedding": 0.5}, "needs --ffn neurons"),
+    ({"compression": 6, "ffn": "neurons", "ffn_to_embedding": 0.5}, "svd or search"),  # the paper's shapes
+    ({"compression": 6, "structure": "svd", "ffn": "neurons", "ffn_to_embedding": 1.0}, r"in \(0, 1\)"),
+])
+def test_ffn_to_embedding_needs_kept_neurons_and_a_budgeted_structure(fields, message):
+    with pytest.raises(PlanError, match=message):
+        KronConfig(**fields)
