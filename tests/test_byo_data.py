@@ -318,6 +318,14 @@ def test_a_training_file_alone_is_compressed_with_a_validation_set_held_out_of_i
     scored = _invoke(["eval", tmp_path / "artifacts" / "kronedge-tickets", "--validation", files["validation"], "--json"])
     assert scored.exit_code == 0, scored.output
     assert json.loads(scored.stdout)["accuracy"] == pytest.approx(compressed["student_metrics"]["accuracy"], abs=1e-6)
+    # with no data named, eval scores the artifact and its export on the validation file compress used
+    plain = _invoke(["eval", tmp_path / "artifacts" / "kronedge-tickets"])
+    assert plain.exit_code == 0 and f"on {files['validation']} (6 examples)" in plain.output, plain.output
+    exported = _invoke(["export", tmp_path / "artifacts" / "kronedge-tickets", "--out", "export", "--max-length", "32"])
+    assert exported.exit_code == 0, exported.output
+    scored = _invoke(["eval", "export", "--json"])
+    assert scored.exit_code == 0, scored.output
+    assert json.loads(scored.stdout)["examples"] == 6
 
 
 @pytest.mark.slow

@@ -298,6 +298,23 @@ def _recorded_columns(model_dir: Path, validation: Path) -> dict:
     return {k: v for k, v in recorded.items() if isinstance(v, str) and v in columns}
 
 
+def _recorded_validation(model_dir: Path) -> Path | None:
+    """The validation file ``compress`` scored the model on (an artifact's recipe, or an export's artifact's), when
+    it is still where the run left it: the held-out part of a training file given alone, or the user's own."""
+    recipe = model_dir / "kronedge.json"
+    if not recipe.is_file():
+        try:  # an export: the artifact it came from
+            recipe = Path(json.loads((model_dir / "manifest.json").read_text())["source"]["path"]) / "kronedge.json"
+        except (OSError, ValueError, KeyError, TypeError):
+            return None
+    try:
+        files = json.loads(recipe.read_text())["compress_config"]["source"]["files"]
+        path = Path(files["validation"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return path if path.is_file() else None
+
+
 def _evaluate(out, values: dict, eval_files: list[Option]) -> None:
     """`kronedge eval`: an exported directory through ONNX Runtime, anything else through torch."""
     from ..data import UnknownLabelsError
@@ -305,6 +322,12 @@ def _evaluate(out, values: dict, eval_files: list[Option]) -> None:
     model_dir, task, validation = values["model_dir"], values["task"], values["validation"]
     if values["limit"] is not None and values["limit"] < 1:
         raise UsageError(f"--limit must be >= 1 example, got {values['limit']}; leave it out to score them all")
+    if validation is None and task is None and not any(values[o.name] is not None for o in eval_files):
+        validation = _recorded_validation(model_dir)
+        if validation is not None:  # trained on the user's own files: score it where compress did
+            if not values["as_json"]:
+                out.print(f"scoring on {validation}, the validation file compress used", highlight=False)
+            values = {**values, "validation": validation}
     if validation is not None and not any(values[o.name] is not None for o in eval_files):
         values = {**values, **_recorded_columns(model_dir, validation)}
     file_options = [o for o in eval_files if values[o.name] is not None]
