@@ -12,6 +12,7 @@ import functools
 import logging
 import os
 import time
+from collections import Counter
 from pathlib import Path
 
 from .artifact import write_json_atomic
@@ -43,6 +44,8 @@ def compress(config: CompressConfig | None = None, out: str | os.PathLike | None
 
 # The share of validation texts cut at --max-length from which compress says so.
 CUT_TEXTS_WARNING = 0.05
+# A class with a smaller share of the training rows than this is named when accuracy picks the epochs.
+RARE_CLASS_WARNING = 0.05
 
 
 class CompressRun:
@@ -123,6 +126,7 @@ class CompressRun:
         self.dev = self.source.load("dev", self.spec)
         if self.source.files is not None:
             self.warn_of_seen_dev_texts()
+            self.warn_of_rare_classes()
         self.dev_enc = encode(self.tokenizer, self.dev.texts, self.dev.labels, c.max_length)
         check_max_length(self.teacher.config, self.dev_enc)
         self.warn_of_cut_dev_texts()
@@ -145,6 +149,19 @@ class CompressRun:
             self.warn(f"{seen} of the {len(self.dev)} validation texts ({seen / len(self.dev):.0%}) are training texts "
                       "too: every dev score (the teacher check, the best epoch, the student's) counts them as unseen "
                       "text; drop them from the validation file for a score of text the model never saw")
+
+    def warn_of_rare_classes(self) -> None:
+        """Accuracy barely sees a class of a few percent of the rows: say so where the epochs are picked by it."""
+        spec = self.spec
+        if spec.is_regression or spec.primary_metric != "accuracy" or not len(self.train):
+            return
+        counts = Counter(self.train.labels)
+        rarest = min(range(spec.num_labels), key=lambda i: counts[i])
+        share = counts[rarest] / len(self.train)
+        if share < RARE_CLASS_WARNING:
+            self.warn(f"the rarest class, {spec.label_names[rarest]!r}, has {share:.1%} of the training rows "
+                      f"({counts[rarest]} of {len(self.train)}): accuracy, which picks the best epoch, barely sees "
+                      "it; --metric f1_macro counts every class alike")
 
     def warn_of_cut_dev_texts(self) -> None:
         """Texts longer than --max-length lose their ends in training, scoring and the export alike: worth knowing when

@@ -433,3 +433,23 @@ def test_compress_says_when_validation_texts_are_cut_at_max_length(lengths, warn
     assert len(run.warnings) == (warned is not None)
     if warned:
         assert run.warnings[0].startswith(warned) and "--max-length up to 512" in run.warnings[0]
+
+
+@pytest.mark.parametrize("counts, metric, warned", [
+    ((97, 3), "accuracy", "the rarest class, 'spam', has 3.0% of the training rows (3 of 100)"),
+    ((90, 10), "accuracy", None),
+    ((97, 3), "f1_macro", None),  # the metric that already counts every class alike
+])
+def test_compress_names_a_rare_class_when_accuracy_picks_the_epochs(counts, metric, warned):
+    from kronedge.compress import CompressRun
+    from kronedge.data import TaskData, TaskSpec
+
+    spec = TaskSpec.custom("mail", ["ham", "spam"], primary_metric=metric)
+    labels = [0] * counts[0] + [1] * counts[1]
+    run = CompressRun.__new__(CompressRun)  # the check alone: no teacher, no data files
+    run.spec, run.warnings = spec, []
+    run.__dict__["train"] = TaskData(spec, "train", [f"t {i}" for i in range(len(labels))], labels)
+    run.warn_of_rare_classes()
+    assert len(run.warnings) == (warned is not None)
+    if warned:
+        assert run.warnings[0].startswith(warned) and "--metric f1_macro" in run.warnings[0]
