@@ -167,9 +167,15 @@ def test_own_files_compress_export_predict_serve(tmp_path, monkeypatch, task, bu
             text = _invoke(["eval", model, "--validation", mixed, "--skip-unknown-labels"]).output
             assert "left out 3 row(s) whose label the model lacks: 'spam' (2), 'other' (1)" in text
 
-    for model in (artifact, export):  # its task is the user's file, not a GLUE set: say how to score it
+    for model in (artifact, export):  # its task is the user's file: scored on the validation file compress used
+        bare = _invoke(["eval", model, "--json"])
+        assert bare.exit_code == 0, bare.output
+        assert json.loads(bare.stdout)[primary] == pytest.approx(compressed["student_metrics"][primary], abs=1e-5)
+    (tmp_path / dev).rename(tmp_path / "moved.csv")
+    for model in (artifact, export):  # and with that file gone, not a GLUE set: say how to score it
         bare = _invoke(["eval", model])
         assert bare.exit_code == 1 and "trained on your own file" in bare.output and "--validation FILE" in bare.output
+    (tmp_path / "moved.csv").rename(tmp_path / dev)
 
     predictor = Predictor(export, threads=1)
     assert predictor.labels == labels and predictor.task == task
