@@ -105,3 +105,17 @@ def test_a_saved_bert_config_with_legacy_keys_plans_as_written(tmp_path):
 def test_help_does_not_import_torch():
     code = "import sys; from kronedge.cli import app; assert 'torch' not in sys.modules, 'torch imported'"
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_a_plan_of_the_papers_shapes_says_how_to_preview_what_compress_builds(tmp_path):
+    from helpers import tiny_spec
+
+    spec = tiny_spec(tmp_path)
+    hint = "compress --compression 4 builds another student"
+    shown = runner.invoke(app, ["plan", spec, "--compression", "4"])
+    assert shown.exit_code == 0 and hint in " ".join(shown.output.split())
+    assert f"kronedge plan {spec} --compression 4 --structure svd --ffn neurons --vocabulary task" in " ".join(
+        shown.output.split())
+    for other in (["--structure", "svd"], ["--layers", "1"], ["--json"]):
+        result = runner.invoke(app, ["plan", spec, "--compression", "4", *other])  # the user's own choice, or JSON
+        assert result.exit_code == 0 and "builds another student" not in result.output, (other, result.output)
