@@ -322,13 +322,14 @@ def _evaluate(out, values: dict, eval_files: list[Option]) -> None:
     model_dir, task, validation = values["model_dir"], values["task"], values["validation"]
     if values["limit"] is not None and values["limit"] < 1:
         raise UsageError(f"--limit must be >= 1 example, got {values['limit']}; leave it out to score them all")
-    if validation is None and task is None and not any(values[o.name] is not None for o in eval_files):
+    columns_given = any(values[o.name] is not None for o in eval_files)
+    if validation is None and task is None and not columns_given:
         validation = _recorded_validation(model_dir)
         if validation is not None:  # trained on the user's own files: score it where compress did
             if not values["as_json"]:
                 out.print(f"scoring on {validation}, the validation file compress used", highlight=False)
             values = {**values, "validation": validation}
-    if validation is not None and not any(values[o.name] is not None for o in eval_files):
+    if validation is not None and not columns_given:
         values = {**values, **_recorded_columns(model_dir, validation)}
     file_options = [o for o in eval_files if values[o.name] is not None]
     source = _source(values, task, [EVAL_VALIDATION, *eval_files]) if validation is not None or task else None
