@@ -768,3 +768,12 @@ def test_held_out_validation_stays_near_its_row_cap_and_refuses_too_few_rows(tmp
     with pytest.raises(DataFileError, match=r"few\.csv: no label has the 10 rows .* pass --validation FILE"):
         DataFiles(train=few).held_out(tmp_path / "none")
     assert not (tmp_path / "none").exists()
+
+
+def test_held_out_validation_keeps_a_repeated_text_on_one_side(tmp_path):
+    rows = [(f"text {i % 25}", i % 2) for i in range(100)]  # every text four times, under both labels
+    path = write(tmp_path, "dup.csv", rows, ["text", "label"])
+    split = DataFiles(train=path).held_out(tmp_path / "data")
+    train, dev = split.load("train"), split.load("validation")
+    assert dev.texts and not set(dev.texts) & set(train.texts)
+    assert len(train.texts) + len(dev.texts) == 100

@@ -335,9 +335,9 @@ class DataFiles:
     def held_out(self, directory: str | os.PathLike) -> "DataFiles":
         """The training file split in two, for a user who brought one labelled file: every ``HOLDOUT_EVERY``-th row
         of each label (so every class with that many rows is scored) becomes the validation set, the rest the
-        training set. Both are written as JSON Lines under ``directory`` (atomically; the same file gives the same
-        split, so a resumed run finds the files it started with), and returned as the files to use, under this
-        task's name.
+        training set; the rows repeating a text go where its first row went. Both are written as JSON Lines under
+        ``directory`` (atomically; the same file gives the same split, so a resumed run finds the files it started
+        with), and returned as the files to use, under this task's name.
 
         Example:
             >>> DataFiles(train="tickets.csv").held_out("runs/compress-tickets/data").validation
@@ -358,13 +358,15 @@ class DataFiles:
         directory = Path(directory)
         paths = {split: directory / f"{self.task_name}-{split}.jsonl" for split in ("train", "validation")}
         seen: Counter = Counter()
+        # Each text's side, by its hash: a repeated text follows its first row, so no text lands on both sides.
+        held: dict[int, bool] = {}
         with _JsonlWriter(paths["train"]) as train, _JsonlWriter(paths["validation"]) as validation:
             for _, texts, label in iter_rows(table, columns.text_keys, columns.label):
                 key = None if spec.is_regression else label
                 seen[key] += 1
+                side = held.setdefault(hash(texts), seen[key] % every == 0)
                 texts = texts if columns.pair is not None else (texts,)
-                (validation if seen[key] % every == 0 else train).write(
-                    {**dict(zip(columns.text_keys, texts)), columns.label: label})
+                (validation if side else train).write({**dict(zip(columns.text_keys, texts)), columns.label: label})
         logger.info("%s: no validation file; every %dth row%s held out as validation: %d rows (%d left to train), "
                     "in %s", self.train, every, "" if spec.is_regression else " of each label", validation.count,
                     train.count, directory)
