@@ -777,3 +777,7 @@ def test_held_out_validation_keeps_a_repeated_text_on_one_side(tmp_path):
     train, dev = split.load("train"), split.load("validation")
     assert dev.texts and not set(dev.texts) & set(train.texts)
     assert len(train.texts) + len(dev.texts) == 100
+    same = write(tmp_path, "same.csv", [("one text", i % 2) for i in range(40)], ["text", "label"])
+    with pytest.raises(DataFileError, match="repeat too few texts"):
+        DataFiles(train=same).held_out(tmp_path / "same")
+    assert not list((tmp_path / "same").glob("*.jsonl")) and not list((tmp_path / "same").glob(".*"))

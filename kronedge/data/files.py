@@ -367,6 +367,9 @@ class DataFiles:
                 side = held.setdefault(hash(texts), seen[key] % every == 0)
                 texts = texts if columns.pair is not None else (texts,)
                 (validation if side else train).write({**dict(zip(columns.text_keys, texts)), columns.label: label})
+            if not validation.count:  # every row it would hold repeats a text already held for training
+                raise DataFileError(f"{self.train}: its rows repeat too few texts to hold out a validation set; pass "
+                                    "--validation FILE")
         logger.info("%s: no validation file; every %dth row%s held out as validation: %d rows (%d left to train), "
                     "in %s", self.train, every, "" if spec.is_regression else " of each label", validation.count,
                     train.count, directory)
