@@ -189,10 +189,6 @@ def _kron_config(values: dict):
     return kron_config(values["preset"], **fields)
 
 
-# plan's structure options left at these values plan the paper's shapes, not compress's default student.
-PLAN_DEFAULTS = {"preset": None, "structure": "paper", "ffn": None, "vocabulary": "full", "layers": None}
-
-
 @app.command()
 @friendly_errors
 @with_options([Option("teacher", str, "builtin:minilm", TEACHER_HELP, argument=True)], STRUCTURE_OPTIONS,
@@ -214,8 +210,9 @@ def plan(**values):
         print(json.dumps(result.to_dict(), indent=2))
     else:
         _print_plan(result)
-        if config.compression is not None and all(values[k] == d for k, d in PLAN_DEFAULTS.items()):
-            # the paper's shapes: not what compress builds at this target, which a user previewing it expects
+        paper = config.name is None and config.structure == "paper" and config.ffn is None
+        if paper and values["vocabulary"] == "full" and values["layers"] is None:
+            # plan's defaults, the paper's shapes: not what compress builds at this target, which a user expects
             out.print(f"compress --compression {config.compression:g} builds another student from this teacher (SVD "
                       "corners, kept FFN neurons, the task's vocabulary); preview it with: kronedge plan "
                       f"{values['teacher']} --compression {config.compression:g} --structure svd --ffn neurons "

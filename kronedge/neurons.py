@@ -129,15 +129,13 @@ def factored_budgets(model: nn.Module, config: KronConfig) -> dict[str, int]:
     share = config.ffn_to_embedding
     if not share:
         return budgets
-    ffn = [n for n in budgets if layer_role(n) in ("ffn_up", "ffn_down")]
-    embedding = [n for n in budgets if layer_role(n) == "embedding"]
-    if not embedding:
+    embedding = next((n for n in budgets if layer_role(n) == "embedding"), None)  # a BERT has one
+    if embedding is None:
         raise PlanError("ffn_to_embedding moves FFN budget to the word embedding, which the filter did not select")
-    moved = sum(int(budgets[n] * share) for n in ffn)
-    for n in ffn:
-        budgets[n] -= int(budgets[n] * share)
-    for i, n in enumerate(embedding):
-        budgets[n] += moved // len(embedding) + (i < moved % len(embedding))
+    for n in [n for n in budgets if layer_role(n) in ("ffn_up", "ffn_down")]:
+        moved = int(budgets[n] * share)
+        budgets[n] -= moved
+        budgets[embedding] += moved
     return budgets
 
 

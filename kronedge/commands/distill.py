@@ -301,18 +301,18 @@ def _recorded_columns(model_dir: Path, validation: Path) -> dict:
 def _recorded_validation(model_dir: Path) -> Path | None:
     """The validation file ``compress`` scored the model on (an artifact's recipe, or an export's artifact's), when
     it is still where the run left it: the held-out part of a training file given alone, or the user's own."""
-    recipe = model_dir / "kronedge.json"
-    if not recipe.is_file():
-        try:  # an export: the artifact it came from
-            recipe = Path(json.loads((model_dir / "manifest.json").read_text())["source"]["path"]) / "kronedge.json"
-        except (OSError, ValueError, KeyError, TypeError):
-            return None
-    try:
-        files = json.loads(recipe.read_text())["compress_config"]["source"]["files"]
-        path = Path(files["validation"])
-    except (OSError, ValueError, KeyError, TypeError):
+    from runtime.contract import Manifest
+
+    from ..artifact import RECIPE_FILE, read_recipe
+
+    artifact = model_dir
+    if not (artifact / RECIPE_FILE).is_file() and (model_dir / "manifest.json").is_file():  # an export
+        artifact = Path(Manifest.load(model_dir / "manifest.json").source.get("path") or model_dir)
+    if not (artifact / RECIPE_FILE).is_file():
         return None
-    return path if path.is_file() else None
+    source = (read_recipe(artifact).get("compress_config") or {}).get("source") or {}
+    path = (source.get("files") or {}).get("validation")
+    return Path(path) if path and Path(path).is_file() else None
 
 
 def _evaluate(out, values: dict, eval_files: list[Option]) -> None:
