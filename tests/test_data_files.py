@@ -781,3 +781,28 @@ def test_held_out_validation_keeps_a_repeated_text_on_one_side(tmp_path):
     with pytest.raises(DataFileError, match="repeat too few texts"):
         DataFiles(train=same).held_out(tmp_path / "same")
     assert not list((tmp_path / "same").glob("*.jsonl")) and not list((tmp_path / "same").glob(".*"))
+
+
+def test_a_semicolon_separated_csv_is_read_by_its_header(tmp_path, caplog):
+    """Spreadsheets where the comma is the decimal mark save a .csv with semicolons; a header with a comma keeps
+    the comma, also when its semicolons sit inside quotes."""
+    path = _bad(tmp_path, "semi.csv", "\ufefftext;label\r\n\"a; b, c\";pos\r\nbad;neg\r\n".encode())
+    with caplog.at_level("INFO", logger="kronedge.data.files"):
+        DataFiles(train=path).spec()
+    ds = DataFiles(train=path).load()
+    assert ds.texts == ["a; b, c", "bad"] and ds.spec.label_names == ("neg", "pos")
+    assert "(semicolon-separated)" in caplog.text
+    commas = _bad(tmp_path, "commas.csv", b'"text;x",label\n"a;b",pos\nc,neg\n')
+    assert DataFiles(train=commas, text_column="text;x").load().texts == ["a;b", "c"]
+    ragged = _bad(tmp_path, "ragged.csv", b"text;label\na;pos\nb;neg;extra\n")
+    with pytest.raises(DataFileError, match="ragged.csv:3: expected 2 semicolon-separated columns, got 3"):
+        DataFiles(train=ragged).load()
+
+
+def test_labels_that_differ_only_in_case_stay_apart_named_in_a_warning(tmp_path, caplog):
+    rows = [("a", "pos"), ("b", "POS"), ("c", "neg"), ("d", "neg")]
+    with caplog.at_level("WARNING", logger="kronedge.data.examples"):
+        ds = DataFiles(train=write(tmp_path, "case.csv", rows, ["text", "label"])).load()
+    assert ds.spec.label_names == ("POS", "neg", "pos")
+    assert "the labels 'POS', 'pos' differ only in case and are 2 classes" in caplog.text
+    assert "'neg'" not in caplog.text

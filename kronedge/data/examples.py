@@ -269,6 +269,13 @@ class LabelSet:
                                "width such as 001..020 keep their spelling, true/false in any case)", self.table.path,
                                ", ".join(map(repr, written)), name)
         self._warn_padding(canonical)
+        by_case = defaultdict(list)
+        for name in names:
+            by_case[name.casefold()].append(name)
+        for written in by_case.values():
+            if len(written) > 1:
+                logger.warning("%s: the labels %s differ only in case and are %d classes; if they are one, write them "
+                               "one way", self.table.path, ", ".join(map(repr, written)), len(written))
         if len(names) < 2:
             hint = " (pass --problem-type regression for a numeric target)" if _is_number(names[0]) else ""
             raise self.table.error(f"{self.table.path}: every label is {names[0]!r}; a classifier needs at least "

@@ -273,8 +273,9 @@ class DataFiles:
         _, names = labels.finish()
         spec = file_spec(self.task_name, table, columns.text_keys, columns.label, names, labels.is_regression(),
                          self.metric)
-        logger.info("%s: %d rows, columns text=%s pair=%s label=%s, %s", table.path, len(labels.rows), columns.text,
-                    columns.pair, columns.label,
+        logger.info("%s: %d rows%s, columns text=%s pair=%s label=%s, %s", table.path, len(labels.rows),
+                    " (semicolon-separated)" if table.format == "csv" and table.delimiter == ";" else "",
+                    columns.text, columns.pair, columns.label,
                     "regression" if spec.is_regression else f"{len(names)} labels: {describe_labels(names)}")
         self.__dict__["_spec"] = spec  # a cache, not a field: equality and to_dict ignore it
         return spec

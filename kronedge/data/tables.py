@@ -72,8 +72,25 @@ class Table:
         self.quoting = quoting and self.format != "tsv-raw"
         self.width = width
         self._columns: list[str] | None = None
+        self._delimiter: str | None = None
 
     # -- reading ---------------------------------------------------------------------------
+
+    @property
+    def delimiter(self) -> str:
+        """A CSV's field separator: ``,``, or ``;`` when the first line has semicolons and no comma, as
+        spreadsheets save a .csv where the comma is the decimal mark."""
+        if self._delimiter is None:
+            self._delimiter = "\t" if self.format != "csv" else ","
+            if self.format == "csv":
+                lines = self._lines()
+                try:
+                    first = next((line for line in lines if line.strip()), "")
+                finally:
+                    lines.close()
+                if ";" in first and "," not in first:
+                    self._delimiter = ";"
+        return self._delimiter
 
     def _lines(self) -> Iterator[str]:
         # Binary lines split on b"\n", which never occurs inside a UTF-8 multi-byte sequence.
@@ -100,11 +117,10 @@ class Table:
                     raise self.error(f"{self.path}:{lineno}: expected a JSON object per line, got {type(obj).__name__}")
                 yield lineno, obj
             return
-        delimiter = "," if self.format == "csv" else "\t"
         if self.quoting:
-            reader = csv.reader(self._lines(), delimiter=delimiter, strict=True)
+            reader = csv.reader(self._lines(), delimiter=self.delimiter, strict=True)
         else:
-            reader = csv.reader(self._lines(), delimiter=delimiter, quoting=csv.QUOTE_NONE)
+            reader = csv.reader(self._lines(), delimiter=self.delimiter, quoting=csv.QUOTE_NONE)
         start = 1
         while True:
             try:
@@ -166,7 +182,7 @@ class Table:
         width = len(self.columns) if self.header else self.width
         if self.header:
             next(records)  # the header itself
-        sep = "comma" if self.format == "csv" else "tab"
+        sep = {",": "comma", ";": "semicolon", "\t": "tab"}[self.delimiter]
         for lineno, row in records:
             if width is not None and len(row) != width:
                 raise self.error(f"{self.path}:{lineno}: expected {width} {sep}-separated columns, got {len(row)}")
