@@ -44,8 +44,10 @@ def compress(config: CompressConfig | None = None, out: str | os.PathLike | None
 
 # The share of validation texts cut at --max-length from which compress says so.
 CUT_TEXTS_WARNING = 0.05
-# A class with a smaller share of the training rows than this is named when accuracy picks the epochs.
+# A class with a smaller share of the training rows than this, and than this fraction of an even share (1/classes: a
+# balanced 20-class task's 5% is not rare), is named when accuracy picks the epochs.
 RARE_CLASS_WARNING = 0.05
+RARE_OF_EVEN_SHARE = 0.5
 
 
 class CompressRun:
@@ -158,7 +160,7 @@ class CompressRun:
         counts = Counter(self.train.labels)
         rarest = min(range(spec.num_labels), key=lambda i: counts[i])
         share = counts[rarest] / len(self.train)
-        if share < RARE_CLASS_WARNING:
+        if share < min(RARE_CLASS_WARNING, RARE_OF_EVEN_SHARE / spec.num_labels):
             self.warn(f"the rarest class, {spec.label_names[rarest]!r}, has {share:.1%} of the training rows "
                       f"({counts[rarest]} of {len(self.train)}): accuracy, which picks the best epoch, barely sees "
                       "it; --metric f1_macro counts every class alike")

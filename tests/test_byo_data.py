@@ -445,13 +445,16 @@ def test_compress_says_when_validation_texts_are_cut_at_max_length(lengths, warn
     ((97, 3), "accuracy", "the rarest class, 'spam', has 3.0% of the training rows (3 of 100)"),
     ((90, 10), "accuracy", None),
     ((97, 3), "f1_macro", None),  # the metric that already counts every class alike
+    ((50,) * 19 + (45,), "accuracy", None),  # 20 even classes: 4.7% is nearly an even share, not rare
+    ((50,) * 19 + (20,), "accuracy", "the rarest class, 'c19', has 2.1% of the training rows (20 of 970)"),
 ])
 def test_compress_names_a_rare_class_when_accuracy_picks_the_epochs(counts, metric, warned):
     from kronedge.compress import CompressRun
     from kronedge.data import TaskData, TaskSpec
 
-    spec = TaskSpec.custom("mail", ["ham", "spam"], primary_metric=metric)
-    labels = [0] * counts[0] + [1] * counts[1]
+    names = ["ham", "spam"] if len(counts) == 2 else [f"c{i:02d}" for i in range(len(counts))]
+    spec = TaskSpec.custom("mail", names, primary_metric=metric)
+    labels = [i for i, n in enumerate(counts) for _ in range(n)]
     run = CompressRun.__new__(CompressRun)  # the check alone: no teacher, no data files
     run.spec, run.warnings = spec, []
     run.__dict__["train"] = TaskData(spec, "train", [f"t {i}" for i in range(len(labels))], labels)
