@@ -69,7 +69,7 @@ PLAN_HELP = {
                    "(all of it) keep theirs, as compress keeps its training text's by default at a --compression "
                    "target; the rows left out become rank for every factorised matrix, and a token left out reads "
                    "its nearest kept token's row. To preview compress's default student: --structure svd --ffn "
-                   "neurons --vocabulary task --calibration YOUR_TASK."),
+                   "neurons --vocabulary task --calibration YOUR_TASK (and --ffn-to-embedding 0.5 from 10x up)."),
 }
 
 
@@ -213,10 +213,14 @@ def plan(**values):
         paper = config.name is None and config.structure == "paper" and config.ffn is None
         if paper and values["vocabulary"] == "full" and values["layers"] is None:
             # plan's defaults, the paper's shapes: not what compress builds at this target, which a user expects
+            from .recipe import CompressConfig
+
+            share = CompressConfig(compression=config.compression).ffn_to_embedding
+            moved = f" --ffn-to-embedding {share:g}" if share else ""
             out.print(f"compress --compression {config.compression:g} builds another student from this teacher (SVD "
                       "corners, kept FFN neurons, the task's vocabulary); preview it with: kronedge plan "
                       f"{values['teacher']} --compression {config.compression:g} --structure svd --ffn neurons "
-                      "--vocabulary task --calibration YOUR_TASK_OR_TRAIN_FILE", highlight=False)
+                      f"--vocabulary task{moved} --calibration YOUR_TASK_OR_TRAIN_FILE", highlight=False)
 
 
 @app.command()

@@ -14,7 +14,12 @@ DEFAULT_TASK = "sst2"
 DEFAULT_COMPRESSION = 5.5  # the planner lands on ~5.1x for MiniLM: >= 5x fewer parameters
 LOSSES = ("embedding", "attention", "hidden", "logits", "supervised")
 VOCABULARIES = ("task",)
-AUTO = "auto"  # vocabulary and ffn: decided by levers_apply()
+AUTO = "auto"  # vocabulary, ffn and ffn_to_embedding: decided by levers_apply()
+# ffn_to_embedding's "auto": this share of the kept FFN's budget goes to the word embedding from this compression up,
+# with the task vocabulary (benchmarks/results/role_split.md: gains on SST-2 at 10x and 20x and on the topic questions
+# at 20x, ties on CoLA and the movie reviews at 20x; a tie at 5.7x, so it starts where it gained).
+AUTO_FFN_TO_EMBEDDING = 0.5
+AUTO_FFN_TO_EMBEDDING_FROM = 10.0
 
 
 def structure_kron_config(config):
@@ -110,8 +115,9 @@ class CompressConfig:
             a search. None: the width whose FFNs start closest to the teacher's on held-out calibration text
             (benchmarks/results/ffn_width.md), which is the dense count unless a wider one starts 3% lower.
         ffn_to_embedding: with ``ffn`` "neurons": this share of the factored FFN's budget goes to the word
-            embedding instead, the attention keeping its own (``KronConfig.ffn_to_embedding``). None: the FFN
-            spends all of it.
+            embedding instead, the attention keeping its own (``KronConfig.ffn_to_embedding``). None (or 0): the FFN
+            spends all of it. "auto" (the default): 0.5 with the task vocabulary and kept neurons at a
+            ``compression`` of 10 or more, else None (benchmarks/results/role_split.md).
         general_student: start from a general student (``kronedge distill-general``) instead of running
             stage 1: its directory, or ``auto`` for the cached one of this teacher and structure (stage 1
             runs when there is none). It must come from the same base teacher and structure.
@@ -122,8 +128,8 @@ class CompressConfig:
 
     # 2: min_steps, stage1_min_steps, max_epochs, patience, check_teacher, min_retention; 3: stage2_min_steps;
     # 4: cooldown_epochs; 5: vocabulary; 6: ffn; 7: vocabulary and ffn default to "auto"; 8: ffn_width, and kept
-    # FFN neurons' width is searched (svd, search)
-    VERSION = 8
+    # FFN neurons' width is searched (svd, search); 9: ffn_to_embedding, "auto" by default
+    VERSION = 9
 
     teacher: str = DEFAULT_TEACHER
     task: str = DEFAULT_TASK
@@ -178,7 +184,7 @@ class CompressConfig:
     vocabulary: str | None = AUTO
     ffn: str | None = AUTO
     ffn_width: int | str | None = None
-    ffn_to_embedding: float | None = None
+    ffn_to_embedding: float | str | None = AUTO
 
     def __post_init__(self):
         from .students import METHODS
@@ -191,6 +197,12 @@ class CompressConfig:
             self.vocabulary = "task" if self.levers_apply() else None
         if self.ffn == AUTO:
             self.ffn = "neurons" if self.levers_apply() else None
+        if self.ffn_to_embedding == AUTO:
+            far = self.compression is not None and self.compression >= AUTO_FFN_TO_EMBEDDING_FROM
+            self.ffn_to_embedding = (AUTO_FFN_TO_EMBEDDING if far and self.levers_apply() and self.ffn == "neurons"
+                                     and self.vocabulary == "task" else None)
+        elif self.ffn_to_embedding == 0:
+            self.ffn_to_embedding = None  # the default of explicit levers, spelled out
         if (self.compression is None) == (self.preset is None):
             raise TrainingError("give exactly one of compression (e.g. 5.5) or preset (kb8, kb21)")
         for name in ("stage1_examples", "stage2_examples", "teacher_train_limit", "min_steps", "stage1_min_steps",

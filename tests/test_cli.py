@@ -114,8 +114,11 @@ def test_a_plan_of_the_papers_shapes_says_how_to_preview_what_compress_builds(tm
     hint = "compress --compression 4 builds another student"
     shown = runner.invoke(app, ["plan", spec, "--compression", "4"])
     assert shown.exit_code == 0 and hint in " ".join(shown.output.split())
-    assert f"kronedge plan {spec} --compression 4 --structure svd --ffn neurons --vocabulary task" in " ".join(
-        shown.output.split())
+    assert f"kronedge plan {spec} --compression 4 --structure svd --ffn neurons --vocabulary task --calibration" in \
+        " ".join(shown.output.split())
+    far = runner.invoke(app, ["plan", spec, "--compression", "12"])  # compress moves FFN budget from 10x up
+    assert far.exit_code == 0, far.output
+    assert "--vocabulary task --ffn-to-embedding 0.5 --calibration" in " ".join(far.output.split())
     for other in (["--structure", "svd"], ["--layers", "1"], ["--json"]):
         result = runner.invoke(app, ["plan", spec, "--compression", "4", *other])  # the user's own choice, or JSON
         assert result.exit_code == 0 and "builds another student" not in result.output, (other, result.output)

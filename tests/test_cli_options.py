@@ -231,3 +231,11 @@ def test_distill_general_options_reach_the_general_config(monkeypatch, tmp_path)
 
     runner.invoke(app, ["distill-general"])
     assert seen["config"] == GeneralConfig()
+
+
+def test_ffn_to_embedding_takes_a_share_or_auto_and_says_so_for_anything_else():
+    result = CliRunner().invoke(app, ["compress", "--ffn-to-embedding", "half", "--out", "x"])
+    assert result.exit_code == 1 and "--ffn-to-embedding is a share of the FFN's budget in [0, 1) or 'auto', got " \
+        "'half'" in " ".join(result.output.split())
+    param = {p.name: p for p in typer.main.get_command(app).commands["compress"].params}["ffn_to_embedding"]
+    assert param.default == "auto"

@@ -430,3 +430,19 @@ def test_ffn_to_embedding_gives_the_embedding_rank_at_one_size(width):
 def test_ffn_to_embedding_needs_kept_neurons_and_a_budgeted_structure(fields, message):
     with pytest.raises(PlanError, match=message):
         KronConfig(**fields)
+
+
+def test_auto_moves_half_the_ffn_budget_from_10x_up_where_the_task_vocabulary_and_kept_neurons_apply():
+    # None keeps the keys and resumable runs of recipes below 10x (result_settings drops unset fields)
+    assert CompressConfig().ffn_to_embedding is None  # the default 5.5x: a tie there (role_split.md)
+    assert CompressConfig(compression=9.9).ffn_to_embedding is None
+    for compression in (10, 20):
+        config = CompressConfig(compression=compression)
+        assert config.ffn_to_embedding == 0.5 and config.kron_config().ffn_to_embedding == 0.5
+    for without in (dict(vocabulary="full"), dict(ffn="factored"), dict(structure="paper"), dict(method="svd"),
+                    dict(calibration=False), dict(embedding_share=0.2), dict(ffn_to_embedding=0)):
+        assert CompressConfig(compression=20, **without).ffn_to_embedding is None, without
+    assert CompressConfig(compression=20, ffn_to_embedding=0.25).ffn_to_embedding == 0.25
+    assert CompressConfig(compression=5.5, ffn_to_embedding=0.5).kron_config().ffn_to_embedding == 0.5
+    with pytest.raises(TrainingError, match=r"in \(0, 1\)"):
+        CompressConfig(compression=20, ffn_to_embedding=1.5)

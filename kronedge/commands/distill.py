@@ -14,7 +14,7 @@ from typing import Optional
 import typer
 
 from ..errors import UsageError
-from ..recipe import LOSSES, CompressConfig, default_teacher_config, share_text
+from ..recipe import AUTO, LOSSES, CompressConfig, default_teacher_config, share_text
 from ..training.config import TrainConfig, TrainingError
 from .options import FFN_WIDTH_CLI, Cli, Option, config_options, field_docs, field_values, with_options, zero_is_none
 
@@ -31,6 +31,17 @@ def _weights(text: str | None) -> dict:
         if not sep:
             raise TrainingError(f"--loss-weights: {item!r} is not NAME=NUMBER")
     return out
+
+
+def _ffn_share(text: str | None) -> float | str | None:
+    """``--ffn-to-embedding`` as written (a share, or "auto") -> ``CompressConfig.ffn_to_embedding``."""
+    if text is None or text == AUTO:
+        return text
+    try:
+        return float(text)
+    except ValueError:
+        raise TrainingError(f"--ffn-to-embedding is a share of the FFN's budget in [0, 1) or {AUTO!r}, "
+                            f"got {text!r}") from None
 
 
 class _Stderr(logging.Handler):
@@ -68,6 +79,7 @@ FIELD_CLI = {
                         note=f"Written NAME=WEIGHT,... with NAME one of {', '.join(LOSSES)}; unnamed ones are 1."),
     "unlabelled": Cli(type=Path, to_field=lambda p: str(p) if p else None),
     "ffn_width": FFN_WIDTH_CLI,
+    "ffn_to_embedding": Cli(type=str, to_field=_ffn_share),
     **{name: zero_is_none() for name in ("stage1_examples", "stage2_examples", "min_steps", "stage1_min_steps",
                                          "stage2_min_steps", "patience", "cooldown_epochs")},
 }
