@@ -371,6 +371,7 @@ MALFORMED = [
     ("ragged.csv", b"text,label\na,x\nb,y,extra\n", "train", 3, "expected 2 comma-separated columns, got 3"),
     ("ragged.tsv", b"text\tlabel\na\tx\nb\n", "train", 3, "expected 2 tab-separated columns, got 1"),
     ("utf.csv", b"text,label\na,x\ncaf\xe9,y\n", "train", 3, "not valid UTF-8"),
+    ("utf16.csv", "text,label\na,x\n".encode("utf-16"), "train", 1, "UTF-16 text"),
     ("empty-text.csv", b"text,label\na,x\n  ,y\n", "train", 3, "empty text field 'text'"),
     ("empty-label.csv", b"text,label\na,x\nb,\n", "train", 3, "empty label"),
     ("quote.csv", b'text,label\na,x\n"b,y\nc,x\n', "train", 3, "malformed CSV"),

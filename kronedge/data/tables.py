@@ -99,8 +99,13 @@ class Table:
                 try:
                     line = raw.decode("utf-8")
                 except UnicodeDecodeError as exc:
+                    if lineno == 1 and raw[:2] in (b"\xff\xfe", b"\xfe\xff"):
+                        raise self.error(f"{self.path}:1: UTF-16 text (as Excel's \"Unicode Text\" saves it), not UTF-8; "
+                                         "re-save it as UTF-8 (Excel: \"CSV UTF-8\"), e.g. iconv -f UTF-16 -t UTF-8"
+                                         ) from None
                     raise self.error(f"{self.path}:{lineno}: not valid UTF-8 (byte {raw[exc.start]:#04x}); "
-                                     "re-save the file as UTF-8") from None
+                                     "re-save the file as UTF-8 (Excel: \"CSV UTF-8\"; from Windows-1252: iconv -f "
+                                     "CP1252 -t UTF-8)") from None
                 yield line.lstrip("\ufeff") if lineno == 1 else line
 
     def _records(self) -> Iterator[tuple[int, object]]:
