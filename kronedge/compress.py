@@ -235,6 +235,9 @@ class CompressRun:
         self.params_teacher, self.params_student = core_params(self.teacher), core_params(self.student)
         self.seconds["surgery"] = round(time.perf_counter() - t, 1)
         self.init_metrics = evaluate_model(self.student, self.spec, self.dev_enc)
+        if self.general is None and self.config.ffn_to_embedding:
+            logger.info(f"[compress] {self.config.ffn_to_embedding:.0%} of each kept FFN's parameter budget went to the "
+                        "word embedding (--ffn-to-embedding; 0 keeps it in the FFN)")
         logger.info(f"[compress] {self.config.method} student: {self.params_teacher / 1e6:.2f}M -> "
                     f"{self.params_student / 1e6:.2f}M embedding+encoder params "
                     f"({self.params_teacher / self.params_student:.2f}x); before training {self.primary} = "

@@ -446,3 +446,25 @@ def test_auto_moves_half_the_ffn_budget_from_10x_up_where_the_task_vocabulary_an
     assert CompressConfig(compression=5.5, ffn_to_embedding=0.5).kron_config().ffn_to_embedding == 0.5
     with pytest.raises(TrainingError, match=r"in \(0, 1\)"):
         CompressConfig(compression=20, ffn_to_embedding=1.5)
+
+
+def test_compress_at_12x_moves_half_the_ffn_budget_and_says_so(tmp_path, monkeypatch, caplog):
+    import json
+
+    from typer.testing import CliRunner
+
+    import test_byo_data as byo
+    from kronedge.cli import app
+
+    monkeypatch.chdir(tmp_path)
+    train, dev, options = byo.nli(tmp_path)
+    common = list(byo.COMMON)
+    common[common.index("--compression") + 1] = "12"
+    args = ["compress", "--teacher", helpers.tiny_spec(tmp_path), "--train", train, "--validation", dev, *options,
+            *common, "--out", "art"]
+    with caplog.at_level("INFO", logger="kronedge.compress"):
+        result = CliRunner().invoke(app, [str(a) for a in args])
+    assert result.exit_code == 0, result.output
+    assert "50% of each kept FFN's parameter budget went to the word embedding" in caplog.text
+    recipe = json.loads((tmp_path / "art" / "kronedge.json").read_text())
+    assert recipe["compress_config"]["ffn_to_embedding"] == 0.5 and recipe["kron_config"]["ffn_to_embedding"] == 0.5
