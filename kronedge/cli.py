@@ -69,7 +69,7 @@ PLAN_HELP = {
                    "(all of it) keep theirs, as compress keeps its training text's by default at a --compression "
                    "target; the rows left out become rank for every factorised matrix, and a token left out reads "
                    "its nearest kept token's row. To preview compress's default student: --structure svd --ffn "
-                   "neurons --vocabulary task --calibration YOUR_TASK (and --ffn-to-embedding 0.5 from 10x up)."),
+                   "neurons --vocabulary task --calibration YOUR_TASK (and --ffn-to-embedding 0.5 from 20x up)."),
 }
 
 

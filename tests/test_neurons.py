@@ -432,11 +432,11 @@ def test_ffn_to_embedding_needs_kept_neurons_and_a_budgeted_structure(fields, me
         KronConfig(**fields)
 
 
-def test_auto_moves_half_the_ffn_budget_from_10x_up_where_the_task_vocabulary_and_kept_neurons_apply():
+def test_auto_moves_half_the_ffn_budget_from_20x_up_where_the_task_vocabulary_and_kept_neurons_apply():
     # None keeps the keys and resumable runs of recipes below 10x (result_settings drops unset fields)
     assert CompressConfig().ffn_to_embedding is None  # the default 5.5x: a tie there (role_split.md)
-    assert CompressConfig(compression=9.9).ffn_to_embedding is None
-    for compression in (10, 20):
+    assert CompressConfig(compression=19.9).ffn_to_embedding is None  # 10x: mixed (role_split.md)
+    for compression in (20, 24):
         config = CompressConfig(compression=compression)
         assert config.ffn_to_embedding == 0.5 and config.kron_config().ffn_to_embedding == 0.5
     for without in (dict(vocabulary="full"), dict(ffn="factored"), dict(structure="paper"), dict(method="svd"),
@@ -448,7 +448,7 @@ def test_auto_moves_half_the_ffn_budget_from_10x_up_where_the_task_vocabulary_an
         CompressConfig(compression=20, ffn_to_embedding=1.5)
 
 
-def test_compress_at_12x_moves_half_the_ffn_budget_and_says_so(tmp_path, monkeypatch, caplog):
+def test_compress_at_20x_moves_half_the_ffn_budget_and_says_so(tmp_path, monkeypatch, caplog):
     import json
 
     from typer.testing import CliRunner
@@ -459,7 +459,7 @@ def test_compress_at_12x_moves_half_the_ffn_budget_and_says_so(tmp_path, monkeyp
     monkeypatch.chdir(tmp_path)
     train, dev, options = byo.nli(tmp_path)
     common = list(byo.COMMON)
-    common[common.index("--compression") + 1] = "12"
+    common[common.index("--compression") + 1] = "20"
     args = ["compress", "--teacher", helpers.tiny_spec(tmp_path), "--train", train, "--validation", dev, *options,
             *common, "--out", "art"]
     with caplog.at_level("INFO", logger="kronedge.compress"):
