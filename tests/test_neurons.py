@@ -433,7 +433,7 @@ def test_ffn_to_embedding_needs_kept_neurons_and_a_budgeted_structure(fields, me
 
 
 def test_auto_moves_half_the_ffn_budget_from_20x_up_where_the_task_vocabulary_and_kept_neurons_apply():
-    # None keeps the keys and resumable runs of recipes below 10x (result_settings drops unset fields)
+    # None keeps the keys and resumable runs of recipes below 20x (result_settings drops unset fields)
     assert CompressConfig().ffn_to_embedding is None  # the default 5.5x: a tie there (role_split.md)
     assert CompressConfig(compression=19.9).ffn_to_embedding is None  # 10x: mixed (role_split.md)
     for compression in (20, 24):
