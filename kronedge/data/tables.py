@@ -81,16 +81,16 @@ class Table:
         """A CSV's field separator: ``,``, or ``;`` when the first line has semicolons and no comma, as
         spreadsheets save a .csv where the comma is the decimal mark."""
         if self._delimiter is None:
-            self._delimiter = "\t" if self.format != "csv" else ","
-            if self.format == "csv":
-                lines = self._lines()
-                try:
-                    first = next((line for line in lines if line.strip()), "")
-                finally:
-                    lines.close()
-                if ";" in first and "," not in first:
-                    self._delimiter = ";"
+            self._delimiter = self._csv_delimiter() if self.format == "csv" else "\t"
         return self._delimiter
+
+    def _csv_delimiter(self) -> str:
+        lines = self._lines()
+        try:
+            first = next((line for line in lines if line.strip()), "")
+        finally:
+            lines.close()
+        return ";" if ";" in first and "," not in first else ","
 
     def _lines(self) -> Iterator[str]:
         # Binary lines split on b"\n", which never occurs inside a UTF-8 multi-byte sequence.
